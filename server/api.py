@@ -1,0 +1,270 @@
+"""The HTTP API (PROTOCOL.md section 2): publish, poll, health, readiness, metrics.
+
+Every call but health and metrics needs ``Authorization: Bearer <JWT>``.
+Authentication and permission are checked before the body: 401/403 first,
+then 400 (not JSON) or 422 (JSON, but invalid; the message names the field).
+Errors are ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from client_sdk.protocol import ErrorCode, Priority, ProtocolError, parse_channel
+from server.auth import Identity
+from server.backend.base import Idempotency, PublishRequest
+from server.errors import AuthError, BackendUnavailable, IdempotencyConflict
+from server.events import encode_body
+from server.node import Node
+from server.policy import PUBLISHER_ROLES, may_publish, may_subscribe
+from server.poll import poll
+
+__all__ = ["routes"]
+
+log = logging.getLogger("fieldpush.api")
+
+_PUBLISH_FIELDS = frozenset({"channels", "kind", "priority", "data", "idempotency_key", "ack_deadline_s"})
+_POLL_FIELDS = frozenset({"subs", "wait_s"})
+MAX_KIND_LENGTH = 128
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+
+
+class HTTPError(Exception):
+    """Ends a request with ``status`` and an error body."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        body = {"error": {"code": self.code.value, "message": self.message}}
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.state.node
+    return node
+
+
+def _authenticate(request: Request) -> Identity:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPError(401, ErrorCode.UNAUTHORIZED, "missing 'Authorization: Bearer <token>' header")
+    try:
+        return _node(request).verifier.verify(token.strip())
+    except AuthError as exc:
+        log.info("%s %s refused: %s", request.method, request.url.path, exc)
+        raise HTTPError(401, ErrorCode.UNAUTHORIZED, str(exc)) from None
+
+
+async def _json_body(request: Request, limit: int) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > limit:
+        raise HTTPError(413, ErrorCode.TOO_LARGE, f"body is {len(body)} bytes; the limit is {limit}")
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise HTTPError(400, ErrorCode.BAD_REQUEST, "body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise HTTPError(422, ErrorCode.INVALID, "body must be a JSON object")
+    return value
+
+
+def _invalid(field: str, message: str) -> HTTPError:
+    return HTTPError(422, ErrorCode.INVALID, f"{field}: {message}")
+
+
+def _reject_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(body.keys() - known)
+    if unknown:
+        raise _invalid(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
+
+
+# --------------------------------------------------------------------- publish
+
+
+@dataclass(frozen=True, slots=True)
+class PublishInput:
+    channels: tuple[str, ...]
+    kind: str
+    priority: str
+    data: dict[str, Any]
+    idempotency_key: str | None
+    ack_deadline_s: float | None
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            [self.channels, self.kind, self.priority, self.data, self.ack_deadline_s],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def parse_publish(body: dict[str, Any], max_channels: int) -> PublishInput:
+    """Validate a publish body; raise a 422 :class:`HTTPError` naming the field."""
+    _reject_unknown(body, _PUBLISH_FIELDS)
+    channels = body.get("channels")
+    if not isinstance(channels, list) or not channels:
+        raise _invalid("channels", "must be a non-empty list of channel names")
+    if len(channels) > max_channels:
+        raise _invalid("channels", f"at most {max_channels} channels per publish")
+    for channel in channels:
+        try:
+            parse_channel(channel)
+        except ProtocolError as exc:
+            raise _invalid("channels", str(exc)) from None
+    if len(set(channels)) != len(channels):
+        raise _invalid("channels", "lists a channel twice")
+    kind = body.get("kind")
+    if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_LENGTH:
+        raise _invalid("kind", f"must be a string of 1 to {MAX_KIND_LENGTH} characters")
+    priority = body.get("priority", Priority.NORMAL.value)
+    if priority not in {p.value for p in Priority}:
+        raise _invalid("priority", f"must be one of {', '.join(p.value for p in Priority)}")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise _invalid("data", "must be a JSON object")
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH):
+        raise _invalid("idempotency_key", f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    deadline = body.get("ack_deadline_s")
+    if deadline is not None:
+        if priority != Priority.CRITICAL.value:
+            raise _invalid("ack_deadline_s", "is only allowed for critical events")
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0:
+            raise _invalid("ack_deadline_s", "must be a positive number of seconds")
+    return PublishInput(
+        channels=tuple(channels),
+        kind=kind,
+        priority=priority,
+        data=data,
+        idempotency_key=key,
+        ack_deadline_s=float(deadline) if deadline is not None else None,
+    )
+
+
+async def publish(request: Request) -> Response:
+    node = _node(request)
+    identity = _authenticate(request)
+    if identity.role not in PUBLISHER_ROLES:
+        raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not publish")
+    body = parse_publish(
+        await _json_body(request, node.settings.max_publish_bytes), node.settings.max_publish_channels
+    )
+    for channel in body.channels:
+        if not may_publish(identity, channel):
+            raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not publish to {channel}")
+    event_id = uuid.uuid4().hex
+    idempotency = None
+    if body.idempotency_key is not None:
+        idempotency = Idempotency(identity.user, body.idempotency_key, body.fingerprint())
+    try:
+        result = await node.backend.publish(
+            PublishRequest(
+                channels=body.channels,
+                event_id=event_id,
+                priority=body.priority,
+                body=encode_body(event_id, body.kind, body.priority, body.data),
+                idempotency=idempotency,
+            )
+        )
+    except BackendUnavailable:
+        log.warning("publish by %s refused: backend unavailable", identity.user)
+        raise HTTPError(503, ErrorCode.UNAVAILABLE, "backend unavailable; nothing was stored, retry") from None
+    except IdempotencyConflict:
+        raise HTTPError(
+            409, ErrorCode.CONFLICT, "idempotency_key was already used with a different body"
+        ) from None
+    if not result.duplicate:
+        for channel in body.channels:
+            node.metrics.published[channel.partition(":")[0]] += 1
+    return JSONResponse({"id": result.id, "offsets": result.offsets}, status_code=201)
+
+
+# ------------------------------------------------------------------------ poll
+
+
+async def poll_route(request: Request) -> Response:
+    node = _node(request)
+    identity = _authenticate(request)
+    body = await _json_body(request, node.settings.max_publish_bytes)
+    _reject_unknown(body, _POLL_FIELDS)
+    subs = body.get("subs")
+    if not isinstance(subs, dict) or not subs:
+        raise _invalid("subs", "must be a non-empty object {channel: offset-or-null}")
+    if len(subs) > node.settings.max_publish_channels:
+        raise _invalid("subs", f"at most {node.settings.max_publish_channels} channels per poll")
+    for channel, offset in subs.items():
+        try:
+            parse_channel(channel)
+        except ProtocolError as exc:
+            raise _invalid("subs", str(exc)) from None
+        if offset is not None and not isinstance(offset, str):
+            raise _invalid("subs", f"the offset of {channel} must be a string or null")
+        if not may_subscribe(identity, channel):
+            raise HTTPError(403, ErrorCode.FORBIDDEN, f"not allowed to read {channel}")
+    wait_s = body.get("wait_s", 0)
+    if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
+        raise _invalid("wait_s", "must be a number of seconds >= 0")
+    wait_s = min(float(wait_s), node.settings.poll_max_wait_s)
+    try:
+        reply = await poll(node, subs, wait_s)
+    except BackendUnavailable:
+        raise HTTPError(503, ErrorCode.UNAVAILABLE, "backend unavailable; retry") from None
+    return JSONResponse(reply)
+
+
+# -------------------------------------------------------------- health, metrics
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "node": _node(request).settings.node_id})
+
+
+async def readyz(request: Request) -> Response:
+    node = _node(request)
+    ready = await node.backend.ready()
+    body = {"ready": ready, "backend": node.backend.name, "node": node.settings.node_id}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return PlainTextResponse(_node(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _guarded(endpoint: Any) -> Any:
+    async def guarded(request: Request) -> Response:
+        try:
+            response: Response = await endpoint(request)
+        except HTTPError as exc:
+            if request.url.path == "/v1/publish":
+                _node(request).metrics.publish_errors[exc.status] += 1
+            return exc.response()
+        return response
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
+
+
+routes = [
+    Route("/v1/publish", _guarded(publish), methods=["POST"]),
+    Route("/v1/poll", _guarded(poll_route), methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,176 @@
+"""The ``fieldpush`` command: ``serve``, ``token``, ``publish``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from server.errors import ConfigError
+from server.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="TOML settings file (default: config/fieldpush.toml when present)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fieldpush",
+        description="Real-time push and delta-sync server for field sales and service phones.",
+        epilog="Settings: flags > FIELDPUSH_* environment variables > TOML file > defaults. "
+        "See docs/configuration.md.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run a node", description="Run a fieldpush node.")
+    _common(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on, 0 for any free one (default 8080)")
+    serve.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="redis://host:port/db: share state with other nodes (default: embedded in-memory backend)",
+    )
+    serve.add_argument("--node-id", help="name of this node in logs and welcome (default host-pid)")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        default=None,
+        help="accept the built-in development JWT secret on a non-loopback address",
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+
+    token = commands.add_parser(
+        "token",
+        help="mint a development token",
+        description="Print a signed JWT (last line of stdout) with the configured secret.",
+    )
+    _common(token)
+    token.add_argument("--user", required=True, help="user id (the 'sub' claim)")
+    token.add_argument(
+        "--role",
+        required=True,
+        choices=["sales", "after_sales", "supervisor", "admin", "dispatcher", "service"],
+    )
+    token.add_argument("--teams", default="", help="comma-separated team ids")
+    token.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default token_ttl_s, 3600)")
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish an event through a running node",
+        description="POST /v1/publish to a running node and print its reply.",
+    )
+    _common(publish)
+    publish.add_argument("--url", default="http://127.0.0.1:8080", help="the node's base URL")
+    publish.add_argument("--channel", action="append", required=True, help="target channel (repeatable)")
+    publish.add_argument("--kind", required=True, help="event kind, e.g. work_order.urgent")
+    publish.add_argument("--priority", default="normal", choices=["critical", "high", "normal", "low"])
+    publish.add_argument("--data", default="{}", help="event data as a JSON object")
+    publish.add_argument("--idempotency-key", help="makes retries safe")
+    publish.add_argument(
+        "--token",
+        help="bearer token (default: env FIELDPUSH_TOKEN, else a dispatcher token minted with the configured secret)",
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(config_path=args.config, overrides=overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.app import build_server, describe
+    from server.node import make_backend
+
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        redis_url=args.redis_url,
+        node_id=args.node_id,
+        dev=args.dev,
+        log_level=args.log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    backend = make_backend(settings)
+
+    def listening(url: str) -> None:
+        print(describe(url, settings, backend.name), flush=True)
+
+    server = build_server(settings, backend=backend, on_listening=listening)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _token(args: argparse.Namespace) -> int:
+    from server.auth import mint_token
+
+    settings = _settings(args)
+    teams = [t.strip() for t in args.teams.split(",") if t.strip()]
+    print(mint_token(settings, user=args.user, role=args.role, teams=teams, ttl_s=args.ttl))
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    from server.auth import mint_token
+
+    try:
+        data = json.loads(args.data)
+    except ValueError as exc:
+        print(f"fieldpush publish: --data is not JSON: {exc}", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get("FIELDPUSH_TOKEN")
+    if not token:
+        token = mint_token(_settings(args), user="cli", role="dispatcher", ttl_s=300)
+    body: dict[str, Any] = {
+        "channels": args.channel,
+        "kind": args.kind,
+        "priority": args.priority,
+        "data": data,
+    }
+    if args.idempotency_key:
+        body["idempotency_key"] = args.idempotency_key
+    try:
+        reply = httpx.post(
+            args.url.rstrip("/") + "/v1/publish",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        print(f"fieldpush publish: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply.json(), indent=2))
+    return 0 if reply.status_code == 201 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"serve": _serve, "token": _token, "publish": _publish}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"fieldpush {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

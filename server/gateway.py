@@ -1,0 +1,280 @@
+"""The WebSocket gateway: one :class:`Connection` per phone socket.
+
+uvicorn parses every HTTP request; when one asks to upgrade to WebSocket it
+hands the raw transport to the ``ws`` protocol class it was configured with,
+which is :class:`Connection`. So the HTTP API runs through Starlette while the
+socket path is plain asyncio: the ``websockets`` Sans-I/O protocol parses the
+handshake and the client's frames, and the server writes its own frames
+straight to the transport. Event frames are pre-encoded once per node (see
+:mod:`server.events`), so writing one to a phone is a single
+``transport.write`` — no task, no ASGI message, no per-connection encoding.
+
+Close codes follow PROTOCOL.md: an undecodable frame closes with 1007, a frame
+over ``max_frame_bytes`` with 1009, a missing or invalid hello with 4001, a
+phone whose unsent data exceeds ``max_outbox_bytes`` with 4008, a node that
+shuts down with 1012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from client_sdk.protocol import SUBPROTOCOLS, CloseCode, DecodeError, codec_for
+from server.frames import PING_FRAME, data_frame
+from server.session import Session
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+__all__ = ["WS_PATH", "Connection"]
+
+log = logging.getLogger("fieldpush.gateway")
+#: websockets logs every open and close at INFO; the session logs its own lines.
+_WS_LOG: Final = logging.getLogger("fieldpush.gateway.websockets")
+_WS_LOG.setLevel(logging.WARNING)
+
+WS_PATH: Final = "/v1/ws"
+#: How long a closing handshake may take before the TCP connection is dropped.
+CLOSE_TIMEOUT_S: Final = 2.0
+
+
+def _token_from_header(headers: Headers) -> str | None:
+    value = headers.get("Authorization")
+    if value and value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return None
+
+
+class Connection(asyncio.Protocol):
+    """A phone's socket. uvicorn instantiates it with its ``config``,
+    ``server_state`` and ``app_state``; the node comes from the app state
+    (the lifespan yields ``{"node": node}``)."""
+
+    def __init__(
+        self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None
+    ) -> None:
+        self.node: Node = app_state["node"]
+        self.server_state = server_state
+        settings = self.node.settings
+        self.ws = ServerProtocol(
+            subprotocols=list(SUBPROTOCOLS),
+            select_subprotocol=_select_subprotocol,
+            max_size=settings.max_frame_bytes,
+            logger=_WS_LOG,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.peer = "-"
+        self.subprotocol = "fieldpush.v1.json"
+        self.binary = False
+        self.header_token: str | None = None
+        self.session: Session | None = None
+        self.fragments: list[bytes] = []
+        self.closing = False
+        self.close_code: int | None = None
+        self.last_rx = time.monotonic()
+        self.pinged_at = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.server_state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        self._cancel_timer()
+        self.closing = True
+        if self.session is not None:
+            code = self.close_code
+            if code is None and self.ws.close_rcvd is not None:
+                code = self.ws.close_rcvd.code
+            self.session.teardown(code)
+            self.node.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Request):
+                self._handshake(event)
+        self._send_pending()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._send_pending()
+        return None
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark: the outbox check
+        in :meth:`write` decides when the phone is too slow."""
+
+    def resume_writing(self) -> None:
+        """See :meth:`pause_writing`."""
+
+    # -------------------------------------------------------------- handshake
+
+    def _handshake(self, request: Request) -> None:
+        node = self.node
+        path = request.path.partition("?")[0]
+        if path != WS_PATH:
+            self._reject(404, f"no WebSocket endpoint at {path}; use {WS_PATH}\n")
+            return
+        offered = request.headers.get_all("Sec-WebSocket-Protocol")
+        if offered and not any(
+            p.strip() in SUBPROTOCOLS for value in offered for p in value.split(",")
+        ):
+            self._reject(400, f"unsupported subprotocol; offer one of {', '.join(SUBPROTOCOLS)}\n")
+            return
+        response = self.ws.accept(request)
+        self.ws.send_response(response)
+        if response.status_code != 101:
+            log.info("connection %s: handshake failed (%d)", self.peer, response.status_code)
+            return
+        self.subprotocol = self.ws.subprotocol or "fieldpush.v1.json"
+        self.binary = codec_for(self.subprotocol).binary
+        self.header_token = _token_from_header(request.headers)
+        self.session = Session(node, self)
+        node.connections.add(self)
+        node.metrics.connections_total += 1
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(node.settings.hello_timeout_s, self._hello_timeout)
+        if self.header_token is not None:
+            try:
+                node.verifier.verify(self.header_token)
+            except Exception as exc:  # AuthError; anything else is also a refusal
+                log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
+                self.close(CloseCode.UNAUTHORIZED, str(exc))
+
+    def _reject(self, status: int, text: str) -> None:
+        log.info("connection %s: upgrade refused (%d): %s", self.peer, status, text.strip())
+        self.ws.send_response(self.ws.reject(status, text))
+        self.closing = True
+
+    def _hello_timeout(self) -> None:
+        self.timer = None
+        if self.session is not None and self.session.identity is None and not self.closing:
+            log.info("connection %s refused: no hello within %s s", self.peer, self.node.settings.hello_timeout_s)
+            self.close(CloseCode.UNAUTHORIZED, "no hello in time")
+
+    def hello_received(self) -> None:
+        self._cancel_timer()
+
+    # ----------------------------------------------------------------- frames
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._message(frame.data)
+            else:
+                self.fragments = [frame.data]
+        elif opcode is Opcode.CONT:
+            self.fragments.append(frame.data)
+            if frame.fin:
+                data, self.fragments = b"".join(self.fragments), []
+                self._message(data)
+        # PING is answered and CLOSE handled by the websockets protocol itself.
+
+    def _message(self, data: bytes) -> None:
+        session = self.session
+        if session is None or self.closing:
+            return
+        try:
+            message = codec_for(self.subprotocol).decode(data)
+        except DecodeError as exc:
+            log.info("connection %s: undecodable frame: %s", self.peer, exc)
+            self.close(CloseCode.INVALID_DATA, "undecodable frame")
+            return
+        session.on_message(message)
+
+    # ---------------------------------------------------------------- writing
+
+    def write(self, data: bytes) -> None:
+        """Write one or more complete frames. Closes with 4008 when the phone
+        has not read its data and the unsent bytes exceed ``max_outbox_bytes``."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.node.settings.max_outbox_bytes:
+            log.info("connection %s: too slow, %d bytes unsent", self.peer, transport.get_write_buffer_size())
+            self.close(CloseCode.TOO_SLOW, "too slow: events not read")
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        payload = codec_for(self.subprotocol).encode(message)
+        self.write(data_frame(payload, self.binary))
+
+    def ping(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(PING_FRAME)
+
+    def _send_pending(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.ws.data_to_send():
+            if data:
+                transport.write(data)
+            else:  # the protocol is done with the connection: half-close means close here
+                self._cancel_timer()
+                transport.close()
+                return
+        if self.ws.state is State.CLOSED and not transport.is_closing():
+            transport.close()
+
+    # ---------------------------------------------------------------- closing
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Start the closing handshake; drop the connection if it does not finish."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.close_code = int(code)
+        self.node.metrics.closed[int(code)] += 1
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(int(code), reason[:120])
+        self._send_pending()
+        self._cancel_timer()
+        if not self.transport.is_closing():
+            self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._drop)
+
+    def _drop(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def shutdown(self) -> None:
+        """Called by uvicorn when the server stops: tell the phone to reconnect elsewhere."""
+        if self.session is None:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.close(CloseCode.SERVICE_RESTART, "node restarting")
+
+
+def _select_subprotocol(protocol: ServerProtocol, subprotocols: Any) -> Any:
+    """The client's first offer that fieldpush speaks; none offered means JSON."""
+    for offered in subprotocols:
+        if offered in SUBPROTOCOLS:
+            return offered
+    return None

@@ -1,0 +1,68 @@
+"""Prometheus metrics of one node, in the ``fieldpush_`` namespace.
+
+Labels are low-cardinality only: a channel *kind* (``user``, ``team``,
+``broadcast``, ``dispatch``), a close code, an HTTP route: never a raw channel,
+user or token. Counters are plain integers incremented on the event loop (no
+locks), aggregated per flush on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Counters and gauges of a node, rendered in the Prometheus text format."""
+
+    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]] | None = None) -> None:
+        self.events_delivered = 0
+        self.frames_written = 0
+        self.replayed_events = 0
+        self.connections_total = 0
+        self.closed: Counter[int] = Counter()
+        self.published: Counter[str] = Counter()
+        self.publish_errors: Counter[int] = Counter()
+        self.bad_requests = 0
+        self.acks = 0
+        self.backend_catchups = 0
+        self._gauges = gauges or {}
+
+    def render(self) -> str:
+        lines: list[str] = []
+
+        def counter(name: str, help_text: str, values: dict[str, float]) -> None:
+            lines.append(f"# HELP fieldpush_{name} {help_text}")
+            lines.append(f"# TYPE fieldpush_{name} counter")
+            for labels, value in values.items():
+                lines.append(f"fieldpush_{name}{labels} {value}")
+
+        counter("events_delivered_total", "Events written to sockets.", {"": self.events_delivered})
+        counter("frames_written_total", "Event frames written to sockets.", {"": self.frames_written})
+        counter("replayed_events_total", "Events replayed from history on resume.", {"": self.replayed_events})
+        counter("connections_total", "WebSocket connections accepted.", {"": self.connections_total})
+        counter(
+            "connections_closed_total",
+            "WebSocket connections closed by the server, by close code.",
+            {f'{{code="{code}"}}': n for code, n in sorted(self.closed.items())},
+        )
+        counter(
+            "published_total",
+            "Events accepted by POST /v1/publish, by channel kind.",
+            {f'{{kind="{kind}"}}': n for kind, n in sorted(self.published.items())},
+        )
+        counter(
+            "publish_errors_total",
+            "Refused publishes, by HTTP status.",
+            {f'{{status="{status}"}}': n for status, n in sorted(self.publish_errors.items())},
+        )
+        counter("bad_requests_total", "Invalid client messages answered with an error.", {"": self.bad_requests})
+        counter("acks_total", "Event ids acknowledged by clients.", {"": self.acks})
+        counter("backend_catchups_total", "Channel catch-ups from history after a live-feed gap.", {"": self.backend_catchups})
+        for name, (help_text, read) in self._gauges.items():
+            lines.append(f"# HELP fieldpush_{name} {help_text}")
+            lines.append(f"# TYPE fieldpush_{name} gauge")
+            lines.append(f"fieldpush_{name} {read()}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,140 @@
+"""The node: owner of every long-lived part of one fieldpush process.
+
+It holds the settings, the backend, the hub, the token verifier, the metrics,
+the set of open connections and the two node-wide tasks (hub sweeper and
+heartbeat). It is created by the app's lifespan and closed by it, in a fixed
+order: stop the heartbeat, close the hub, close the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from client_sdk.protocol import CloseCode
+from server.auth import TokenVerifier
+from server.backend.base import Backend
+from server.hub import Hub
+from server.metrics import Metrics
+from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.gateway import Connection
+    from server.session import Session
+
+__all__ = ["Flusher", "Node", "make_backend"]
+
+log = logging.getLogger("fieldpush.node")
+
+
+class Flusher:
+    """Writes every session's pending events once per event-loop iteration.
+
+    Sessions register when their outbox goes from empty to non-empty; the
+    flush runs as one ``call_soon`` callback, so events that arrive together
+    (one Redis read, one burst) reach each phone in one frame and one write.
+    """
+
+    __slots__ = ("_dirty", "_metrics", "_scheduled")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._dirty: list[Session] = []
+        self._scheduled = False
+        self._metrics = metrics
+
+    def add(self, session: Session) -> None:
+        self._dirty.append(session)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        events = 0
+        for session in dirty:
+            events += session.flush()
+        metrics = self._metrics
+        metrics.events_delivered += events
+        metrics.frames_written += len(dirty)
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The configured backend: Redis when ``redis_url`` is set, else memory."""
+    if settings.redis_url:
+        from server.backend.redis import RedisBackend
+
+        return RedisBackend(
+            url=settings.redis_url,
+            prefix=settings.redis_prefix,
+            timeout_s=settings.redis_timeout_s,
+            history_max_events=settings.history_max_events,
+            history_max_age_s=settings.history_max_age_s,
+            history_meta_ttl_s=settings.history_meta_ttl_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+        )
+    from server.backend.memory import MemoryBackend
+
+    return MemoryBackend(
+        history_max_events=settings.history_max_events,
+        history_max_age_s=settings.history_max_age_s,
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+    )
+
+
+class Node:
+    """One fieldpush process. See the module docstring."""
+
+    def __init__(self, settings: Settings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.verifier = TokenVerifier(settings)
+        self.hub = Hub(backend, page_events=settings.replay_page_events)
+        self.connections: set[Connection] = set()
+        self.sessions: dict[str, Session] = {}
+        self.metrics = Metrics(
+            gauges={
+                "connections": ("Open WebSocket connections.", lambda: len(self.connections)),
+                "sessions": ("Sessions past hello.", lambda: len(self.sessions)),
+                "channels": ("Channels with a live feed on this node.", lambda: self.hub.channel_count),
+            }
+        )
+        self.flusher = Flusher(self.metrics)
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.backend.start(self.hub)
+        self.hub.start()
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        log.info("node %s started on the %s backend", self.settings.node_id, self.backend.name)
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.hub.close()
+        await self.backend.close()
+        log.info("node %s stopped", self.settings.node_id)
+
+    def sessions_opened(self, session: Session) -> None:
+        self.sessions[session.id] = session
+
+    def sessions_closed(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+
+    async def _beat(self) -> None:
+        """Ping every connection each ``heartbeat_s``; close those that did not
+        answer (or send anything) since the previous ping with 1011."""
+        interval = self.settings.heartbeat_s
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.pinged_at and conn.last_rx < conn.pinged_at:
+                    log.info("connection %s: no answer to ping within %s s", conn.peer, interval)
+                    conn.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+                else:
+                    conn.pinged_at = now
+                    conn.ping()

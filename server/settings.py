@@ -1,0 +1,259 @@
+"""One typed settings object, read only at the edge (the command line).
+
+Sources, highest first: command-line flags, ``FIELDPUSH_*`` environment
+variables, the TOML file (``--config``, else ``config/fieldpush.toml`` when
+present), built-in defaults. Every setting is listed in
+``docs/configuration.md``; its environment variable is ``FIELDPUSH_`` plus the
+setting's name in upper case (``heartbeat_s`` -> ``FIELDPUSH_HEARTBEAT_S``).
+
+Nothing here is read at import time: :func:`load_settings` does the reading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final, get_type_hints
+
+from server.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_PATH", "DEV_JWT_SECRET", "Secret", "Settings", "load_settings"]
+
+DEFAULT_CONFIG_PATH: Final = Path("config/fieldpush.toml")
+ENV_PREFIX: Final = "FIELDPUSH_"
+
+#: The built-in development secret. The server refuses it unless it binds to
+#: loopback only or runs with ``--dev``.
+DEV_JWT_SECRET: Final = "fieldpush-development-secret-do-not-use-in-production"
+
+
+class Secret:
+    """A string that never prints: ``repr`` and ``str`` show ``'**********'``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of a node. Units are in the names."""
+
+    # Listening
+    host: str = "127.0.0.1"
+    port: int = 8080
+    node_id: str = field(default_factory=_default_node_id)
+    dev: bool = False
+    log_level: str = "info"
+    access_log: bool = True
+
+    # Backend
+    redis_url: str | None = None
+    redis_prefix: str = "fp"
+    redis_timeout_s: float = 2.0
+
+    # Tokens (PROTOCOL.md section 4)
+    jwt_secret: Secret = field(default_factory=lambda: Secret(DEV_JWT_SECRET))
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_public_keys: Mapping[str, str] = field(default_factory=dict)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    token_ttl_s: int = 3600
+
+    # Sessions
+    heartbeat_s: float = 25.0
+    hello_timeout_s: float = 10.0
+    max_frame_bytes: int = 65536
+    max_outbox_bytes: int = 1_048_576
+
+    # History
+    history_max_events: int = 2000
+    history_max_age_s: float = 36 * 3600
+    history_meta_ttl_s: float = 30 * 86400
+    replay_page_events: int = 500
+
+    # Publish and poll
+    max_publish_bytes: int = 65536
+    max_publish_channels: int = 100
+    idempotency_ttl_s: float = 86400
+    poll_max_wait_s: float = 30.0
+    #: Advertised in ``welcome.poll``: how often to poll, per data class (seconds).
+    poll_intervals_s: Mapping[str, float] = field(
+        default_factory=lambda: {"low": 900.0, "visit_plan": 900.0}
+    )
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return "HS256" in self.jwt_algorithms and self.jwt_secret.reveal() == DEV_JWT_SECRET
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check(self) -> None:
+        """Refuse settings that cannot work or are unsafe; say what to do."""
+        if self.uses_dev_secret and not (self.dev or self.binds_loopback_only):
+            raise ConfigError(
+                f"refusing to listen on {self.host} with the built-in development JWT secret: "
+                "set jwt_secret in the config file or FIELDPUSH_JWT_SECRET, "
+                "or pass --dev to accept development tokens on purpose"
+            )
+        positive = (
+            "heartbeat_s",
+            "hello_timeout_s",
+            "max_frame_bytes",
+            "max_outbox_bytes",
+            "history_max_events",
+            "history_max_age_s",
+            "replay_page_events",
+            "max_publish_bytes",
+            "max_publish_channels",
+            "idempotency_ttl_s",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+        if self.history_meta_ttl_s < self.history_max_age_s:
+            raise ConfigError("history_meta_ttl_s must be at least history_max_age_s")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0 to 65535, not {self.port}")
+        unknown = set(self.jwt_algorithms) - {"HS256", "RS256", "ES256"}
+        if unknown:
+            raise ConfigError(f"jwt_algorithms: unsupported {sorted(unknown)}; use HS256, RS256 or ES256")
+        if set(self.jwt_algorithms) - {"HS256"} and not self.jwt_public_keys:
+            raise ConfigError("jwt_algorithms lists RS256/ES256 but jwt_public_keys is empty")
+
+
+_TYPES: Final = get_type_hints(Settings)
+_NAMES: Final = {f.name for f in fields(Settings)}
+
+
+def _cast(name: str, value: Any, source: str) -> Any:
+    """Cast a value from TOML or the environment to the setting's type."""
+    hint = _TYPES[name]
+    text = value if isinstance(value, str) else None
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if text is not None and text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text is not None and text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if hint is Secret:
+            return Secret(str(value))
+        if hint == tuple[str, ...]:
+            items = value.split(",") if text is not None else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if hint == Mapping[str, str] or hint == Mapping[str, float]:
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a table")
+            cast = float if hint == Mapping[str, float] else str
+            return {str(k): cast(v) for k, v in value.items()}
+        if hint == str | None:
+            return None if value in ("", None) else str(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: invalid value for {name}: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    table = document.get("server", document)
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        if name not in _NAMES:
+            raise ConfigError(f"{path}: unknown setting {name!r} (see docs/configuration.md)")
+        values[name] = _cast(name, value, str(path))
+    return values
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in _NAMES and _TYPES[name] not in (Mapping[str, str], Mapping[str, float]):
+            values[name] = _cast(name, value, key)
+    return values
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the TOML file, the environment and
+    ``overrides`` (command-line flags), in that order of increasing priority.
+
+    ``config_path`` None means ``config/fieldpush.toml`` when it exists. A
+    table ``[server]`` in the file holds the settings (or the top level does).
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if config_path is None:
+        env_path = environ.get(f"{ENV_PREFIX}CONFIG")
+        config_path = Path(env_path) if env_path else None
+    if config_path is not None:
+        values.update(_read_toml(config_path))
+    elif DEFAULT_CONFIG_PATH.is_file():
+        values.update(_read_toml(DEFAULT_CONFIG_PATH))
+    values.update(_read_env(environ))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _cast(name, value, "command line") if name in _TYPES else value
+    settings = Settings(**values)
+    settings.check()
+    return settings
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy of ``settings`` with ``changes`` (for tests and tools)."""
+    return dataclasses.replace(settings, **changes)
