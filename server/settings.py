@@ -145,6 +145,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
         if self.history_meta_ttl_s < self.history_max_age_s:
             raise ConfigError("history_meta_ttl_s must be at least history_max_age_s")
+        if "HS256" in self.jwt_algorithms and len(self.jwt_secret.reveal().encode()) < 32:
+            raise ConfigError("jwt_secret must be at least 32 bytes for HS256 (RFC 7518 section 3.2)")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0 to 65535, not {self.port}")
         unknown = set(self.jwt_algorithms) - {"HS256", "RS256", "ES256"}

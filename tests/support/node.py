@@ -1,0 +1,62 @@
+"""Run a fieldpush node in the test's event loop, on a real socket (port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from server.app import build_server
+from server.auth import mint_token
+from server.backend.base import Backend
+from server.node import Node
+from server.settings import Settings
+
+from tests.support.timing import scaled
+
+
+@dataclasses.dataclass
+class RunningNode:
+    """A node under test: its URLs, settings and the live :class:`Node` object."""
+
+    url: str
+    settings: Settings
+    node: Node
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1) + "/v1/ws"
+
+    def token(self, user: str, role: str = "sales", teams: tuple[str, ...] = (), ttl_s: float = 600) -> str:
+        return mint_token(self.settings, user=user, role=role, teams=teams, ttl_s=ttl_s)
+
+
+def node_settings(**overrides: Any) -> Settings:
+    """Settings for a node under test: loopback, any free port, no access log."""
+    values: dict[str, Any] = {"port": 0, "access_log": False, "node_id": "test-node"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_node(
+    settings: Settings | None = None, *, backend: Backend | None = None
+) -> AsyncIterator[RunningNode]:
+    """Start a node (memory backend unless ``backend`` is given) and stop it after."""
+    settings = settings or node_settings()
+    server = build_server(settings, backend=backend)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(scaled(10)):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("the server stopped during startup")
+                await asyncio.sleep(0.01)
+        node: Node = server.lifespan.state["node"]
+        yield RunningNode(url=server.url, settings=settings, node=node)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, scaled(15))

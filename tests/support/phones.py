@@ -1,0 +1,110 @@
+"""Raw protocol clients for tests: a real WebSocket, messages as plain dicts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgpack
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.support.node import RunningNode
+from tests.support.timing import scaled
+
+
+class Phone:
+    """One test phone: sends and receives protocol messages as dicts."""
+
+    def __init__(self, ws: ClientConnection, binary: bool) -> None:
+        self.ws = ws
+        self.binary = binary
+        self.welcome: dict[str, Any] = {}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(msgpack.packb(message) if self.binary else json.dumps(message))
+
+    async def recv(self, timeout: float = 5) -> dict[str, Any]:
+        frame = await asyncio.wait_for(self.ws.recv(), scaled(timeout))
+        value: dict[str, Any] = msgpack.unpackb(frame) if self.binary else json.loads(frame)
+        return value
+
+    async def events(self, count: int, timeout: float = 5) -> list[dict[str, Any]]:
+        """The next ``count`` events, from ``event`` and ``events`` frames alike.
+        Fails if any other message arrives in between."""
+        found: list[dict[str, Any]] = []
+        while len(found) < count:
+            message = await self.recv(timeout)
+            if message["type"] == "event":
+                found.append(message)
+            elif message["type"] == "events":
+                found.extend({"type": "event", **item} for item in message["events"])
+            else:
+                raise AssertionError(f"expected events, got {message}")
+        assert len(found) == count, f"got {len(found)} events, expected {count}"
+        return found
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        await self.send(message)
+        return await self.recv()
+
+    async def closed_with(self, timeout: float = 5) -> int | None:
+        """Wait until the server closes the connection; return the close code."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(scaled(timeout)):
+                while True:
+                    await self.ws.recv()
+        await asyncio.wait_for(self.ws.wait_closed(), scaled(timeout))
+        return self.ws.close_code
+
+
+@contextlib.asynccontextmanager
+async def phone(
+    node: RunningNode,
+    user: str = "alice",
+    *,
+    role: str = "sales",
+    teams: tuple[str, ...] = (),
+    subs: dict[str, str | None] | None = None,
+    binary: bool = False,
+    token: str | None = None,
+    hello: bool = True,
+    device: str = "phone-1",
+) -> AsyncIterator[Phone]:
+    """A connected phone; after ``hello`` (unless ``hello=False``) with its welcome read."""
+    subprotocol = "fieldpush.v1.msgpack" if binary else "fieldpush.v1.json"
+    async with connect(node.ws_url, subprotocols=[subprotocol], compression=None) as ws:  # type: ignore[list-item]
+        client = Phone(ws, binary)
+        if hello:
+            message: dict[str, Any] = {
+                "type": "hello",
+                "token": token or node.token(user, role, teams),
+                "device": device,
+            }
+            if subs is not None:
+                message["subs"] = subs
+            client.welcome = await client.request(message)
+            assert client.welcome["type"] == "welcome", client.welcome
+        yield client
+
+
+async def publish(
+    node: RunningNode,
+    channels: list[str],
+    data: dict[str, Any] | None = None,
+    *,
+    kind: str = "test.kind",
+    priority: str = "normal",
+    **extra: Any,
+) -> dict[str, Any]:
+    """Publish through the node's HTTP API as a dispatcher; assert 201."""
+    body = {"channels": channels, "kind": kind, "priority": priority, "data": data or {}, **extra}
+    headers = {"Authorization": f"Bearer {node.token('disp', 'dispatcher')}"}
+    async with httpx.AsyncClient(base_url=node.url, timeout=scaled(10)) as http:
+        reply = await http.post("/v1/publish", json=body, headers=headers)
+    assert reply.status_code == 201, reply.text
+    result: dict[str, Any] = reply.json()
+    return result

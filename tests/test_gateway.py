@@ -1,0 +1,156 @@
+"""The WebSocket gateway in-process: real sockets on port 0, memory backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import jwt
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.support.node import RunningNode, running_node, node_settings
+from tests.support.phones import Phone, phone, publish
+
+
+@pytest.fixture
+async def node() -> RunningNode:
+    async with running_node(node_settings(hello_timeout_s=0.5, max_frame_bytes=4096)) as running:
+        yield running
+
+
+async def test_welcome_lists_own_user_channel_and_checks_permissions(node: RunningNode) -> None:
+    subs = {"team:north": None, "team:south": None, "broadcast": None, "dispatch": None, "user:bob": None}
+    async with phone(node, "alice", teams=("north",), subs=subs) as alice:
+        welcome = alice.welcome
+        assert welcome["user"] == "alice" and welcome["role"] == "sales" and welcome["node"] == "test-node"
+        assert welcome["heartbeat_s"] == node.settings.heartbeat_s
+        assert welcome["poll"]["visit_plan"] == 900
+        granted = {ch for ch, state in welcome["subs"].items() if "offset" in state}
+        assert granted == {"user:alice", "team:north", "broadcast"}
+        for refused in ("team:south", "dispatch", "user:bob"):
+            assert welcome["subs"][refused] == {"error": "forbidden"}
+        assert all(welcome["subs"][ch]["recovered"] is True for ch in granted)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+async def test_published_event_reaches_subscribers_in_both_codecs(node: RunningNode, binary: bool) -> None:
+    async with phone(node, "alice", teams=("north",), subs={"team:north": None}, binary=binary) as alice:
+        reply = await publish(node, ["team:north"], {"order": 7}, priority="high")
+        (event,) = await alice.events(1)
+        assert event["channel"] == "team:north"
+        assert event["id"] == reply["id"]
+        assert event["offset"] == reply["offsets"]["team:north"]  # type: ignore[index]
+        assert event["kind"] == "test.kind" and event["priority"] == "high"
+        assert event["data"] == {"order": 7}
+        assert abs(event["ts"] - time.time() * 1000) < 60_000
+
+
+async def test_subscribe_unsubscribe_and_forbidden(node: RunningNode) -> None:
+    async with phone(node, "alice", teams=("north",)) as alice:
+        reply = await alice.request({"type": "subscribe", "id": 1, "channel": "team:north"})
+        assert reply["type"] == "subscribed" and reply["id"] == 1 and reply["recovered"] is True
+        refused = await alice.request({"type": "subscribe", "id": 2, "channel": "team:south"})
+        assert refused == {"type": "error", "id": 2, "code": "forbidden", "message": refused["message"]}
+        again = await alice.request({"type": "subscribe", "id": 3, "channel": "team:north"})
+        assert again["type"] == "error" and again["code"] == "bad_request"
+        await publish(node, ["team:north"], {"n": 1})
+        assert (await alice.events(1))[0]["data"] == {"n": 1}
+        gone = await alice.request({"type": "unsubscribe", "id": 4, "channel": "team:north"})
+        assert gone == {"type": "unsubscribed", "id": 4, "channel": "team:north"}
+        await publish(node, ["team:north"], {"n": 2})
+        await publish(node, ["user:alice"], {"n": 3})
+        assert (await alice.events(1))[0]["data"] == {"n": 3}  # nothing from team:north
+        own = await alice.request({"type": "unsubscribe", "id": 5, "channel": "user:alice"})
+        assert own["type"] == "error" and own["code"] == "bad_request"
+        pong = await alice.request({"type": "ping", "id": 6})
+        assert pong["type"] == "pong" and pong["id"] == 6
+
+
+async def test_bad_requests_get_errors_and_the_connection_stays_open(node: RunningNode) -> None:
+    async with phone(node, "alice") as alice:
+        cases = [
+            {"type": "teleport", "id": 1},
+            {"type": "subscribe", "id": 2},
+            {"type": "subscribe", "id": 3, "channel": "team:north", "sinse": None},
+            {"type": "ping"},
+            {"no_type": True},
+            {"type": "hello", "device": "again"},
+        ]
+        for case in cases:
+            reply = await alice.request(case)
+            assert reply["type"] == "error" and reply["code"] == "bad_request", (case, reply)
+            if isinstance(case.get("id"), int):
+                assert reply["id"] == case["id"]
+        assert (await alice.request({"type": "ping", "id": 9}))["type"] == "pong"
+    assert node.node.metrics.bad_requests == len(cases) - 1  # the second hello is not a parse error
+
+
+async def expect_close(node: RunningNode, *frames: str | bytes, subprotocol: str = "fieldpush.v1.json", headers: dict[str, str] | None = None) -> int | None:
+    async with connect(node.ws_url, subprotocols=[subprotocol], additional_headers=headers) as ws:  # type: ignore[list-item]
+        for frame in frames:
+            await ws.send(frame)
+        return await Phone(ws, False).closed_with()
+
+
+async def test_bad_input_closes_only_the_offender(node: RunningNode) -> None:
+    async with phone(node, "bystander", teams=("north",), subs={"team:north": None}) as bystander:
+        expired = node.token("alice", ttl_s=-60)
+        forged = jwt.encode({"sub": "alice", "role": "admin", "exp": time.time() + 60}, "a-wrong-secret-that-is-long-enough-for-hs256", algorithm="HS256")
+        no_sub = jwt.encode({"role": "admin", "exp": time.time() + 60}, node.settings.jwt_secret.reveal(), algorithm="HS256")
+        unsigned = jwt.encode({"sub": "alice", "role": "admin", "exp": time.time() + 60}, None, algorithm="none")
+        hello = lambda token: json.dumps({"type": "hello", "token": token, "device": "d"})  # noqa: E731
+        assert await expect_close(node, b"\xff\xfe\x00") == 1007  # not UTF-8 on a JSON text frame
+        assert await expect_close(node, "{not json") == 1007
+        assert await expect_close(node, b"\xc1", subprotocol="fieldpush.v1.msgpack") == 1007
+        assert await expect_close(node, "x" * 5000) == 1009  # over max_frame_bytes
+        assert await expect_close(node, json.dumps({"type": "ping", "id": 1})) == 4001  # before hello
+        assert await expect_close(node, hello(expired)) == 4001
+        assert await expect_close(node, hello(forged)) == 4001
+        assert await expect_close(node, hello(no_sub)) == 4001
+        assert await expect_close(node, hello(unsigned)) == 4001
+        assert await expect_close(node, hello(None)) == 4001  # no token anywhere
+        assert await expect_close(node, headers={"Authorization": f"Bearer {expired}"}) == 4001
+        assert await expect_close(node) == 4001  # no hello within hello_timeout_s
+        # The bystander noticed nothing.
+        await publish(node, ["team:north"], {"still": "here"})
+        assert (await bystander.events(1))[0]["data"] == {"still": "here"}
+
+
+async def test_token_in_authorization_header(node: RunningNode) -> None:
+    headers = {"Authorization": f"Bearer {node.token('alice')}"}
+    async with connect(node.ws_url, additional_headers=headers) as ws:  # no subprotocol: JSON
+        await ws.send(json.dumps({"type": "hello", "device": "d"}))
+        welcome = json.loads(await ws.recv())
+        assert welcome["type"] == "welcome" and welcome["user"] == "alice"
+
+
+async def test_upgrade_refusals(node: RunningNode) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(node.url.replace("http", "ws") + "/elsewhere"):
+            pass
+    assert caught.value.response.status_code == 404
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(node.ws_url, subprotocols=["chat.v2"]):  # type: ignore[list-item]
+            pass
+    assert caught.value.response.status_code == 400
+
+
+async def test_dead_connections_are_closed_by_the_heartbeat() -> None:
+    async with running_node(node_settings(heartbeat_s=0.2)) as node:
+        async with phone(node, "alice") as alice:
+            alice.ws.protocol.send_pong = lambda data: None  # type: ignore[method-assign]
+            # websockets answers pings inside the protocol; silence it by not reading.
+            writer = alice.ws.transport
+            writer.pause_reading()
+            deadline = time.monotonic() + 5
+            while node.node.metrics.closed[1011] == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert node.node.metrics.closed[1011] == 1
+            writer.resume_reading()
+        async with phone(node, "bob") as bob:  # a live phone answers pings and stays
+            await asyncio.sleep(0.7)
+            assert (await bob.request({"type": "ping", "id": 1}))["type"] == "pong"
