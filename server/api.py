@@ -32,7 +32,9 @@ __all__ = ["routes"]
 
 log = logging.getLogger("fieldpush.api")
 
-_PUBLISH_FIELDS = frozenset({"channels", "kind", "priority", "data", "idempotency_key", "ack_deadline_s"})
+_PUBLISH_FIELDS = frozenset(
+    {"channels", "kind", "priority", "data", "idempotency_key", "ack_deadline_s"}
+)
 _POLL_FIELDS = frozenset({"subs", "wait_s"})
 MAX_KIND_LENGTH = 128
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
@@ -62,7 +64,9 @@ def _authenticate(request: Request) -> Identity:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPError(401, ErrorCode.UNAUTHORIZED, "missing 'Authorization: Bearer <token>' header")
+        raise HTTPError(
+            401, ErrorCode.UNAUTHORIZED, "missing 'Authorization: Bearer <token>' header"
+        )
     try:
         return _node(request).verifier.verify(token.strip())
     except AuthError as exc:
@@ -73,7 +77,9 @@ def _authenticate(request: Request) -> Identity:
 async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     body = await request.body()
     if len(body) > limit:
-        raise HTTPError(413, ErrorCode.TOO_LARGE, f"body is {len(body)} bytes; the limit is {limit}")
+        raise HTTPError(
+            413, ErrorCode.TOO_LARGE, f"body is {len(body)} bytes; the limit is {limit}"
+        )
     try:
         value = json.loads(body)
     except ValueError:
@@ -139,8 +145,12 @@ def parse_publish(body: dict[str, Any], max_channels: int) -> PublishInput:
     if not isinstance(data, dict):
         raise _invalid("data", "must be a JSON object")
     key = body.get("idempotency_key")
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH):
-        raise _invalid("idempotency_key", f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    if key is not None and (
+        not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+    ):
+        raise _invalid(
+            "idempotency_key", f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        )
     deadline = body.get("ack_deadline_s")
     if deadline is not None:
         if priority != Priority.CRITICAL.value:
@@ -163,11 +173,14 @@ async def publish(request: Request) -> Response:
     if identity.role not in PUBLISHER_ROLES:
         raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not publish")
     body = parse_publish(
-        await _json_body(request, node.settings.max_publish_bytes), node.settings.max_publish_channels
+        await _json_body(request, node.settings.max_publish_bytes),
+        node.settings.max_publish_channels,
     )
     for channel in body.channels:
         if not may_publish(identity, channel):
-            raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not publish to {channel}")
+            raise HTTPError(
+                403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not publish to {channel}"
+            )
     event_id = uuid.uuid4().hex
     idempotency = None
     if body.idempotency_key is not None:
@@ -184,7 +197,9 @@ async def publish(request: Request) -> Response:
         )
     except BackendUnavailable:
         log.warning("publish by %s refused: backend unavailable", identity.user)
-        raise HTTPError(503, ErrorCode.UNAVAILABLE, "backend unavailable; nothing was stored, retry") from None
+        raise HTTPError(
+            503, ErrorCode.UNAVAILABLE, "backend unavailable; nothing was stored, retry"
+        ) from None
     except IdempotencyConflict:
         raise HTTPError(
             409, ErrorCode.CONFLICT, "idempotency_key was already used with a different body"
@@ -243,7 +258,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(_node(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(
+        _node(request).metrics.render(), media_type="text/plain; version=0.0.4"
+    )
 
 
 def _guarded(endpoint: Any) -> Any:

@@ -89,4 +89,7 @@ def build_server(
 
 def describe(url: str, settings: Settings, backend_name: str) -> str:
     ws_url = url.replace("http://", "ws://", 1) + WS_PATH
-    return f"fieldpush listening on {url} (WebSocket {ws_url}), node {settings.node_id}, backend {backend_name}"
+    return (
+        f"fieldpush listening on {url} (WebSocket {ws_url}), "
+        f"node {settings.node_id}, backend {backend_name}"
+    )

@@ -52,7 +52,9 @@ class TokenVerifier:
                 with open(path, "rb") as file:
                     pem = file.read()
             except OSError as exc:
-                raise ConfigError(f"jwt_public_keys: cannot read key {kid!r} at {path}: {exc.strerror}") from None
+                raise ConfigError(
+                    f"jwt_public_keys: cannot read key {kid!r} at {path}: {exc.strerror}"
+                ) from None
             self._public_keys[kid] = pem
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
@@ -90,7 +92,6 @@ class TokenVerifier:
 
     def _decode(self, token: str) -> Identity:
         key, algorithms = self._key_for(token)
-        options: dict[str, Any] = {"require": ["exp", "sub"]}
         try:
             claims = jwt.decode(
                 token,
@@ -98,7 +99,7 @@ class TokenVerifier:
                 algorithms=algorithms,
                 issuer=self._issuer,
                 audience=self._audience,
-                options=options,
+                options={"require": ["exp", "sub"]},
                 leeway=5,
             )
         except jwt.ExpiredSignatureError:
@@ -112,7 +113,9 @@ class TokenVerifier:
             raise AuthError(f"invalid token: unknown role {role!r}")
         if not isinstance(teams, list) or not all(isinstance(t, str) and t for t in teams):
             raise AuthError("invalid token: 'teams' must be a list of team ids")
-        return Identity(user=user, role=role, teams=frozenset(teams), expires_at=float(claims["exp"]))
+        return Identity(
+            user=user, role=role, teams=frozenset(teams), expires_at=float(claims["exp"])
+        )
 
 
 def mint_token(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run a node", description="Run a fieldpush node.")
     _common(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on, 0 for any free one (default 8080)")
+    serve.add_argument(
+        "--port", type=int, help="port to listen on, 0 for any free one (default 8080)"
+    )
     serve.add_argument(
         "--redis-url",
         metavar="URL",
-        help="redis://host:port/db: share state with other nodes (default: embedded in-memory backend)",
+        help="redis://host:port/db: share state with other nodes "
+        "(default: the embedded in-memory backend)",
     )
     serve.add_argument("--node-id", help="name of this node in logs and welcome (default host-pid)")
     serve.add_argument(
@@ -49,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="accept the built-in development JWT secret on a non-loopback address",
     )
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+    )
 
     token = commands.add_parser(
         "token",
@@ -64,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["sales", "after_sales", "supervisor", "admin", "dispatcher", "service"],
     )
     token.add_argument("--teams", default="", help="comma-separated team ids")
-    token.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default token_ttl_s, 3600)")
+    token.add_argument(
+        "--ttl", type=int, metavar="SECONDS", help="lifetime (default token_ttl_s, 3600)"
+    )
 
     publish = commands.add_parser(
         "publish",
@@ -73,14 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(publish)
     publish.add_argument("--url", default="http://127.0.0.1:8080", help="the node's base URL")
-    publish.add_argument("--channel", action="append", required=True, help="target channel (repeatable)")
+    publish.add_argument(
+        "--channel", action="append", required=True, help="target channel (repeatable)"
+    )
     publish.add_argument("--kind", required=True, help="event kind, e.g. work_order.urgent")
-    publish.add_argument("--priority", default="normal", choices=["critical", "high", "normal", "low"])
+    publish.add_argument(
+        "--priority", default="normal", choices=["critical", "high", "normal", "low"]
+    )
     publish.add_argument("--data", default="{}", help="event data as a JSON object")
     publish.add_argument("--idempotency-key", help="makes retries safe")
     publish.add_argument(
         "--token",
-        help="bearer token (default: env FIELDPUSH_TOKEN, else a dispatcher token minted with the configured secret)",
+        help="bearer token (default: env FIELDPUSH_TOKEN, else a dispatcher token "
+        "minted with the configured secret)",
     )
     return parser
 
@@ -112,8 +125,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(describe(url, settings, backend.name), flush=True)
 
     server = build_server(settings, backend=backend, on_listening=listening)
+    # uvicorn handles SIGTERM/SIGINT while it runs (graceful shutdown) and then
+    # re-raises the signal with the handler it found: make that an exit with 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_after_shutdown)
     server.run()
     return 0 if server.started else 1
+
+
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -1,10 +1,10 @@
 """The server's exception tree.
 
-    FieldpushError
-    ├── ConfigError            settings or config files are invalid (the server refuses to start)
-    ├── AuthError              a token is missing, malformed, expired or wrongly signed
-    ├── BackendUnavailable     the shared state (Redis) cannot be reached; nothing was stored
-    └── IdempotencyConflict    an idempotency key was reused with a different body
+FieldpushError
+├── ConfigError            settings or config files are invalid (the server refuses to start)
+├── AuthError              a token is missing, malformed, expired or wrongly signed
+├── BackendUnavailable     the shared state (Redis) cannot be reached; nothing was stored
+└── IdempotencyConflict    an idempotency key was reused with a different body
 """
 
 from __future__ import annotations

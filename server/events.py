@@ -31,7 +31,17 @@ def encode_body(event_id: str, kind: str, priority: str, data: dict[str, Any]) -
 class Event:
     """One stored event of ``channel`` at position ``(epoch, ms, seq)``."""
 
-    __slots__ = ("_fields", "_frames", "_items", "body", "channel", "epoch", "ms", "priority", "seq")
+    __slots__ = (
+        "_fields",
+        "_frames",
+        "_items",
+        "body",
+        "channel",
+        "epoch",
+        "ms",
+        "priority",
+        "seq",
+    )
 
     def __init__(
         self, channel: str, epoch: str, ms: int, seq: int, priority: str, body: bytes
@@ -79,7 +89,9 @@ class Event:
             if binary:
                 cached = msgpack.packb(self.as_dict(), use_bin_type=True)
             else:
-                head = f'{{"channel":{_dumps(self.channel)},"offset":"{self.offset}","ts":{self.ms},'
+                head = (
+                    f'{{"channel":{_dumps(self.channel)},"offset":"{self.offset}","ts":{self.ms},'
+                )
                 cached = head.encode() + self.body[1:]
             self._items[binary] = cached
         return cached
@@ -113,5 +125,7 @@ def events_frame(events: list[Event], binary: bool) -> bytes:
             array = struct.pack("!BI", 0xDD, count)
         payload = _MSGPACK_EVENTS_HEAD + array + b"".join([e.item(True) for e in events])
     else:
-        payload = b'{"type":"events","events":[' + b",".join([e.item(False) for e in events]) + b"]}"
+        payload = (
+            b'{"type":"events","events":[' + b",".join([e.item(False) for e in events]) + b"]}"
+        )
     return data_frame(payload, binary)

@@ -27,6 +27,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from client_sdk.protocol import SUBPROTOCOLS, CloseCode, DecodeError, codec_for
 from server.frames import PING_FRAME, data_frame
@@ -66,7 +67,7 @@ class Connection(asyncio.Protocol):
         self.server_state = server_state
         settings = self.node.settings
         self.ws = ServerProtocol(
-            subprotocols=list(SUBPROTOCOLS),
+            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             select_subprotocol=_select_subprotocol,
             max_size=settings.max_frame_bytes,
             logger=_WS_LOG,
@@ -77,7 +78,7 @@ class Connection(asyncio.Protocol):
         self.binary = False
         self.header_token: str | None = None
         self.session: Session | None = None
-        self.fragments: list[bytes] = []
+        self.fragments: list[bytes | bytearray | memoryview] = []
         self.closing = False
         self.close_code: int | None = None
         self.last_rx = time.monotonic()
@@ -168,7 +169,11 @@ class Connection(asyncio.Protocol):
     def _hello_timeout(self) -> None:
         self.timer = None
         if self.session is not None and self.session.identity is None and not self.closing:
-            log.info("connection %s refused: no hello within %s s", self.peer, self.node.settings.hello_timeout_s)
+            log.info(
+                "connection %s refused: no hello within %s s",
+                self.peer,
+                self.node.settings.hello_timeout_s,
+            )
             self.close(CloseCode.UNAUTHORIZED, "no hello in time")
 
     def hello_received(self) -> None:
@@ -190,12 +195,12 @@ class Connection(asyncio.Protocol):
                 self._message(data)
         # PING is answered and CLOSE handled by the websockets protocol itself.
 
-    def _message(self, data: bytes) -> None:
+    def _message(self, data: bytes | bytearray | memoryview) -> None:
         session = self.session
         if session is None or self.closing:
             return
         try:
-            message = codec_for(self.subprotocol).decode(data)
+            message = codec_for(self.subprotocol).decode(bytes(data))
         except DecodeError as exc:
             log.info("connection %s: undecodable frame: %s", self.peer, exc)
             self.close(CloseCode.INVALID_DATA, "undecodable frame")
@@ -212,7 +217,11 @@ class Connection(asyncio.Protocol):
             return
         transport.write(data)
         if transport.get_write_buffer_size() > self.node.settings.max_outbox_bytes:
-            log.info("connection %s: too slow, %d bytes unsent", self.peer, transport.get_write_buffer_size())
+            log.info(
+                "connection %s: too slow, %d bytes unsent",
+                self.peer,
+                transport.get_write_buffer_size(),
+            )
             self.close(CloseCode.TOO_SLOW, "too slow: events not read")
 
     def send_message(self, message: dict[str, Any]) -> None:

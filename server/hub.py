@@ -22,6 +22,7 @@ Guarantees
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Protocol
@@ -49,7 +50,16 @@ class Subscriber(Protocol):
 class Feed:
     """This node's live feed of one channel."""
 
-    __slots__ = ("backlog", "catchup", "channel", "closing", "idle_since", "position", "ready", "subs")
+    __slots__ = (
+        "backlog",
+        "catchup",
+        "channel",
+        "closing",
+        "idle_since",
+        "position",
+        "ready",
+        "subs",
+    )
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
@@ -176,10 +186,10 @@ class Hub:
                 del self._feeds[feed.channel]
 
     async def _unsubscribe_quietly(self, channel: str) -> None:
-        try:
+        # On BackendUnavailable the subscription dies with the connection: a
+        # reconnect restores only the channels still subscribed.
+        with contextlib.suppress(BackendUnavailable):
             await self._backend.unsubscribe(channel)
-        except BackendUnavailable:
-            pass  # the subscription dies with the connection; a reconnect only restores live ones
 
     # ---------------------------------------------------------------- live feed
 
@@ -203,7 +213,9 @@ class Hub:
         position = feed.position
         assert position is not None  # set before ready
         if event.epoch != position.epoch:
-            log.warning("history of %s was reset (new epoch); its subscribers must resume", feed.channel)
+            log.warning(
+                "history of %s was reset (new epoch); its subscribers must resume", feed.channel
+            )
             self._lose(feed, event.position)
             return
         if event.seq <= position.seq:

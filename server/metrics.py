@@ -40,9 +40,17 @@ class Metrics:
                 lines.append(f"fieldpush_{name}{labels} {value}")
 
         counter("events_delivered_total", "Events written to sockets.", {"": self.events_delivered})
-        counter("frames_written_total", "Event frames written to sockets.", {"": self.frames_written})
-        counter("replayed_events_total", "Events replayed from history on resume.", {"": self.replayed_events})
-        counter("connections_total", "WebSocket connections accepted.", {"": self.connections_total})
+        counter(
+            "frames_written_total", "Event frames written to sockets.", {"": self.frames_written}
+        )
+        counter(
+            "replayed_events_total",
+            "Events replayed from history on resume.",
+            {"": self.replayed_events},
+        )
+        counter(
+            "connections_total", "WebSocket connections accepted.", {"": self.connections_total}
+        )
         counter(
             "connections_closed_total",
             "WebSocket connections closed by the server, by close code.",
@@ -58,9 +66,17 @@ class Metrics:
             "Refused publishes, by HTTP status.",
             {f'{{status="{status}"}}': n for status, n in sorted(self.publish_errors.items())},
         )
-        counter("bad_requests_total", "Invalid client messages answered with an error.", {"": self.bad_requests})
+        counter(
+            "bad_requests_total",
+            "Invalid client messages answered with an error.",
+            {"": self.bad_requests},
+        )
         counter("acks_total", "Event ids acknowledged by clients.", {"": self.acks})
-        counter("backend_catchups_total", "Channel catch-ups from history after a live-feed gap.", {"": self.backend_catchups})
+        counter(
+            "backend_catchups_total",
+            "Channel catch-ups from history after a live-feed gap.",
+            {"": self.backend_catchups},
+        )
         for name, (help_text, read) in self._gauges.items():
             lines.append(f"# HELP fieldpush_{name} {help_text}")
             lines.append(f"# TYPE fieldpush_{name} gauge")

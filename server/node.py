@@ -98,7 +98,10 @@ class Node:
             gauges={
                 "connections": ("Open WebSocket connections.", lambda: len(self.connections)),
                 "sessions": ("Sessions past hello.", lambda: len(self.sessions)),
-                "channels": ("Channels with a live feed on this node.", lambda: self.hub.channel_count),
+                "channels": (
+                    "Channels with a live feed on this node.",
+                    lambda: self.hub.channel_count,
+                ),
             }
         )
         self.flusher = Flusher(self.metrics)

@@ -312,7 +312,11 @@ class Session:
             while page and not self.conn.closing:
                 for start in range(0, len(page), REPLAY_FRAME_EVENTS):
                     chunk = page[start : start + REPLAY_FRAME_EVENTS]
-                    frame = chunk[0].frame(self.binary) if len(chunk) == 1 else events_frame(chunk, self.binary)
+                    frame = (
+                        chunk[0].frame(self.binary)
+                        if len(chunk) == 1
+                        else events_frame(chunk, self.binary)
+                    )
                     self.conn.write(frame)
                 self.node.metrics.replayed_events += len(page)
                 last = page[-1]
@@ -356,7 +360,9 @@ class Session:
         assert self.identity is not None
         channel = message.channel
         if channel == f"user:{self.identity.user}":
-            self.error(ErrorCode.BAD_REQUEST, "the own user channel cannot be unsubscribed", message.id)
+            self.error(
+                ErrorCode.BAD_REQUEST, "the own user channel cannot be unsubscribed", message.id
+            )
             return
         subscription = self.subs.pop(channel, None)
         if subscription is None:

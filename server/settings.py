@@ -146,12 +146,16 @@ class Settings:
         if self.history_meta_ttl_s < self.history_max_age_s:
             raise ConfigError("history_meta_ttl_s must be at least history_max_age_s")
         if "HS256" in self.jwt_algorithms and len(self.jwt_secret.reveal().encode()) < 32:
-            raise ConfigError("jwt_secret must be at least 32 bytes for HS256 (RFC 7518 section 3.2)")
+            raise ConfigError(
+                "jwt_secret must be at least 32 bytes for HS256 (RFC 7518 section 3.2)"
+            )
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0 to 65535, not {self.port}")
         unknown = set(self.jwt_algorithms) - {"HS256", "RS256", "ES256"}
         if unknown:
-            raise ConfigError(f"jwt_algorithms: unsupported {sorted(unknown)}; use HS256, RS256 or ES256")
+            raise ConfigError(
+                f"jwt_algorithms: unsupported {sorted(unknown)}; use HS256, RS256 or ES256"
+            )
         if set(self.jwt_algorithms) - {"HS256"} and not self.jwt_public_keys:
             raise ConfigError("jwt_algorithms lists RS256/ES256 but jwt_public_keys is empty")
 
@@ -218,8 +222,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
+        if not key.startswith(ENV_PREFIX) or value == "":
+            continue  # an empty variable counts as unset
         name = key[len(ENV_PREFIX) :].lower()
         if name in _NAMES and _TYPES[name] not in (Mapping[str, str], Mapping[str, float]):
             values[name] = _cast(name, value, key)

@@ -29,17 +29,28 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-VALID = {"channels": ["team:north"], "kind": "work_order.urgent", "priority": "critical", "data": {"wo": 1}}
+VALID = {
+    "channels": ["team:north"],
+    "kind": "work_order.urgent",
+    "priority": "critical",
+    "data": {"wo": 1},
+}
 
 
 async def test_publish_reply_and_history(node: RunningNode, http: httpx.AsyncClient) -> None:
-    reply = await http.post("/v1/publish", json=VALID, headers=bearer(node.token("d", "dispatcher")))
+    reply = await http.post(
+        "/v1/publish", json=VALID, headers=bearer(node.token("d", "dispatcher"))
+    )
     assert reply.status_code == 201
     body = reply.json()
     assert set(body) == {"id", "offsets"} and set(body["offsets"]) == {"team:north"}
     # In history before the reply: a poll from the start of the epoch finds it.
     epoch = body["offsets"]["team:north"].split(":")[0]
-    polled = await http.post("/v1/poll", json={"subs": {"team:north": f"{epoch}:0-0"}}, headers=bearer(node.token("a", teams=("north",))))
+    polled = await http.post(
+        "/v1/poll",
+        json={"subs": {"team:north": f"{epoch}:0-0"}},
+        headers=bearer(node.token("a", teams=("north",))),
+    )
     assert [e["id"] for e in polled.json()["events"]] == [body["id"]]
 
 
@@ -49,19 +60,27 @@ async def test_publisher_roles(node: RunningNode, http: httpx.AsyncClient, role:
     assert reply.status_code == 201
 
 
-async def test_publish_auth_comes_before_the_body(node: RunningNode, http: httpx.AsyncClient) -> None:
+async def test_publish_auth_comes_before_the_body(
+    node: RunningNode, http: httpx.AsyncClient
+) -> None:
     assert (await http.post("/v1/publish", content=b"junk")).status_code == 401
     expired = node.token("d", "dispatcher", ttl_s=-60)
     reply = await http.post("/v1/publish", content=b"junk", headers=bearer(expired))
     assert reply.status_code == 401 and reply.json()["error"]["code"] == "unauthorized"
     assert reply.headers["www-authenticate"] == "Bearer"
     for role in ("sales", "after_sales", "supervisor"):
-        reply = await http.post("/v1/publish", content=b"junk", headers=bearer(node.token("s", role)))
+        reply = await http.post(
+            "/v1/publish", content=b"junk", headers=bearer(node.token("s", role))
+        )
         assert reply.status_code == 403, role
     dispatch = {**VALID, "channels": ["dispatch"]}
-    reply = await http.post("/v1/publish", json=dispatch, headers=bearer(node.token("d", "dispatcher")))
+    reply = await http.post(
+        "/v1/publish", json=dispatch, headers=bearer(node.token("d", "dispatcher"))
+    )
     assert reply.status_code == 403
-    assert (await http.post("/v1/publish", json=dispatch, headers=bearer(node.token("s", "service")))).status_code == 201
+    assert (
+        await http.post("/v1/publish", json=dispatch, headers=bearer(node.token("s", "service")))
+    ).status_code == 201
 
 
 @pytest.mark.parametrize(
@@ -109,7 +128,9 @@ async def test_idempotency_key(node: RunningNode, http: httpx.AsyncClient) -> No
     assert first.json() == again.json()
     conflict = await http.post("/v1/publish", json={**body, "data": {"wo": 2}}, headers=headers)
     assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflict"
-    other = await http.post("/v1/publish", json=body, headers=bearer(node.token("d2", "dispatcher")))
+    other = await http.post(
+        "/v1/publish", json=body, headers=bearer(node.token("d2", "dispatcher"))
+    )
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
     history = await node.node.backend.read("team:north", None, 10)
     assert history.top.seq == 2  # one event per publisher, none for the retry
@@ -117,7 +138,9 @@ async def test_idempotency_key(node: RunningNode, http: httpx.AsyncClient) -> No
 
 async def test_poll_waits_for_a_live_event(node: RunningNode, http: httpx.AsyncClient) -> None:
     token = node.token("alice", teams=("north",))
-    first = (await http.post("/v1/poll", json={"subs": {"team:north": None}}, headers=bearer(token))).json()
+    first = (
+        await http.post("/v1/poll", json={"subs": {"team:north": None}}, headers=bearer(token))
+    ).json()
     assert first["events"] == [] and first["recovered"] == {"team:north": True}
     waiting = asyncio.create_task(
         http.post("/v1/poll", json={"subs": first["offsets"], "wait_s": 10}, headers=bearer(token))
@@ -128,17 +151,29 @@ async def test_poll_waits_for_a_live_event(node: RunningNode, http: httpx.AsyncC
     reply = (await waiting).json()
     assert [e["id"] for e in reply["events"]] == [published["id"]]
     assert reply["offsets"]["team:north"] == published["offsets"]["team:north"]
-    empty = await http.post("/v1/poll", json={"subs": reply["offsets"], "wait_s": 0.2}, headers=bearer(token))
+    empty = await http.post(
+        "/v1/poll", json={"subs": reply["offsets"], "wait_s": 0.2}, headers=bearer(token)
+    )
     assert empty.json()["events"] == [] and empty.json()["offsets"] == reply["offsets"]
 
 
 async def test_poll_permissions_and_validation(node: RunningNode, http: httpx.AsyncClient) -> None:
     token = node.token("alice", teams=("north",))
-    assert (await http.post("/v1/poll", json={"subs": {"team:south": None}}, headers=bearer(token))).status_code == 403
-    assert (await http.post("/v1/poll", json={"subs": {}}, headers=bearer(token))).status_code == 422
-    assert (await http.post("/v1/poll", json={"subs": {"team:north": None}, "wait_s": "x"}, headers=bearer(token))).status_code == 422
+    assert (
+        await http.post("/v1/poll", json={"subs": {"team:south": None}}, headers=bearer(token))
+    ).status_code == 403
+    assert (
+        await http.post("/v1/poll", json={"subs": {}}, headers=bearer(token))
+    ).status_code == 422
+    assert (
+        await http.post(
+            "/v1/poll", json={"subs": {"team:north": None}, "wait_s": "x"}, headers=bearer(token)
+        )
+    ).status_code == 422
     assert (await http.post("/v1/poll", json={"subs": {"team:north": None}})).status_code == 401
-    stale = await http.post("/v1/poll", json={"subs": {"team:north": "old:5-5"}}, headers=bearer(token))
+    stale = await http.post(
+        "/v1/poll", json={"subs": {"team:north": "old:5-5"}}, headers=bearer(token)
+    )
     assert stale.status_code == 200 and stale.json()["recovered"] == {"team:north": False}
 
 
@@ -156,9 +191,15 @@ async def test_health_ready_metrics(node: RunningNode, http: httpx.AsyncClient) 
     assert "alice" not in text and "north" not in text  # no raw ids in labels
 
 
-async def test_publish_without_subscribers_and_to_many_channels(node: RunningNode, http: httpx.AsyncClient) -> None:
+async def test_publish_without_subscribers_and_to_many_channels(
+    node: RunningNode, http: httpx.AsyncClient
+) -> None:
     channels = [f"user:u{i}" for i in range(50)]
-    reply = await http.post("/v1/publish", json={**VALID, "channels": channels}, headers=bearer(node.token("d", "dispatcher")))
+    reply = await http.post(
+        "/v1/publish",
+        json={**VALID, "channels": channels},
+        headers=bearer(node.token("d", "dispatcher")),
+    )
     assert reply.status_code == 201
     offsets = reply.json()["offsets"]
     assert set(offsets) == set(channels)

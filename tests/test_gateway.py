@@ -10,7 +10,7 @@ import jwt
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.node import RunningNode, running_node, node_settings
+from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import Phone, phone, publish
 
 
@@ -21,10 +21,20 @@ async def node() -> RunningNode:
 
 
 async def test_welcome_lists_own_user_channel_and_checks_permissions(node: RunningNode) -> None:
-    subs = {"team:north": None, "team:south": None, "broadcast": None, "dispatch": None, "user:bob": None}
+    subs = {
+        "team:north": None,
+        "team:south": None,
+        "broadcast": None,
+        "dispatch": None,
+        "user:bob": None,
+    }
     async with phone(node, "alice", teams=("north",), subs=subs) as alice:
         welcome = alice.welcome
-        assert welcome["user"] == "alice" and welcome["role"] == "sales" and welcome["node"] == "test-node"
+        assert (
+            welcome["user"] == "alice"
+            and welcome["role"] == "sales"
+            and welcome["node"] == "test-node"
+        )
         assert welcome["heartbeat_s"] == node.settings.heartbeat_s
         assert welcome["poll"]["visit_plan"] == 900
         granted = {ch for ch, state in welcome["subs"].items() if "offset" in state}
@@ -35,8 +45,12 @@ async def test_welcome_lists_own_user_channel_and_checks_permissions(node: Runni
 
 
 @pytest.mark.parametrize("binary", [False, True])
-async def test_published_event_reaches_subscribers_in_both_codecs(node: RunningNode, binary: bool) -> None:
-    async with phone(node, "alice", teams=("north",), subs={"team:north": None}, binary=binary) as alice:
+async def test_published_event_reaches_subscribers_in_both_codecs(
+    node: RunningNode, binary: bool
+) -> None:
+    async with phone(
+        node, "alice", teams=("north",), subs={"team:north": None}, binary=binary
+    ) as alice:
         reply = await publish(node, ["team:north"], {"order": 7}, priority="high")
         (event,) = await alice.events(1)
         assert event["channel"] == "team:north"
@@ -52,7 +66,12 @@ async def test_subscribe_unsubscribe_and_forbidden(node: RunningNode) -> None:
         reply = await alice.request({"type": "subscribe", "id": 1, "channel": "team:north"})
         assert reply["type"] == "subscribed" and reply["id"] == 1 and reply["recovered"] is True
         refused = await alice.request({"type": "subscribe", "id": 2, "channel": "team:south"})
-        assert refused == {"type": "error", "id": 2, "code": "forbidden", "message": refused["message"]}
+        assert refused == {
+            "type": "error",
+            "id": 2,
+            "code": "forbidden",
+            "message": refused["message"],
+        }
         again = await alice.request({"type": "subscribe", "id": 3, "channel": "team:north"})
         assert again["type"] == "error" and again["code"] == "bad_request"
         await publish(node, ["team:north"], {"n": 1})
@@ -87,7 +106,12 @@ async def test_bad_requests_get_errors_and_the_connection_stays_open(node: Runni
     assert node.node.metrics.bad_requests == len(cases) - 1  # the second hello is not a parse error
 
 
-async def expect_close(node: RunningNode, *frames: str | bytes, subprotocol: str = "fieldpush.v1.json", headers: dict[str, str] | None = None) -> int | None:
+async def expect_close(
+    node: RunningNode,
+    *frames: str | bytes,
+    subprotocol: str = "fieldpush.v1.json",
+    headers: dict[str, str] | None = None,
+) -> int | None:
     async with connect(node.ws_url, subprotocols=[subprotocol], additional_headers=headers) as ws:  # type: ignore[list-item]
         for frame in frames:
             await ws.send(frame)
@@ -97,15 +121,27 @@ async def expect_close(node: RunningNode, *frames: str | bytes, subprotocol: str
 async def test_bad_input_closes_only_the_offender(node: RunningNode) -> None:
     async with phone(node, "bystander", teams=("north",), subs={"team:north": None}) as bystander:
         expired = node.token("alice", ttl_s=-60)
-        forged = jwt.encode({"sub": "alice", "role": "admin", "exp": time.time() + 60}, "a-wrong-secret-that-is-long-enough-for-hs256", algorithm="HS256")
-        no_sub = jwt.encode({"role": "admin", "exp": time.time() + 60}, node.settings.jwt_secret.reveal(), algorithm="HS256")
-        unsigned = jwt.encode({"sub": "alice", "role": "admin", "exp": time.time() + 60}, None, algorithm="none")
+        forged = jwt.encode(
+            {"sub": "alice", "role": "admin", "exp": time.time() + 60},
+            "a-wrong-secret-that-is-long-enough-for-hs256",
+            algorithm="HS256",
+        )
+        no_sub = jwt.encode(
+            {"role": "admin", "exp": time.time() + 60},
+            node.settings.jwt_secret.reveal(),
+            algorithm="HS256",
+        )
+        unsigned = jwt.encode(
+            {"sub": "alice", "role": "admin", "exp": time.time() + 60}, None, algorithm="none"
+        )
         hello = lambda token: json.dumps({"type": "hello", "token": token, "device": "d"})  # noqa: E731
         assert await expect_close(node, b"\xff\xfe\x00") == 1007  # not UTF-8 on a JSON text frame
         assert await expect_close(node, "{not json") == 1007
         assert await expect_close(node, b"\xc1", subprotocol="fieldpush.v1.msgpack") == 1007
         assert await expect_close(node, "x" * 5000) == 1009  # over max_frame_bytes
-        assert await expect_close(node, json.dumps({"type": "ping", "id": 1})) == 4001  # before hello
+        assert (
+            await expect_close(node, json.dumps({"type": "ping", "id": 1})) == 4001
+        )  # before hello
         assert await expect_close(node, hello(expired)) == 4001
         assert await expect_close(node, hello(forged)) == 4001
         assert await expect_close(node, hello(no_sub)) == 4001

@@ -8,7 +8,11 @@ from hypothesis import strategies as st
 from server.offsets import Offset, can_recover, new_epoch
 
 
-@given(epoch=st.from_regex(r"[A-Za-z0-9_\-]{1,12}", fullmatch=True), ms=st.integers(0, 2**48), seq=st.integers(0, 2**40))
+@given(
+    epoch=st.from_regex(r"[A-Za-z0-9_\-]{1,12}", fullmatch=True),
+    ms=st.integers(0, 2**48),
+    seq=st.integers(0, 2**40),
+)
 def test_offset_round_trip(epoch: str, ms: int, seq: int) -> None:
     offset = Offset(epoch, ms, seq)
     assert Offset.parse(str(offset)) == offset

@@ -32,7 +32,9 @@ from server.events import Event, encode_body, events_frame
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -54,7 +56,9 @@ def test_codec_round_trip(codec: JsonCodec | MsgpackCodec, data: dict[str, objec
         (MsgpackCodec(), msgpack.packb([1, 2])),
     ],
 )
-def test_undecodable_frames_raise_decode_error(codec: JsonCodec | MsgpackCodec, frame: bytes) -> None:
+def test_undecodable_frames_raise_decode_error(
+    codec: JsonCodec | MsgpackCodec, frame: bytes
+) -> None:
     with pytest.raises(DecodeError):
         codec.decode(frame)
 
@@ -65,12 +69,12 @@ def test_no_subprotocol_means_json() -> None:
 
 
 def test_parse_client_messages() -> None:
-    assert parse_client_message({"type": "hello", "device": "d", "subs": {"team:a": None}}) == Hello(
-        device="d", subs={"team:a": None}
-    )
-    assert parse_client_message({"type": "subscribe", "id": 3, "channel": "broadcast", "since": "e:1-2"}) == Subscribe(
-        id=3, channel="broadcast", since="e:1-2"
-    )
+    assert parse_client_message(
+        {"type": "hello", "device": "d", "subs": {"team:a": None}}
+    ) == Hello(device="d", subs={"team:a": None})
+    assert parse_client_message(
+        {"type": "subscribe", "id": 3, "channel": "broadcast", "since": "e:1-2"}
+    ) == Subscribe(id=3, channel="broadcast", since="e:1-2")
     assert parse_client_message({"type": "ack", "ids": ["a", "b"]}) == Ack(ids=("a", "b"))
     assert parse_client_message({"type": "ping", "id": 1}) == Ping(id=1)
 
@@ -100,13 +104,20 @@ def test_invalid_client_messages(message: dict[str, object], request_id: int | N
 
 @pytest.mark.parametrize(
     ("name", "parsed"),
-    [("user:42", ("user", "42")), ("team:north", ("team", "north")), ("broadcast", ("broadcast", "")), ("dispatch", ("dispatch", ""))],
+    [
+        ("user:42", ("user", "42")),
+        ("team:north", ("team", "north")),
+        ("broadcast", ("broadcast", "")),
+        ("dispatch", ("dispatch", "")),
+    ],
 )
 def test_channel_names(name: str, parsed: tuple[str, str]) -> None:
     assert parse_channel(name) == parsed
 
 
-@pytest.mark.parametrize("name", ["", "user", "user:", "broadcast:x", "x:y", "team:a b", 7, "team:" + "x" * 300])
+@pytest.mark.parametrize(
+    "name", ["", "user", "user:", "broadcast:x", "x:y", "team:a b", 7, "team:" + "x" * 300]
+)
 def test_invalid_channel_names(name: object) -> None:
     with pytest.raises(ProtocolError):
         parse_channel(name)
@@ -122,10 +133,22 @@ def test_reconnect_rules() -> None:
 
 def test_parse_server_messages() -> None:
     welcome = parse_server_message(
-        {"type": "welcome", "session": "s", "user": "u", "role": "sales", "node": "n", "heartbeat_s": 25, "poll": {}, "subs": {}, "new": 1}
+        {
+            "type": "welcome",
+            "session": "s",
+            "user": "u",
+            "role": "sales",
+            "node": "n",
+            "heartbeat_s": 25,
+            "poll": {},
+            "subs": {},
+            "new": 1,
+        }
     )
     assert isinstance(welcome, Welcome)
-    goaway = parse_server_message({"type": "goaway", "reason": "drain", "reconnect_after_ms": [10, 20]})
+    goaway = parse_server_message(
+        {"type": "goaway", "reason": "drain", "reconnect_after_ms": [10, 20]}
+    )
     assert goaway == Goaway(reason="drain", reconnect_after_ms=(10, 20))
     with pytest.raises(ProtocolError):
         parse_server_message({"type": "welcome"})
@@ -135,7 +158,14 @@ def test_parse_server_messages() -> None:
 def test_server_event_frames_decode_to_protocol_messages(binary: bool) -> None:
     codec = MsgpackCodec() if binary else JsonCodec()
     events = [
-        Event("team:n", "ep", 1000 + i, i, "high", encode_body(f"id{i}", "k", "high", {"n": i, "s": "ü" * i}))
+        Event(
+            "team:n",
+            "ep",
+            1000 + i,
+            i,
+            "high",
+            encode_body(f"id{i}", "k", "high", {"n": i, "s": "ü" * i}),
+        )
         for i in range(1, 40)
     ]
     single = events[0].frame(binary)
@@ -159,5 +189,7 @@ def _payload(frame: bytes) -> bytes:
 
 
 def test_json_event_frame_is_plain_json() -> None:
-    event = Event("user:a", "ep", 5, 1, "normal", encode_body("x", "k", "normal", {"q": '"quoted"'}))
+    event = Event(
+        "user:a", "ep", 5, 1, "normal", encode_body("x", "k", "normal", {"q": '"quoted"'})
+    )
     assert json.loads(_payload(event.frame(False)))["data"] == {"q": '"quoted"'}

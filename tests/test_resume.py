@@ -9,7 +9,7 @@ from tests.support.phones import phone, publish
 
 
 def epoch_start(offset: str) -> str:
-    return offset.split(":")[0] + ":0-0"
+    return offset.split(":", maxsplit=1)[0] + ":0-0"
 
 
 async def test_resume_replays_after_the_offset_then_goes_live() -> None:
@@ -37,7 +37,9 @@ async def test_resume_while_publishing_loses_nothing_and_repeats_nothing() -> No
                 await publish(node, ["team:north"], {"n": n})
 
         publisher = asyncio.create_task(keep_publishing())
-        async with phone(node, "alice", teams=("north",), subs={"team:north": first["offsets"]["team:north"]}) as alice:
+        async with phone(
+            node, "alice", teams=("north",), subs={"team:north": first["offsets"]["team:north"]}
+        ) as alice:
             await publisher
             events = await alice.events(79)
             assert [e["data"]["n"] for e in events] == list(range(1, 80))
@@ -49,7 +51,14 @@ async def test_subscribe_with_since_replays_after_subscribed() -> None:
     async with running_node() as node:
         sent = [await publish(node, ["broadcast"], {"n": n}) for n in range(3)]
         async with phone(node, "alice") as alice:
-            reply = await alice.request({"type": "subscribe", "id": 1, "channel": "broadcast", "since": epoch_start(sent[0]["offsets"]["broadcast"])})
+            reply = await alice.request(
+                {
+                    "type": "subscribe",
+                    "id": 1,
+                    "channel": "broadcast",
+                    "since": epoch_start(sent[0]["offsets"]["broadcast"]),
+                }
+            )
             assert reply["type"] == "subscribed" and reply["recovered"] is True
             assert reply["offset"] == sent[-1]["offsets"]["broadcast"]
             assert [e["data"]["n"] for e in await alice.events(3)] == [0, 1, 2]
@@ -58,7 +67,9 @@ async def test_subscribe_with_since_replays_after_subscribed() -> None:
 async def test_offset_from_another_epoch_is_not_recovered() -> None:
     async with running_node() as node:
         await publish(node, ["team:north"], {"n": 0})
-        async with phone(node, "alice", teams=("north",), subs={"team:north": "gone:123-1"}) as alice:
+        async with phone(
+            node, "alice", teams=("north",), subs={"team:north": "gone:123-1"}
+        ) as alice:
             state = alice.welcome["subs"]["team:north"]
             assert state["recovered"] is False
             assert state["offset"].endswith("-1") and not state["offset"].startswith("gone")
@@ -70,10 +81,17 @@ async def test_offset_from_another_epoch_is_not_recovered() -> None:
 async def test_offset_older_than_retained_history_is_not_recovered() -> None:
     async with running_node(node_settings(history_max_events=3)) as node:
         sent = [await publish(node, ["team:north"], {"n": n}) for n in range(6)]
-        async with phone(node, "alice", teams=("north",), subs={"team:north": sent[1]["offsets"]["team:north"]}) as alice:
-            assert alice.welcome["subs"]["team:north"] == {"offset": sent[-1]["offsets"]["team:north"], "recovered": False}
+        async with phone(
+            node, "alice", teams=("north",), subs={"team:north": sent[1]["offsets"]["team:north"]}
+        ) as alice:
+            assert alice.welcome["subs"]["team:north"] == {
+                "offset": sent[-1]["offsets"]["team:north"],
+                "recovered": False,
+            }
         # The newest three are retained: resuming inside them works.
-        async with phone(node, "alice", teams=("north",), subs={"team:north": sent[3]["offsets"]["team:north"]}) as alice:
+        async with phone(
+            node, "alice", teams=("north",), subs={"team:north": sent[3]["offsets"]["team:north"]}
+        ) as alice:
             assert alice.welcome["subs"]["team:north"]["recovered"] is True
             assert [e["data"]["n"] for e in await alice.events(2)] == [4, 5]
 
@@ -84,7 +102,9 @@ async def test_many_concurrent_first_subscriptions_all_receive() -> None:
         got: list[str] = []
 
         async def one_phone(i: int) -> None:
-            async with phone(node, f"u{i}", teams=("fresh",), subs={"team:fresh": None}, device=f"d{i}") as p:
+            async with phone(
+                node, f"u{i}", teams=("fresh",), subs={"team:fresh": None}, device=f"d{i}"
+            ) as p:
                 await ready.wait()
                 got.append((await p.events(1))[0]["id"])
 

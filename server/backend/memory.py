@@ -85,7 +85,9 @@ class MemoryBackend:
             channel = self._channel(name, now_ms)
             channel.ms = max(channel.ms, now_ms)
             channel.seq += 1
-            event = Event(name, channel.epoch, channel.ms, channel.seq, request.priority, request.body)
+            event = Event(
+                name, channel.epoch, channel.ms, channel.seq, request.priority, request.body
+            )
             channel.events.append(event)
             if len(channel.events) > self._max_events:
                 channel.events.popleft()

@@ -13,7 +13,6 @@ from server.auth import mint_token
 from server.backend.base import Backend
 from server.node import Node
 from server.settings import Settings
-
 from tests.support.timing import scaled
 
 
@@ -29,7 +28,9 @@ class RunningNode:
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://", 1) + "/v1/ws"
 
-    def token(self, user: str, role: str = "sales", teams: tuple[str, ...] = (), ttl_s: float = 600) -> str:
+    def token(
+        self, user: str, role: str = "sales", teams: tuple[str, ...] = (), ttl_s: float = 600
+    ) -> str:
         return mint_token(self.settings, user=user, role=role, teams=teams, ttl_s=ttl_s)
 
 

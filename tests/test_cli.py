@@ -1,0 +1,125 @@
+"""The ``fieldpush`` command as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from server.auth import TokenVerifier
+from server.settings import Settings, load_settings
+from tests.support.cli import ServeProcess, run
+
+SECRET = "an-operator-secret-of-at-least-32-bytes!"
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "token", "publish"):
+        assert command in result.stdout
+
+
+def test_token_is_signed_with_the_configured_secret() -> None:
+    result = run(
+        "token",
+        "--user",
+        "alice",
+        "--role",
+        "sales",
+        "--teams",
+        "north,east",
+        "--ttl",
+        "120",
+        env={"FIELDPUSH_JWT_SECRET": SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    identity = TokenVerifier(load_settings(environ={"FIELDPUSH_JWT_SECRET": SECRET})).verify(token)
+    assert (identity.user, identity.role, identity.teams) == (
+        "alice",
+        "sales",
+        frozenset({"north", "east"}),
+    )
+
+
+def test_token_refuses_an_unknown_role() -> None:
+    result = run("token", "--user", "alice", "--role", "king")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_serve_refuses_the_dev_secret_on_a_public_address() -> None:
+    result = run("serve", "--host", "0.0.0.0", "--port", "0", env={"FIELDPUSH_JWT_SECRET": ""})
+    assert result.returncode == 2
+    assert "development JWT secret" in result.stderr and "--dev" in result.stderr
+
+
+def test_serve_publish_and_config_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    config = Path(str(tmp_path)) / "fp.toml"
+    config.write_text(
+        f'[server]\njwt_secret = "{SECRET}"\nnode_id = "from-file"\nheartbeat_s = 7\n'
+    )
+    server = ServeProcess(
+        "--config", str(config), "--port", "0", env={"FIELDPUSH_NODE_ID": "from-env"}
+    ).start()
+    try:
+        health = httpx.get(server.url + "/healthz").json()
+        assert health["node"] == "from-env"  # the environment overrides the file
+        published = run(
+            "publish",
+            "--config",
+            str(config),
+            "--url",
+            server.url,
+            "--channel",
+            "team:north",
+            "--kind",
+            "note",
+            "--data",
+            '{"x": 1}',
+        )
+        assert published.returncode == 0, published.stdout + published.stderr
+        reply = json.loads(published.stdout)
+        assert set(reply["offsets"]) == {"team:north"}
+    finally:
+        assert server.stop() == 0
+    assert "backend memory" in server.output
+    assert SECRET not in server.output
+
+
+def test_settings_precedence(tmp_path: object) -> None:
+    from pathlib import Path
+
+    config = Path(str(tmp_path)) / "fp.toml"
+    config.write_text("[server]\nport = 9001\nheartbeat_s = 5\nhistory_max_events = 10\n")
+    settings = load_settings(
+        config_path=config,
+        environ={"FIELDPUSH_HEARTBEAT_S": "6", "FIELDPUSH_PORT": "9002"},
+        overrides={"port": 9003},
+    )
+    assert (settings.port, settings.heartbeat_s, settings.history_max_events) == (9003, 6.0, 10)
+    assert load_settings(config_path=config, environ={}).port == 9001
+    assert Settings().port == 8080
+
+
+def test_settings_errors_say_what_is_wrong(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from server.errors import ConfigError
+
+    config = Path(str(tmp_path)) / "fp.toml"
+    config.write_text("[server]\nhartbeat_s = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting 'hartbeat_s'"):
+        load_settings(config_path=config, environ={})
+    with pytest.raises(ConfigError, match="FIELDPUSH_PORT"):
+        load_settings(config_path=None, environ={"FIELDPUSH_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        load_settings(environ={"FIELDPUSH_JWT_SECRET": "short"})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.write_text("[server\n")
+        load_settings(config_path=config, environ={})
+    assert "Secret('**********')" in repr(load_settings(environ={}))
