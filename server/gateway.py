@@ -233,17 +233,29 @@ class Connection(asyncio.Protocol):
             self.transport.write(PING_FRAME)
 
     def _send_pending(self) -> None:
+        """Write what the websockets protocol produced (handshake response,
+        pongs, close frames) and follow its state: once a close frame went out,
+        no event frame may follow it."""
         transport = self.transport
         if transport is None:
             return
-        for data in self.ws.data_to_send():
+        ws = self.ws
+        if ws.close_sent is not None and not self.closing:
+            # The protocol failed the connection itself (1007 bad UTF-8, 1009 too big)
+            # or answered the client's close.
+            self.closing = True
+            self.close_code = ws.close_sent.code
+            if ws.close_rcvd is None:
+                self.node.metrics.closed[ws.close_sent.code] += 1
+                log.info("connection %s closed: %s", self.peer, ws.close_sent)
+        for data in ws.data_to_send():
             if data:
                 transport.write(data)
             else:  # the protocol is done with the connection: half-close means close here
                 self._cancel_timer()
                 transport.close()
                 return
-        if self.ws.state is State.CLOSED and not transport.is_closing():
+        if ws.state is State.CLOSED and not transport.is_closing():
             transport.close()
 
     # ---------------------------------------------------------------- closing

@@ -62,33 +62,39 @@ class Phone:
 
 
 @contextlib.asynccontextmanager
-async def phone(
-    node: RunningNode,
-    user: str = "alice",
+async def connect_phone(
+    ws_url: str,
+    token: str | None,
     *,
-    role: str = "sales",
-    teams: tuple[str, ...] = (),
     subs: dict[str, str | None] | None = None,
     binary: bool = False,
-    token: str | None = None,
     hello: bool = True,
     device: str = "phone-1",
 ) -> AsyncIterator[Phone]:
     """A connected phone; after ``hello`` (unless ``hello=False``) with its welcome read."""
     subprotocol = "fieldpush.v1.msgpack" if binary else "fieldpush.v1.json"
-    async with connect(node.ws_url, subprotocols=[subprotocol], compression=None) as ws:  # type: ignore[list-item]
+    async with connect(ws_url, subprotocols=[subprotocol], compression=None) as ws:  # type: ignore[list-item]
         client = Phone(ws, binary)
         if hello:
-            message: dict[str, Any] = {
-                "type": "hello",
-                "token": token or node.token(user, role, teams),
-                "device": device,
-            }
+            message: dict[str, Any] = {"type": "hello", "token": token, "device": device}
             if subs is not None:
                 message["subs"] = subs
             client.welcome = await client.request(message)
             assert client.welcome["type"] == "welcome", client.welcome
         yield client
+
+
+def phone(
+    node: RunningNode,
+    user: str = "alice",
+    *,
+    role: str = "sales",
+    teams: tuple[str, ...] = (),
+    token: str | None = None,
+    **options: Any,
+) -> contextlib.AbstractAsyncContextManager[Phone]:
+    """A phone of ``user`` connected to an in-process node."""
+    return connect_phone(node.ws_url, token or node.token(user, role, teams), **options)
 
 
 async def publish(

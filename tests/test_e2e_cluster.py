@@ -1,0 +1,140 @@
+"""Black-box: two ``fieldpush serve`` processes on one real redis-server.
+
+The tests start everything as subprocesses on free loopback ports and talk to
+it only through the wire protocol, as phones and dispatchers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.auth import mint_token
+from server.settings import Settings
+from tests.support.cli import ServeProcess
+from tests.support.phones import Phone, connect_phone
+from tests.support.redis_server import RedisServer
+from tests.support.timing import scaled
+
+pytestmark = pytest.mark.e2e
+
+SETTINGS = Settings()  # the nodes run with the built-in development secret on loopback
+
+
+def token(user: str, role: str = "sales", teams: tuple[str, ...] = ()) -> str:
+    return mint_token(SETTINGS, user=user, role=role, teams=teams, ttl_s=600)
+
+
+DISPATCHER = {"Authorization": f"Bearer {token('disp', 'dispatcher')}"}
+
+
+def start_node(redis_url: str, name: str) -> ServeProcess:
+    env = {"FIELDPUSH_REDIS_TIMEOUT_S": "0.5", "FIELDPUSH_ACCESS_LOG": "false"}
+    return ServeProcess("--port", "0", "--redis-url", redis_url, "--node-id", name, env=env).start()
+
+
+@pytest.fixture
+def cluster(redis_url: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    first, second = start_node(redis_url, "node-a"), start_node(redis_url, "node-b")
+    try:
+        yield first, second
+    finally:
+        assert first.stop() == 0, first.output
+        assert second.stop() == 0, second.output
+
+
+async def publish(http: httpx.AsyncClient, url: str, channel: str, n: int) -> httpx.Response:
+    body = {"channels": [channel], "kind": "e2e", "data": {"n": n}}
+    return await http.post(url + "/v1/publish", json=body, headers=DISPATCHER)
+
+
+async def test_events_cross_nodes_and_resume_on_another_node(cluster: tuple[ServeProcess, ServeProcess]) -> None:
+    node_a, node_b = cluster
+    alice, bob = token("alice", teams=("north",)), token("bob", teams=("north",))
+    async with httpx.AsyncClient(timeout=scaled(10)) as http:
+        async with (
+            connect_phone(node_a.ws_url, alice, subs={"team:north": None}) as on_a,
+            connect_phone(node_b.ws_url, bob, subs={"team:north": None}) as on_b,
+        ):
+            assert on_a.welcome["node"] == "node-a" and on_b.welcome["node"] == "node-b"
+            sent = [(await publish(http, url, "team:north", n)).json() for n, url in enumerate([node_a.url, node_b.url] * 3)]
+            for phone in (on_a, on_b):
+                assert [e["id"] for e in await phone.events(6)] == [s["id"] for s in sent]
+            last_seen = sent[-1]["offsets"]["team:north"]
+        # alice is offline; events arrive through node B; she comes back on node B.
+        missed = [(await publish(http, node_b.url, "team:north", n)).json() for n in range(10, 15)]
+        async with connect_phone(node_b.ws_url, alice, subs={"team:north": last_seen}) as back:
+            assert back.welcome["subs"]["team:north"]["recovered"] is True
+            assert [e["id"] for e in await back.events(5)] == [m["id"] for m in missed]
+
+
+async def collect(phone: Phone, into: list[dict[str, Any]], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            into.extend(await phone.events(1, timeout=0.5))
+        except TimeoutError:
+            continue
+
+
+async def test_redis_restart_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    """Kill redis-server mid-stream and restart it: a phone that stayed connected
+    gets every event that got a 201 exactly once, in order; meanwhile publish
+    answers 503 and /readyz reports not ready."""
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    node_a, node_b = start_node(redis.url, "node-a"), start_node(redis.url, "node-b")
+    try:
+        async with (
+            httpx.AsyncClient(timeout=scaled(10)) as http,
+            connect_phone(node_a.ws_url, token("alice", teams=("north",)), subs={"team:north": None}) as phone,
+        ):
+            received: list[dict[str, Any]] = []
+            stop = asyncio.Event()
+            collector = asyncio.create_task(collect(phone, received, stop))
+            accepted: list[str] = []
+            refused = 0
+            killed_at = restarted_at = 0.0
+            for n in range(120):
+                if n == 40:
+                    redis.kill()
+                    killed_at = time.monotonic()
+                    ready = await http.get(node_b.url + "/readyz")
+                    assert ready.status_code == 503 and ready.json()["ready"] is False
+                if n == 80:
+                    redis.restart()
+                    restarted_at = time.monotonic()
+                reply = await publish(http, node_b.url if n % 2 else node_a.url, "team:north", n)
+                if reply.status_code == 201:
+                    accepted.append(reply.json()["id"])
+                else:
+                    assert reply.status_code == 503, reply.text
+                    assert reply.json()["error"]["code"] == "unavailable"
+                    refused += 1
+                await asyncio.sleep(0.01)
+            assert refused >= 30, "publishes during the outage must be refused, not accepted"
+            assert len(accepted) >= 80
+            deadline = time.monotonic() + scaled(20)
+            ids = set(accepted)
+            while not ids <= {e["id"] for e in received} and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            stop.set()
+            await collector
+            got = [e["id"] for e in received]
+            assert len(got) == len(set(got)), "an event was delivered twice"
+            assert ids <= set(got), f"{len(ids - set(got))} acknowledged events never arrived"
+            seqs = [int(e["offset"].rsplit("-", 1)[1]) for e in received]
+            assert seqs == sorted(seqs), "events out of order"
+            assert phone.ws.close_code is None, "the phone was disconnected"
+            assert (await http.get(node_a.url + "/readyz")).status_code == 200
+            assert restarted_at > killed_at
+    finally:
+        assert node_a.stop() == 0, node_a.output
+        assert node_b.stop() == 0, node_b.output
+        redis.stop()
+
