@@ -47,6 +47,15 @@ class Phone:
         assert len(found) == count, f"got {len(found)} events, expected {count}"
         return found
 
+    async def next_events(self, timeout: float = 5) -> list[dict[str, Any]]:
+        """The events of the next frame (one ``event`` or several in ``events``)."""
+        message = await self.recv(timeout)
+        if message["type"] == "event":
+            return [message]
+        if message["type"] == "events":
+            return [{"type": "event", **item} for item in message["events"]]
+        raise AssertionError(f"expected events, got {message}")
+
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         await self.send(message)
         return await self.recv()

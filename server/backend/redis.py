@@ -1,0 +1,222 @@
+"""The Redis backend: history in Streams, live fan-out through pub/sub.
+
+Data model, per channel ``<ch>`` (keys carry the hash tag ``{<ch>}``):
+
+- ``<prefix>:{<ch>}:m``  hash ``e`` (epoch), ``s`` (last seq), ``t`` (last ms);
+- ``<prefix>:{<ch>}:s``  stream; entry id ``<ms>-<seq>``, fields ``p`` (priority)
+  and ``b`` (event body), trimmed to ``history_max_events`` and
+  ``history_max_age_s``;
+- ``<prefix>:<ch>``       pub/sub channel; message ``<seq> <ms> <epoch> <priority> <body>``;
+- ``<prefix>:idem:<publisher>:<key>``  idempotency record (fingerprint + result).
+
+A publish is one Lua script (``publish.lua``): it checks the idempotency key,
+appends to every channel's stream and PUBLISHes the doorbell, atomically, so
+an event is announced only once stored and a 201 is never given for an event
+that is not. Reads use ``read.lua``: the channel's position and the entries
+after an offset in one round trip.
+
+A multi-channel publish touches several hash slots, so on Redis Cluster it
+would need one script per slot; this backend targets a single Redis (with
+replicas) for now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from server.backend.base import EventSink, History, PublishRequest, PublishResult
+from server.backend.redis_pubsub import PubSub, RedisAddress
+from server.errors import BackendUnavailable, IdempotencyConflict
+from server.events import Event
+from server.offsets import Offset, can_recover, new_epoch
+
+__all__ = ["RedisBackend"]
+
+#: Command connections per node; more concurrent commands wait for a free one.
+MAX_CONNECTIONS = 64
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+
+def _script(name: str) -> str:
+    return files("server.backend").joinpath(name).read_text()
+
+
+class RedisBackend:
+    """Backend on one Redis server shared by every node. See the module docstring."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str = "fp",
+        timeout_s: float = 2.0,
+        history_max_events: int,
+        history_max_age_s: float,
+        history_meta_ttl_s: float,
+        idempotency_ttl_s: float,
+    ) -> None:
+        self._url = url
+        self._address = RedisAddress.from_url(url)
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        self._max_events = history_max_events
+        self._max_age_ms = int(history_max_age_s * 1000)
+        self._meta_ttl_ms = int(history_meta_ttl_s * 1000)
+        self._idempotency_ttl_ms = int(idempotency_ttl_s * 1000)
+        self._sink: EventSink | None = None
+        self._pubsub_prefix = f"{prefix}:".encode()
+        self._names: dict[bytes, str] = {}
+        self._client: aioredis.Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._publish: Any = None
+        self._read: Any = None
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(self, sink: EventSink) -> None:
+        self._sink = sink
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=self._timeout_s,  # waiting for a free connection
+            socket_timeout=self._timeout_s,
+            socket_connect_timeout=self._timeout_s,
+            retry=Retry(NoBackoff(), 0),  # a retried publish could store an event twice
+            health_check_interval=30,
+        )
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._publish = self._client.register_script(_script("publish.lua"))
+        self._read = self._client.register_script(_script("read.lua"))
+        self._pubsub = PubSub(
+            self._address,
+            on_message=self._on_message,
+            on_reconnected=sink.on_reconnected,
+            timeout_s=self._timeout_s,
+        )
+        await self._pubsub.start()
+
+    async def close(self) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.close()
+        if self._client is not None:
+            await self._client.aclose(close_connection_pool=True)
+        self._sink = None
+
+    # --------------------------------------------------------------- helpers
+
+    def _keys(self, channel: str) -> tuple[str, str]:
+        return f"{self._prefix}:{{{channel}}}:m", f"{self._prefix}:{{{channel}}}:s"
+
+    def _pubsub_name(self, channel: str) -> bytes:
+        return self._pubsub_prefix + channel.encode()
+
+    def _channel_name(self, pubsub_name: bytes) -> str:
+        name = self._names.get(pubsub_name)
+        if name is None:
+            name = self._names[pubsub_name] = pubsub_name[len(self._pubsub_prefix) :].decode()
+        return name
+
+    def _on_message(self, pubsub_name: bytes, payload: bytes) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        seq, ms, epoch, priority, body = payload.split(b" ", 4)
+        channel = self._channel_name(pubsub_name)
+        sink.on_event(Event(channel, epoch.decode(), int(ms), int(seq), priority.decode(), body))
+
+    # ------------------------------------------------------------- interface
+
+    async def publish(self, request: PublishRequest) -> PublishResult:
+        idempotency = request.idempotency
+        keys = [
+            f"{self._prefix}:idem:{idempotency.publisher}:{idempotency.key}"
+            if idempotency is not None
+            else f"{self._prefix}:idem:-"
+        ]
+        args: list[Any] = [
+            "1" if idempotency is not None else "0",
+            idempotency.fingerprint if idempotency is not None else "",
+            self._idempotency_ttl_ms,
+            request.event_id,
+            request.priority,
+            request.body,
+            self._max_events,
+            self._max_age_ms,
+            self._meta_ttl_ms,
+        ]
+        for channel in request.channels:
+            keys.extend(self._keys(channel))
+            args.extend((new_epoch(), self._pubsub_name(channel), channel))
+        try:
+            status, result = await self._publish(keys=keys, args=args)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(f"redis at {self._address.safe}: {exc}") from exc
+        if status == b"conflict":
+            assert idempotency is not None
+            raise IdempotencyConflict(idempotency.key)
+        event_id, *pairs = result.decode().split("\n")
+        offsets = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        return PublishResult(event_id, offsets, duplicate=status == b"dup")
+
+    async def read(self, channel: str, since: Offset | None, limit: int) -> History:
+        meta, stream = self._keys(channel)
+        args = [
+            new_epoch(),
+            self._meta_ttl_ms,
+            since.stream_id if since is not None else "",
+            limit if since is not None else 0,
+            since.epoch if since is not None else "",
+        ]
+        try:
+            epoch_raw, seq, ms, entries = await self._read(keys=[meta, stream], args=args)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(f"redis at {self._address.safe}: {exc}") from exc
+        epoch = epoch_raw.decode()
+        top = Offset(epoch, int(ms), int(seq))
+        if since is None:
+            return History(top=top, recovered=True)
+        events = []
+        for entry_id, fields in entries:
+            entry_ms, _, entry_seq = entry_id.partition(b"-")
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            events.append(
+                Event(
+                    channel,
+                    epoch,
+                    int(entry_ms),
+                    int(entry_seq),
+                    values[b"p"].decode(),
+                    values[b"b"],
+                )
+            )
+        if not can_recover(since, top, events[0].seq if events else None):
+            return History(top=top, recovered=False)
+        return History(top=top, recovered=True, events=events)
+
+    async def subscribe(self, channel: str) -> None:
+        assert self._pubsub is not None, "start() first"
+        await self._pubsub.subscribe(self._pubsub_name(channel))
+
+    async def unsubscribe(self, channel: str) -> None:
+        assert self._pubsub is not None, "start() first"
+        await self._pubsub.unsubscribe(self._pubsub_name(channel))
+
+    async def ready(self) -> bool:
+        if self._client is None or self._pubsub is None or not self._pubsub.connected:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._client.ping(), self._timeout_s))
+        except (RedisError, OSError, TimeoutError):
+            return False
