@@ -1,19 +1,43 @@
-"""Resume without loss: replay from an offset, then live, each event once, in order."""
+"""Resume without loss: replay from an offset, then live, each event once, in order.
+
+Every test runs on both backends: the in-process node on the memory backend,
+and on a real Redis.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from tests.support.node import node_settings, running_node
+import pytest
+
+from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import phone, publish
+
+NodeFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningNode]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def start_node(request: pytest.FixtureRequest) -> NodeFactory:
+    """Starts an in-process node on the memory backend or on the test Redis."""
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+
+    @contextlib.asynccontextmanager
+    async def start(**settings: Any) -> AsyncIterator[RunningNode]:
+        async with running_node(node_settings(redis_url=redis_url, **settings)) as node:
+            yield node
+
+    return start
 
 
 def epoch_start(offset: str) -> str:
     return offset.split(":", maxsplit=1)[0] + ":0-0"
 
 
-async def test_resume_replays_after_the_offset_then_goes_live() -> None:
-    async with running_node() as node:
+async def test_resume_replays_after_the_offset_then_goes_live(start_node: NodeFactory) -> None:
+    async with start_node() as node:
         sent = [await publish(node, ["team:north"], {"n": n}) for n in range(5)]
         resume_at = sent[1]["offsets"]["team:north"]
         async with phone(node, "alice", teams=("north",), subs={"team:north": resume_at}) as alice:
@@ -26,8 +50,8 @@ async def test_resume_replays_after_the_offset_then_goes_live() -> None:
             assert event["id"] == live["id"]
 
 
-async def test_resume_while_publishing_loses_nothing_and_repeats_nothing() -> None:
-    async with running_node(node_settings(replay_page_events=7)) as node:
+async def test_resume_while_publishing_loses_nothing_and_repeats_nothing(start_node: NodeFactory) -> None:
+    async with start_node(replay_page_events=7) as node:
         first = await publish(node, ["team:north"], {"n": 0})
         for n in range(1, 40):
             await publish(node, ["team:north"], {"n": n})
@@ -47,8 +71,8 @@ async def test_resume_while_publishing_loses_nothing_and_repeats_nothing() -> No
             assert ping["type"] == "pong"  # and no 80th event before it
 
 
-async def test_subscribe_with_since_replays_after_subscribed() -> None:
-    async with running_node() as node:
+async def test_subscribe_with_since_replays_after_subscribed(start_node: NodeFactory) -> None:
+    async with start_node() as node:
         sent = [await publish(node, ["broadcast"], {"n": n}) for n in range(3)]
         async with phone(node, "alice") as alice:
             reply = await alice.request(
@@ -64,8 +88,8 @@ async def test_subscribe_with_since_replays_after_subscribed() -> None:
             assert [e["data"]["n"] for e in await alice.events(3)] == [0, 1, 2]
 
 
-async def test_offset_from_another_epoch_is_not_recovered() -> None:
-    async with running_node() as node:
+async def test_offset_from_another_epoch_is_not_recovered(start_node: NodeFactory) -> None:
+    async with start_node() as node:
         await publish(node, ["team:north"], {"n": 0})
         async with phone(
             node, "alice", teams=("north",), subs={"team:north": "gone:123-1"}
@@ -78,8 +102,8 @@ async def test_offset_from_another_epoch_is_not_recovered() -> None:
             assert event["id"] == live["id"]
 
 
-async def test_offset_older_than_retained_history_is_not_recovered() -> None:
-    async with running_node(node_settings(history_max_events=3)) as node:
+async def test_offset_older_than_retained_history_is_not_recovered(start_node: NodeFactory) -> None:
+    async with start_node(history_max_events=3) as node:
         sent = [await publish(node, ["team:north"], {"n": n}) for n in range(6)]
         async with phone(
             node, "alice", teams=("north",), subs={"team:north": sent[1]["offsets"]["team:north"]}
@@ -96,8 +120,8 @@ async def test_offset_older_than_retained_history_is_not_recovered() -> None:
             assert [e["data"]["n"] for e in await alice.events(2)] == [4, 5]
 
 
-async def test_many_concurrent_first_subscriptions_all_receive() -> None:
-    async with running_node() as node:
+async def test_many_concurrent_first_subscriptions_all_receive(start_node: NodeFactory) -> None:
+    async with start_node() as node:
         ready = asyncio.Event()
         got: list[str] = []
 
