@@ -94,12 +94,11 @@ async def test_redis_restart_loses_no_acknowledged_event(tmp_path: Path) -> None
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     node_a, node_b = start_node(redis.url, "node-a"), start_node(redis.url, "node-b")
+    alice = token("alice", teams=("north",))
     try:
         async with (
             httpx.AsyncClient(timeout=scaled(10)) as http,
-            connect_phone(
-                node_a.ws_url, token("alice", teams=("north",)), subs={"team:north": None}
-            ) as phone,
+            connect_phone(node_a.ws_url, alice, subs={"team:north": None}) as phone,
         ):
             received: list[dict[str, Any]] = []
             stop = asyncio.Event()
