@@ -22,18 +22,11 @@ replicas) for now.
 
 from __future__ import annotations
 
-import asyncio
 from importlib.resources import files
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from server.backend.base import EventSink, History, PublishRequest, PublishResult
+from server.backend.redis_client import RedisClient, Script
 from server.backend.redis_pubsub import PubSub, RedisAddress
 from server.errors import BackendUnavailable, IdempotencyConflict
 from server.events import Event
@@ -41,14 +34,9 @@ from server.offsets import Offset, can_recover, new_epoch
 
 __all__ = ["RedisBackend"]
 
-#: Command connections per node; more concurrent commands wait for a free one.
-MAX_CONNECTIONS = 64
 
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
-
-
-def _script(name: str) -> str:
-    return files("server.backend").joinpath(name).read_text()
+def _script(name: str) -> Script:
+    return Script(files("server.backend").joinpath(name).read_text())
 
 
 class RedisBackend:
@@ -67,7 +55,6 @@ class RedisBackend:
         history_meta_ttl_s: float,
         idempotency_ttl_s: float,
     ) -> None:
-        self._url = url
         self._address = RedisAddress.from_url(url)
         self._prefix = prefix
         self._timeout_s = timeout_s
@@ -78,27 +65,15 @@ class RedisBackend:
         self._sink: EventSink | None = None
         self._pubsub_prefix = f"{prefix}:".encode()
         self._names: dict[bytes, str] = {}
-        self._client: aioredis.Redis | None = None
+        self._client = RedisClient(self._address, timeout_s=timeout_s)
         self._pubsub: PubSub | None = None
-        self._publish: Any = None
-        self._read: Any = None
+        self._publish = _script("publish.lua")
+        self._read = _script("read.lua")
 
     # ------------------------------------------------------------- lifecycle
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self._url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=self._timeout_s,  # waiting for a free connection
-            socket_timeout=self._timeout_s,
-            socket_connect_timeout=self._timeout_s,
-            retry=Retry(NoBackoff(), 0),  # a retried publish could store an event twice
-            health_check_interval=30,
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
-        self._publish = self._client.register_script(_script("publish.lua"))
-        self._read = self._client.register_script(_script("read.lua"))
         self._pubsub = PubSub(
             self._address,
             on_message=self._on_message,
@@ -110,8 +85,7 @@ class RedisBackend:
     async def close(self) -> None:
         if self._pubsub is not None:
             await self._pubsub.close()
-        if self._client is not None:
-            await self._client.aclose(close_connection_pool=True)
+        await self._client.close()
         self._sink = None
 
     # --------------------------------------------------------------- helpers
@@ -159,10 +133,7 @@ class RedisBackend:
         for channel in request.channels:
             keys.extend(self._keys(channel))
             args.extend((new_epoch(), self._pubsub_name(channel), channel))
-        try:
-            status, result = await self._publish(keys=keys, args=args)
-        except _UNAVAILABLE as exc:
-            raise BackendUnavailable(f"redis at {self._address.safe}: {exc}") from exc
+        status, result = await self._client.run(self._publish, keys, args)
         if status == b"conflict":
             assert idempotency is not None
             raise IdempotencyConflict(idempotency.key)
@@ -179,10 +150,7 @@ class RedisBackend:
             limit if since is not None else 0,
             since.epoch if since is not None else "",
         ]
-        try:
-            epoch_raw, seq, ms, entries = await self._read(keys=[meta, stream], args=args)
-        except _UNAVAILABLE as exc:
-            raise BackendUnavailable(f"redis at {self._address.safe}: {exc}") from exc
+        epoch_raw, seq, ms, entries = await self._client.run(self._read, [meta, stream], args)
         epoch = epoch_raw.decode()
         top = Offset(epoch, int(ms), int(seq))
         if since is None:
@@ -214,9 +182,9 @@ class RedisBackend:
         await self._pubsub.unsubscribe(self._pubsub_name(channel))
 
     async def ready(self) -> bool:
-        if self._client is None or self._pubsub is None or not self._pubsub.connected:
+        if self._pubsub is None or not self._pubsub.connected:
             return False
         try:
-            return bool(await asyncio.wait_for(self._client.ping(), self._timeout_s))
-        except (RedisError, OSError, TimeoutError):
+            return bool(await self._client.execute(b"PING") == b"PONG")
+        except BackendUnavailable:
             return False

@@ -31,7 +31,7 @@ import hiredis
 
 from server.errors import BackendUnavailable, ConfigError
 
-__all__ = ["PubSub", "RedisAddress"]
+__all__ = ["PubSub", "RedisAddress", "encode_command"]
 
 log = logging.getLogger("fieldpush.backend")
 
@@ -46,6 +46,7 @@ class RedisAddress:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    db: int = 0
 
     @classmethod
     def from_url(cls, url: str) -> RedisAddress:
@@ -56,6 +57,9 @@ class RedisAddress:
             )
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
+        db_text = parts.path.strip("/") if parts.scheme != "unix" else ""
+        if db_text and not db_text.isdigit():
+            raise ConfigError(f"redis_url: the database must be a number, not {db_text!r}")
         if parts.scheme == "unix":
             return cls(path=parts.path, username=username, password=password)
         return cls(
@@ -64,6 +68,7 @@ class RedisAddress:
             username=username,
             password=password,
             tls=parts.scheme == "rediss",
+            db=int(db_text or 0),
         )
 
     @property
@@ -72,7 +77,7 @@ class RedisAddress:
         return self.path or f"{self.host}:{self.port}"
 
 
-def _command(*parts: bytes) -> bytes:
+def encode_command(*parts: bytes) -> bytes:
     """One command in RESP."""
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
@@ -194,7 +199,7 @@ class PubSub:
             while index < len(queue) and queue[index][0] == command:
                 group.append(queue[index][1])
                 index += 1
-            out.append(_command(command, *group))
+            out.append(encode_command(command, *group))
         protocol.transport.write(b"".join(out))
 
     # --------------------------------------------------------------- replies
@@ -241,7 +246,7 @@ class PubSub:
             if address.username:
                 credentials.insert(0, address.username.encode())
             self._auth_replies = 1
-            protocol.transport.write(_command(b"AUTH", *credentials))
+            protocol.transport.write(encode_command(b"AUTH", *credentials))
         return protocol
 
     async def _run(self) -> None:
@@ -270,7 +275,9 @@ class PubSub:
                 pending.append(future)
             assert protocol.transport is not None
             for start in range(0, len(channels), 1000):
-                protocol.transport.write(_command(b"SUBSCRIBE", *channels[start : start + 1000]))
+                protocol.transport.write(
+                    encode_command(b"SUBSCRIBE", *channels[start : start + 1000])
+                )
             self._queue.clear()
             try:
                 # Catch-up reads history, so it must start only once every
