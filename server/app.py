@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.api import routes
+from server.api import PublishEndpoint, routes
 from server.backend.base import Backend
 from server.gateway import WS_PATH, Connection
 from server.node import Node, make_backend
@@ -28,7 +29,7 @@ __all__ = ["FieldpushServer", "build_server", "create_app"]
 log = logging.getLogger("fieldpush")
 
 
-def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
+def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
     """The app; the node (and the backend, unless given) is created at startup."""
 
     @contextlib.asynccontextmanager
@@ -40,7 +41,17 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         finally:
             await node.close()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+    publish = PublishEndpoint()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # The publish hot path goes straight to its endpoint (see PublishEndpoint).
+        if scope["type"] == "http" and scope["path"] == "/v1/publish" and scope["method"] == "POST":
+            await publish(scope, receive, send)
+        else:
+            await starlette(scope, receive, send)
+
+    return app
 
 
 class FieldpushServer(uvicorn.Server):
@@ -81,6 +92,8 @@ def build_server(
         log_config=None,
         access_log=settings.access_log,
         server_header=False,
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
         backlog=4096,
     )

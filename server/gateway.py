@@ -22,15 +22,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
 
-from client_sdk.protocol import SUBPROTOCOLS, CloseCode, DecodeError, codec_for
+from client_sdk.protocol import SUBPROTOCOL_JSON, CloseCode, DecodeError, codec_for
+from server.errors import AuthError
 from server.frames import PING_FRAME, data_frame
+from server.handshake import HandshakeError, parse_upgrade, reject, switching_protocols
 from server.session import Session
 
 if TYPE_CHECKING:
@@ -48,8 +47,7 @@ WS_PATH: Final = "/v1/ws"
 CLOSE_TIMEOUT_S: Final = 2.0
 
 
-def _token_from_header(headers: Headers) -> str | None:
-    value = headers.get("Authorization")
+def _token_from_header(value: str | None) -> str | None:
     if value and value[:7].lower() == "bearer ":
         return value[7:].strip() or None
     return None
@@ -65,13 +63,8 @@ class Connection(asyncio.Protocol):
     ) -> None:
         self.node: Node = app_state["node"]
         self.server_state = server_state
-        settings = self.node.settings
-        self.ws = ServerProtocol(
-            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
-            select_subprotocol=_select_subprotocol,
-            max_size=settings.max_frame_bytes,
-            logger=_WS_LOG,
-        )
+        #: The websockets protocol, created in OPEN state once the handshake succeeded.
+        self.ws: ServerProtocol | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "-"
         self.subprotocol = "fieldpush.v1.json"
@@ -100,24 +93,28 @@ class Connection(asyncio.Protocol):
         self.closing = True
         if self.session is not None:
             code = self.close_code
-            if code is None and self.ws.close_rcvd is not None:
+            if code is None and self.ws is not None and self.ws.close_rcvd is not None:
                 code = self.ws.close_rcvd.code
             self.session.teardown(code)
             self.node.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
-        self.ws.receive_data(data)
-        for event in self.ws.events_received():
+        ws = self.ws
+        if ws is None:
+            if not self.closing:  # uvicorn passes the whole upgrade request first
+                self._handshake(data)
+            return
+        ws.receive_data(data)
+        for event in ws.events_received():
             if isinstance(event, Frame):
                 self._frame(event)
-            elif isinstance(event, Request):
-                self._handshake(event)
         self._send_pending()
 
     def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
-        self._send_pending()
+        if self.ws is not None:
+            self.ws.receive_eof()
+            self._send_pending()
         return None
 
     def pause_writing(self) -> None:
@@ -129,26 +126,25 @@ class Connection(asyncio.Protocol):
 
     # -------------------------------------------------------------- handshake
 
-    def _handshake(self, request: Request) -> None:
+    def _handshake(self, request: bytes) -> None:
         node = self.node
-        path = request.path.partition("?")[0]
-        if path != WS_PATH:
-            self._reject(404, f"no WebSocket endpoint at {path}; use {WS_PATH}\n")
+        transport = self.transport
+        assert transport is not None
+        try:
+            upgrade = parse_upgrade(request, path=WS_PATH)
+        except HandshakeError as exc:
+            log.info("connection %s: upgrade refused (%d): %s", self.peer, exc.status, exc.text)
+            self.closing = True
+            transport.write(reject(exc))
+            transport.close()
             return
-        offered = request.headers.get_all("Sec-WebSocket-Protocol")
-        if offered and not any(
-            p.strip() in SUBPROTOCOLS for value in offered for p in value.split(",")
-        ):
-            self._reject(400, f"unsupported subprotocol; offer one of {', '.join(SUBPROTOCOLS)}\n")
-            return
-        response = self.ws.accept(request)
-        self.ws.send_response(response)
-        if response.status_code != 101:
-            log.info("connection %s: handshake failed (%d)", self.peer, response.status_code)
-            return
-        self.subprotocol = self.ws.subprotocol or "fieldpush.v1.json"
+        transport.write(switching_protocols(upgrade))
+        self.ws = ServerProtocol(
+            state=State.OPEN, max_size=node.settings.max_frame_bytes, logger=_WS_LOG
+        )
+        self.subprotocol = upgrade.subprotocol or SUBPROTOCOL_JSON
         self.binary = codec_for(self.subprotocol).binary
-        self.header_token = _token_from_header(request.headers)
+        self.header_token = _token_from_header(upgrade.authorization)
         self.session = Session(node, self)
         node.connections.add(self)
         node.metrics.connections_total += 1
@@ -157,14 +153,9 @@ class Connection(asyncio.Protocol):
         if self.header_token is not None:
             try:
                 node.verifier.verify(self.header_token)
-            except Exception as exc:  # AuthError; anything else is also a refusal
+            except AuthError as exc:
                 log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
                 self.close(CloseCode.UNAUTHORIZED, str(exc))
-
-    def _reject(self, status: int, text: str) -> None:
-        log.info("connection %s: upgrade refused (%d): %s", self.peer, status, text.strip())
-        self.ws.send_response(self.ws.reject(status, text))
-        self.closing = True
 
     def _hello_timeout(self) -> None:
         self.timer = None
@@ -237,9 +228,9 @@ class Connection(asyncio.Protocol):
         pongs, close frames) and follow its state: once a close frame went out,
         no event frame may follow it."""
         transport = self.transport
-        if transport is None:
-            return
         ws = self.ws
+        if transport is None or ws is None:
+            return
         if ws.close_sent is not None and not self.closing:
             # The protocol failed the connection itself (1007 bad UTF-8, 1009 too big)
             # or answered the client's close.
@@ -267,7 +258,7 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.close_code = int(code)
         self.node.metrics.closed[int(code)] += 1
-        if self.ws.state is State.OPEN:
+        if self.ws is not None and self.ws.state is State.OPEN:
             self.ws.send_close(int(code), reason[:120])
         self._send_pending()
         self._cancel_timer()
@@ -291,11 +282,3 @@ class Connection(asyncio.Protocol):
                 self.transport.close()
             return
         self.close(CloseCode.SERVICE_RESTART, "node restarting")
-
-
-def _select_subprotocol(protocol: ServerProtocol, subprotocols: Any) -> Any:
-    """The client's first offer that fieldpush speaks; none offered means JSON."""
-    for offered in subprotocols:
-        if offered in SUBPROTOCOLS:
-            return offered
-    return None

@@ -9,7 +9,9 @@ order: stop the heartbeat, close the hub, close the backend.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING
 
@@ -106,6 +108,13 @@ class Node:
         )
         self.flusher = Flusher(self.metrics)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._id_prefix = secrets.token_hex(6)
+        self._id_counter = itertools.count(1)
+
+    def new_event_id(self) -> str:
+        """A unique event id: this process's random prefix and a counter
+        (cheaper than uuid4, which reads the OS's random source every time)."""
+        return f"{self._id_prefix}{next(self._id_counter):08x}"
 
     async def start(self) -> None:
         await self.backend.start(self.hub)

@@ -242,8 +242,12 @@ class Session:
                 allowed.append(channel)
             else:
                 states[channel] = {"error": ErrorCode.FORBIDDEN.value}
+        opened = []
         try:
-            opened = await asyncio.gather(*(self._open(ch, wanted[ch]) for ch in allowed))
+            # One after the other: most channels open without a round trip (their
+            # feed is live), and a task per channel would cost more than it saves.
+            for channel in allowed:
+                opened.append(await self._open(channel, wanted[channel]))
         except BackendUnavailable:
             log.warning("session %s: backend unavailable during hello", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; retry")

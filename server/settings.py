@@ -71,6 +71,9 @@ class Settings:
     dev: bool = False
     log_level: str = "info"
     access_log: bool = True
+    #: Trust X-Forwarded-* headers from these proxies ("*" or a comma-separated
+    #: list of addresses); None: ignore those headers.
+    forwarded_allow_ips: str | None = None
 
     # Backend
     redis_url: str | None = None

@@ -50,7 +50,9 @@ async def test_resume_replays_after_the_offset_then_goes_live(start_node: NodeFa
             assert event["id"] == live["id"]
 
 
-async def test_resume_while_publishing_loses_nothing_and_repeats_nothing(start_node: NodeFactory) -> None:
+async def test_resume_while_publishing_loses_nothing_and_repeats_nothing(
+    start_node: NodeFactory,
+) -> None:
     async with start_node(replay_page_events=7) as node:
         first = await publish(node, ["team:north"], {"n": 0})
         for n in range(1, 40):

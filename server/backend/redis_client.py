@@ -60,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.buffer: list[bytes] = []
         self.flush_scheduled = False
         self.closed = False
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -86,12 +87,12 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self.loop.create_future()
         self.waiting.append(future)
         self.buffer.append(command)
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.loop.call_soon(self.flush)
         return future
 
     def flush(self) -> None:

@@ -1,0 +1,137 @@
+"""Token checks (PROTOCOL.md section 4), without I/O."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from server.auth import TokenVerifier, mint_token
+from server.errors import AuthError
+from server.settings import Secret, Settings
+
+SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
+
+
+def hs256(claims: dict[str, Any], secret: str = SECRET, **headers: Any) -> str:
+    return jwt.encode(claims, secret, algorithm="HS256", headers=headers or None)
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "sub": "alice",
+        "role": "sales",
+        "teams": ["north"],
+        "exp": time.time() + 60,
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.fixture
+def verifier() -> TokenVerifier:
+    return TokenVerifier(Settings(jwt_secret=Secret(SECRET)))
+
+
+def test_valid_token(verifier: TokenVerifier) -> None:
+    identity = verifier.verify(hs256(claims()))
+    assert (identity.user, identity.role, identity.teams) == (
+        "alice",
+        "sales",
+        frozenset({"north"}),
+    )
+    token = hs256(claims())
+    assert verifier.verify(token) == verifier.verify(token)  # the second from the cache
+
+
+def test_minted_tokens_verify() -> None:
+    settings = Settings(jwt_secret=Secret(SECRET), jwt_issuer="crm", jwt_audience="fieldpush")
+    token = mint_token(settings, user="bob", role="dispatcher", teams=["a", "b"], ttl_s=30)
+    assert TokenVerifier(settings).verify(token).teams == frozenset({"a", "b"})
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (hs256(claims(exp=time.time() - 60)), "expired"),
+        (hs256(claims(nbf=time.time() + 600)), "not valid yet"),
+        (hs256(claims(), secret="another-secret-that-is-32-bytes-long!!"), "signature"),
+        (hs256(claims(exp=None)), "'exp' is required"),
+        (hs256(claims(exp=True)), "'exp' is required"),
+        (hs256(claims(exp="soon")), "'exp' is required"),
+        (hs256(claims(sub=None)), "'sub' is required"),
+        (hs256(claims(sub="")), "'sub' is required"),
+        (hs256(claims(role="king")), "unknown role"),
+        (hs256(claims(teams="north")), "'teams'"),
+        (hs256(claims(aud="other")), "audience"),
+        (hs256(claims(), crit=["exp"]), "critical"),
+        (jwt.encode(claims(), None, algorithm="none"), "algorithm 'none'"),
+        (jwt.encode(claims(), SECRET * 2, algorithm="HS384"), "algorithm 'HS384'"),
+        ("not-a-token", "three"),
+        ("a.b.c", "base64url JSON"),
+        (hs256(claims())[:-3] + "===", "base64url"),
+        ("", "no token"),
+    ],
+)
+def test_refused_tokens(verifier: TokenVerifier, token: str, message: str) -> None:
+    with pytest.raises(AuthError, match=message):
+        verifier.verify(token)
+
+
+def test_issuer_and_audience_when_configured() -> None:
+    verifier = TokenVerifier(
+        Settings(jwt_secret=Secret(SECRET), jwt_issuer="crm", jwt_audience="fieldpush")
+    )
+    assert verifier.verify(hs256(claims(iss="crm", aud=["x", "fieldpush"]))).user == "alice"
+    with pytest.raises(AuthError, match="issuer"):
+        verifier.verify(hs256(claims(iss="evil", aud="fieldpush")))
+    with pytest.raises(AuthError, match="audience"):
+        verifier.verify(hs256(claims(iss="crm")))
+
+
+def _pem(private: Any) -> tuple[bytes, bytes]:
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    secret = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return public, secret
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_public_keys_by_kid(tmp_path: Path, algorithm: str) -> None:
+    make = (
+        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        if algorithm == "RS256"
+        else (lambda: ec.generate_private_key(ec.SECP256R1()))
+    )
+    public, private = _pem(make())
+    _, other_private = _pem(make())
+    (tmp_path / "crm.pem").write_bytes(public)
+    settings = Settings(
+        jwt_algorithms=(algorithm,), jwt_public_keys={"crm-1": str(tmp_path / "crm.pem")}
+    )
+    verifier = TokenVerifier(settings)
+    good = jwt.encode(claims(), private, algorithm=algorithm, headers={"kid": "crm-1"})
+    assert verifier.verify(good).user == "alice"
+    forged = jwt.encode(claims(), other_private, algorithm=algorithm, headers={"kid": "crm-1"})
+    with pytest.raises(AuthError, match="invalid token"):
+        verifier.verify(forged)
+    with pytest.raises(AuthError, match="unknown key id"):
+        verifier.verify(jwt.encode(claims(), private, algorithm=algorithm, headers={"kid": "nope"}))
+    with pytest.raises(AuthError, match="expired"):
+        verifier.verify(
+            jwt.encode(
+                claims(exp=time.time() - 60), private, algorithm=algorithm, headers={"kid": "crm-1"}
+            )
+        )
+    # Key confusion: an HMAC token "signed" with the public key is not accepted.
+    confused = jwt.encode(claims(), "x" * 40, algorithm="HS256")
+    with pytest.raises(AuthError, match="algorithm 'HS256' is not accepted"):
+        verifier.verify(confused)
