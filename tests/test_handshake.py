@@ -1,0 +1,71 @@
+"""The WebSocket opening handshake (RFC 6455 section 4.2), without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.handshake import HandshakeError, parse_upgrade, reject, switching_protocols
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the RFC's example
+
+
+def request(target: str = "/v1/ws", method: str = "GET", **headers: str) -> bytes:
+    fields = {
+        "host": "x",
+        "upgrade": "websocket",
+        "connection": "keep-alive, Upgrade",
+        "sec-websocket-key": KEY,
+        "sec-websocket-version": "13",
+    }
+    fields.update({k.replace("_", "-"): v for k, v in headers.items()})
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in fields.items() if v)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_accept_key_and_subprotocol() -> None:
+    upgrade = parse_upgrade(
+        request(
+            "/v1/ws?x=1",
+            sec_websocket_protocol="chat, fieldpush.v1.msgpack, fieldpush.v1.json",
+            authorization="Bearer t",
+        ),
+        path="/v1/ws",
+    )
+    assert upgrade.subprotocol == "fieldpush.v1.msgpack"  # the client's first supported offer
+    assert upgrade.authorization == "Bearer t"
+    response = switching_protocols(upgrade)
+    assert response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in response
+    assert b"Sec-WebSocket-Protocol: fieldpush.v1.msgpack\r\n" in response
+    assert response.endswith(b"\r\n\r\n")
+
+
+def test_no_subprotocol_means_json_and_no_header() -> None:
+    upgrade = parse_upgrade(request(), path="/v1/ws")
+    assert upgrade.subprotocol is None
+    assert b"Sec-WebSocket-Protocol" not in switching_protocols(upgrade)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (request("/elsewhere"), 404),
+        (request(method="POST"), 405),
+        (request(connection="keep-alive"), 400),
+        (request(upgrade="h2c"), 400),
+        (request(sec_websocket_version="8"), 426),
+        (request(sec_websocket_key=""), 400),
+        (request(sec_websocket_key="c2hvcnQ="), 400),  # not 16 bytes
+        (request(sec_websocket_key="not base64!"), 400),
+        (request(sec_websocket_protocol="chat.v2"), 400),
+    ],
+)
+def test_refusals(raw: bytes, status: int) -> None:
+    with pytest.raises(HandshakeError) as caught:
+        parse_upgrade(raw, path="/v1/ws")
+    assert caught.value.status == status
+    response = reject(caught.value)
+    assert response.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Connection: close\r\n" in response
+    if status == 426:
+        assert b"Sec-WebSocket-Version: 13\r\n" in response
