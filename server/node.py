@@ -116,6 +116,10 @@ class Node:
         (cheaper than uuid4, which reads the OS's random source every time)."""
         return f"{self._id_prefix}{next(self._id_counter):08x}"
 
+    def new_session_id(self) -> str:
+        """A unique session id, made like event ids."""
+        return f"s{self._id_prefix}{next(self._id_counter):08x}"
+
     async def start(self) -> None:
         await self.backend.start(self.hub)
         self.hub.start()

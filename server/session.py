@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -112,7 +111,7 @@ class Session:
         self.node = node
         self.conn = conn
         self.binary = conn.binary
-        self.id = secrets.token_hex(8)
+        self.id = node.new_session_id()
         self.identity: Identity | None = None
         self.device = ""
         self.subs: dict[str, Subscription] = {}

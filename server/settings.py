@@ -70,7 +70,7 @@ class Settings:
     node_id: str = field(default_factory=_default_node_id)
     dev: bool = False
     log_level: str = "info"
-    access_log: bool = True
+    access_log: bool = False
     #: Trust X-Forwarded-* headers from these proxies ("*" or a comma-separated
     #: list of addresses); None: ignore those headers.
     forwarded_allow_ips: str | None = None

@@ -53,14 +53,21 @@ def _bytes(value: Any) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    """One connection: commands in flight in order, and one watchdog timer
+    (cheaper than a timeout per command) that fails the connection when the
+    oldest command waited longer than ``timeout_s``."""
+
+    def __init__(self, timeout_s: float) -> None:
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.sent_at: deque[float] = deque()
         self.buffer: list[bytes] = []
         self.flush_scheduled = False
         self.closed = False
         self.loop = asyncio.get_running_loop()
+        self.timeout_s = timeout_s
+        self.watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -69,8 +76,10 @@ class _Connection(asyncio.Protocol):
         reader = self.reader
         reader.feed(data)
         waiting = self.waiting
+        sent_at = self.sent_at
         while (reply := reader.gets()) is not False:
             future = waiting.popleft()
+            sent_at.popleft()
             if not future.done():
                 future.set_result(reply)
 
@@ -79,6 +88,9 @@ class _Connection(asyncio.Protocol):
 
     def fail(self, reason: str) -> None:
         self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.sent_at.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -87,13 +99,30 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self.loop.create_future()
+        if self.closed:
+            raise BackendUnavailable("connection to redis lost")
+        loop = self.loop
+        future: asyncio.Future[Any] = loop.create_future()
         self.waiting.append(future)
+        self.sent_at.append(loop.time())
         self.buffer.append(command)
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.call_soon(self.flush)
+            loop.call_soon(self.flush)
+        if self.watchdog is None:
+            self.watchdog = loop.call_later(self.timeout_s, self.check)
         return future
+
+    def check(self) -> None:
+        """Fail the connection if the oldest command is overdue; else look again later."""
+        self.watchdog = None
+        if not self.sent_at:
+            return
+        overdue = self.sent_at[0] + self.timeout_s - self.loop.time()
+        if overdue <= 0:
+            self.fail(f"no reply from redis within {self.timeout_s} s")
+        else:
+            self.watchdog = self.loop.call_later(overdue, self.check)
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -132,7 +161,7 @@ class RedisClient:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         address = self._address
-        connection = _Connection()
+        connection = _Connection(self._timeout_s)
         try:
             if address.path:
                 connect = loop.create_unix_connection(lambda: connection, address.path)
@@ -152,7 +181,7 @@ class RedisClient:
             setup.append(connection.send(encode_command(b"AUTH", *credentials)))
         if self._db:
             setup.append(connection.send(encode_command(b"SELECT", str(self._db).encode())))
-        for reply in await self._wait(connection, setup):
+        for reply in await asyncio.gather(*setup):
             if isinstance(reply, hiredis.ReplyError):
                 connection.fail(str(reply))
                 raise BackendUnavailable(
@@ -160,29 +189,11 @@ class RedisClient:
                 )
         return connection
 
-    async def _wait(self, connection: _Connection, futures: list[asyncio.Future[Any]]) -> list[Any]:
-        if not futures:
-            return []
-        try:
-            return await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
-        except TimeoutError:
-            connection.fail(
-                f"no reply from redis at {self._address.safe} within {self._timeout_s} s"
-            )
-            raise BackendUnavailable(f"no reply from redis at {self._address.safe}") from None
-
     async def execute(self, *args: Any) -> Any:
         """Run one command; its reply (a ``hiredis.ReplyError`` is returned, not raised,
         except the ones that mean Redis cannot serve now: BackendUnavailable)."""
         connection = await self._connected()
-        future = connection.send(encode_command(*map(_bytes, args)))
-        try:
-            reply = await asyncio.wait_for(future, self._timeout_s)
-        except TimeoutError:
-            connection.fail(
-                f"no reply from redis at {self._address.safe} within {self._timeout_s} s"
-            )
-            raise BackendUnavailable(f"no reply from redis at {self._address.safe}") from None
+        reply = await connection.send(encode_command(*map(_bytes, args)))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_NOT_NOW):
             raise BackendUnavailable(f"redis at {self._address.safe}: {reply}")
         return reply

@@ -124,6 +124,9 @@ class PubSub:
         self._timeout_s = timeout_s
         self._wanted: set[bytes] = set()
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._requested_at: dict[bytes, float] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
         self._queue: list[tuple[bytes, bytes]] = []
         self._flush_scheduled = False
         self._protocol: _Protocol | None = None
@@ -152,6 +155,8 @@ class PubSub:
             self._task = None
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for future in self._confirmations.values():
             future.cancel()
         self._confirmations.clear()
@@ -164,14 +169,32 @@ class PubSub:
         self._wanted.add(channel)
         future = self._confirmations.get(channel)
         if future is None:
-            future = self._confirmations[channel] = asyncio.get_running_loop().create_future()
+            future = self._confirmations[channel] = self._loop.create_future()
+            self._requested_at[channel] = self._loop.time()
             self._enqueue(b"SUBSCRIBE", channel)
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
-        except TimeoutError:
-            raise BackendUnavailable(
-                f"no confirmation of SUBSCRIBE from {self._address.safe}"
-            ) from None
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_later(self._timeout_s, self._check_confirmations)
+        await asyncio.shield(future)
+
+    def _check_confirmations(self) -> None:
+        """Fail the subscriptions Redis has not confirmed within the timeout:
+        their callers get BackendUnavailable (one timer for all of them, cheaper
+        than a timeout each). The channels stay wanted: a reconnect subscribes
+        them again."""
+        self._watchdog = None
+        horizon = self._loop.time() - self._timeout_s
+        for channel, requested in list(self._requested_at.items()):
+            if requested <= horizon:
+                del self._requested_at[channel]
+                future = self._confirmations.pop(channel, None)
+                if future is not None and not future.done():
+                    future.set_exception(
+                        BackendUnavailable(
+                            f"no confirmation of SUBSCRIBE from {self._address.safe}"
+                        )
+                    )
+        if self._requested_at:
+            self._watchdog = self._loop.call_later(self._timeout_s / 2, self._check_confirmations)
 
     async def unsubscribe(self, channel: bytes) -> None:
         """Unsubscribe (without waiting for the confirmation)."""
@@ -210,6 +233,7 @@ class PubSub:
             if kind == b"message":
                 self._on_message(reply[1], reply[2])
             elif kind == b"subscribe":
+                self._requested_at.pop(reply[1], None)
                 future = self._confirmations.pop(reply[1], None)
                 if future is not None and not future.done():
                     future.set_result(None)

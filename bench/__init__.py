@@ -1,0 +1,1 @@
+"""fieldpush's benchmark: ``python -m bench`` (see bench/README.md)."""
