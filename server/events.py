@@ -33,11 +33,11 @@ class Event:
 
     __slots__ = (
         "_fields",
-        "_frames",
         "_items",
         "body",
         "channel",
         "epoch",
+        "frames",
         "ms",
         "priority",
         "seq",
@@ -54,7 +54,8 @@ class Event:
         self.body = body
         self._fields: dict[str, Any] | None = None
         self._items: list[bytes | None] = [None, None]  # [json, msgpack]
-        self._frames: list[bytes | None] = [None, None]
+        #: Cached wire frames, [json, msgpack]: read by the delivery hot path.
+        self.frames: list[bytes | None] = [None, None]
 
     def __repr__(self) -> str:
         return f"Event({self.channel!r}, {self.offset!r})"
@@ -98,7 +99,7 @@ class Event:
 
     def frame(self, binary: bool) -> bytes:
         """The complete WebSocket frame of a single ``event`` message."""
-        cached = self._frames[binary]
+        cached = self.frames[binary]
         if cached is None:
             item = self.item(binary)
             if binary:
@@ -106,7 +107,7 @@ class Event:
                 payload = bytes((item[0] + 1,)) + b"\xa4type\xa5event" + item[1:]
             else:
                 payload = b'{"type":"event",' + item[1:]
-            cached = self._frames[binary] = data_frame(payload, binary)
+            cached = self.frames[binary] = data_frame(payload, binary)
         return cached
 
 

@@ -63,6 +63,7 @@ class Connection(asyncio.Protocol):
     ) -> None:
         self.node: Node = app_state["node"]
         self.server_state = server_state
+        self.max_outbox_bytes = self.node.settings.max_outbox_bytes
         #: The websockets protocol, created in OPEN state once the handshake succeeded.
         self.ws: ServerProtocol | None = None
         self.transport: asyncio.Transport | None = None
@@ -207,7 +208,7 @@ class Connection(asyncio.Protocol):
         if transport is None or self.closing:
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self.node.settings.max_outbox_bytes:
+        if transport.get_write_buffer_size() > self.max_outbox_bytes:
             log.info(
                 "connection %s: too slow, %d bytes unsent",
                 self.peer,

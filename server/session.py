@@ -13,8 +13,8 @@ Delivery guarantees (per connection)
     meanwhile; nothing is lost between the two because the live feed is
     attached before history is read and both are de-duplicated by ``seq``.
 
-The hot path is :meth:`Subscription.deliver` -> :meth:`Session.enqueue` (a list
-append) -> :meth:`Session.flush`, called once per event-loop iteration for
+The hot path is :meth:`Subscription.deliver` (a list append) ->
+:meth:`Session.flush`, called once per event-loop iteration for
 every session with pending events: one event is written as its shared,
 pre-encoded ``event`` frame; several are coalesced into one ``events`` frame.
 """
@@ -73,11 +73,16 @@ class Subscription:
         self.replaying: list[Event] | None = []
 
     def deliver(self, event: Event) -> None:
+        """The hot path: one call per event per phone, a list append at most."""
         if self.replaying is not None:
             self.replaying.append(event)
         elif event.seq > self.last_seq:
             self.last_seq = event.seq
-            self.session.enqueue(event)
+            session = self.session
+            session.outbox.append(event)
+            if not session.dirty:
+                session.dirty = True
+                session.node.flusher.add(session)
 
     def feed_lost(self, channel: str) -> None:
         self.session.close(CloseCode.SERVICE_RESTART, f"events of {channel} were lost; resume")
@@ -123,12 +128,6 @@ class Session:
 
     # ------------------------------------------------------------ delivery path
 
-    def enqueue(self, event: Event) -> None:
-        self.outbox.append(event)
-        if not self.dirty:
-            self.dirty = True
-            self.node.flusher.add(self)
-
     def flush(self) -> int:
         """Write the pending events; return how many. Called by the node's flusher."""
         events, self.outbox = self.outbox, []
@@ -136,7 +135,8 @@ class Session:
         if not events or self.conn.closing:
             return 0
         if len(events) == 1:
-            self.conn.write(events[0].frame(self.binary))
+            event = events[0]
+            self.conn.write(event.frames[self.binary] or event.frame(self.binary))
         else:
             self.conn.write(events_frame(events, self.binary))
         return len(events)
