@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="publishes per second (steady)")
     parser.add_argument("--duration", type=float, default=15, help="seconds (steady)")
     parser.add_argument("--burst", type=int, default=1000, help="publishes (burst)")
-    parser.add_argument("--dispatchers", type=int, default=8, help="concurrent publishers (burst)")
+    parser.add_argument("--dispatchers", type=int, default=32, help="concurrent publishers (burst)")
     parser.add_argument("--idle-phones", type=int, default=5000)
     parser.add_argument(
         "--server-log-level", default="info", help="fieldpush's log level (default info)"

@@ -129,17 +129,23 @@ class Session:
     # ------------------------------------------------------------ delivery path
 
     def flush(self) -> int:
-        """Write the pending events; return how many. Called by the node's flusher."""
-        events, self.outbox = self.outbox, []
+        """Write the pending events; return how many. Called by the node's flusher.
+
+        The outbox list is reused (cleared, not replaced): one allocation less
+        per delivery. Nothing can append to it while the frame is written."""
+        events = self.outbox
         self.dirty = False
-        if not events or self.conn.closing:
-            return 0
-        if len(events) == 1:
+        count = len(events)
+        if count == 1:
             event = events[0]
-            self.conn.write(event.frames[self.binary] or event.frame(self.binary))
-        else:
-            self.conn.write(events_frame(events, self.binary))
-        return len(events)
+            data = event.frames[self.binary] or event.frame(self.binary)
+        elif count:
+            data = events_frame(events, self.binary)
+        events.clear()
+        if not count or self.conn.closing:
+            return 0
+        self.conn.write(data)
+        return count
 
     def send(self, message: dict[str, Any]) -> None:
         self.conn.send_message(message)

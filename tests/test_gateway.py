@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import jwt
@@ -118,7 +119,10 @@ async def expect_close(
         return await Phone(ws, False).closed_with()
 
 
-async def test_bad_input_closes_only_the_offender(node: RunningNode) -> None:
+async def test_bad_input_closes_only_the_offender(
+    node: RunningNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fieldpush")
     async with phone(node, "bystander", teams=("north",), subs={"team:north": None}) as bystander:
         expired = node.token("alice", ttl_s=-60)
         forged = jwt.encode(
@@ -135,20 +139,26 @@ async def test_bad_input_closes_only_the_offender(node: RunningNode) -> None:
             {"sub": "alice", "role": "admin", "exp": time.time() + 60}, None, algorithm="none"
         )
         hello = lambda token: json.dumps({"type": "hello", "token": token, "device": "d"})  # noqa: E731
-        assert await expect_close(node, b"\xff\xfe\x00") == 1007  # not UTF-8 on a JSON text frame
-        assert await expect_close(node, "{not json") == 1007
-        assert await expect_close(node, b"\xc1", subprotocol="fieldpush.v1.msgpack") == 1007
-        assert await expect_close(node, "x" * 5000) == 1009  # over max_frame_bytes
-        assert (
-            await expect_close(node, json.dumps({"type": "ping", "id": 1})) == 4001
-        )  # before hello
-        assert await expect_close(node, hello(expired)) == 4001
-        assert await expect_close(node, hello(forged)) == 4001
-        assert await expect_close(node, hello(no_sub)) == 4001
-        assert await expect_close(node, hello(unsigned)) == 4001
-        assert await expect_close(node, hello(None)) == 4001  # no token anywhere
-        assert await expect_close(node, headers={"Authorization": f"Bearer {expired}"}) == 4001
-        assert await expect_close(node) == 4001  # no hello within hello_timeout_s
+        cases: list[tuple[str, tuple[str | bytes, ...], dict[str, object], int]] = [
+            ("not UTF-8 on a JSON text frame", (b"\xff\xfe\x00",), {}, 1007),
+            ("not JSON", ("{not json",), {}, 1007),
+            ("not msgpack", (b"\xc1",), {"subprotocol": "fieldpush.v1.msgpack"}, 1007),
+            ("over max_frame_bytes", ("x" * 5000,), {}, 1009),
+            ("a request before hello", (json.dumps({"type": "ping", "id": 1}),), {}, 4001),
+            ("expired token", (hello(expired),), {}, 4001),
+            ("wrong signature", (hello(forged),), {}, 4001),
+            ("no sub claim", (hello(no_sub),), {}, 4001),
+            ("alg none", (hello(unsigned),), {}, 4001),
+            ("no token anywhere", (hello(None),), {}, 4001),
+            ("expired header token", (), {"headers": {"Authorization": f"Bearer {expired}"}}, 4001),
+            ("no hello in time", (), {}, 4001),
+        ]
+        for what, frames, options, code in cases:
+            caplog.clear()
+            assert await expect_close(node, *frames, **options) == code, what  # type: ignore[arg-type]
+            lines = [r.getMessage() for r in caplog.records if r.name.startswith("fieldpush")]
+            assert len(lines) == 1, (what, lines)  # one log line per refusal
+            assert not any(t in lines[0] for t in (expired, forged, no_sub, unsigned)), lines
         # The bystander noticed nothing.
         await publish(node, ["team:north"], {"still": "here"})
         assert (await bystander.events(1))[0]["data"] == {"still": "here"}
