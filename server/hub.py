@@ -154,7 +154,7 @@ class Hub:
                 feed.ready.exception()  # retrieved: the waiters re-raise it
             else:
                 feed.ready.cancel()
-            self._spawn(self._unsubscribe_quietly(feed.channel))
+            self._spawn(self._unsubscribe_unless_reopened(feed.channel))
             raise
         feed.position = history.top
         feed.ready.set_result(None)
@@ -184,6 +184,12 @@ class Hub:
         finally:
             if self._feeds.get(feed.channel) is feed:
                 del self._feeds[feed.channel]
+
+    async def _unsubscribe_unless_reopened(self, channel: str) -> None:
+        """After a failed open: unsubscribe, unless a new feed of the channel
+        opened meanwhile (its subscription must stay)."""
+        if channel not in self._feeds:
+            await self._unsubscribe_quietly(channel)
 
     async def _unsubscribe_quietly(self, channel: str) -> None:
         # On BackendUnavailable the subscription dies with the connection: a

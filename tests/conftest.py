@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server for the run, clean for every test."""
+"""Shared fixtures, one section per subject."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import pytest
 
 from tests.support.redis_server import RedisServer
 
+# ----------------------------------------------------------------------------- redis
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole run (tests/support/redis_server.py)."""
     server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
     server.start()
     try:
@@ -22,6 +25,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """The shared server's URL, emptied before the test."""
+    """The shared server's URL, emptied (FLUSHALL) before the test."""
     redis_server.flush()
     return redis_server.url

@@ -1,7 +1,7 @@
 -- Append one event to the history of every channel of a publish, then announce
 -- it on each channel's pub/sub doorbell. Atomic: Redis runs the script alone.
 --
--- KEYS[1]            idempotency key (a placeholder when ARGV[1] == '0')
+-- KEYS[1]            idempotency key (a placeholder, never touched, when ARGV[1] == '0')
 -- KEYS[2i], [2i+1]   meta hash and stream of channel i
 -- ARGV[1]  '1' when the publish has an idempotency key
 -- ARGV[2]  request fingerprint
@@ -14,24 +14,30 @@
 -- ARGV[9]  meta TTL (ms)
 -- ARGV[10 + 3(i-1) ..]  per channel: candidate epoch, pub/sub name, channel name
 --
--- Returns {'new', result}, {'dup', result} or {'conflict', ''}, where result is
--- "<event id>\n<channel>\n<offset>\n<channel>\n<offset>...".
+-- Returns {status, event id, channel 1, offset 1, channel 2, offset 2, ...} where
+-- status is 'new' or 'dup' (a retry: the first publish's result), or {'conflict'}
+-- when the idempotency key was used with another fingerprint.
+-- The idempotency record is JSON: {"f": fingerprint, "id": event id, "o": [channel, offset, ...]}.
 
 if ARGV[1] == '1' then
   local seen = redis.call('GET', KEYS[1])
   if seen then
-    local newline = string.find(seen, '\n', 1, true)
-    if string.sub(seen, 1, newline - 1) == ARGV[2] then
-      return {'dup', string.sub(seen, newline + 1)}
+    local record = cjson.decode(seen)
+    if record.f ~= ARGV[2] then
+      return {'conflict'}
     end
-    return {'conflict', ''}
+    local out = {'dup', record.id}
+    for _, value in ipairs(record.o) do
+      out[#out + 1] = value
+    end
+    return out
   end
 end
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local max_age = tonumber(ARGV[8])
-local parts = {ARGV[4]}
+local horizon = math.max(0, now - tonumber(ARGV[8]))
+local offsets = {}
 
 for i = 1, (#KEYS - 1) / 2 do
   local meta, stream = KEYS[2 * i], KEYS[2 * i + 1]
@@ -43,20 +49,28 @@ for i = 1, (#KEYS - 1) / 2 do
     epoch = ARGV[arg]
     redis.call('DEL', stream)
   end
+  -- The entry id <ms>-<seq> is strictly greater than the last one (ms never
+  -- goes back, seq grows by one), so XADD cannot refuse it.
   if now > ms then ms = now end
   seq = seq + 1
-  redis.call('XADD', stream, 'MAXLEN', ARGV[7], ms .. '-' .. seq, 'p', ARGV[5], 'b', ARGV[6])
-  redis.call('XTRIM', stream, 'MINID', now - max_age)
-  redis.call('PEXPIRE', stream, max_age)
-  redis.call('HSET', meta, 'e', epoch, 's', seq, 't', ms)
+  local id = string.format('%d-%d', ms, seq)
+  redis.call('XADD', stream, 'MAXLEN', ARGV[7], id, 'p', ARGV[5], 'b', ARGV[6])
+  redis.call('XTRIM', stream, 'MINID', string.format('%d', horizon))
+  redis.call('PEXPIRE', stream, ARGV[8])
+  redis.call('HSET', meta, 'e', epoch, 's', string.format('%d', seq), 't', string.format('%d', ms))
   redis.call('PEXPIRE', meta, ARGV[9])
-  redis.call('PUBLISH', ARGV[arg + 1], seq .. ' ' .. ms .. ' ' .. epoch .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
-  parts[#parts + 1] = ARGV[arg + 2]
-  parts[#parts + 1] = epoch .. ':' .. ms .. '-' .. seq
+  redis.call('PUBLISH', ARGV[arg + 1],
+    string.format('%d %d %s %s ', seq, ms, epoch, ARGV[5]) .. ARGV[6])
+  offsets[#offsets + 1] = ARGV[arg + 2]
+  offsets[#offsets + 1] = epoch .. ':' .. id
 end
 
-local result = table.concat(parts, '\n')
 if ARGV[1] == '1' then
-  redis.call('SET', KEYS[1], ARGV[2] .. '\n' .. result, 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], cjson.encode({f = ARGV[2], id = ARGV[4], o = offsets}),
+    'PX', ARGV[3])
 end
-return {'new', result}
+local out = {'new', ARGV[4]}
+for _, value in ipairs(offsets) do
+  out[#out + 1] = value
+end
+return out

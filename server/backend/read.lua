@@ -7,7 +7,7 @@
 -- ARGV[4]  maximum entries
 -- ARGV[5]  the epoch of that position
 --
--- Returns {epoch, seq, ms, entries}.
+-- Returns {epoch, seq, ms, entries}; entries only when the epochs match.
 
 local state = redis.call('HMGET', KEYS[1], 'e', 's', 't')
 local epoch, seq, ms = state[1], state[2] or '0', state[3] or '0'

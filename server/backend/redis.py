@@ -13,7 +13,14 @@ A publish is one Lua script (``publish.lua``): it checks the idempotency key,
 appends to every channel's stream and PUBLISHes the doorbell, atomically, so
 an event is announced only once stored and a 201 is never given for an event
 that is not. Reads use ``read.lua``: the channel's position and the entries
-after an offset in one round trip.
+after an offset in one round trip. A channel that is read before its first
+publish gets its epoch then, so ``<epoch>:0-0`` stays a valid position.
+
+Commands go through :class:`~server.backend.redis_client.RedisClient` (one
+pipelined connection, reconnected on demand); the live feed through
+:class:`~server.backend.redis_pubsub.PubSub` (its own connection, re-subscribed
+after every reconnect, which then calls ``EventSink.on_reconnected``).
+Connection failures and timeouts surface as ``BackendUnavailable``.
 
 A multi-channel publish touches several hash slots, so on Redis Cluster it
 would need one script per slot; this backend targets a single Redis (with
@@ -22,6 +29,7 @@ replicas) for now.
 
 from __future__ import annotations
 
+import logging
 from importlib.resources import files
 from typing import Any
 
@@ -33,6 +41,8 @@ from server.events import Event
 from server.offsets import Offset, can_recover, new_epoch
 
 __all__ = ["RedisBackend"]
+
+log = logging.getLogger("fieldpush.backend")
 
 
 def _script(name: str) -> Script:
@@ -64,7 +74,8 @@ class RedisBackend:
         self._idempotency_ttl_ms = int(idempotency_ttl_s * 1000)
         self._sink: EventSink | None = None
         self._pubsub_prefix = f"{prefix}:".encode()
-        self._names: dict[bytes, str] = {}
+        #: Pub/sub name -> channel, for the channels this node subscribed to.
+        self._subscribed: dict[bytes, str] = {}
         self._client = RedisClient(self._address, timeout_s=timeout_s)
         self._pubsub: PubSub | None = None
         self._publish = _script("publish.lua")
@@ -96,19 +107,19 @@ class RedisBackend:
     def _pubsub_name(self, channel: str) -> bytes:
         return self._pubsub_prefix + channel.encode()
 
-    def _channel_name(self, pubsub_name: bytes) -> str:
-        name = self._names.get(pubsub_name)
-        if name is None:
-            name = self._names[pubsub_name] = pubsub_name[len(self._pubsub_prefix) :].decode()
-        return name
-
     def _on_message(self, pubsub_name: bytes, payload: bytes) -> None:
+        """One doorbell, ``<seq> <ms> <epoch> <priority> <body>``: the hot path."""
+        channel = self._subscribed.get(pubsub_name)
         sink = self._sink
-        if sink is None:
+        if channel is None or sink is None:
+            return  # sent before our UNSUBSCRIBE took effect
+        try:
+            seq, ms, epoch, priority, body = payload.split(b" ", 4)
+            event = Event(channel, epoch.decode(), int(ms), int(seq), priority.decode(), body)
+        except ValueError:
+            log.warning("dropped a malformed pub/sub message on %s", channel)
             return
-        seq, ms, epoch, priority, body = payload.split(b" ", 4)
-        channel = self._channel_name(pubsub_name)
-        sink.on_event(Event(channel, epoch.decode(), int(ms), int(seq), priority.decode(), body))
+        sink.on_event(event)
 
     # ------------------------------------------------------------- interface
 
@@ -133,21 +144,22 @@ class RedisBackend:
         for channel in request.channels:
             keys.extend(self._keys(channel))
             args.extend((new_epoch(), self._pubsub_name(channel), channel))
-        status, result = await self._client.run(self._publish, keys, args)
+        status, *result = await self._client.run(self._publish, keys, args)
         if status == b"conflict":
             assert idempotency is not None
             raise IdempotencyConflict(idempotency.key)
-        event_id, *pairs = result.decode().split("\n")
+        event_id, *pairs = [item.decode() for item in result]
         offsets = dict(zip(pairs[::2], pairs[1::2], strict=True))
         return PublishResult(event_id, offsets, duplicate=status == b"dup")
 
     async def read(self, channel: str, since: Offset | None, limit: int) -> History:
         meta, stream = self._keys(channel)
+        # At least one entry even for limit 0: the first one decides ``recovered``.
         args = [
             new_epoch(),
             self._meta_ttl_ms,
             since.stream_id if since is not None else "",
-            limit if since is not None else 0,
+            max(limit, 1) if since is not None else 0,
             since.epoch if since is not None else "",
         ]
         epoch_raw, seq, ms, entries = await self._client.run(self._read, [meta, stream], args)
@@ -171,15 +183,24 @@ class RedisBackend:
             )
         if not can_recover(since, top, events[0].seq if events else None):
             return History(top=top, recovered=False)
-        return History(top=top, recovered=True, events=events)
+        return History(top=top, recovered=True, events=events[:limit])
 
     async def subscribe(self, channel: str) -> None:
-        assert self._pubsub is not None, "start() first"
-        await self._pubsub.subscribe(self._pubsub_name(channel))
+        """Returns once Redis confirmed the subscription; raises ``BackendUnavailable``
+        when it did not within ``timeout_s``. Safe to call concurrently, also for
+        the same channel."""
+        if self._pubsub is None:
+            raise BackendUnavailable("the redis backend is not started")
+        name = self._pubsub_name(channel)
+        self._subscribed[name] = channel
+        await self._pubsub.subscribe(name)
 
     async def unsubscribe(self, channel: str) -> None:
-        assert self._pubsub is not None, "start() first"
-        await self._pubsub.unsubscribe(self._pubsub_name(channel))
+        """Stops the live feed of ``channel`` at once (late messages are dropped)."""
+        name = self._pubsub_name(channel)
+        self._subscribed.pop(name, None)
+        if self._pubsub is not None:
+            await self._pubsub.unsubscribe(name)
 
     async def ready(self) -> bool:
         if self._pubsub is None or not self._pubsub.connected:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ssl
 from collections import deque
 from typing import Any
 
@@ -32,8 +31,18 @@ from server.errors import BackendUnavailable
 
 __all__ = ["RedisClient", "Script"]
 
-#: Error replies that mean "not now" (loading after a restart, a replica, a busy script).
-_NOT_NOW = ("LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN")
+#: Error replies that mean "cannot store now" (loading after a restart, a replica, a busy
+#: script, out of memory, too few replicas): callers get BackendUnavailable.
+_NOT_NOW = (
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "READONLY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "OOM",
+    "NOREPLICAS",
+)
 
 
 class Script:
@@ -66,6 +75,7 @@ class _Connection(asyncio.Protocol):
         self.flush_scheduled = False
         self.closed = False
         self.loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[None] = self.loop.create_future()
         self.timeout_s = timeout_s
         self.watchdog: asyncio.TimerHandle | None = None
 
@@ -85,6 +95,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail("connection to redis lost")
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def fail(self, reason: str) -> None:
         self.closed = True
@@ -142,9 +154,12 @@ class RedisClient:
         self._connecting: asyncio.Lock | None = None
 
     async def close(self) -> None:
-        if self._connection is not None:
-            self._connection.fail("client closed")
-            self._connection = None
+        """Fail the commands in flight and close the connection."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.fail("client closed")
+            if connection.transport is not None:
+                await asyncio.shield(connection.lost)
 
     async def _connected(self) -> _Connection:
         connection = self._connection
@@ -159,25 +174,18 @@ class RedisClient:
         return connection
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
         address = self._address
         connection = _Connection(self._timeout_s)
         try:
-            if address.path:
-                connect = loop.create_unix_connection(lambda: connection, address.path)
-            else:
-                context = ssl.create_default_context() if address.tls else None
-                connect = loop.create_connection(
-                    lambda: connection, address.host, address.port, ssl=context
-                )
-            await asyncio.wait_for(connect, self._timeout_s)
+            await address.open(connection, self._timeout_s)
         except (OSError, TimeoutError) as exc:
-            raise BackendUnavailable(f"cannot connect to redis at {address.safe}: {exc}") from None
+            reason = str(exc) or type(exc).__name__
+            raise BackendUnavailable(
+                f"cannot connect to redis at {address.safe}: {reason}"
+            ) from None
         setup = []
-        if address.password is not None:
-            credentials = [address.password.encode()]
-            if address.username:
-                credentials.insert(0, address.username.encode())
+        credentials = address.credentials()
+        if credentials is not None:
             setup.append(connection.send(encode_command(b"AUTH", *credentials)))
         if self._db:
             setup.append(connection.send(encode_command(b"SELECT", str(self._db).encode())))
