@@ -54,6 +54,7 @@ from client_sdk.protocol import (
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
     CloseCode,
+    DecodeError,
     ErrorMsg,
     EventMsg,
     Goaway,
@@ -261,11 +262,15 @@ class PushClient:
                 ConnectionClosed,
                 InvalidHandshake,
                 ProtocolError,
+                DecodeError,
             ) as exc:
                 if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
                     await self._queue.put(Unauthorized(exc.response.status_code, "refused"))
                     return
                 log.info("fieldpush connection to %s failed: %s", self.url, exc)
+            except Exception as exc:  # a bug: hand it to the application instead of dying unseen
+                await self._queue.put(exc)
+                return
             finally:
                 self._disconnected()
             if self._reconnect_now:
