@@ -13,7 +13,8 @@ Guarantees to the application
     whose handling was interrupted comes again. Events already handed out are
     skipped by id (the last ``dedupe_window`` ids).
 
-    **Reconnects by itself** after network errors and after close codes that
+    **Reconnects by itself** (to the next of its URLs, when it has several)
+    after network errors and after close codes that
     :func:`~client_sdk.protocol.should_reconnect` allows, waiting
     :func:`~client_sdk.backoff.backoff_delays` between attempts (a ``goaway``
     instead makes it reconnect at a random point of the server's window). Close
@@ -34,7 +35,7 @@ import itertools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -81,7 +82,7 @@ class PushClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: str,
         device: str,
@@ -97,7 +98,12 @@ class PushClient:
     ) -> None:
         if codec not in _CODECS:
             raise ValueError(f"codec must be 'json' or 'msgpack', not {codec!r}")
-        self.url = url
+        #: Node URLs, tried in turn (one URL: a load balancer's, usually).
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("need at least one URL")
+        self._url_turn = itertools.cycle(self.urls)
+        self.url = self.urls[0]
         self.token = token
         self.device = device
         self._subprotocol = _CODECS[codec]
@@ -286,6 +292,7 @@ class PushClient:
                 future.set_exception(NotConnected("connection lost"))
 
     async def _connection(self) -> None:
+        self.url = next(self._url_turn)
         async with connect(
             self.url,
             subprotocols=[Subprotocol(self._subprotocol)],

@@ -94,7 +94,7 @@ def build_server(
         server_header=False,
         proxy_headers=settings.forwarded_allow_ips is not None,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=int(settings.drain_deadline_s),
         backlog=4096,
     )
     return FieldpushServer(config, on_listening)

@@ -277,9 +277,23 @@ class Connection(asyncio.Protocol):
             self.timer = None
 
     def shutdown(self) -> None:
-        """Called by uvicorn when the server stops: tell the phone to reconnect elsewhere."""
-        if self.session is None:
-            if self.transport is not None:
-                self.transport.close()
+        """Called by uvicorn when the node drains (SIGTERM): ask the phone to
+        reconnect elsewhere at a random point of the ``goaway`` window, and
+        close with 1012 at its end if it is still here."""
+        if self.session is None or self.session.identity is None:
+            self.close(CloseCode.SERVICE_RESTART, "node restarting")
+            if self.transport is not None and self.ws is None:
+                self.transport.close()  # still in the upgrade: nothing to say goodbye with
             return
-        self.close(CloseCode.SERVICE_RESTART, "node restarting")
+        if self.closing:
+            return
+        settings = self.node.settings
+        window = [settings.goaway_min_ms, settings.goaway_max_ms]
+        self.send_message({"type": "goaway", "reason": "drain", "reconnect_after_ms": window})
+        self._cancel_timer()
+        self.timer = asyncio.get_running_loop().call_later(
+            settings.goaway_max_ms / 1000 + 1.0,
+            self.close,
+            CloseCode.SERVICE_RESTART,
+            "node restarting",
+        )

@@ -127,6 +127,8 @@ class Node:
         log.info("node %s started on the %s backend", self.settings.node_id, self.backend.name)
 
     async def close(self) -> None:
+        for conn in list(self.connections):  # still here after the drain deadline
+            conn.close(CloseCode.SERVICE_RESTART, "node stopped")
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

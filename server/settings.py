@@ -91,6 +91,12 @@ class Settings:
     # Sessions
     heartbeat_s: float = 25.0
     hello_timeout_s: float = 10.0
+    #: On SIGTERM phones get ``goaway`` with this window and reconnect at a
+    #: random point of it; those still connected at its end are closed (1012).
+    goaway_min_ms: int = 500
+    goaway_max_ms: int = 5000
+    #: The node exits at the latest this long after SIGTERM.
+    drain_deadline_s: float = 30.0
     max_frame_bytes: int = 65536
     max_outbox_bytes: int = 1_048_576
 
@@ -146,6 +152,10 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+        if not 0 <= self.goaway_min_ms <= self.goaway_max_ms:
+            raise ConfigError("need 0 <= goaway_min_ms <= goaway_max_ms")
+        if self.drain_deadline_s * 1000 <= self.goaway_max_ms:
+            raise ConfigError("drain_deadline_s must be longer than goaway_max_ms")
         if self.history_meta_ttl_s < self.history_max_age_s:
             raise ConfigError("history_meta_ttl_s must be at least history_max_age_s")
         if "HS256" in self.jwt_algorithms and len(self.jwt_secret.reveal().encode()) < 32:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from client_sdk import EventMsg, PushClient, backoff_delays
 from server.auth import mint_token
 from server.settings import Settings
 from tests.support.cli import ServeProcess
@@ -34,8 +35,9 @@ def token(user: str, role: str = "sales", teams: tuple[str, ...] = ()) -> str:
 DISPATCHER = {"Authorization": f"Bearer {token('disp', 'dispatcher')}"}
 
 
-def start_node(redis_url: str, name: str) -> ServeProcess:
+def start_node(redis_url: str, name: str, **settings: str) -> ServeProcess:
     env = {"FIELDPUSH_REDIS_TIMEOUT_S": "0.5", "FIELDPUSH_ACCESS_LOG": "false"}
+    env.update({f"FIELDPUSH_{key.upper()}": value for key, value in settings.items()})
     return ServeProcess("--port", "0", "--redis-url", redis_url, "--node-id", name, env=env).start()
 
 
@@ -148,3 +150,64 @@ async def test_redis_restart_loses_no_acknowledged_event(tmp_path: Path) -> None
         assert node_a.stop() == 0, node_a.output
         assert node_b.stop() == 0, node_b.output
         redis.stop()
+
+
+async def test_draining_a_node_moves_its_phones_without_loss_or_duplicates(redis_url: str) -> None:
+    """SIGTERM on node A: its phones get goaway, move to node B at random
+    points of the window, and hand the application every acknowledged event
+    exactly once, in order; node A exits cleanly."""
+    window = {"goaway_min_ms": "50", "goaway_max_ms": "400", "drain_deadline_s": "10"}
+    node_a, node_b = start_node(redis_url, "node-a", **window), start_node(redis_url, "node-b")
+    clients = [
+        PushClient(
+            [node_a.ws_url, node_b.ws_url],
+            token=token(f"phone{i}", teams=("north",)),
+            device=f"device-{i}",
+            subscriptions=["team:north"],
+            backoff=lambda: backoff_delays(base_s=0.02, cap_s=0.2),
+        )
+        for i in range(5)
+    ]
+    received: list[list[EventMsg]] = [[] for _ in clients]
+
+    async def consume(client: PushClient, into: list[EventMsg]) -> None:
+        async for event in client.events():
+            into.append(event)
+
+    try:
+        for client in clients:
+            client.start()
+            assert (await client.wait_connected(scaled(10))).node == "node-a"
+        consumers = [
+            asyncio.create_task(consume(c, r)) for c, r in zip(clients, received, strict=True)
+        ]
+        accepted: list[str] = []
+        drain: asyncio.Task[int | None] | None = None
+        async with httpx.AsyncClient(timeout=scaled(10)) as http:
+            for n in range(60):
+                if n == 15:
+                    drain = asyncio.create_task(asyncio.to_thread(node_a.stop))
+                reply = await publish(http, node_b.url, "team:north", n)
+                assert reply.status_code == 201, reply.text
+                accepted.append(reply.json()["id"])
+                await asyncio.sleep(0.02)
+        assert drain is not None
+        assert await drain == 0, node_a.output
+        deadline = time.monotonic() + scaled(15)
+        while any(len(r) < len(accepted) for r in received) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for events in received:
+            ids = [e.id for e in events]
+            assert ids == accepted, "every acknowledged event, once, in order"
+        assert all(c.session is not None and c.session.node == "node-b" for c in clients)
+        # They left on the goaway (closing normally), not when the node closed them (1012).
+        assert node_a.output.count("code 1000") == len(clients), node_a.output
+        assert "code 1012" not in node_a.output
+        for task in consumers:
+            task.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+    finally:
+        for client in clients:
+            await client.close()
+        node_a.stop()
+        assert node_b.stop() == 0, node_b.output

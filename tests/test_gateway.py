@@ -200,3 +200,13 @@ async def test_dead_connections_are_closed_by_the_heartbeat() -> None:
         async with phone(node, "bob") as bob:  # a live phone answers pings and stays
             await asyncio.sleep(0.7)
             assert (await bob.request({"type": "ping", "id": 1}))["type"] == "pong"
+
+
+async def test_drain_sends_goaway_then_closes_those_who_stay() -> None:
+    settings = node_settings(goaway_min_ms=10, goaway_max_ms=50)
+    async with running_node(settings) as node, phone(node, "alice") as alice:
+        for conn in list(node.node.connections):
+            conn.shutdown()
+        goaway = await alice.recv()
+        assert goaway == {"type": "goaway", "reason": "drain", "reconnect_after_ms": [10, 50]}
+        assert await alice.closed_with() == 1012  # it did not leave within the window
