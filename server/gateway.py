@@ -133,6 +133,11 @@ class Connection(asyncio.Protocol):
         assert transport is not None
         try:
             upgrade = parse_upgrade(request, path=WS_PATH)
+            limit = node.settings.max_connections
+            if limit and len(node.connections) >= limit:
+                raise HandshakeError(
+                    503, "this node is full; retry on another", (("Retry-After", "5"),)
+                )
         except HandshakeError as exc:
             log.info("connection %s: upgrade refused (%d): %s", self.peer, exc.status, exc.text)
             self.closing = True

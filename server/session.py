@@ -108,7 +108,10 @@ class Session:
         "node",
         "opened_at",
         "outbox",
+        "strikes",
         "subs",
+        "tokens",
+        "tokens_at",
         "worker",
     )
 
@@ -125,6 +128,10 @@ class Session:
         self.inbox: deque[dict[str, Any]] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.opened_at = time.monotonic()
+        #: Token bucket of inbound messages, and refusals in a row.
+        self.tokens = float(node.settings.rate_limit_burst)
+        self.tokens_at = self.opened_at
+        self.strikes = 0
 
     # ------------------------------------------------------------ delivery path
 
@@ -163,12 +170,43 @@ class Session:
 
     def on_message(self, message: dict[str, Any]) -> None:
         """A decoded message from the client, in order of arrival."""
+        if not self._take_token():
+            self._rate_limited(message)
+            return
         if len(self.inbox) >= MAX_INBOX:
             self.close(CloseCode.RATE_LIMITED, "too many requests in flight")
             return
         self.inbox.append(message)
         if self.worker is None:
             self._drain()
+
+    def _take_token(self) -> bool:
+        """Token bucket: ``rate_limit_per_s`` refill, ``rate_limit_burst`` capacity."""
+        settings = self.node.settings
+        now = time.monotonic()
+        self.tokens = min(
+            float(settings.rate_limit_burst),
+            self.tokens + (now - self.tokens_at) * settings.rate_limit_per_s,
+        )
+        self.tokens_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        self.strikes = 0
+        return True
+
+    def _rate_limited(self, message: dict[str, Any]) -> None:
+        self.strikes += 1
+        if self.strikes > self.node.settings.rate_limit_burst:
+            log.info("session %s: closed for sending too fast", self.id)
+            self.close(CloseCode.RATE_LIMITED, "too many messages")
+            return
+        request_id = message.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, int):
+            request_id = None
+        if self.strikes == 1:
+            log.info("session %s: rate limited", self.id)
+        self.error(ErrorCode.RATE_LIMITED, "too many messages; slow down", request_id)
 
     def _drain(self) -> None:
         """Handle queued messages inline until one needs the worker."""
@@ -241,9 +279,10 @@ class Session:
         self.conn.hello_received()
         wanted: dict[str, str | None] = {f"user:{identity.user}": None, **hello.subs}
         states: dict[str, dict[str, Any]] = {}
-        allowed = []
-        for channel in wanted:
-            if may_subscribe(identity, channel):
+        allowed: list[str] = []
+        limit = node.settings.max_subscriptions
+        for channel in wanted:  # the own user channel first: it always fits
+            if may_subscribe(identity, channel) and len(allowed) < limit:
                 allowed.append(channel)
             else:
                 states[channel] = {"error": ErrorCode.FORBIDDEN.value}
@@ -344,6 +383,12 @@ class Session:
         channel = message.channel
         if channel in self.subs:
             self.error(ErrorCode.BAD_REQUEST, f"already subscribed to {channel}", message.id)
+            return
+        limit = self.node.settings.max_subscriptions
+        if len(self.subs) >= limit:
+            self.error(
+                ErrorCode.FORBIDDEN, f"at most {limit} subscriptions per connection", message.id
+            )
             return
         if not may_subscribe(self.identity, channel):
             log.info("session %s: subscribe to %s forbidden", self.id, channel)

@@ -99,6 +99,16 @@ class Settings:
     drain_deadline_s: float = 30.0
     max_frame_bytes: int = 65536
     max_outbox_bytes: int = 1_048_576
+    #: Channels one connection may be subscribed to (its own user channel included).
+    max_subscriptions: int = 64
+    #: Inbound messages per second per connection (token bucket) and the burst
+    #: it allows; a message beyond gets ``error`` ``rate_limited``, and more
+    #: than ``rate_limit_burst`` refusals in a row close with 4029.
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    #: Connections this node accepts at once; beyond, the upgrade gets HTTP 503.
+    #: 0: no limit.
+    max_connections: int = 0
 
     # History
     history_max_events: int = 2000
@@ -142,6 +152,9 @@ class Settings:
             "hello_timeout_s",
             "max_frame_bytes",
             "max_outbox_bytes",
+            "max_subscriptions",
+            "rate_limit_per_s",
+            "rate_limit_burst",
             "history_max_events",
             "history_max_age_s",
             "replay_page_events",
@@ -152,6 +165,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+        if self.max_connections < 0:
+            raise ConfigError("max_connections must be 0 (no limit) or positive")
         if not 0 <= self.goaway_min_ms <= self.goaway_max_ms:
             raise ConfigError("need 0 <= goaway_min_ms <= goaway_max_ms")
         if self.drain_deadline_s * 1000 <= self.goaway_max_ms:

@@ -210,3 +210,34 @@ async def test_drain_sends_goaway_then_closes_those_who_stay() -> None:
         goaway = await alice.recv()
         assert goaway == {"type": "goaway", "reason": "drain", "reconnect_after_ms": [10, 50]}
         assert await alice.closed_with() == 1012  # it did not leave within the window
+
+
+async def test_limits_subscriptions_and_message_rate() -> None:
+    settings = node_settings(max_subscriptions=3, rate_limit_per_s=0.001, rate_limit_burst=5)
+    async with running_node(settings) as node:
+        subs = {"broadcast": None, "team:a": None, "team:b": None}
+        async with phone(node, "alice", teams=("a", "b", "c"), subs=subs) as alice:
+            granted = [ch for ch, state in alice.welcome["subs"].items() if "offset" in state]
+            assert granted == ["user:alice", "broadcast", "team:a"]  # the cap, own channel first
+            assert alice.welcome["subs"]["team:b"] == {"error": "forbidden"}
+            # hello took one token of five: four more requests pass, then rate_limited.
+            refused = await alice.request({"type": "subscribe", "id": 1, "channel": "team:c"})
+            assert (refused["code"], refused["id"]) == ("forbidden", 1)
+            for n in range(2, 5):
+                assert (await alice.request({"type": "ping", "id": n}))["type"] == "pong"
+            for n in range(5, 10):  # five refusals in a row are tolerated
+                reply = await alice.request({"type": "ping", "id": n})
+                assert (reply["type"], reply["code"], reply["id"]) == ("error", "rate_limited", n)
+            await alice.send({"type": "ping", "id": 10})  # the sixth closes
+            assert await alice.closed_with() == 4029
+
+
+async def test_a_full_node_refuses_the_upgrade() -> None:
+    from websockets.exceptions import InvalidStatus
+
+    async with running_node(node_settings(max_connections=1)) as node, phone(node, "alice"):
+        with pytest.raises(InvalidStatus) as caught:
+            async with phone(node, "bob"):
+                pass
+        assert caught.value.response.status_code == 503
+        assert caught.value.response.headers["Retry-After"] == "5"
