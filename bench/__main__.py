@@ -104,9 +104,15 @@ async def measure(
     ]
     if scenario == "idle":
         return await scenarios.idle(target, tokens, channels)
-    if scenario == "steady":
+    if scenario in ("steady", "stalled"):
+        stalled_every = round(1 / args.stalled_fraction) if scenario == "stalled" else 0
         return await scenarios.steady(
-            target, tokens, channels, rate=args.rate, duration_s=args.duration
+            target,
+            tokens,
+            channels,
+            rate=args.rate,
+            duration_s=args.duration,
+            stalled_every=stalled_every,
         )
     return await scenarios.burst(
         target, tokens, channels, count=args.burst, dispatchers=args.dispatchers
@@ -123,6 +129,14 @@ FIGURES = {
         ("p99_ms", False, None),
         ("max_ms", False, None),
         ("server_cpu_s", False, None),
+    ],
+    "stalled": [
+        ("delivered", True, None),
+        ("expected", True, None),
+        ("deliveries_per_cpu_s", True, None),
+        ("p50_ms", False, None),
+        ("p99_ms", False, None),
+        ("max_ms", False, None),
     ],
     "burst": [
         ("delivered", True, None),
@@ -144,6 +158,12 @@ FIGURES = {
 
 def report(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = []
+    if "steady" in results and "stalled" in results:
+        ours = results["stalled"]["fieldpush"]["p99_ms"] / results["steady"]["fieldpush"]["p99_ms"]
+        lines.append(
+            f"\nfieldpush p99 of healthy phones with stalled ones / without: {ours:.2f}"
+            "  (issue 3 target <= 1.2)"
+        )
     for scenario, kinds in results.items():
         lines.append(f"\n{scenario}")
         lines.append(f"  {'figure':<30}{'baseline':>12}{'fieldpush':>12}{'ratio':>8}  target")
@@ -160,7 +180,15 @@ def report(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--scenario", choices=["steady", "burst", "idle", "all"], default="all")
+    parser.add_argument(
+        "--scenario", choices=["steady", "burst", "idle", "stalled", "all"], default="all"
+    )
+    parser.add_argument(
+        "--stalled-fraction",
+        type=float,
+        default=0.05,
+        help="share of phones that never read in the stalled scenario (steady otherwise)",
+    )
     parser.add_argument("--phones", type=int, default=2000)
     parser.add_argument("--channels", type=int, default=20)
     parser.add_argument("--rate", type=float, default=100, help="publishes per second (steady)")
@@ -199,7 +227,8 @@ def main() -> None:
     os.sched_setaffinity(redis.pid, {LOAD_CORE})
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     time.sleep(0.5)
-    chosen = ["idle", "steady", "burst"] if args.scenario == "all" else [args.scenario]
+    everything = ["idle", "steady", "stalled", "burst"]
+    chosen = everything if args.scenario == "all" else [args.scenario]
     results: dict[str, dict[str, dict[str, Any]]] = {}
     print(f"fieldpush bench: loop {loop_name()}, server on core {SERVER_CORE}, load on {LOAD_CORE}")
     try:

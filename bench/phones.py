@@ -20,7 +20,12 @@ class Phone(asyncio.Protocol):
     """One phone: upgrade, ``hello`` with its token and channel, then count events."""
 
     def __init__(
-        self, token: str, channel: str, latencies: list[int], welcomed: asyncio.Future[None]
+        self,
+        token: str,
+        channel: str,
+        latencies: list[int],
+        welcomed: asyncio.Future[None],
+        stalled: bool = False,
     ) -> None:
         self.token = token
         self.channel = channel
@@ -30,7 +35,8 @@ class Phone(asyncio.Protocol):
         self.buffer = b""
         self.upgraded = False
         self.events = 0
-        self.stamp_events = True
+        #: A stalled phone stops reading its socket after ``welcome``.
+        self.stalled = stalled
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -103,6 +109,8 @@ class Phone(asyncio.Protocol):
             self.latencies.extend(now - item["data"]["t"] for item in items)
         elif payload.startswith(b'{"type":"welcome"') and not self.welcomed.done():
             self.welcomed.set_result(None)
+            if self.stalled and self.transport is not None:
+                self.transport.pause_reading()
 
 
 async def connect_phones(
@@ -112,24 +120,29 @@ async def connect_phones(
     channels: list[str],
     latencies: list[int],
     concurrency: int = 50,
+    stalled_every: int = 0,
 ) -> tuple[list[Phone], float]:
     """Connect one phone per token (at most ``concurrency`` handshakes in flight);
-    the phones and the seconds it took until every one had its ``welcome``."""
+    the phones and the seconds it took until every one had its ``welcome``.
+    With ``stalled_every`` n, every n-th phone stops reading after its welcome."""
     loop = asyncio.get_running_loop()
     limit = asyncio.Semaphore(concurrency)
     phones: list[Phone] = []
 
-    async def one(token: str, channel: str) -> None:
+    async def one(index: int, token: str, channel: str) -> None:
+        stalled = bool(stalled_every) and index % stalled_every == 0
         async with limit:
             welcomed: asyncio.Future[None] = loop.create_future()
             _, phone = await loop.create_connection(
-                lambda: Phone(token, channel, latencies, welcomed), host, port
+                lambda: Phone(token, channel, latencies, welcomed, stalled), host, port
             )
             await asyncio.wait_for(welcomed, 30)
             phones.append(phone)
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(t, c) for t, c in zip(tokens, channels, strict=True)))
+    await asyncio.gather(
+        *(one(i, t, c) for i, (t, c) in enumerate(zip(tokens, channels, strict=True)))
+    )
     return phones, time.perf_counter() - started
 
 

@@ -49,29 +49,45 @@ def latency_summary(latencies: list[int]) -> dict[str, float]:
 
 
 async def _phones(
-    target: Target, tokens: list[str], channels: list[str], latencies: list[int]
+    target: Target,
+    tokens: list[str],
+    channels: list[str],
+    latencies: list[int],
+    stalled_every: int = 0,
 ) -> list[Phone]:
-    phones, _ = await connect_phones(target.host, target.port, tokens, channels, latencies)
+    phones, _ = await connect_phones(
+        target.host, target.port, tokens, channels, latencies, stalled_every=stalled_every
+    )
     return phones
 
 
 async def _settle(phones: list[Phone], expected: int, timeout_s: float) -> float:
-    """Wait until every expected event arrived (or the timeout); return when the last did."""
+    """Wait until every expected event arrived (or the timeout); return when the
+    last did. Stalled phones do not count."""
     deadline = time.monotonic() + timeout_s
-    while sum(p.events for p in phones) < expected and time.monotonic() < deadline:
+    while sum(p.events for p in phones if not p.stalled) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     return time.perf_counter()
 
 
 async def steady(
-    target: Target, tokens: list[str], channels: list[str], *, rate: float, duration_s: float
+    target: Target,
+    tokens: list[str],
+    channels: list[str],
+    *,
+    rate: float,
+    duration_s: float,
+    stalled_every: int = 0,
 ) -> dict[str, Any]:
     """Publish ``rate`` events per second round-robin over the channels for
-    ``duration_s``; each reaches every phone of its channel."""
+    ``duration_s``; each reaches every phone of its channel. With
+    ``stalled_every`` n, every n-th phone never reads: figures are of the others."""
     latencies: list[int] = []
-    phones = await _phones(target, tokens, channels, latencies)
+    phones = await _phones(target, tokens, channels, latencies, stalled_every)
     team_channels = sorted(set(channels))
-    per_channel = {ch: channels.count(ch) for ch in team_channels}
+    per_channel = {
+        ch: sum(1 for p in phones if p.channel == ch and not p.stalled) for ch in team_channels
+    }
     publisher = await target.publisher()
     await asyncio.sleep(0.5)
     cpu_before = cpu_seconds(target.pid)
@@ -88,7 +104,7 @@ async def steady(
             await asyncio.sleep(pause)
     await _settle(phones, expected, timeout_s=10)
     cpu = cpu_seconds(target.pid) - cpu_before
-    delivered = sum(p.events for p in phones)
+    delivered = sum(p.events for p in phones if not p.stalled)
     await publisher.close()
     close_phones(phones)
     return {

@@ -241,3 +241,22 @@ async def test_a_full_node_refuses_the_upgrade() -> None:
                 pass
         assert caught.value.response.status_code == 503
         assert caught.value.response.headers["Retry-After"] == "5"
+
+
+async def test_a_phone_that_does_not_read_is_closed_and_others_carry_on() -> None:
+    subs = {"team:north": None}
+    async with (
+        running_node(node_settings(max_outbox_bytes=64 * 1024, max_publish_bytes=300_000)) as node,
+        phone(node, "stalled", teams=("north",), subs=subs) as stalled,
+        phone(node, "healthy", teams=("north",), subs=subs) as healthy,
+    ):
+        stalled.ws.transport.pause_reading()  # the phone stops reading its socket
+        sent = 0
+        while node.node.metrics.closed[4008] == 0 and sent < 500:  # past the kernel's buffers
+            await publish(node, ["team:north"], {"pad": "x" * 200_000, "n": sent})
+            sent += 1
+            assert (await healthy.events(1))[0]["data"]["n"] == sent - 1
+        assert node.node.metrics.closed[4008] == 1
+        later = await publish(node, ["team:north"], {"n": "after"})
+        assert (await healthy.events(1))[0]["id"] == later["id"]
+        stalled.ws.transport.resume_reading()
