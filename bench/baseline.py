@@ -1,10 +1,11 @@
 """The baseline: the floor of per-delivery cost in plain Python.
 
-The ``websockets`` library's own ``serve`` + ``broadcast`` and a
-``redis.asyncio`` subscriber that forwards each Redis message unchanged to the
-sockets of its team. A phone's first message (``hello``) names its team
-channel in ``subs``; the server answers with a fixed ``welcome``. Run:
-``python -m bench.baseline PORT REDIS_URL``.
+The ``websockets`` library's own ``serve`` + ``broadcast`` (compression off,
+as fieldpush has none) and a ``redis.asyncio`` subscriber that forwards each
+Redis message unchanged, as a text frame, to the sockets of its team. A phone's
+first message (``hello``) names its team channel in ``subs``; the server
+answers with a fixed ``welcome``. No auth, no validation, no history.
+Run: ``python -m bench.baseline PORT REDIS_URL`` (port 0 for any free one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.typing import Subprotocol
 
-from bench.procstat import raise_open_files, run
+from bench.procstat import run
 
 TEAMS: dict[str, set[ServerConnection]] = {}
 
@@ -40,17 +41,20 @@ async def forward(redis_url: str) -> None:
     await pubsub.psubscribe("team:*")
     async for message in pubsub.listen():
         if message["type"] == "pmessage":
-            broadcast(TEAMS.get(message["channel"].decode(), ()), message["data"].decode())
+            team = TEAMS.get(message["channel"].decode(), ())
+            broadcast(team, message["data"], text=True)
 
 
 async def main(port: int, redis_url: str) -> None:
     forwarder = asyncio.create_task(forward(redis_url))
     subprotocols = [Subprotocol("fieldpush.v1.json")]
-    async with serve(phone, "127.0.0.1", port, compression=None, subprotocols=subprotocols):
-        print(f"baseline listening on http://127.0.0.1:{port}", flush=True)
+    async with serve(
+        phone, "127.0.0.1", port, compression=None, subprotocols=subprotocols
+    ) as server:
+        bound = next(iter(server.sockets)).getsockname()[1]
+        print(f"baseline listening on http://127.0.0.1:{bound}", flush=True)
         await forwarder
 
 
 if __name__ == "__main__":
-    raise_open_files()
     run(main(int(sys.argv[1]), sys.argv[2]))
