@@ -21,12 +21,13 @@ from starlette.types import Receive, Scope, Send
 
 from client_sdk.protocol import ErrorCode, Priority, ProtocolError, parse_channel
 from server.auth import Identity
-from server.backend.base import Idempotency, PublishRequest
+from server.backend.base import Idempotency, PublishRequest, Tracking
 from server.errors import AuthError, BackendUnavailable, IdempotencyConflict
 from server.events import encode_body
 from server.node import Node
 from server.policy import PUBLISHER_ROLES, may_publish, may_subscribe
 from server.poll import poll
+from server.settings import Settings
 
 __all__ = ["routes"]
 
@@ -35,7 +36,7 @@ log = logging.getLogger("fieldpush.api")
 _PUBLISH_FIELDS = frozenset(
     {"channels", "kind", "priority", "data", "idempotency_key", "ack_deadline_s"}
 )
-_POLL_FIELDS = frozenset({"subs", "wait_s"})
+_POLL_FIELDS = frozenset({"subs", "wait_s", "device"})
 _PRIORITIES = frozenset(p.value for p in Priority)
 MAX_KIND_LENGTH = 128
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
@@ -62,7 +63,7 @@ class HTTPError(Exception):
         return JSONResponse(self.body, status_code=self.status, headers=self.headers)
 
 
-def _node(request: Request) -> Node:
+def node_of(request: Request) -> Node:
     node: Node = request.state.node
     return node
 
@@ -81,9 +82,9 @@ def authenticate(node: Node, header: str, where: str) -> Identity:
         raise HTTPError(401, ErrorCode.UNAUTHORIZED, str(exc)) from None
 
 
-def _authenticate(request: Request) -> Identity:
+def authenticate_request(request: Request) -> Identity:
     where = f"{request.method} {request.url.path}"
-    return authenticate(_node(request), request.headers.get("authorization", ""), where)
+    return authenticate(node_of(request), request.headers.get("authorization", ""), where)
 
 
 def decode_body(body: bytes, limit: int) -> dict[str, Any]:
@@ -183,6 +184,16 @@ def parse_publish(body: dict[str, Any], max_channels: int) -> PublishInput:
     )
 
 
+def _tracking(settings: Settings, body: PublishInput) -> Tracking | None:
+    """Critical events are tracked; their deadline: the publish's, else the kind's."""
+    if body.priority != Priority.CRITICAL.value:
+        return None
+    deadline_s = body.ack_deadline_s
+    if deadline_s is None:
+        deadline_s = settings.ack_deadlines_s.get(body.kind, settings.default_ack_deadline_s)
+    return Tracking(kind=body.kind, ack_deadline_ms=round(deadline_s * 1000))
+
+
 async def publish(node: Node, identity: Identity, raw: bytes) -> dict[str, Any]:
     """Check, store and announce one publish; the 201 body. Raises HTTPError."""
     if identity.role not in PUBLISHER_ROLES:
@@ -208,6 +219,7 @@ async def publish(node: Node, identity: Identity, raw: bytes) -> dict[str, Any]:
                 priority=body.priority,
                 body=encode_body(event_id, body.kind, body.priority, body.data),
                 idempotency=idempotency,
+                tracking=_tracking(settings, body),
             )
         )
     except BackendUnavailable:
@@ -286,8 +298,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 async def poll_route(request: Request) -> Response:
-    node = _node(request)
-    identity = _authenticate(request)
+    node = node_of(request)
+    identity = authenticate_request(request)
     body = await _json_body(request, node.settings.max_publish_bytes)
     _reject_unknown(body, _POLL_FIELDS)
     subs = body.get("subs")
@@ -309,7 +321,10 @@ async def poll_route(request: Request) -> Response:
         raise _invalid("wait_s", "must be a number of seconds >= 0")
     wait_s = min(float(wait_s), node.settings.poll_max_wait_s)
     try:
-        reply = await poll(node, subs, wait_s)
+        device = body.get("device", "poll")
+        if not isinstance(device, str) or not 0 < len(device) <= 200:
+            raise _invalid("device", "must be a string of 1 to 200 characters")
+        reply = await poll(node, subs, wait_s, reader=(identity.user, device))
     except BackendUnavailable:
         raise HTTPError(503, ErrorCode.UNAVAILABLE, "backend unavailable; retry") from None
     return JSONResponse(reply)
@@ -319,11 +334,11 @@ async def poll_route(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "node": _node(request).settings.node_id})
+    return JSONResponse({"status": "ok", "node": node_of(request).settings.node_id})
 
 
 async def readyz(request: Request) -> Response:
-    node = _node(request)
+    node = node_of(request)
     ready = await node.backend.ready()
     body = {"ready": ready, "backend": node.backend.name, "node": node.settings.node_id}
     return JSONResponse(body, status_code=200 if ready else 503)
@@ -331,26 +346,28 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     return PlainTextResponse(
-        _node(request).metrics.render(), media_type="text/plain; version=0.0.4"
+        node_of(request).metrics.render(), media_type="text/plain; version=0.0.4"
     )
 
 
-def _guarded(endpoint: Any) -> Any:
-    async def guarded(request: Request) -> Response:
+def guarded(endpoint: Any) -> Any:
+    """``endpoint`` with its ``HTTPError`` answered as the JSON error body."""
+
+    async def wrapper(request: Request) -> Response:
         try:
             response: Response = await endpoint(request)
         except HTTPError as exc:
             return exc.response()
         return response
 
-    guarded.__name__ = endpoint.__name__
-    guarded.__doc__ = endpoint.__doc__
-    return guarded
+    wrapper.__name__ = endpoint.__name__
+    wrapper.__doc__ = endpoint.__doc__
+    return wrapper
 
 
 routes = [
     Route("/v1/publish", PublishEndpoint(), methods=["POST"]),
-    Route("/v1/poll", _guarded(poll_route), methods=["POST"]),
+    Route("/v1/poll", guarded(poll_route), methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

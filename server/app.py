@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.api import PublishEndpoint, routes
+from server.api_dispatch import dispatch_routes
 from server.backend.base import Backend
 from server.gateway import WS_PATH, Connection
 from server.node import Node, make_backend
@@ -41,7 +42,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
         finally:
             await node.close()
 
-    starlette = Starlette(routes=routes, lifespan=lifespan)
+    starlette = Starlette(routes=[*routes, *dispatch_routes], lifespan=lifespan)
     publish = PublishEndpoint()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -11,13 +11,45 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-__all__ = ["Metrics"]
+__all__ = ["Histogram", "Metrics"]
+
+
+class Histogram:
+    """Cumulative buckets of observed durations (seconds)."""
+
+    BOUNDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        for index, bound in enumerate(self.BOUNDS):
+            if seconds <= bound:
+                self.counts[index] += 1
+                return
+        self.counts[-1] += 1
+
+    def render(self, name: str, help_text: str) -> list[str]:
+        lines = [f"# HELP fieldpush_{name} {help_text}", f"# TYPE fieldpush_{name} histogram"]
+        total = 0
+        for bound, count in zip((*self.BOUNDS, "+Inf"), self.counts, strict=True):
+            total += count
+            lines.append(f'fieldpush_{name}_bucket{{le="{bound}"}} {total}')
+        lines.append(f"fieldpush_{name}_sum {self.sum}")
+        lines.append(f"fieldpush_{name}_count {total}")
+        return lines
 
 
 class Metrics:
     """Counters and gauges of a node, rendered in the Prometheus text format."""
 
-    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]] | None = None) -> None:
+    def __init__(
+        self,
+        gauges: dict[str, tuple[str, Callable[[], float]]] | None = None,
+        catchups: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.events_delivered = 0
         self.frames_written = 0
         self.replayed_events = 0
@@ -27,7 +59,9 @@ class Metrics:
         self.publish_errors: Counter[int] = Counter()
         self.bad_requests = 0
         self.acks = 0
-        self.backend_catchups = 0
+        self._catchups = catchups
+        self.escalations = 0
+        self.ack_roundtrip = Histogram()
         self._gauges = gauges or {}
 
     def render(self) -> str:
@@ -75,7 +109,18 @@ class Metrics:
         counter(
             "backend_catchups_total",
             "Channel catch-ups from history after a live-feed gap.",
-            {"": self.backend_catchups},
+            {"": self._catchups()},
+        )
+        counter(
+            "escalations_total",
+            "Escalation events this node published (unacked critical events).",
+            {"": self.escalations},
+        )
+        lines.extend(
+            self.ack_roundtrip.render(
+                "ack_roundtrip_seconds",
+                "From a critical event written to a socket until its ack was recorded.",
+            )
         )
         for name, (help_text, read) in self._gauges.items():
             lines.append(f"# HELP fieldpush_{name} {help_text}")

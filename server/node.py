@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 from client_sdk.protocol import CloseCode
 from server.auth import TokenVerifier
 from server.backend.base import Backend
+from server.dispatch import Dispatch
 from server.hub import Hub
 from server.metrics import Metrics
+from server.presence import PresenceTracker
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,35 +34,62 @@ log = logging.getLogger("fieldpush.node")
 
 
 class Flusher:
-    """Writes every session's pending events once per event-loop iteration.
+    """Writes the sessions' pending events in batches.
 
-    Sessions register when their outbox goes from empty to non-empty; the
-    flush runs as one ``call_soon`` callback, so events that arrive together
-    (one Redis read, one burst) reach each phone in one frame and one write.
+    A session registers when its outbox goes from empty to non-empty: as
+    *urgent* (a ``critical`` or ``high`` event, or no coalescing window) it is
+    flushed at the end of this event-loop iteration, so events that arrive
+    together (one Redis read) still share a frame; otherwise (``normal``) at
+    the end of the node's current coalescing window, which one timer serves
+    for every session. An urgent event for a session that waits for the
+    window takes its waiting events along at once.
     """
 
-    __slots__ = ("_dirty", "_metrics", "_scheduled")
+    __slots__ = ("_later", "_later_handle", "_metrics", "_now", "_now_scheduled", "window_s")
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._dirty: list[Session] = []
-        self._scheduled = False
+    def __init__(self, metrics: Metrics, window_s: float) -> None:
+        self._now: list[Session] = []
+        self._later: list[Session] = []
+        self._now_scheduled = False
+        self._later_handle: asyncio.TimerHandle | None = None
         self._metrics = metrics
+        self.window_s = window_s
 
     def add(self, session: Session) -> None:
-        self._dirty.append(session)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        """Flush ``session`` at the end of this event-loop iteration."""
+        self._now.append(session)
+        if not self._now_scheduled:
+            self._now_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
 
-    def _flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        self._scheduled = False
-        events = 0
+    def add_later(self, session: Session) -> None:
+        """Flush ``session`` at the end of the current coalescing window."""
+        self._later.append(session)
+        if self._later_handle is None:
+            self._later_handle = asyncio.get_running_loop().call_later(
+                self.window_s, self._flush_later
+            )
+
+    def _flush_now(self) -> None:
+        dirty, self._now = self._now, []
+        self._now_scheduled = False
+        self._flush(dirty)
+
+    def _flush_later(self) -> None:
+        dirty, self._later = self._later, []
+        self._later_handle = None
+        self._flush(dirty)
+
+    def _flush(self, dirty: list[Session]) -> None:
+        events = frames = 0
         for session in dirty:
-            events += session.flush()
+            count = session.flush()
+            if count:
+                events += count
+                frames += 1
         metrics = self._metrics
         metrics.events_delivered += events
-        metrics.frames_written += len(dirty)
+        metrics.frames_written += frames
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -76,6 +105,7 @@ def make_backend(settings: Settings) -> Backend:
             history_max_age_s=settings.history_max_age_s,
             history_meta_ttl_s=settings.history_meta_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            receipts_ttl_s=settings.receipts_ttl_s,
         )
     from server.backend.memory import MemoryBackend
 
@@ -83,6 +113,7 @@ def make_backend(settings: Settings) -> Backend:
         history_max_events=settings.history_max_events,
         history_max_age_s=settings.history_max_age_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,
+        receipts_ttl_s=settings.receipts_ttl_s,
     )
 
 
@@ -104,9 +135,12 @@ class Node:
                     "Channels with a live feed on this node.",
                     lambda: self.hub.channel_count,
                 ),
-            }
+            },
+            catchups=lambda: self.hub.catchups,
         )
-        self.flusher = Flusher(self.metrics)
+        self.flusher = Flusher(self.metrics, settings.coalesce_ms / 1000)
+        self.dispatch = Dispatch(self)
+        self.presence = PresenceTracker(self)
         self._heartbeat: asyncio.Task[None] | None = None
         self._id_prefix = secrets.token_hex(6)
         self._id_counter = itertools.count(1)
@@ -121,8 +155,10 @@ class Node:
         return f"s{self._id_prefix}{next(self._id_counter):08x}"
 
     async def start(self) -> None:
-        await self.backend.start(self.hub)
+        await self.backend.start(self.hub, self.settings.node_id, self.presence.kicked)
         self.hub.start()
+        self.dispatch.start()
+        self.presence.start()
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         log.info("node %s started on the %s backend", self.settings.node_id, self.backend.name)
 
@@ -132,6 +168,8 @@ class Node:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.dispatch.close()
+        await self.presence.close()
         await self.hub.close()
         await self.backend.close()
         log.info("node %s stopped", self.settings.node_id)

@@ -36,8 +36,13 @@ class _Waiter:
         self.woken.set()
 
 
-async def poll(node: Node, subs: dict[str, str | None], wait_s: float) -> dict[str, Any]:
+async def poll(
+    node: Node, subs: dict[str, str | None], wait_s: float, reader: tuple[str, str]
+) -> dict[str, Any]:
     """Events after each channel's offset; waits up to ``wait_s`` when there are none.
+
+    ``reader`` is the polling ``(user, device)``: critical events returned count
+    as delivered to it (receipts).
 
     Returns ``{"events": [...], "offsets": {channel: next offset}, "recovered":
     {channel: bool}}``. Raises ``BackendUnavailable``.
@@ -73,6 +78,9 @@ async def poll(node: Node, subs: dict[str, str | None], wait_s: float) -> dict[s
                 if history.recovered and history.events:
                     events.extend(history.events)
                     offsets[channel] = history.events[-1].offset
+        for event in events:
+            if event.priority == "critical":
+                node.dispatch.delivered(event.id, *reader)
         return {
             "events": [event.as_dict() for event in events],
             "offsets": offsets,

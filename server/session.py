@@ -13,10 +13,19 @@ Delivery guarantees (per connection)
     meanwhile; nothing is lost between the two because the live feed is
     attached before history is read and both are de-duplicated by ``seq``.
 
-The hot path is :meth:`Subscription.deliver` (a list append) ->
-:meth:`Session.flush`, called once per event-loop iteration for
-every session with pending events: one event is written as its shared,
-pre-encoded ``event`` frame; several are coalesced into one ``events`` frame.
+Priorities (PROTOCOL.md "Priorities")
+    ``critical`` and ``high`` events are written at the end of the current
+    event-loop iteration; ``normal`` ones at the end of the node's coalescing
+    window (``coalesce_ms``), or earlier with an urgent one; ``low`` ones are
+    held until the next non-low event (and go just ahead of it) or until the
+    ``low`` poll interval passed. ``critical`` events are written at most once
+    per connection, whether they come from a replay, the pending list or the
+    live feed, and each write is recorded for the receipts.
+
+The hot path is :meth:`Subscription.deliver` -> :meth:`Session.push` (a list
+append) -> :meth:`Session.flush`, called by the node's flusher: one event is
+written as its shared, pre-encoded ``event`` frame; several are coalesced into
+one ``events`` frame.
 """
 
 from __future__ import annotations
@@ -78,11 +87,7 @@ class Subscription:
             self.replaying.append(event)
         elif event.seq > self.last_seq:
             self.last_seq = event.seq
-            session = self.session
-            session.outbox.append(event)
-            if not session.dirty:
-                session.dirty = True
-                session.node.flusher.add(session)
+            self.session.push(event)
 
     def feed_lost(self, channel: str) -> None:
         self.session.close(CloseCode.SERVICE_RESTART, f"events of {channel} were lost; resume")
@@ -100,14 +105,18 @@ class Session:
     __slots__ = (
         "binary",
         "conn",
+        "critical_sent",
         "device",
         "dirty",
+        "held",
+        "held_timer",
         "id",
         "identity",
         "inbox",
         "node",
         "opened_at",
         "outbox",
+        "since_ms",
         "strikes",
         "subs",
         "tokens",
@@ -124,10 +133,17 @@ class Session:
         self.device = ""
         self.subs: dict[str, Subscription] = {}
         self.outbox: list[Event] = []
-        self.dirty = False
+        #: 0: nothing to write; 1: waits for the coalescing window; 2: urgent.
+        self.dirty = 0
+        #: ``low`` events held back, and the timer that releases them.
+        self.held: list[Event] | None = None
+        self.held_timer: asyncio.TimerHandle | None = None
+        #: Ids of the critical events written on this connection.
+        self.critical_sent: set[str] = set()
         self.inbox: deque[dict[str, Any]] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.opened_at = time.monotonic()
+        self.since_ms = time.time_ns() // 1_000_000
         #: Token bucket of inbound messages, and refusals in a row.
         self.tokens = float(node.settings.rate_limit_burst)
         self.tokens_at = self.opened_at
@@ -135,13 +151,76 @@ class Session:
 
     # ------------------------------------------------------------ delivery path
 
+    def push(self, event: Event) -> None:
+        """Queue a live event for writing, by its priority (module docstring)."""
+        priority = event.priority
+        if priority == "normal" and self.held is None:  # the common case, first
+            self.outbox.append(event)
+            if not self.dirty:
+                flusher = self.node.flusher
+                if flusher.window_s:
+                    self.dirty = 1
+                    flusher.add_later(self)
+                else:
+                    self.dirty = 2
+                    flusher.add(self)
+            return
+        if priority == "low":
+            self._hold(event)
+            return
+        if priority == "critical" and not self.first_critical(event):
+            return
+        if self.held is not None:
+            self._release_held()
+        self.outbox.append(event)
+        if self.dirty != 2 and (priority != "normal" or not self.node.flusher.window_s):
+            self.dirty = 2
+            self.node.flusher.add(self)
+        elif not self.dirty:
+            self.dirty = 1
+            self.node.flusher.add_later(self)
+
+    def first_critical(self, event: Event) -> bool:
+        """Whether a critical event is new on this connection; records its delivery."""
+        event_id = event.id
+        if event_id in self.critical_sent:
+            return False
+        self.critical_sent.add(event_id)
+        assert self.identity is not None
+        self.node.dispatch.delivered(event_id, self.identity.user, self.device)
+        return True
+
+    def _hold(self, event: Event) -> None:
+        if self.held is None:
+            self.held = [event]
+            delay = self.node.settings.poll_intervals_s["low"]
+            self.held_timer = asyncio.get_running_loop().call_later(delay, self._flush_held)
+        else:
+            self.held.append(event)
+
+    def _release_held(self) -> None:
+        """Move the held ``low`` events into the outbox (ahead of what follows)."""
+        held, self.held = self.held or [], None
+        if self.held_timer is not None:
+            self.held_timer.cancel()
+            self.held_timer = None
+        self.outbox.extend(held)
+
+    def _flush_held(self) -> None:
+        """The ``low`` interval passed: write the held events now."""
+        self.held_timer = None
+        self._release_held()
+        if self.dirty != 2:
+            self.dirty = 2
+            self.node.flusher.add(self)
+
     def flush(self) -> int:
         """Write the pending events; return how many. Called by the node's flusher.
 
         The outbox list is reused (cleared, not replaced): one allocation less
         per delivery. Nothing can append to it while the frame is written."""
         events = self.outbox
-        self.dirty = False
+        self.dirty = 0
         count = len(events)
         if count == 1:
             event = events[0]
@@ -247,6 +326,7 @@ class Session:
             self.send({"type": "pong", "id": message.id, "ts": time.time_ns() // 1_000_000})
         elif isinstance(message, Ack):
             self.node.metrics.acks += len(message.ids)
+            return self._ack(message)
         elif isinstance(message, Subscribe):
             return self._subscribe(message)
         elif isinstance(message, Unsubscribe):
@@ -264,6 +344,14 @@ class Session:
         log.info("connection %s refused: %s", self.conn.peer, reason)
         self.close(CloseCode.UNAUTHORIZED, reason)
 
+    async def _ack(self, message: Ack) -> None:
+        assert self.identity is not None
+        try:
+            await self.node.dispatch.acked(self.identity.user, self.device, list(message.ids))
+        except BackendUnavailable:
+            log.warning("session %s: ack of %d event(s) not recorded", self.id, len(message.ids))
+            self.error(ErrorCode.UNAVAILABLE, "ack not recorded: backend unavailable; ack again")
+
     # ------------------------------------------------------------------- hello
 
     async def _hello(self, hello: Hello) -> None:
@@ -277,6 +365,19 @@ class Session:
         self.identity = identity
         self.device = hello.device
         self.conn.hello_received()
+        try:
+            admitted = await node.presence.admit(self)
+        except BackendUnavailable:
+            log.warning("session %s: backend unavailable during hello", self.id)
+            self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; retry")
+            return
+        if not admitted:
+            limit = node.settings.max_connections_per_user
+            log.info(
+                "session %s refused: user %s has %d connections", self.id, identity.user, limit
+            )
+            self.close(CloseCode.RATE_LIMITED, f"at most {limit} connections per user")
+            return
         wanted: dict[str, str | None] = {f"user:{identity.user}": None, **hello.subs}
         states: dict[str, dict[str, Any]] = {}
         allowed: list[str] = []
@@ -311,6 +412,7 @@ class Session:
             }
         )
         node.sessions_opened(self)
+        node.presence.opened(self)
         log.info(
             "session %s open: user %s role %s device %s from %s, %s, %d channel(s)",
             self.id,
@@ -321,8 +423,24 @@ class Session:
             self.conn.subprotocol,
             len(allowed),
         )
-        for channel, (top, _, first_page) in zip(allowed, opened, strict=True):
-            await self._replay(self.subs[channel], first_page, top)
+        subscriptions = [self.subs[channel] for channel in allowed]
+        try:
+            for subscription, (top, _, first_page) in zip(subscriptions, opened, strict=True):
+                await self._replay(subscription, first_page, top)
+            await self._send_pending()
+        except BackendUnavailable:
+            log.warning("session %s: backend unavailable during the replay", self.id)
+            self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; resume")
+        finally:
+            for subscription in subscriptions:
+                subscription.go_live()
+
+    async def _send_pending(self) -> None:
+        """Write the user's pending critical events not written yet (after the
+        replays, before any live event)."""
+        assert self.identity is not None
+        pending = await self.node.backend.ledger.pending(self.identity.user)
+        self._write_events([e for e in pending if self.first_critical(e)])
 
     # ----------------------------------------------------------- subscriptions
 
@@ -353,30 +471,38 @@ class Session:
         subscription.last_seq = since.seq
         return history.top, True, history.events
 
+    def _write_events(self, events: list[Event]) -> None:
+        """Write events at once, in frames of at most ``REPLAY_FRAME_EVENTS``."""
+        for start in range(0, len(events), REPLAY_FRAME_EVENTS):
+            chunk = events[start : start + REPLAY_FRAME_EVENTS]
+            frame = (
+                chunk[0].frame(self.binary) if len(chunk) == 1 else events_frame(chunk, self.binary)
+            )
+            self.conn.write(frame)
+
     async def _replay(self, subscription: Subscription, page: list[Event], top: Offset) -> None:
-        """Write ``page`` and the rest of the history up to ``top``, then go live."""
+        """Write ``page`` and the rest of the history up to ``top``. The caller
+        then makes the subscription go live. Raises ``BackendUnavailable``."""
         settings = self.node.settings
-        try:
-            while page and not self.conn.closing:
-                for start in range(0, len(page), REPLAY_FRAME_EVENTS):
-                    chunk = page[start : start + REPLAY_FRAME_EVENTS]
-                    frame = (
-                        chunk[0].frame(self.binary)
-                        if len(chunk) == 1
-                        else events_frame(chunk, self.binary)
-                    )
-                    self.conn.write(frame)
-                self.node.metrics.replayed_events += len(page)
-                last = page[-1]
-                subscription.last_seq = last.seq
-                if last.seq >= top.seq:
-                    break
-                history = await self.node.backend.read(
-                    subscription.channel, last.position, settings.replay_page_events
+        while page and not self.conn.closing:
+            last = page[-1]
+            if any(event.priority == "critical" for event in page):
+                page = [e for e in page if e.priority != "critical" or self.first_critical(e)]
+            self._write_events(page)
+            self.node.metrics.replayed_events += len(page)
+            subscription.last_seq = last.seq
+            if last.seq >= top.seq:
+                break
+            history = await self.node.backend.read(
+                subscription.channel, last.position, settings.replay_page_events
+            )
+            if not history.recovered:
+                # Trimmed while we read: the client must learn of the gap.
+                self.close(
+                    CloseCode.SERVICE_RESTART, f"history of {subscription.channel} moved; resume"
                 )
-                page = history.events
-        finally:
-            subscription.go_live()
+                break
+            page = history.events
 
     async def _subscribe(self, message: Subscribe) -> None:
         assert self.identity is not None
@@ -408,7 +534,15 @@ class Session:
                 "recovered": recovered,
             }
         )
-        await self._replay(self.subs[channel], page, top)
+        self.node.presence.subscribed(self, channel)
+        subscription = self.subs[channel]
+        try:
+            await self._replay(subscription, page, top)
+        except BackendUnavailable:
+            log.warning("session %s: backend unavailable during the replay", self.id)
+            self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; resume")
+        finally:
+            subscription.go_live()
 
     def _unsubscribe(self, message: Unsubscribe) -> None:
         assert self.identity is not None
@@ -423,6 +557,7 @@ class Session:
             self.error(ErrorCode.BAD_REQUEST, f"not subscribed to {channel}", message.id)
             return
         self.node.hub.detach(channel, subscription)
+        self.node.presence.unsubscribed(self, channel)
         self.send({"type": "unsubscribed", "id": message.id, "channel": channel})
 
     # ----------------------------------------------------------------- teardown
@@ -431,12 +566,17 @@ class Session:
         """The connection is gone: leave every feed, stop the worker, log once."""
         if self.worker is not None:
             self.worker.cancel()
+        if self.held_timer is not None:
+            self.held_timer.cancel()
+        channels = list(self.subs)
         for channel, subscription in self.subs.items():
             self.node.hub.detach(channel, subscription)
         self.subs.clear()
         self.outbox.clear()
         if self.identity is not None:
             self.node.sessions_closed(self)
+            self.node.presence.closed(self, channels)
+            self.node.dispatch.forget(self.identity.user, list(self.critical_sent))
             log.info(
                 "session %s closed: user %s device %s, code %s, after %.1f s",
                 self.id,

@@ -109,6 +109,34 @@ class Settings:
     #: Connections this node accepts at once; beyond, the upgrade gets HTTP 503.
     #: 0: no limit.
     max_connections: int = 0
+    #: Connections one user may hold at once, cluster-wide (0: no limit); beyond,
+    #: ``connections_per_user_policy`` decides: ``oldest`` closes the oldest
+    #: (4029), ``newest`` refuses the new one (4029).
+    max_connections_per_user: int = 10
+    connections_per_user_policy: str = "oldest"
+    #: ``normal`` events for one phone that arrive within this window share one
+    #: frame (0: only those of the same event-loop iteration). Never delays
+    #: ``critical`` or ``high``.
+    coalesce_ms: float = 2.0
+
+    # Dispatch: acks, receipts, escalation, presence
+    #: Ack deadline of critical events per kind (seconds); ``ack_deadline_s`` on
+    #: a publish overrides it. Kinds not listed use ``default_ack_deadline_s``
+    #: (0: no deadline, never escalated).
+    ack_deadlines_s: Mapping[str, float] = field(default_factory=dict)
+    default_ack_deadline_s: float = 0.0
+    #: How often each node looks for unacked events past their deadline, and how
+    #: long a claim keeps other nodes off an event (a node that dies holding one
+    #: delays that escalation by at most this).
+    escalation_interval_s: float = 1.0
+    escalation_lease_s: float = 10.0
+    #: Escalations are also POSTed here (JSON), retried with backoff.
+    escalation_webhook_url: str | None = None
+    escalation_webhook_attempts: int = 8
+    #: Receipts and pending state of critical events are kept this long.
+    receipts_ttl_s: float = 7 * 86400
+    #: A node's presence entries vanish this long after it stopped (died).
+    presence_ttl_s: float = 15.0
 
     # History
     history_max_events: int = 2000
@@ -161,12 +189,30 @@ class Settings:
             "max_publish_bytes",
             "max_publish_channels",
             "idempotency_ttl_s",
+            "escalation_interval_s",
+            "escalation_lease_s",
+            "escalation_webhook_attempts",
+            "receipts_ttl_s",
+            "presence_ttl_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
-        if self.max_connections < 0:
-            raise ConfigError("max_connections must be 0 (no limit) or positive")
+        for name in ("max_connections", "max_connections_per_user", "coalesce_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (off) or positive")
+        if self.connections_per_user_policy not in ("oldest", "newest"):
+            raise ConfigError("connections_per_user_policy must be 'oldest' or 'newest'")
+        if "low" not in self.poll_intervals_s:
+            raise ConfigError(
+                "poll_intervals_s needs a 'low' entry: how long a connection holds "
+                "low-priority events at most"
+            )
+        deadlines = {"default_ack_deadline_s": self.default_ack_deadline_s}
+        deadlines.update({f"ack_deadlines_s.{k}": v for k, v in self.ack_deadlines_s.items()})
+        for name, value in deadlines.items():
+            if value < 0:
+                raise ConfigError(f"{name} must be 0 (none) or a positive number of seconds")
         if not 0 <= self.goaway_min_ms <= self.goaway_max_ms:
             raise ConfigError("need 0 <= goaway_min_ms <= goaway_max_ms")
         if self.drain_deadline_s * 1000 <= self.goaway_max_ms:

@@ -21,13 +21,29 @@ suite checks:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from server.events import Event
 from server.offsets import Offset
 
-__all__ = ["Backend", "EventSink", "History", "Idempotency", "PublishRequest", "PublishResult"]
+__all__ = [
+    "Backend",
+    "Due",
+    "EventSink",
+    "History",
+    "Idempotency",
+    "Ledger",
+    "Presence",
+    "PresenceEntry",
+    "PublishRequest",
+    "PublishResult",
+    "Receipt",
+    "ReceiptChange",
+    "Receipts",
+    "Tracking",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +57,23 @@ class Idempotency:
 
 
 @dataclass(frozen=True, slots=True)
+class Tracking:
+    """Makes a (critical) event tracked: pending for its recipients until acked,
+    with receipts, and escalated when not acked within ``ack_deadline_ms``
+    (0: never escalated)."""
+
+    kind: str
+    ack_deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class PublishRequest:
     channels: tuple[str, ...]
     event_id: str
     priority: str
     body: bytes
     idempotency: Idempotency | None = None
+    tracking: Tracking | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +101,68 @@ class History:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One recipient user of a tracked event. ``device`` is the device that acked,
+    else the first one it was delivered to. Times are ms since the epoch."""
+
+    user: str
+    device: str | None = None
+    delivered_at: int | None = None
+    acked_at: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "user": self.user,
+            "device": self.device,
+            "delivered_at": self.delivered_at,
+            "acked_at": self.acked_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptChange:
+    """A recipient's receipt of event ``event`` (of ``kind``) changed."""
+
+    event: str
+    kind: str
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    """A tracked event and the state of each of its recipients, sorted by user."""
+
+    id: str
+    kind: str
+    published_at: int
+    deadline_at: int | None
+    recipients: list[Receipt]
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A tracked event whose ack deadline passed, claimed by this node for a
+    lease; ``unacked`` lists the recipients that did not ack."""
+
+    id: str
+    kind: str
+    unacked: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    """One open connection of a user, as seen cluster-wide. ``last_seen`` is when
+    its node last vouched for it (connections answer the node's heartbeat)."""
+
+    user: str
+    session: str
+    device: str
+    node: str
+    since: int
+    last_seen: int
+
+
 class EventSink(Protocol):
     """Receives the live feed of the channels a node subscribed to."""
 
@@ -91,8 +180,19 @@ class Backend(Protocol):
     #: ``"memory"`` or ``"redis"``, for logs and ``/readyz``.
     name: str
 
-    async def start(self, sink: EventSink) -> None:
-        """Connect and begin passing the live feed to ``sink``."""
+    @property
+    def ledger(self) -> Ledger:
+        """Tracked events: pending, receipts, deadlines."""
+
+    @property
+    def presence(self) -> Presence:
+        """Who is connected, cluster-wide."""
+
+    async def start(
+        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
+    ) -> None:
+        """Connect and begin passing the live feed to ``sink``; requests from
+        other nodes to close a session of node ``node`` go to ``on_kick``."""
 
     async def close(self) -> None:
         """Stop the live feed and release connections."""
@@ -117,3 +217,75 @@ class Backend(Protocol):
 
     async def ready(self) -> bool:
         """Whether the backend can store and announce events now."""
+
+
+class Ledger(Protocol):
+    """Tracked (critical) events: who must ack them, receipts, deadlines.
+
+    Guarantees: the tracking of an event is stored atomically with the event
+    (``Backend.publish``), so a 201 for a critical event means it is pending
+    for its recipients and its deadline is set. The recipients of a channel
+    are its known audience at publish time: the user of ``user:<id>``, the
+    users recorded with :meth:`note_audience` for other channels; a user that
+    is not among them but gets the event (a later member) is added on its
+    first delivery or ack. Records expire ``receipts_ttl`` after the publish.
+    """
+
+    async def note_audience(self, pairs: list[tuple[str, str]]) -> None:
+        """Record ``(channel, user)``: that user is a recipient of that channel."""
+
+    async def delivered(self, deliveries: list[tuple[str, str, str, int]]) -> list[ReceiptChange]:
+        """Record ``(event id, user, device, ms)`` deliveries of tracked events
+        (others are ignored). Returns the changes: a user's first delivery."""
+
+    async def acked(self, user: str, device: str, ids: list[str], ms: int) -> list[ReceiptChange]:
+        """Record an ack of ``ids`` by a device of ``user``: the events stop being
+        pending for that user. Idempotent; ids of untracked events are ignored.
+        Returns the changes: a user's first ack."""
+
+    async def pending(self, user: str) -> list[Event]:
+        """The tracked events ``user`` has not acked, oldest first, each as it was
+        published to the channel through which the user receives it."""
+
+    async def receipts(self, event_id: str) -> Receipts | None:
+        """The event's receipts, or None when it is not (or no longer) tracked."""
+
+    async def claim_due(self, lease_ms: int, limit: int) -> list[Due]:
+        """Claim up to ``limit`` events whose deadline passed: no other node gets
+        them for ``lease_ms``. Events every recipient acked are settled instead."""
+
+    async def settle(self, event_id: str) -> None:
+        """The event was escalated: remove its deadline."""
+
+
+class Presence(Protocol):
+    """Who is connected, cluster-wide. Entries of a node that stopped renewing
+    (:meth:`beat`) vanish once its ``ttl_ms`` passed."""
+
+    async def join(self, entry: PresenceEntry, channels: list[str]) -> None:
+        """A session opened, subscribed to ``channels``."""
+
+    async def leave(self, entry: PresenceEntry, channels: list[str]) -> None:
+        """A session subscribed to ``channels`` closed; notes the user's last seen."""
+
+    async def subscribe(self, entry: PresenceEntry, channel: str) -> None:
+        """An open session subscribed to one more channel."""
+
+    async def unsubscribe(self, entry: PresenceEntry, channel: str) -> None:
+        """An open session left one channel."""
+
+    async def beat(self, node: str, ttl_ms: int) -> None:
+        """The node is alive: its entries stay for ``ttl_ms`` more."""
+
+    async def gone(self, node: str) -> None:
+        """The node stopped: its entries no longer count."""
+
+    async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
+        """The user's live sessions, oldest first, and when the user was last seen
+        (now, when online; the last disconnect otherwise; None: never)."""
+
+    async def of_channel(self, channel: str) -> list[PresenceEntry]:
+        """The live sessions subscribed to ``channel``."""
+
+    async def kick(self, node: str, session: str) -> None:
+        """Ask ``node`` to close ``session`` (the per-user connection cap)."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from server.backend.base import EventSink, History, PublishRequest, PublishResult
+from server.backend.memory_ledger import MemoryLedger, MemoryPresence
 from server.errors import IdempotencyConflict
 from server.events import Event
 from server.offsets import Offset, can_recover, new_epoch
@@ -43,7 +45,12 @@ class MemoryBackend:
     name = "memory"
 
     def __init__(
-        self, *, history_max_events: int, history_max_age_s: float, idempotency_ttl_s: float
+        self,
+        *,
+        history_max_events: int,
+        history_max_age_s: float,
+        idempotency_ttl_s: float,
+        receipts_ttl_s: float = 7 * 86400,
     ) -> None:
         self._max_events = history_max_events
         self._max_age_ms = int(history_max_age_s * 1000)
@@ -51,9 +58,14 @@ class MemoryBackend:
         self._channels: dict[str, _Channel] = {}
         self._idempotency: dict[tuple[str, str], tuple[int, str, PublishResult]] = {}
         self._sink: EventSink | None = None
+        self.ledger = MemoryLedger(ttl_ms=int(receipts_ttl_s * 1000))
+        self.presence = MemoryPresence()
 
-    async def start(self, sink: EventSink) -> None:
+    async def start(
+        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
+    ) -> None:
         self._sink = sink
+        self.presence.on_kick = on_kick
 
     async def close(self) -> None:
         self._sink = None
@@ -93,6 +105,8 @@ class MemoryBackend:
                 channel.events.popleft()
             stored.append(event)
         result = PublishResult(request.event_id, {e.channel: e.offset for e in stored})
+        if request.tracking is not None:
+            self.ledger.track(request.event_id, request.tracking, stored, now_ms)
         if key is not None and request.idempotency is not None:
             expires = now_ms + self._idempotency_ttl_ms
             self._idempotency[key] = (expires, request.idempotency.fingerprint, result)

@@ -12,7 +12,16 @@
 -- ARGV[7]  history: maximum events per channel
 -- ARGV[8]  history: maximum age (ms)
 -- ARGV[9]  meta TTL (ms)
--- ARGV[10 + 3(i-1) ..]  per channel: candidate epoch, pub/sub name, channel name
+-- ARGV[10] kind of a tracked (critical) event, '' when not tracked
+-- ARGV[11] its ack deadline (ms after now; 0: none)
+-- ARGV[12] key prefix, ARGV[13] receipts TTL (ms)
+-- ARGV[14 + 3(i-1) ..]  per channel: candidate epoch, pub/sub name, channel name
+--
+-- A tracked event (see redis_ledger.py for the keys) is recorded in the same
+-- step: its hash with every recipient user, a pending entry per recipient and
+-- its deadline. Recipients: the user of a user channel, else the channel's
+-- audience set. These keys are not declared in KEYS (they depend on the
+-- audience): fine on one Redis, not on Redis Cluster.
 --
 -- Returns {status, event id, channel 1, offset 1, channel 2, offset 2, ...} where
 -- status is 'new' or 'dup' (a retry: the first publish's result), or {'conflict'}
@@ -41,7 +50,7 @@ local offsets = {}
 
 for i = 1, (#KEYS - 1) / 2 do
   local meta, stream = KEYS[2 * i], KEYS[2 * i + 1]
-  local arg = 10 + 3 * (i - 1)
+  local arg = 14 + 3 * (i - 1)
   local state = redis.call('HMGET', meta, 'e', 's', 't')
   local epoch, seq, ms = state[1], tonumber(state[2] or '0'), tonumber(state[3] or '0')
   if not epoch then
@@ -63,6 +72,36 @@ for i = 1, (#KEYS - 1) / 2 do
     string.format('%d %d %s %s ', seq, ms, epoch, ARGV[5]) .. ARGV[6])
   offsets[#offsets + 1] = ARGV[arg + 2]
   offsets[#offsets + 1] = epoch .. ':' .. id
+end
+
+if ARGV[10] ~= '' then
+  local prefix, ttl, event_id = ARGV[12], ARGV[13], ARGV[4]
+  local record = prefix .. ':crit:' .. event_id
+  local deadline = 0
+  if tonumber(ARGV[11]) > 0 then deadline = now + tonumber(ARGV[11]) end
+  redis.call('HSET', record, 'k', ARGV[10], 't', string.format('%d', now),
+    'dl', string.format('%d', deadline), 'b', ARGV[6])
+  for i = 1, #offsets, 2 do
+    local channel = offsets[i]
+    redis.call('HSET', record, 'o:' .. channel, offsets[i + 1])
+    local users
+    if string.sub(channel, 1, 5) == 'user:' then
+      users = {string.sub(channel, 6)}
+    else
+      users = redis.call('SMEMBERS', prefix .. ':aud:' .. channel)
+    end
+    for _, user in ipairs(users) do
+      if redis.call('HSETNX', record, 'r:' .. user, channel) == 1 then
+        local pending = prefix .. ':pend:' .. user
+        redis.call('ZADD', pending, now, event_id)
+        redis.call('PEXPIRE', pending, ttl)
+      end
+    end
+  end
+  redis.call('PEXPIRE', record, ttl)
+  if deadline > 0 then
+    redis.call('ZADD', prefix .. ':deadlines', deadline, event_id)
+  end
 end
 
 if ARGV[1] == '1' then

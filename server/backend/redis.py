@@ -30,11 +30,12 @@ replicas) for now.
 from __future__ import annotations
 
 import logging
-from importlib.resources import files
+from collections.abc import Callable
 from typing import Any
 
 from server.backend.base import EventSink, History, PublishRequest, PublishResult
-from server.backend.redis_client import RedisClient, Script
+from server.backend.redis_client import RedisClient
+from server.backend.redis_ledger import RedisLedger, RedisPresence, script
 from server.backend.redis_pubsub import PubSub, RedisAddress
 from server.errors import BackendUnavailable, IdempotencyConflict
 from server.events import Event
@@ -43,10 +44,6 @@ from server.offsets import Offset, can_recover, new_epoch
 __all__ = ["RedisBackend"]
 
 log = logging.getLogger("fieldpush.backend")
-
-
-def _script(name: str) -> Script:
-    return Script(files("server.backend").joinpath(name).read_text())
 
 
 class RedisBackend:
@@ -64,6 +61,7 @@ class RedisBackend:
         history_max_age_s: float,
         history_meta_ttl_s: float,
         idempotency_ttl_s: float,
+        receipts_ttl_s: float = 7 * 86400,
     ) -> None:
         self._address = RedisAddress.from_url(url)
         self._prefix = prefix
@@ -78,12 +76,19 @@ class RedisBackend:
         self._subscribed: dict[bytes, str] = {}
         self._client = RedisClient(self._address, timeout_s=timeout_s)
         self._pubsub: PubSub | None = None
-        self._publish = _script("publish.lua")
-        self._read = _script("read.lua")
+        self._receipts_ttl_ms = int(receipts_ttl_s * 1000)
+        self._publish = script("publish.lua")
+        self._read = script("read.lua")
+        self.ledger = RedisLedger(self._client, prefix)
+        self.presence = RedisPresence(self._client, prefix)
+        self._control: bytes | None = None
+        self._on_kick: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self, sink: EventSink) -> None:
+    async def start(
+        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
+    ) -> None:
         self._sink = sink
         self._pubsub = PubSub(
             self._address,
@@ -92,6 +97,10 @@ class RedisBackend:
             timeout_s=self._timeout_s,
         )
         await self._pubsub.start()
+        if on_kick is not None:
+            self._on_kick = on_kick
+            self._control = self.presence.control_channel(node)
+            await self._pubsub.subscribe(self._control)
 
     async def close(self) -> None:
         if self._pubsub is not None:
@@ -112,7 +121,9 @@ class RedisBackend:
         channel = self._subscribed.get(pubsub_name)
         sink = self._sink
         if channel is None or sink is None:
-            return  # sent before our UNSUBSCRIBE took effect
+            if pubsub_name == self._control and self._on_kick is not None:
+                self._on_kick(payload.decode(errors="replace"))
+            return  # else: sent before our UNSUBSCRIBE took effect
         try:
             seq, ms, epoch, priority, body = payload.split(b" ", 4)
             event = Event(channel, epoch.decode(), int(ms), int(seq), priority.decode(), body)
@@ -124,7 +135,7 @@ class RedisBackend:
     # ------------------------------------------------------------- interface
 
     async def publish(self, request: PublishRequest) -> PublishResult:
-        idempotency = request.idempotency
+        idempotency, tracking = request.idempotency, request.tracking
         keys = [
             f"{self._prefix}:idem:{idempotency.publisher}:{idempotency.key}"
             if idempotency is not None
@@ -140,6 +151,10 @@ class RedisBackend:
             self._max_events,
             self._max_age_ms,
             self._meta_ttl_ms,
+            tracking.kind if tracking is not None else "",
+            tracking.ack_deadline_ms if tracking is not None else 0,
+            self._prefix,
+            self._receipts_ttl_ms,
         ]
         for channel in request.channels:
             keys.extend(self._keys(channel))

@@ -1,0 +1,221 @@
+"""Dispatch that cannot be missed: receipts, acks and escalation of critical events.
+
+One :class:`Dispatch` per node. Critical events are *tracked* (the backend
+stores, with the event, who must ack it and its deadline: see
+:class:`~server.backend.base.Ledger`); this module feeds the ledger and acts
+on it:
+
+- **Deliveries** of tracked events to sockets are recorded in batches, once
+  per event-loop iteration, so a fan-out of one critical event costs one
+  backend call per node, not one per phone.
+- **Acks** are recorded at once; the ack round trip (event written until the
+  ack is recorded) is measured per node.
+- **Receipts**: each recipient's first delivery and first ack are published
+  to the ``dispatch`` channel as a ``receipt`` event (priority ``high``).
+- **Escalation**: every node looks for due deadlines every
+  ``escalation_interval_s`` and claims them for a lease (atomic in the
+  backend). The ``escalation`` event is published with the idempotency key
+  ``escalation:<event id>``, so a node that dies after publishing and before
+  settling, and the node that reclaims the event after the lease, produce
+  one event between them: exactly once across the cluster. The node whose
+  publish created the event then POSTs it to the configured webhook,
+  retrying with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from server.backend.base import Due, Idempotency, PublishRequest, ReceiptChange
+from server.errors import BackendUnavailable, FieldpushError
+from server.events import encode_body
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+__all__ = ["Dispatch"]
+
+log = logging.getLogger("fieldpush.dispatch")
+
+#: The idempotency "publisher" of events the server publishes itself.
+SERVER_PUBLISHER = "fieldpush"
+#: Events claimed per escalation round.
+CLAIM_BATCH = 100
+#: How long one webhook call may take.
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Dispatch:
+    """Receipts, acks and escalation on one node; see the module docstring."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._deliveries: list[tuple[str, str, str, int]] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._escalator: asyncio.Task[None] | None = None
+        #: (user, event id) -> monotonic time it was written, for the ack round trip.
+        self._written: dict[tuple[str, str], float] = {}
+
+    def start(self) -> None:
+        self._escalator = asyncio.get_running_loop().create_task(self._escalate_forever())
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *([self._escalator] if self._escalator else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------- deliveries
+
+    def delivered(self, event_id: str, user: str, device: str) -> None:
+        """A tracked event was written to a device of ``user`` (or returned by a poll)."""
+        self._deliveries.append((event_id, user, device, _now_ms()))
+        self._written.setdefault((user, event_id), time.monotonic())
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._deliveries = self._deliveries, []
+        self._spawn(self._record_deliveries(batch))
+
+    async def _record_deliveries(self, batch: list[tuple[str, str, str, int]]) -> None:
+        try:
+            changes = await self._node.backend.ledger.delivered(batch)
+        except BackendUnavailable as exc:
+            log.warning("%d delivery receipt(s) not recorded: %s", len(batch), exc)
+            return
+        await self._announce(changes)
+
+    # ------------------------------------------------------------------- acks
+
+    async def acked(self, user: str, device: str, ids: list[str]) -> None:
+        """Record an ack; raises ``BackendUnavailable``."""
+        changes = await self._node.backend.ledger.acked(user, device, ids, _now_ms())
+        now = time.monotonic()
+        for event_id in ids:
+            written = self._written.pop((user, event_id), None)
+            if written is not None:
+                self._node.metrics.ack_roundtrip.observe(now - written)
+        await self._announce(changes)
+
+    def forget(self, user: str, event_ids: list[str]) -> None:
+        """Stop timing the ack of events written to a session that closed unacked."""
+        for event_id in event_ids:
+            self._written.pop((user, event_id), None)
+
+    # --------------------------------------------------------------- receipts
+
+    async def _announce(self, changes: list[ReceiptChange]) -> None:
+        """Publish each receipt change to the ``dispatch`` channel."""
+        for change in changes:
+            data = {"event": change.event, "kind": change.kind, **change.receipt.as_dict()}
+            try:
+                await self._publish("receipt", data)
+            except FieldpushError as exc:
+                log.warning("receipt of %s not announced: %s", change.event, exc)
+
+    async def _publish(
+        self, kind: str, data: dict[str, Any], idempotency: Idempotency | None = None
+    ) -> bool:
+        """Publish a server event to ``dispatch``; whether it is a new one."""
+        node = self._node
+        event_id = node.new_event_id()
+        result = await node.backend.publish(
+            PublishRequest(
+                channels=("dispatch",),
+                event_id=event_id,
+                priority="high",
+                body=encode_body(event_id, kind, "high", data),
+                idempotency=idempotency,
+            )
+        )
+        return not result.duplicate
+
+    # ------------------------------------------------------------- escalation
+
+    async def _escalate_forever(self) -> None:
+        settings = self._node.settings
+        lease_ms = int(settings.escalation_lease_s * 1000)
+        while True:
+            # Jittered, so that the nodes of a cluster do not all ask at once.
+            await asyncio.sleep(settings.escalation_interval_s * random.uniform(0.5, 1.0))
+            try:
+                due = await self._node.backend.ledger.claim_due(lease_ms, CLAIM_BATCH)
+                for item in due:
+                    await self._escalate(item)
+            except BackendUnavailable as exc:
+                log.warning("escalation check failed, will retry: %s", exc)
+
+    async def _escalate(self, due: Due) -> None:
+        data = {"event": due.id, "kind": due.kind, "users": due.unacked}
+        key = f"escalation:{due.id}"
+        new = await self._publish(
+            "escalation", data, Idempotency(SERVER_PUBLISHER, key, fingerprint=key)
+        )
+        await self._node.backend.ledger.settle(due.id)
+        if new:
+            self._node.metrics.escalations += 1
+            log.warning(
+                "escalated %s (%s): not acked by %s",
+                due.id,
+                due.kind,
+                ", ".join(due.unacked) or "anyone",
+            )
+            if self._node.settings.escalation_webhook_url:
+                self._spawn(self._call_webhook(data))
+
+    async def _call_webhook(self, data: dict[str, Any]) -> None:
+        """POST the escalation to the webhook; retry with full-jitter backoff."""
+        settings = self._node.settings
+        url = settings.escalation_webhook_url
+        assert url is not None
+        body = json.dumps({"type": "escalation", **data}).encode()
+        for attempt in range(1, settings.escalation_webhook_attempts + 1):
+            try:
+                status = await asyncio.to_thread(_post, url, body, WEBHOOK_TIMEOUT_S)
+            except OSError as exc:
+                status, detail = 0, str(exc)
+            else:
+                detail = f"HTTP {status}"
+            if 200 <= status < 300:
+                return
+            delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
+            log.warning(
+                "escalation webhook attempt %d failed (%s); retrying in %.1f s",
+                attempt,
+                detail,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        log.error("escalation of %s not delivered to the webhook: gave up", data["event"])
+
+
+def _post(url: str, body: bytes, timeout_s: float) -> int:
+    """One blocking JSON POST (run in a thread); the HTTP status."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
