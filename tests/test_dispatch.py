@@ -127,18 +127,14 @@ async def test_unacked_critical_event_is_redelivered_on_every_new_connection(
 async def test_pending_event_in_the_replay_range_is_sent_once(start_node: NodeFactory) -> None:
     async with start_node() as node:
         before = await publish(node, ["user:alice"], {"n": 0})
-        critical = await publish(
-            node, ["user:alice", "team:north"], {"n": 1}, priority="critical"
-        )
+        critical = await publish(node, ["user:alice", "team:north"], {"n": 1}, priority="critical")
         subs = {"user:alice": before["offsets"]["user:alice"], "team:north": None}
         async with phone(node, "alice", teams=("north",), subs=subs) as alice:
             (event,) = await alice.events(1)
             assert event["id"] == critical["id"]
             await pong_next(alice)
             # Live, to both of its channels: still written once on this connection.
-            again = await publish(
-                node, ["user:alice", "team:north"], {"n": 2}, priority="critical"
-            )
+            again = await publish(node, ["user:alice", "team:north"], {"n": 2}, priority="critical")
             (live,) = await alice.events(1)
             assert live["id"] == again["id"]
             await pong_next(alice)

@@ -1,0 +1,199 @@
+"""Black-box, several ``fieldpush serve`` processes on one real redis-server:
+acks and receipts across nodes, escalation exactly once when the publishing
+node was killed, presence expiry after SIGKILL, the per-user cap across nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from server.backend.redis_client import RedisClient
+from server.backend.redis_pubsub import RedisAddress
+from tests.support.cli import ServeProcess
+from tests.support.phones import Phone, connect_phone
+from tests.support.timing import scaled
+from tests.test_e2e_cluster import DISPATCHER, start_node, token
+
+pytestmark = pytest.mark.e2e
+
+FAST = {
+    "escalation_interval_s": "0.05",
+    "escalation_lease_s": "1",
+    "presence_ttl_s": "1",
+}
+
+
+async def publish_critical(
+    http: httpx.AsyncClient, node: ServeProcess, channels: list[str], **extra: Any
+) -> dict[str, Any]:
+    body = {"channels": channels, "kind": "work_order.urgent", "priority": "critical", "data": {}}
+    reply = await http.post(node.url + "/v1/publish", json={**body, **extra}, headers=DISPATCHER)
+    assert reply.status_code == 201, reply.text
+    result: dict[str, Any] = reply.json()
+    return result
+
+
+async def next_of_kind(device: Phone, kind: str) -> dict[str, Any]:
+    while True:
+        for event in await device.next_events(timeout=10):
+            if event["kind"] == kind:
+                return event
+
+
+async def until(check: Callable[[], Any], timeout: float = 10) -> Any:
+    """Poll ``check`` (a coroutine function) until it returns something truthy."""
+    async with asyncio.timeout(scaled(timeout)):
+        while not (result := await check()):
+            await asyncio.sleep(0.02)
+    return result
+
+
+async def test_ack_on_one_node_ends_pending_everywhere_and_receipts_follow(
+    redis_url: str,
+) -> None:
+    node_a, node_b = start_node(redis_url, "node-a"), start_node(redis_url, "node-b")
+    try:
+        async with (
+            httpx.AsyncClient(timeout=scaled(10)) as http,
+            connect_phone(
+                node_b.ws_url, token("disp", "dispatcher"), subs={"dispatch": None}
+            ) as console,
+        ):
+            async with connect_phone(node_a.ws_url, token("alice"), device="a-phone") as alice:
+                sent = await publish_critical(http, node_b, ["user:alice"])
+                (event,) = await alice.events(1)
+                assert event["id"] == sent["id"]
+            delivered = await next_of_kind(console, "receipt")
+            assert delivered["data"]["device"] == "a-phone"
+            # Not acked: the phone gets it again on the other node, and acks there.
+            async with connect_phone(node_b.ws_url, token("alice"), device="a-tablet") as again:
+                (event,) = await again.events(1)
+                assert event["id"] == sent["id"]
+                await again.send({"type": "ack", "ids": [sent["id"]]})
+                acked = await next_of_kind(console, "receipt")
+                assert acked["data"]["device"] == "a-tablet" and acked["data"]["acked_at"]
+            async with connect_phone(node_a.ws_url, token("alice")) as after:
+                pong = await after.request({"type": "ping", "id": 1})
+                assert pong["type"] == "pong"  # nothing pending any more
+            reply = await http.get(
+                f"{node_a.url}/v1/events/{sent['id']}/receipts", headers=DISPATCHER
+            )
+            (receipt,) = reply.json()["recipients"]
+            assert receipt["device"] == "a-tablet"
+            assert receipt["delivered_at"] == delivered["data"]["delivered_at"]
+            assert receipt["acked_at"] == acked["data"]["acked_at"]
+    finally:
+        assert node_a.stop() == 0, node_a.output
+        assert node_b.stop() == 0, node_b.output
+
+
+async def test_escalation_exactly_once_after_the_publishing_node_was_killed(
+    redis_url: str,
+) -> None:
+    publisher = start_node(redis_url, "node-p", **FAST)
+    survivors = [start_node(redis_url, f"node-{n}", **FAST) for n in "ab"]
+    try:
+        async with httpx.AsyncClient(timeout=scaled(10)) as http:
+            sent = await publish_critical(
+                http, publisher, ["user:bob", "user:carol"], ack_deadline_s=1.5
+            )
+            publisher.kill()  # SIGKILL: the node that accepted the publish is gone
+            async with connect_phone(survivors[0].ws_url, token("carol")) as carol:
+                (event,) = await carol.events(1)
+                await carol.send({"type": "ack", "ids": [event["id"]]})
+                await carol.request({"type": "ping", "id": 1})
+            async with connect_phone(
+                survivors[1].ws_url, token("disp", "dispatcher"), subs={"dispatch": None}
+            ) as console:
+                escalation = await next_of_kind(console, "escalation")
+            assert escalation["data"] == {
+                "event": sent["id"],
+                "kind": "work_order.urgent",
+                "users": ["bob"],
+            }
+
+            # Once the deadline is gone from Redis no node can claim the event again;
+            # a claim in flight could only end in a duplicate publish (same key).
+            redis = RedisClient(RedisAddress.from_url(redis_url), timeout_s=scaled(5))
+            try:
+                await until(lambda: _is_none(redis.execute(b"ZSCORE", b"fp:deadlines", sent["id"])))
+            finally:
+                await redis.close()
+            body = {"subs": {"dispatch": epoch_start(escalation["offset"])}}
+            reply = await http.post(survivors[0].url + "/v1/poll", json=body, headers=DISPATCHER)
+            found = [e for e in reply.json()["events"] if e["kind"] == "escalation"]
+            assert [e["data"]["event"] for e in found] == [sent["id"]]
+            metrics = [(await http.get(n.url + "/metrics")).text for n in survivors]
+            assert sum(escalations(text) for text in metrics) == 1
+    finally:
+        for node in survivors:
+            assert node.stop() == 0, node.output
+
+
+def epoch_start(offset: str) -> str:
+    return offset.split(":", maxsplit=1)[0] + ":0-0"
+
+
+def escalations(metrics_text: str) -> int:
+    for line in metrics_text.splitlines():
+        if line.startswith("fieldpush_escalations_total "):
+            return int(line.split()[1])
+    raise AssertionError("no fieldpush_escalations_total in /metrics")
+
+
+async def test_presence_of_a_killed_node_expires(redis_url: str) -> None:
+    doomed, watcher = start_node(redis_url, "node-a", **FAST), start_node(redis_url, "node-b")
+    try:
+        async with httpx.AsyncClient(timeout=scaled(10)) as http:
+
+            async def alice() -> dict[str, Any]:
+                reply = await http.get(watcher.url + "/v1/presence/users/alice", headers=DISPATCHER)
+                assert reply.status_code == 200, reply.text
+                body: dict[str, Any] = reply.json()
+                return body
+
+            async with connect_phone(doomed.ws_url, token("alice"), device="a1"):
+                online = await until(lambda: _if(alice(), lambda b: b["online"]))
+                assert [(d["device"], d["node"]) for d in online["devices"]] == [("a1", "node-a")]
+                doomed.kill()
+                # The entry stays until node-a's heartbeat key expires (presence_ttl_s = 1).
+                gone = await until(lambda: _if(alice(), lambda b: not b["online"]), timeout=5)
+                assert gone["devices"] == []
+    finally:
+        assert watcher.stop() == 0, watcher.output
+
+
+async def _is_none(reply: Any) -> bool:
+    return await reply is None
+
+
+async def _if(reply: Any, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    body: dict[str, Any] = await reply
+    return body if check(body) else None
+
+
+async def test_per_user_cap_closes_the_oldest_connection_on_another_node(
+    redis_url: str,
+) -> None:
+    cap = {"max_connections_per_user": "1"}
+    node_a, node_b = start_node(redis_url, "node-a", **cap), start_node(redis_url, "node-b", **cap)
+    try:
+        async with httpx.AsyncClient(timeout=scaled(10)) as http:
+
+            async def online() -> bool:
+                reply = await http.get(node_b.url + "/v1/presence/users/alice", headers=DISPATCHER)
+                return bool(reply.json()["online"])
+
+            async with connect_phone(node_a.ws_url, token("alice"), device="old") as old:
+                await until(online)
+                async with connect_phone(node_b.ws_url, token("alice"), device="new") as new:
+                    assert await old.closed_with() == 4029
+                    assert (await new.request({"type": "ping", "id": 1}))["type"] == "pong"
+    finally:
+        assert node_a.stop() == 0, node_a.output
+        assert node_b.stop() == 0, node_b.output
