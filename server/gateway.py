@@ -64,6 +64,11 @@ class Connection(asyncio.Protocol):
         self.node: Node = app_state["node"]
         self.server_state = server_state
         self.max_outbox_bytes = self.node.settings.max_outbox_bytes
+        self.max_outbox_messages = self.node.settings.max_outbox_messages
+        #: Frames written since the transport's buffer was last found empty.
+        self.unsent_frames = 0
+        #: Set while the transport's buffer is over its high-water mark.
+        self.paused: asyncio.Future[None] | None = None
         #: The websockets protocol, created in OPEN state once the handshake succeeded.
         self.ws: ServerProtocol | None = None
         self.transport: asyncio.Transport | None = None
@@ -119,11 +124,30 @@ class Connection(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        """The transport's buffer is over its high-water mark: the outbox check
-        in :meth:`write` decides when the phone is too slow."""
+        """The transport's buffer is over its high-water mark. Live events are
+        still written (the outbox bounds in :meth:`write` decide when the phone
+        is too slow); replays wait in :meth:`drained`."""
+        if self.paused is None:
+            self.paused = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
         """See :meth:`pause_writing`."""
+        paused, self.paused = self.paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    async def drained(self) -> None:
+        """Return once the transport's buffer is under its high-water mark (at
+        once when it is). A phone that reads nothing for ``heartbeat_s`` is
+        closed with 4008 (and this returns)."""
+        paused = self.paused
+        if paused is None or self.closing:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(paused), self.node.settings.heartbeat_s)
+        except TimeoutError:
+            log.info("connection %s: too slow, read nothing during a replay", self.peer)
+            self.close(CloseCode.TOO_SLOW, "too slow: events not read")
 
     # -------------------------------------------------------------- handshake
 
@@ -208,16 +232,23 @@ class Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """Write one or more complete frames. Closes with 4008 when the phone
-        has not read its data and the unsent bytes exceed ``max_outbox_bytes``."""
+        does not read its data: the unsent bytes exceed ``max_outbox_bytes``,
+        or more than ``max_outbox_messages`` writes found data still unsent."""
         transport = self.transport
         if transport is None or self.closing:
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self.max_outbox_bytes:
+        unsent = transport.get_write_buffer_size()
+        if not unsent:
+            self.unsent_frames = 0
+            return
+        self.unsent_frames += 1
+        if unsent > self.max_outbox_bytes or self.unsent_frames > self.max_outbox_messages:
             log.info(
-                "connection %s: too slow, %d bytes unsent",
+                "connection %s: too slow, %d bytes in %d frames unsent",
                 self.peer,
-                transport.get_write_buffer_size(),
+                unsent,
+                self.unsent_frames,
             )
             self.close(CloseCode.TOO_SLOW, "too slow: events not read")
 

@@ -64,8 +64,9 @@ log = logging.getLogger("fieldpush.session")
 
 #: Most messages a client may have waiting for the worker before it is closed (4029).
 MAX_INBOX = 256
-#: Most events in one replay frame.
+#: Most events, and about the most bytes, in one replay frame.
 REPLAY_FRAME_EVENTS = 100
+REPLAY_FRAME_BYTES = 64 * 1024
 
 
 class Subscription:
@@ -197,6 +198,8 @@ class Session:
             self.held_timer = asyncio.get_running_loop().call_later(delay, self._flush_held)
         else:
             self.held.append(event)
+            if len(self.held) > self.node.settings.max_held_events:
+                self._flush_held()
 
     def _release_held(self) -> None:
         """Move the held ``low`` events into the outbox (ahead of what follows)."""
@@ -207,7 +210,7 @@ class Session:
         self.outbox.extend(held)
 
     def _flush_held(self) -> None:
-        """The ``low`` interval passed: write the held events now."""
+        """The ``low`` interval passed (or too many are held): write them now."""
         self.held_timer = None
         self._release_held()
         if self.dirty != 2:
@@ -440,7 +443,7 @@ class Session:
         replays, before any live event)."""
         assert self.identity is not None
         pending = await self.node.backend.ledger.pending(self.identity.user)
-        self._write_events([e for e in pending if self.first_critical(e)])
+        await self._write_paced([e for e in pending if self.first_critical(e)])
 
     # ----------------------------------------------------------- subscriptions
 
@@ -471,14 +474,24 @@ class Session:
         subscription.last_seq = since.seq
         return history.top, True, history.events
 
-    def _write_events(self, events: list[Event]) -> None:
-        """Write events at once, in frames of at most ``REPLAY_FRAME_EVENTS``."""
-        for start in range(0, len(events), REPLAY_FRAME_EVENTS):
-            chunk = events[start : start + REPLAY_FRAME_EVENTS]
-            frame = (
-                chunk[0].frame(self.binary) if len(chunk) == 1 else events_frame(chunk, self.binary)
+    async def _write_paced(self, events: list[Event]) -> None:
+        """Write events in frames of at most ``REPLAY_FRAME_EVENTS`` events and
+        about ``REPLAY_FRAME_BYTES``, each once the phone has read enough of the
+        previous ones (:meth:`Connection.drained`): a long replay never trips
+        the outbox bound of a phone that reads."""
+        start, count = 0, len(events)
+        while start < count and not self.conn.closing:
+            end, size = start, 0
+            while end < count and end - start < REPLAY_FRAME_EVENTS and size < REPLAY_FRAME_BYTES:
+                size += len(events[end].body)
+                end += 1
+            await self.conn.drained()
+            chunk = events[start:end]
+            single = len(chunk) == 1
+            self.conn.write(
+                chunk[0].frame(self.binary) if single else events_frame(chunk, self.binary)
             )
-            self.conn.write(frame)
+            start = end
 
     async def _replay(self, subscription: Subscription, page: list[Event], top: Offset) -> None:
         """Write ``page`` and the rest of the history up to ``top``. The caller
@@ -488,7 +501,7 @@ class Session:
             last = page[-1]
             if any(event.priority == "critical" for event in page):
                 page = [e for e in page if e.priority != "critical" or self.first_critical(e)]
-            self._write_events(page)
+            await self._write_paced(page)
             self.node.metrics.replayed_events += len(page)
             subscription.last_seq = last.seq
             if last.seq >= top.seq:

@@ -99,6 +99,10 @@ class Settings:
     drain_deadline_s: float = 30.0
     max_frame_bytes: int = 65536
     max_outbox_bytes: int = 1_048_576
+    #: Frames written to a phone while earlier ones were still unsent, at most.
+    max_outbox_messages: int = 4096
+    #: ``low`` events a connection holds back at most; more are written at once.
+    max_held_events: int = 1000
     #: Channels one connection may be subscribed to (its own user channel included).
     max_subscriptions: int = 64
     #: Inbound messages per second per connection (token bucket) and the burst
@@ -180,6 +184,8 @@ class Settings:
             "hello_timeout_s",
             "max_frame_bytes",
             "max_outbox_bytes",
+            "max_outbox_messages",
+            "max_held_events",
             "max_subscriptions",
             "rate_limit_per_s",
             "rate_limit_burst",

@@ -235,7 +235,7 @@ async def test_receipts_of_unknown_or_non_critical_events_are_404(
 async def test_unacked_critical_event_is_escalated_once_to_dispatch(
     start_node: NodeFactory,
 ) -> None:
-    settings = {"escalation_interval_s": 0.05, "ack_deadlines_s": {"work_order.urgent": 0.6}}
+    settings = {"escalation_interval_s": 0.05, "ack_deadlines_s": {"work_order.urgent": 1.5}}
     async with (
         start_node(**settings) as node,
         phone(node, "disp", role="dispatcher", subs={"dispatch": None}) as console,
@@ -255,7 +255,7 @@ async def test_unacked_critical_event_is_escalated_once_to_dispatch(
             ["user:alice", "user:bob"],
             priority="critical",
             kind="work_order.urgent",
-            ack_deadline_s=1.0,
+            ack_deadline_s=2.0,
         )
         await alice.events(1)
         await alice.send({"type": "ack", "ids": [missed["id"]]})
@@ -356,14 +356,16 @@ async def wait_for_user(
 
 
 async def test_connection_cap_per_user_closes_the_oldest(start_node: NodeFactory) -> None:
-    async with start_node(max_connections_per_user=2) as node:
-        async with phone(node, "alice", device="d1") as oldest:
-            async with phone(node, "alice", device="d2") as second:
-                await wait_for_user(node, "alice", lambda b: len(b["devices"]) == 2)
-                async with phone(node, "alice", device="d3") as newest:
-                    assert await oldest.closed_with() == 4029
-                    await pong_next(second)
-                    await pong_next(newest)
+    async with (
+        start_node(max_connections_per_user=2) as node,
+        phone(node, "alice", device="d1") as oldest,
+        phone(node, "alice", device="d2") as second,
+    ):
+        await wait_for_user(node, "alice", lambda b: len(b["devices"]) == 2)
+        async with phone(node, "alice", device="d3") as newest:
+            assert await oldest.closed_with() == 4029
+            await pong_next(second)
+            await pong_next(newest)
 
 
 async def test_connection_cap_per_user_refuses_the_newest(start_node: NodeFactory) -> None:
