@@ -27,7 +27,7 @@ from bench.servers import Redis, Server, server_command
 SERVER_CORE = 0
 LOAD_CORE = 1
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("idle", "steady", "burst", "stalled")
+SCENARIOS = ("idle", "steady", "burst", "stalled", "dispatch")
 KINDS = ("baseline", "fieldpush")
 
 
@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.05,
         help="share of phones that never read in the stalled scenario (0.05)",
+    )
+    add(
+        "--critical-fraction",
+        type=float,
+        default=0.01,
+        help="share of critical (acked) events in the dispatch scenario (0.01)",
     )
     add(
         "--loop",
@@ -136,10 +142,17 @@ def measure(
         return run(  # type: ignore[no-any-return]
             scenarios.burst(target, phones, count=args.burst, dispatchers=args.dispatchers)
         )
-    stalled_every = round(1 / args.stalled_fraction) if scenario == "stalled" else 0
+    stalled = scenario in ("stalled", "dispatch")
+    stalled_every = round(1 / args.stalled_fraction) if stalled else 0
+    critical_every = round(1 / args.critical_fraction) if scenario == "dispatch" else 0
     return run(  # type: ignore[no-any-return]
         scenarios.steady(
-            target, phones, rate=args.rate, duration_s=args.duration, stalled_every=stalled_every
+            target,
+            phones,
+            rate=args.rate,
+            duration_s=args.duration,
+            stalled_every=stalled_every,
+            critical_every=critical_every,
         )
     )
 
@@ -241,6 +254,8 @@ def title(scenario: str, args: argparse.Namespace) -> str:
         "steady": f"steady: {phones}, {args.rate:g} publishes/s for {args.duration:g} s",
         "burst": f"burst: {phones}, {args.burst} publishes over {args.dispatchers} connections",
         "stalled": f"stalled: steady with {args.stalled_fraction:.0%} of the phones never reading",
+        "dispatch": f"dispatch: stalled, and {args.critical_fraction:.0%} of the events critical "
+        "with acks (the baseline forwards them all alike)",
     }[scenario] + runs
 
 

@@ -29,7 +29,7 @@ def payload_data() -> dict[str, object]:
 class Publisher(Protocol):
     """One dispatcher connection; ``publish`` returns once the server acknowledged."""
 
-    async def publish(self, channel: str) -> None: ...
+    async def publish(self, channel: str, priority: str = "normal") -> None: ...
 
     async def close(self) -> None: ...
 
@@ -52,9 +52,9 @@ class HttpPublisher:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer, token)
 
-    async def publish(self, channel: str) -> None:
+    async def publish(self, channel: str, priority: str = "normal") -> None:
         body = json.dumps(
-            {"channels": [channel], "kind": "bench", "priority": "normal", "data": payload_data()},
+            {"channels": [channel], "kind": "bench", "priority": priority, "data": payload_data()},
             separators=COMPACT,
         ).encode()
         self.writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -112,7 +112,8 @@ class RedisPublisher:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
-    async def publish(self, channel: str) -> None:
+    async def publish(self, channel: str, priority: str = "normal") -> None:
+        """The baseline has no priorities: every event is forwarded alike."""
         seq = self.sequences[channel] = self.sequences.get(channel, 0) + 1
         name = channel.encode()
         self.writer.write(resp_command(b"PUBLISH", name, event_frame(channel, seq)))

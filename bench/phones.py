@@ -9,7 +9,8 @@ dispatcher's send stamp (``data.t``, ``time.time_ns()``) and its arrival.
 
 A single ``event`` frame's stamp is read with ``bytes.find`` (about 0.8 µs
 against 5.4 µs for ``json.loads`` of a 412-byte frame); ``events`` frames and
-anything unexpected go through ``json.loads``.
+anything unexpected go through ``json.loads``. Critical events are acked at
+once (``ack`` with their id), as the SDK does after the application's handler.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SUBPROTOCOL = "fieldpush.v1.json"
 EVENT_PREFIX = b'{"type":"event",'
 WELCOME_PREFIX = b'{"type":"welcome"'
 STAMP = b'"t":'
+CRITICAL = b'"priority":"critical"'
 
 
 def masked_frame(opcode: int, payload: bytes) -> bytes:
@@ -84,6 +86,7 @@ class Phone(asyncio.Protocol):
         self.last_ns = 0
         self.close_code: int | None = None
         self.lost = False
+        self.acks = 0
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -153,6 +156,12 @@ class Phone(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def ack(self, events: list[dict[str, Any]]) -> None:
+        """Acknowledge critical events at once, as the SDK does after its handler."""
+        if events:
+            self.acks += len(events)
+            self.send({"type": "ack", "ids": [event["id"] for event in events]})
+
     def _frame(self, first: int, payload: bytes) -> None:
         opcode, final = first & 0x0F, first & 0x80
         if opcode == OP_PING:
@@ -175,6 +184,8 @@ class Phone(asyncio.Protocol):
         now = time.time_ns()
         if payload.startswith(EVENT_PREFIX):
             stamp = read_stamp(payload)
+            if CRITICAL in payload:
+                self.ack([json.loads(payload)])
             if stamp is not None:
                 self.events += 1
                 self.event_frames += 1
@@ -196,6 +207,7 @@ class Phone(asyncio.Protocol):
             items = message["events"]
         else:
             return  # pong, error, goaway: not counted
+        self.ack([item for item in items if item["priority"] == "critical"])
         self.events += len(items)
         self.event_frames += 1
         self.event_bytes += len(payload)

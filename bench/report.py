@@ -81,6 +81,22 @@ FIGURES: dict[str, list[Figure]] = {
     # Figures of the phones that read; the stalled ones may be closed (4008).
     "stalled": [f if f.key == "lost" else Figure(f.key) for f in STEADY]
     + [Figure("phones_closed")],
+    # Issue 3: 5 % stalled phones, 1 % critical events acked, against the raw baseline.
+    "dispatch": [
+        Figure(f.key, ratio_at_least=0.85)
+        if f.key == "deliveries_per_cpu_s"
+        else f
+        if f.key == "lost"
+        else Figure(f.key)
+        for f in STEADY
+    ]
+    + [
+        Figure("phones_closed"),
+        Figure("acks_sent"),
+        Figure("acks_recorded"),
+        Figure("ack_rtt_p50_ms"),
+        Figure("ack_rtt_p99_ms", value_at_most=10, unit=" ms"),
+    ],
     "burst": [
         Figure("published"),
         Figure("expected"),

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from bench.dispatch import Publisher
 from bench.phones import Phone, close_phones, connect_phones
 from bench.procstat import cpu_seconds, rss_kib, steal_seconds
+from bench.scrape import histogram, metrics_text, quantile_upper_bound
 
 PublisherFactory = Callable[[], Awaitable[Publisher]]
 
@@ -157,11 +158,19 @@ def _audience(phones: list[Phone], channels: list[str]) -> dict[str, int]:
 
 
 async def steady(
-    target: Target, phones_spec: Phones, *, rate: float, duration_s: float, stalled_every: int = 0
+    target: Target,
+    phones_spec: Phones,
+    *,
+    rate: float,
+    duration_s: float,
+    stalled_every: int = 0,
+    critical_every: int = 0,
 ) -> dict[str, Any]:
     """Publish ``rate`` events per second round-robin over the channels for
     ``duration_s``, one at a time; each reaches every phone of its channel. With
-    ``stalled_every`` n, every n-th phone never reads: figures are of the others."""
+    ``stalled_every`` n, every n-th phone never reads: figures are of the others.
+    With ``critical_every`` n, every n-th publish is ``critical`` (phones ack
+    those), and fieldpush's ack round trip is read from its ``/metrics``."""
     latencies: list[int] = []
     phones, _ = await connect_phones(
         target.host, target.port, phones_spec.tokens, phones_spec.channels, latencies,
@@ -181,17 +190,20 @@ async def steady(
             if pause > 0:
                 await asyncio.sleep(pause)
             channel = channels[sent % len(channels)]
-            await publisher.publish(channel)
+            critical = critical_every and sent % critical_every == critical_every - 1
+            await publisher.publish(channel, "critical" if critical else "normal")
             sent += 1
             expected += audience[channel]
         publish_s = time.perf_counter() - started
         await _settle(phones, expected, timeout_s=10)
         cpu = window.close()
         await publisher.close()
+        acks = await _ack_figures(target, phones) if critical_every else {}
     finally:
         close_phones(phones)
     summary = delivery_summary(phones, expected)
     return {
+        **acks,
         "published": sent,
         "publish_rate": sent / publish_s,
         **summary,
@@ -200,6 +212,29 @@ async def steady(
         else float("nan"),
         **latency_summary(latencies),
         **cpu,
+    }
+
+
+async def _ack_figures(target: Target, phones: list[Phone]) -> dict[str, Any]:
+    """Acks the phones sent and, for fieldpush, the p99 of its ack round trip
+    (event written until the ack was recorded; the upper bound of its bucket)."""
+    acks_sent = sum(p.acks for p in phones)
+    if target.name != "fieldpush":
+        nan = float("nan")
+        return {
+            "acks_sent": acks_sent,
+            "acks_recorded": 0,
+            "ack_rtt_p50_ms": nan,
+            "ack_rtt_p99_ms": nan,
+        }
+    await asyncio.sleep(0.5)  # the last acks are recorded
+    text = await metrics_text(target.host, target.port)
+    buckets = histogram(text, "fieldpush_ack_roundtrip_seconds")
+    return {
+        "acks_sent": acks_sent,
+        "acks_recorded": buckets[-1][1] if buckets else 0,
+        "ack_rtt_p50_ms": quantile_upper_bound(buckets, 0.50) * 1000,
+        "ack_rtt_p99_ms": quantile_upper_bound(buckets, 0.99) * 1000,
     }
 
 

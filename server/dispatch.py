@@ -5,13 +5,14 @@ stores, with the event, who must ack it and its deadline: see
 :class:`~server.backend.base.Ledger`); this module feeds the ledger and acts
 on it:
 
-- **Deliveries** of tracked events to sockets are recorded in batches, once
-  per event-loop iteration, so a fan-out of one critical event costs one
-  backend call per node, not one per phone.
-- **Acks** are recorded at once; the ack round trip (event written until the
+- **Deliveries** of tracked events to sockets and **acks** are recorded in
+  batches, once per event-loop iteration: a fan-out of one critical event,
+  and the acks that come back together, cost one backend call per node, not
+  one per phone. The ack round trip (event queued for the socket until the
   ack is recorded) is measured per node.
-- **Receipts**: each recipient's first delivery and first ack are published
-  to the ``dispatch`` channel as a ``receipt`` event (priority ``high``).
+- **Receipts**: the same backend call publishes each recipient's first
+  delivery and first ack to the ``dispatch`` channel as a ``receipt`` event
+  (priority ``high``), atomically with recording it.
 - **Escalation**: every node looks for due deadlines every
   ``escalation_interval_s`` and claims them for a lease (atomic in the
   backend). The ``escalation`` event is published with the idempotency key
@@ -33,8 +34,8 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from server.backend.base import Due, Idempotency, PublishRequest, ReceiptChange
-from server.errors import BackendUnavailable, FieldpushError
+from server.backend.base import Due, Idempotency, PublishRequest, ReceiptStep
+from server.errors import BackendUnavailable
 from server.events import encode_body
 
 if TYPE_CHECKING:
@@ -61,7 +62,9 @@ class Dispatch:
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        self._deliveries: list[tuple[str, str, str, int]] = []
+        self._new_id = node.new_event_id
+        self._steps: list[ReceiptStep] = []
+        self._waiting: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._escalator: asyncio.Task[None] | None = None
@@ -82,56 +85,60 @@ class Dispatch:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ------------------------------------------------------------- deliveries
+    # ------------------------------------------------- deliveries and acks
 
     def delivered(self, event_id: str, user: str, device: str) -> None:
         """A tracked event was written to a device of ``user`` (or returned by a poll)."""
-        self._deliveries.append((event_id, user, device, _now_ms()))
         self._written.setdefault((user, event_id), time.monotonic())
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._add(ReceiptStep("delivered", event_id, user, device, _now_ms(), self._new_id()))
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        batch, self._deliveries = self._deliveries, []
-        self._spawn(self._record_deliveries(batch))
-
-    async def _record_deliveries(self, batch: list[tuple[str, str, str, int]]) -> None:
-        try:
-            changes = await self._node.backend.ledger.delivered(batch)
-        except BackendUnavailable as exc:
-            log.warning("%d delivery receipt(s) not recorded: %s", len(batch), exc)
-            return
-        await self._announce(changes)
-
-    # ------------------------------------------------------------------- acks
-
-    async def acked(self, user: str, device: str, ids: list[str]) -> None:
-        """Record an ack; raises ``BackendUnavailable``."""
-        changes = await self._node.backend.ledger.acked(user, device, ids, _now_ms())
-        now = time.monotonic()
+    def acked(self, user: str, device: str, ids: list[str]) -> asyncio.Future[None]:
+        """Record an ack of ``ids`` by ``user``'s ``device``. The future is done
+        once it is recorded, or fails with ``BackendUnavailable``."""
+        now = _now_ms()
         for event_id in ids:
-            written = self._written.pop((user, event_id), None)
-            if written is not None:
-                self._node.metrics.ack_roundtrip.observe(now - written)
-        await self._announce(changes)
+            self._add(ReceiptStep("acked", event_id, user, device, now, self._new_id()))
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        return future
 
     def forget(self, user: str, event_ids: list[str]) -> None:
         """Stop timing the ack of events written to a session that closed unacked."""
         for event_id in event_ids:
             self._written.pop((user, event_id), None)
 
-    # --------------------------------------------------------------- receipts
+    def _add(self, step: ReceiptStep) -> None:
+        self._steps.append(step)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _announce(self, changes: list[ReceiptChange]) -> None:
-        """Publish each receipt change to the ``dispatch`` channel."""
-        for change in changes:
-            data = {"event": change.event, "kind": change.kind, **change.receipt.as_dict()}
-            try:
-                await self._publish("receipt", data)
-            except FieldpushError as exc:
-                log.warning("receipt of %s not announced: %s", change.event, exc)
+    def _flush(self) -> None:
+        """Record the steps of this event-loop iteration in one backend call."""
+        self._flush_scheduled = False
+        steps, self._steps = self._steps, []
+        waiting, self._waiting = self._waiting, []
+        self._spawn(self._record(steps, waiting))
+
+    async def _record(self, steps: list[ReceiptStep], waiting: list[asyncio.Future[None]]) -> None:
+        try:
+            await self._node.backend.ledger.record(steps)
+        except BackendUnavailable as exc:
+            log.warning("%d receipt step(s) not recorded: %s", len(steps), exc)
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(BackendUnavailable(str(exc)))
+            return
+        now = time.monotonic()
+        histogram = self._node.metrics.ack_roundtrip
+        for step in steps:
+            if step.step == "acked":
+                written = self._written.pop((step.user, step.event), None)
+                if written is not None:
+                    histogram.observe(now - written)
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     async def _publish(
         self, kind: str, data: dict[str, Any], idempotency: Idempotency | None = None

@@ -36,16 +36,25 @@ log = logging.getLogger("fieldpush.node")
 class Flusher:
     """Writes the sessions' pending events in batches.
 
-    A session registers when its outbox goes from empty to non-empty: as
-    *urgent* (a ``critical`` or ``high`` event, or no coalescing window) it is
-    flushed at the end of this event-loop iteration, so events that arrive
-    together (one Redis read) still share a frame; otherwise (``normal``) at
-    the end of the node's current coalescing window, which one timer serves
-    for every session. An urgent event for a session that waits for the
-    window takes its waiting events along at once.
+    A session registers when its outbox goes from empty to non-empty: with
+    :meth:`add` it is flushed at the end of this event-loop iteration, so
+    events that arrive together (one Redis read) still share a frame; with
+    :meth:`add_later` at the end of the node's current coalescing window, which
+    one timer serves for every session. Sessions use the window for ``normal``
+    events that follow a write to them within ``window_s`` (:meth:`coalesces`):
+    a burst shares frames, a lone event goes at once. An urgent event for a
+    session that waits for the window takes its waiting events along at once.
     """
 
-    __slots__ = ("_later", "_later_handle", "_metrics", "_now", "_now_scheduled", "window_s")
+    __slots__ = (
+        "_later",
+        "_later_handle",
+        "_loop_time",
+        "_metrics",
+        "_now",
+        "_now_scheduled",
+        "window_s",
+    )
 
     def __init__(self, metrics: Metrics, window_s: float) -> None:
         self._now: list[Session] = []
@@ -54,6 +63,12 @@ class Flusher:
         self._later_handle: asyncio.TimerHandle | None = None
         self._metrics = metrics
         self.window_s = window_s
+        self._loop_time = time.monotonic
+
+    def coalesces(self, flushed_at: float) -> bool:
+        """Whether a ``normal`` event for a session last written at ``flushed_at``
+        waits for the window (it had a write less than ``window_s`` ago)."""
+        return self._loop_time() - flushed_at < self.window_s
 
     def add(self, session: Session) -> None:
         """Flush ``session`` at the end of this event-loop iteration."""
@@ -82,9 +97,11 @@ class Flusher:
 
     def _flush(self, dirty: list[Session]) -> None:
         events = frames = 0
+        now = self._loop_time()
         for session in dirty:
             count = session.flush()
             if count:
+                session.flushed_at = now
                 events += count
                 frames += 1
         metrics = self._metrics

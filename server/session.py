@@ -15,8 +15,10 @@ Delivery guarantees (per connection)
 
 Priorities (PROTOCOL.md "Priorities")
     ``critical`` and ``high`` events are written at the end of the current
-    event-loop iteration; ``normal`` ones at the end of the node's coalescing
-    window (``coalesce_ms``), or earlier with an urgent one; ``low`` ones are
+    event-loop iteration; ``normal`` ones too, unless this phone got a write
+    less than ``coalesce_ms`` ago: then at the end of the node's coalescing
+    window (or earlier, with an urgent one), so that a burst to one phone
+    shares frames while a lone event is not delayed; ``low`` ones are
     held until the next non-low event (and go just ahead of it) or until the
     ``low`` poll interval passed. ``critical`` events are written at most once
     per connection, whether they come from a replay, the pending list or the
@@ -109,6 +111,7 @@ class Session:
         "critical_sent",
         "device",
         "dirty",
+        "flushed_at",
         "held",
         "held_timer",
         "id",
@@ -136,6 +139,8 @@ class Session:
         self.outbox: list[Event] = []
         #: 0: nothing to write; 1: waits for the coalescing window; 2: urgent.
         self.dirty = 0
+        #: The flusher's clock when this session's events were last written.
+        self.flushed_at = 0.0
         #: ``low`` events held back, and the timer that releases them.
         self.held: list[Event] | None = None
         self.held_timer: asyncio.TimerHandle | None = None
@@ -158,13 +163,7 @@ class Session:
         if priority == "normal" and self.held is None:  # the common case, first
             self.outbox.append(event)
             if not self.dirty:
-                flusher = self.node.flusher
-                if flusher.window_s:
-                    self.dirty = 1
-                    flusher.add_later(self)
-                else:
-                    self.dirty = 2
-                    flusher.add(self)
+                self._schedule(self.node.flusher.coalesces(self.flushed_at))
             return
         if priority == "low":
             self._hold(event)
@@ -174,12 +173,21 @@ class Session:
         if self.held is not None:
             self._release_held()
         self.outbox.append(event)
-        if self.dirty != 2 and (priority != "normal" or not self.node.flusher.window_s):
-            self.dirty = 2
-            self.node.flusher.add(self)
+        if priority != "normal":
+            if self.dirty != 2:
+                self._schedule(coalesce=False)
         elif not self.dirty:
+            self._schedule(self.node.flusher.coalesces(self.flushed_at))
+
+    def _schedule(self, coalesce: bool) -> None:
+        """Have the flusher write the outbox: at the end of the coalescing window,
+        or (not ``coalesce``) at the end of this event-loop iteration."""
+        if coalesce:
             self.dirty = 1
             self.node.flusher.add_later(self)
+        else:
+            self.dirty = 2
+            self.node.flusher.add(self)
 
     def first_critical(self, event: Event) -> bool:
         """Whether a critical event is new on this connection; records its delivery."""
@@ -214,8 +222,7 @@ class Session:
         self.held_timer = None
         self._release_held()
         if self.dirty != 2:
-            self.dirty = 2
-            self.node.flusher.add(self)
+            self._schedule(coalesce=False)
 
     def flush(self) -> int:
         """Write the pending events; return how many. Called by the node's flusher.

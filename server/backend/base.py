@@ -41,6 +41,7 @@ __all__ = [
     "PublishResult",
     "Receipt",
     "ReceiptChange",
+    "ReceiptStep",
     "Receipts",
     "Tracking",
 ]
@@ -118,6 +119,19 @@ class Receipt:
             "delivered_at": self.delivered_at,
             "acked_at": self.acked_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptStep:
+    """A tracked event was ``delivered`` to, or ``acked`` by, a device of a user
+    at ``ms``; ``receipt_id`` is the id of the receipt event, if it is a change."""
+
+    step: str  # "delivered" or "acked"
+    event: str
+    user: str
+    device: str
+    ms: int
+    receipt_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,14 +248,12 @@ class Ledger(Protocol):
     async def note_audience(self, pairs: list[tuple[str, str]]) -> None:
         """Record ``(channel, user)``: that user is a recipient of that channel."""
 
-    async def delivered(self, deliveries: list[tuple[str, str, str, int]]) -> list[ReceiptChange]:
-        """Record ``(event id, user, device, ms)`` deliveries of tracked events
-        (others are ignored). Returns the changes: a user's first delivery."""
-
-    async def acked(self, user: str, device: str, ids: list[str], ms: int) -> list[ReceiptChange]:
-        """Record an ack of ``ids`` by a device of ``user``: the events stop being
-        pending for that user. Idempotent; ids of untracked events are ignored.
-        Returns the changes: a user's first ack."""
+    async def record(self, steps: list[ReceiptStep]) -> list[ReceiptChange]:
+        """Record deliveries and acks of tracked events (steps of other events are
+        ignored), in one atomic step. An ack ends the event's pending state for
+        that user. Each user's first delivery and first ack of an event is a
+        change: it is published to the ``dispatch`` channel as a ``receipt``
+        event (id: the step's ``receipt_id``) and returned. Idempotent."""
 
     async def pending(self, user: str) -> list[Event]:
         """The tracked events ``user`` has not acked, oldest first, each as it was

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from server.backend.base import EventSink, History, PublishRequest, PublishResult
 from server.backend.memory_ledger import MemoryLedger, MemoryPresence
 from server.errors import IdempotencyConflict
-from server.events import Event
+from server.events import Event, encode_body
 from server.offsets import Offset, can_recover, new_epoch
 
 __all__ = ["MemoryBackend"]
@@ -58,7 +58,7 @@ class MemoryBackend:
         self._channels: dict[str, _Channel] = {}
         self._idempotency: dict[tuple[str, str], tuple[int, str, PublishResult]] = {}
         self._sink: EventSink | None = None
-        self.ledger = MemoryLedger(ttl_ms=int(receipts_ttl_s * 1000))
+        self.ledger = MemoryLedger(ttl_ms=int(receipts_ttl_s * 1000), announce=self._announce)
         self.presence = MemoryPresence()
 
     async def start(
@@ -81,6 +81,15 @@ class MemoryBackend:
         return channel
 
     async def publish(self, request: PublishRequest) -> PublishResult:
+        return self._publish(request)
+
+    def _announce(self, receipt_id: str, data: dict[str, object]) -> None:
+        """Publish a ``receipt`` event to ``dispatch`` (for the ledger)."""
+        body = encode_body(receipt_id, "receipt", "high", data)
+        self._publish(PublishRequest(("dispatch",), receipt_id, "high", body))
+
+    def _publish(self, request: PublishRequest) -> PublishResult:
+        """Store and announce; synchronous, hence atomic under the event loop."""
         now_ms = _now_ms()
         key = None
         if request.idempotency is not None:

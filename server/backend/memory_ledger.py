@@ -11,7 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.backend.base import Due, PresenceEntry, Receipt, ReceiptChange, Receipts, Tracking
+from server.backend.base import (
+    Due,
+    PresenceEntry,
+    Receipt,
+    ReceiptChange,
+    Receipts,
+    ReceiptStep,
+    Tracking,
+)
 from server.events import Event
 
 __all__ = ["MemoryLedger", "MemoryPresence"]
@@ -50,8 +58,10 @@ class _Tracked:
 class MemoryLedger:
     """:class:`~server.backend.base.Ledger` in memory."""
 
-    def __init__(self, *, ttl_ms: int) -> None:
+    def __init__(self, *, ttl_ms: int, announce: Callable[[str, dict[str, object]], None]) -> None:
+        """``announce(receipt id, data)`` publishes a ``receipt`` event to ``dispatch``."""
         self._ttl_ms = ttl_ms
+        self._announce = announce
         self._tracked: dict[str, _Tracked] = {}  # in publish order
         self._audience: dict[str, set[str]] = {}
         self._pending: dict[str, dict[str, None]] = {}  # user -> event ids, ordered
@@ -94,23 +104,27 @@ class MemoryLedger:
             self._add_recipient(event_id, tracked, user, next(iter(tracked.events)))
         return tracked, tracked.recipients[user]
 
-    async def delivered(self, deliveries: list[tuple[str, str, str, int]]) -> list[ReceiptChange]:
+    async def record(self, steps: list[ReceiptStep]) -> list[ReceiptChange]:
         changes = []
-        for event_id, user, device, ms in deliveries:
-            found = self._recipient(event_id, user)
-            if found is not None and found[1].delivered is None:
-                found[1].delivered = (ms, device)
-                changes.append(ReceiptChange(event_id, found[0].kind, found[1].receipt(user)))
-        return changes
-
-    async def acked(self, user: str, device: str, ids: list[str], ms: int) -> list[ReceiptChange]:
-        changes = []
-        for event_id in ids:
-            found = self._recipient(event_id, user)
-            if found is not None and found[1].acked is None:
-                found[1].acked = (ms, device)
-                self._pending.get(user, {}).pop(event_id, None)
-                changes.append(ReceiptChange(event_id, found[0].kind, found[1].receipt(user)))
+        for step in steps:
+            found = self._recipient(step.event, step.user)
+            if found is None:
+                continue
+            tracked, recipient = found
+            mark = (step.ms, step.device)
+            if step.step == "acked" and recipient.acked is None:
+                recipient.acked = mark
+                self._pending.get(step.user, {}).pop(step.event, None)
+            elif step.step == "delivered" and recipient.delivered is None:
+                recipient.delivered = mark
+            else:
+                continue
+            change = ReceiptChange(step.event, tracked.kind, recipient.receipt(step.user))
+            self._announce(
+                step.receipt_id,
+                {"event": step.event, "kind": tracked.kind, **change.receipt.as_dict()},
+            )
+            changes.append(change)
         return changes
 
     async def pending(self, user: str) -> list[Event]:

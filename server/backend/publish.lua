@@ -1,5 +1,5 @@
 -- Append one event to the history of every channel of a publish, then announce
--- it on each channel's pub/sub doorbell. Atomic: Redis runs the script alone.
+-- it on each channel's pub/sub doorbell (append.lua). Atomic: Redis runs the script alone.
 --
 -- KEYS[1]            idempotency key (a placeholder, never touched, when ARGV[1] == '0')
 -- KEYS[2i], [2i+1]   meta hash and stream of channel i
@@ -43,35 +43,15 @@ if ARGV[1] == '1' then
   end
 end
 
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local horizon = math.max(0, now - tonumber(ARGV[8]))
+local now = now_ms()
+local history = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])}
 local offsets = {}
 
 for i = 1, (#KEYS - 1) / 2 do
-  local meta, stream = KEYS[2 * i], KEYS[2 * i + 1]
   local arg = 14 + 3 * (i - 1)
-  local state = redis.call('HMGET', meta, 'e', 's', 't')
-  local epoch, seq, ms = state[1], tonumber(state[2] or '0'), tonumber(state[3] or '0')
-  if not epoch then
-    -- A new history: nothing older may survive under this name.
-    epoch = ARGV[arg]
-    redis.call('DEL', stream)
-  end
-  -- The entry id <ms>-<seq> is strictly greater than the last one (ms never
-  -- goes back, seq grows by one), so XADD cannot refuse it.
-  if now > ms then ms = now end
-  seq = seq + 1
-  local id = string.format('%d-%d', ms, seq)
-  redis.call('XADD', stream, 'MAXLEN', ARGV[7], id, 'p', ARGV[5], 'b', ARGV[6])
-  redis.call('XTRIM', stream, 'MINID', string.format('%d', horizon))
-  redis.call('PEXPIRE', stream, ARGV[8])
-  redis.call('HSET', meta, 'e', epoch, 's', string.format('%d', seq), 't', string.format('%d', ms))
-  redis.call('PEXPIRE', meta, ARGV[9])
-  redis.call('PUBLISH', ARGV[arg + 1],
-    string.format('%d %d %s %s ', seq, ms, epoch, ARGV[5]) .. ARGV[6])
   offsets[#offsets + 1] = ARGV[arg + 2]
-  offsets[#offsets + 1] = epoch .. ':' .. id
+  offsets[#offsets + 1] = append(KEYS[2 * i], KEYS[2 * i + 1], ARGV[arg + 1], ARGV[arg],
+    ARGV[5], ARGV[6], now, history)
 end
 
 if ARGV[10] ~= '' then

@@ -1,18 +1,31 @@
--- Record deliveries ('d') or acks ('a') of tracked events, each a user's first at most.
+-- Record deliveries and acks of tracked events, and announce each user's first
+-- delivery and first ack as a `receipt` event on the `dispatch` channel, in one
+-- atomic step (append.lua is prepended).
 --
--- ARGV[1]  key prefix
--- ARGV[2]  'd' or 'a'
--- ARGV[3 + 4(i-1) ..]  per record: event id, user, device, ms
+-- ARGV[1]      key prefix
+-- ARGV[2..4]   history of dispatch: max events, max age (ms), meta TTL (ms)
+-- ARGV[5..8]   dispatch: meta key, stream key, pub/sub name, candidate epoch
+-- ARGV[9 + 6(i-1) ..]  per record: 'd' (delivered) or 'a' (acked), event id,
+--              user, device, ms, id for the receipt event
 --
 -- A user who is not yet a recipient (joined the audience after the publish)
 -- becomes one. An ack ends the event's pending state for that user.
 -- Returns one {event id, kind, user, delivered, acked} per change, where
 -- delivered and acked are '<ms> <device>' or ''.
 
-local prefix, step = ARGV[1], ARGV[2]
+local prefix = ARGV[1]
+local history = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
+local now = now_ms()
 local out = {}
-for i = 3, #ARGV, 4 do
-  local event_id, user, device, ms = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+
+local function step_of(raw)
+  if not raw then return nil, nil end
+  local space = string.find(raw, ' ', 1, true)
+  return tonumber(string.sub(raw, 1, space - 1)), string.sub(raw, space + 1)
+end
+
+for i = 9, #ARGV, 6 do
+  local step, event_id, user, device, ms = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local record = prefix .. ':crit:' .. event_id
   local found = redis.call('HMGET', record, 'k', 't')
   local kind = found[1]
@@ -27,6 +40,19 @@ for i = 3, #ARGV, 4 do
         redis.call('ZREM', pending, event_id)
       end
       local state = redis.call('HMGET', record, 'd:' .. user, 'a:' .. user)
+      local delivered_at, delivered_by = step_of(state[1])
+      local acked_at, acked_by = step_of(state[2])
+      local receipt_id = ARGV[i + 5]
+      local body = cjson.encode({
+        id = receipt_id, kind = 'receipt', priority = 'high',
+        data = {
+          event = event_id, kind = kind, user = user,
+          device = acked_by or delivered_by or cjson.null,
+          delivered_at = delivered_at or cjson.null,
+          acked_at = acked_at or cjson.null,
+        },
+      })
+      append(ARGV[5], ARGV[6], ARGV[7], ARGV[8], 'high', body, now, history)
       out[#out + 1] = {event_id, kind, user, state[1] or '', state[2] or ''}
     end
   end

@@ -77,9 +77,14 @@ class RedisBackend:
         self._client = RedisClient(self._address, timeout_s=timeout_s)
         self._pubsub: PubSub | None = None
         self._receipts_ttl_ms = int(receipts_ttl_s * 1000)
-        self._publish = script("publish.lua")
+        self._publish = script("publish.lua", "append.lua")
         self._read = script("read.lua")
-        self.ledger = RedisLedger(self._client, prefix)
+        self.ledger = RedisLedger(
+            self._client,
+            prefix,
+            dispatch=(*self._keys("dispatch"), self._pubsub_name("dispatch")),
+            history=(self._max_events, self._max_age_ms, self._meta_ttl_ms),
+        )
         self.presence = RedisPresence(self._client, prefix)
         self._control: bytes | None = None
         self._on_kick: Callable[[str], None] | None = None

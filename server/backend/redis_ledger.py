@@ -35,10 +35,17 @@ import json
 from importlib.resources import files
 from typing import Any
 
-from server.backend.base import Due, PresenceEntry, Receipt, ReceiptChange, Receipts
+from server.backend.base import (
+    Due,
+    PresenceEntry,
+    Receipt,
+    ReceiptChange,
+    Receipts,
+    ReceiptStep,
+)
 from server.backend.redis_client import RedisClient, Script
 from server.events import Event
-from server.offsets import Offset
+from server.offsets import Offset, new_epoch
 
 __all__ = ["RedisLedger", "RedisPresence", "script"]
 
@@ -46,9 +53,11 @@ __all__ = ["RedisLedger", "RedisPresence", "script"]
 LAST_SEEN_TTL_MS = 30 * 86400 * 1000
 
 
-def script(name: str) -> Script:
-    """A Lua script shipped in this package."""
-    return Script(files("server.backend").joinpath(name).read_text())
+def script(name: str, *preludes: str) -> Script:
+    """A Lua script shipped in this package, after the ``preludes`` (shared
+    functions, e.g. ``append.lua``)."""
+    folder = files("server.backend")
+    return Script("\n".join(folder.joinpath(part).read_text() for part in (*preludes, name)))
 
 
 async def pipelined(client: RedisClient, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -78,10 +87,22 @@ def _receipt(user: str, delivered: bytes | None, acked: bytes | None) -> Receipt
 class RedisLedger:
     """:class:`~server.backend.base.Ledger` on Redis; see the module docstring."""
 
-    def __init__(self, client: RedisClient, prefix: str) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        prefix: str,
+        *,
+        dispatch: tuple[str, str, bytes],
+        history: tuple[int, int, int],
+    ) -> None:
+        """``dispatch``: the meta key, stream key and pub/sub name of the
+        ``dispatch`` channel; ``history``: its bounds (max events, max age and
+        meta TTL in ms), where receipts are published."""
         self._client = client
         self._prefix = prefix
-        self._receipt = script("receipt.lua")
+        self._dispatch = dispatch
+        self._history = history
+        self._receipt = script("receipt.lua", "append.lua")
         self._claim = script("claim.lua")
         self._pending = script("pending.lua")
 
@@ -91,20 +112,18 @@ class RedisLedger:
             self._client, [(b"SADD", f"{prefix}:aud:{channel}", user) for channel, user in pairs]
         )
 
-    async def _record(self, step: str, records: list[Any]) -> list[ReceiptChange]:
-        if not records:
+    async def record(self, steps: list[ReceiptStep]) -> list[ReceiptChange]:
+        if not steps:
             return []
-        reply = await self._client.run(self._receipt, [], [self._prefix, step, *records])
+        args: list[Any] = [self._prefix, *self._history, *self._dispatch, new_epoch()]
+        for step in steps:
+            kind = "a" if step.step == "acked" else "d"
+            args += (kind, step.event, step.user, step.device, step.ms, step.receipt_id)
+        reply = await self._client.run(self._receipt, [], args)
         return [
             ReceiptChange(event.decode(), kind.decode(), _receipt(user.decode(), d, a))
             for event, kind, user, d, a in reply
         ]
-
-    async def delivered(self, deliveries: list[tuple[str, str, str, int]]) -> list[ReceiptChange]:
-        return await self._record("d", [item for record in deliveries for item in record])
-
-    async def acked(self, user: str, device: str, ids: list[str], ms: int) -> list[ReceiptChange]:
-        return await self._record("a", [item for i in ids for item in (i, user, device, ms)])
 
     async def pending(self, user: str) -> list[Event]:
         reply = await self._client.run(self._pending, [], [self._prefix, user])
