@@ -15,12 +15,23 @@ from client_sdk.errors import (
     RequestTimeout,
     Unauthorized,
 )
-from client_sdk.http import DispatcherClient, PollReply, PublishReply
+from client_sdk.http import (
+    ChannelPresence,
+    DevicePresence,
+    DispatcherClient,
+    PollReply,
+    PublishReply,
+    Receipt,
+    Receipts,
+    UserPresence,
+)
 from client_sdk.protocol import EventMsg
 from client_sdk.store import MemoryOffsetStore, OffsetStore
 
 __all__ = [
+    "ChannelPresence",
     "ConnectionClosedFatal",
+    "DevicePresence",
     "DispatcherClient",
     "EventMsg",
     "FieldpushClientError",
@@ -31,8 +42,11 @@ __all__ = [
     "PublishError",
     "PublishReply",
     "PushClient",
+    "Receipt",
+    "Receipts",
     "RequestError",
     "RequestTimeout",
     "Unauthorized",
+    "UserPresence",
     "backoff_delays",
 ]

@@ -56,6 +56,7 @@ __all__ = [
     "ServerMessage",
     "Subscribe",
     "Subscribed",
+    "UnknownMsg",
     "Unsubscribe",
     "Unsubscribed",
     "Welcome",
@@ -424,15 +425,34 @@ class Goaway:
     reconnect_after_ms: tuple[int, int]
 
 
+@dataclass(slots=True, frozen=True)
+class UnknownMsg:
+    """A message of a type this version does not know (a later protocol
+    version's, or an extension's): clients ignore it."""
+
+    type: object
+    fields: dict[str, Any]
+
+
 ServerMessage = (
-    Welcome | Subscribed | Unsubscribed | EventMsg | list[EventMsg] | Pong | ErrorMsg | Goaway
+    Welcome
+    | Subscribed
+    | Unsubscribed
+    | EventMsg
+    | list[EventMsg]
+    | Pong
+    | ErrorMsg
+    | Goaway
+    | UnknownMsg
 )
 
 
 def parse_server_message(message: dict[str, Any]) -> ServerMessage:
     """Turn a decoded server message into a typed one. An ``events`` frame
-    becomes a list of :class:`EventMsg`. Fields this version does not know are
-    ignored (the server may extend the protocol)."""
+    becomes a list of :class:`EventMsg`. Fields and message types this version
+    does not know are ignored (the server may extend the protocol): an unknown
+    type becomes :class:`UnknownMsg`. A known type with a missing or mistyped
+    field raises :class:`ProtocolError`."""
     kind = message.get("type")
     try:
         if kind == "event":
@@ -467,4 +487,4 @@ def parse_server_message(message: dict[str, Any]) -> ServerMessage:
             return Goaway(reason=message["reason"], reconnect_after_ms=(int(low), int(high)))
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"{kind}: missing or invalid field {exc}") from None
-    raise ProtocolError(f"unknown message type {kind!r}")
+    return UnknownMsg(type=kind, fields=message)

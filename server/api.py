@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -29,7 +31,7 @@ from server.policy import PUBLISHER_ROLES, may_publish, may_subscribe
 from server.poll import poll
 from server.settings import Settings
 
-__all__ = ["routes"]
+__all__ = ["exception_handlers", "routes"]
 
 log = logging.getLogger("fieldpush.api")
 
@@ -87,6 +89,17 @@ def authenticate_request(request: Request) -> Identity:
     return authenticate(node_of(request), request.headers.get("authorization", ""), where)
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def decode_body(body: bytes, limit: int) -> dict[str, Any]:
     """A JSON object request body, or 413 (too large), 400 (not JSON), 422 (not an object)."""
     if len(body) > limit:
@@ -94,26 +107,38 @@ def decode_body(body: bytes, limit: int) -> dict[str, Any]:
             413, ErrorCode.TOO_LARGE, f"body is {len(body)} bytes; the limit is {limit}"
         )
     try:
-        value = json.loads(body)
-    except ValueError:
-        raise HTTPError(400, ErrorCode.BAD_REQUEST, "body is not valid JSON") from None
+        value = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+    except ValueError as exc:
+        raise HTTPError(400, ErrorCode.BAD_REQUEST, f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise HTTPError(422, ErrorCode.INVALID, "body must be a JSON object")
     return value
 
 
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
-    return decode_body(await request.body(), limit)
+async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The request's JSON object body, read no further than ``limit`` bytes
+    (413 beyond it, also when ``Content-Length`` says so up front)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPError(413, ErrorCode.TOO_LARGE, f"body is {declared} bytes; the limit is {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, ErrorCode.TOO_LARGE, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return decode_body(b"".join(chunks), limit)
 
 
-def _invalid(field: str, message: str) -> HTTPError:
+def invalid(field: str, message: str) -> HTTPError:
     return HTTPError(422, ErrorCode.INVALID, f"{field}: {message}")
 
 
-def _reject_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
+def reject_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
     unknown = sorted(body.keys() - known)
     if unknown:
-        raise _invalid(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
+        raise invalid(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
 
 
 # --------------------------------------------------------------------- publish
@@ -139,41 +164,41 @@ class PublishInput:
 
 def parse_publish(body: dict[str, Any], max_channels: int) -> PublishInput:
     """Validate a publish body; raise a 422 :class:`HTTPError` naming the field."""
-    _reject_unknown(body, _PUBLISH_FIELDS)
+    reject_unknown(body, _PUBLISH_FIELDS)
     channels = body.get("channels")
     if not isinstance(channels, list) or not channels:
-        raise _invalid("channels", "must be a non-empty list of channel names")
+        raise invalid("channels", "must be a non-empty list of channel names")
     if len(channels) > max_channels:
-        raise _invalid("channels", f"at most {max_channels} channels per publish")
+        raise invalid("channels", f"at most {max_channels} channels per publish")
     for channel in channels:
         try:
             parse_channel(channel)
         except ProtocolError as exc:
-            raise _invalid("channels", str(exc)) from None
+            raise invalid("channels", str(exc)) from None
     if len(set(channels)) != len(channels):
-        raise _invalid("channels", "lists a channel twice")
+        raise invalid("channels", "lists a channel twice")
     kind = body.get("kind")
     if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_LENGTH:
-        raise _invalid("kind", f"must be a string of 1 to {MAX_KIND_LENGTH} characters")
+        raise invalid("kind", f"must be a string of 1 to {MAX_KIND_LENGTH} characters")
     priority = body.get("priority", Priority.NORMAL.value)
-    if priority not in _PRIORITIES:
-        raise _invalid("priority", f"must be one of {', '.join(p.value for p in Priority)}")
+    if not isinstance(priority, str) or priority not in _PRIORITIES:
+        raise invalid("priority", f"must be one of {', '.join(p.value for p in Priority)}")
     data = body.get("data")
     if not isinstance(data, dict):
-        raise _invalid("data", "must be a JSON object")
+        raise invalid("data", "must be a JSON object")
     key = body.get("idempotency_key")
     if key is not None and (
         not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
     ):
-        raise _invalid(
+        raise invalid(
             "idempotency_key", f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
         )
     deadline = body.get("ack_deadline_s")
     if deadline is not None:
         if priority != Priority.CRITICAL.value:
-            raise _invalid("ack_deadline_s", "is only allowed for critical events")
+            raise invalid("ack_deadline_s", "is only allowed for critical events")
         if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0:
-            raise _invalid("ack_deadline_s", "must be a positive number of seconds")
+            raise invalid("ack_deadline_s", "must be a positive number of seconds")
     return PublishInput(
         channels=tuple(channels),
         kind=kind,
@@ -225,7 +250,10 @@ async def publish(node: Node, identity: Identity, raw: bytes) -> dict[str, Any]:
     except BackendUnavailable:
         log.warning("publish by %s refused: backend unavailable", identity.user)
         raise HTTPError(
-            503, ErrorCode.UNAVAILABLE, "backend unavailable; nothing was stored, retry"
+            503,
+            ErrorCode.UNAVAILABLE,
+            "backend unavailable; the event may or may not be stored: "
+            "retry with the same idempotency_key",
         ) from None
     except IdempotencyConflict:
         raise HTTPError(
@@ -300,30 +328,30 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 async def poll_route(request: Request) -> Response:
     node = node_of(request)
     identity = authenticate_request(request)
-    body = await _json_body(request, node.settings.max_publish_bytes)
-    _reject_unknown(body, _POLL_FIELDS)
+    body = await read_json_body(request, node.settings.max_publish_bytes)
+    reject_unknown(body, _POLL_FIELDS)
     subs = body.get("subs")
     if not isinstance(subs, dict) or not subs:
-        raise _invalid("subs", "must be a non-empty object {channel: offset-or-null}")
+        raise invalid("subs", "must be a non-empty object {channel: offset-or-null}")
     if len(subs) > node.settings.max_publish_channels:
-        raise _invalid("subs", f"at most {node.settings.max_publish_channels} channels per poll")
+        raise invalid("subs", f"at most {node.settings.max_publish_channels} channels per poll")
     for channel, offset in subs.items():
         try:
             parse_channel(channel)
         except ProtocolError as exc:
-            raise _invalid("subs", str(exc)) from None
+            raise invalid("subs", str(exc)) from None
         if offset is not None and not isinstance(offset, str):
-            raise _invalid("subs", f"the offset of {channel} must be a string or null")
+            raise invalid("subs", f"the offset of {channel} must be a string or null")
         if not may_subscribe(identity, channel):
             raise HTTPError(403, ErrorCode.FORBIDDEN, f"not allowed to read {channel}")
     wait_s = body.get("wait_s", 0)
     if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
-        raise _invalid("wait_s", "must be a number of seconds >= 0")
+        raise invalid("wait_s", "must be a number of seconds >= 0")
     wait_s = min(float(wait_s), node.settings.poll_max_wait_s)
     try:
         device = body.get("device", "poll")
         if not isinstance(device, str) or not 0 < len(device) <= 200:
-            raise _invalid("device", "must be a string of 1 to 200 characters")
+            raise invalid("device", "must be a string of 1 to 200 characters")
         reply = await poll(node, subs, wait_s, reader=(identity.user, device))
     except BackendUnavailable:
         raise HTTPError(503, ErrorCode.UNAVAILABLE, "backend unavailable; retry") from None
@@ -364,6 +392,29 @@ def guarded(endpoint: Any) -> Any:
     wrapper.__doc__ = endpoint.__doc__
     return wrapper
 
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405, as the API's JSON error body."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_REQUEST
+    message = f"no route {request.method} {request.url.path}" + (
+        "" if exc.status_code == 404 else f": {exc.detail}"
+    )
+    return JSONResponse(
+        {"error": {"code": code.value, "message": message}},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected error, answered 500 ``internal`` (Starlette re-raises it
+    afterwards, so uvicorn logs the traceback)."""
+    body = {"error": {"code": ErrorCode.INTERNAL.value, "message": "internal error; see the logs"}}
+    return JSONResponse(body, status_code=500)
+
+
+exception_handlers = {StarletteHTTPException: http_exception, Exception: internal_error}
 
 routes = [
     Route("/v1/publish", PublishEndpoint(), methods=["POST"]),

@@ -2,6 +2,8 @@
 
 - ``GET /v1/events/{id}/receipts`` (dispatcher, service, admin): per recipient
   user of a critical event, its first delivery and first ack, and the device.
+- ``POST /v1/ack`` (any role; an extension): the socket's ``ack`` for a
+  phone on the poll fallback.
 - ``GET /v1/presence?channel=`` and ``GET /v1/presence/users/{id}``
   (dispatcher, supervisor, admin): who is online, on which devices, since
   when, last seen; cluster-wide.
@@ -20,7 +22,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from client_sdk.protocol import ErrorCode, ProtocolError, parse_channel
-from server.api import HTTPError, authenticate_request, guarded, node_of
+from server.api import (
+    HTTPError,
+    authenticate_request,
+    guarded,
+    invalid,
+    node_of,
+    read_json_body,
+    reject_unknown,
+)
 from server.backend.base import PresenceEntry
 from server.errors import BackendUnavailable
 from server.policy import VIEWER_ROLES
@@ -29,6 +39,9 @@ __all__ = ["dispatch_routes"]
 
 #: Who may read receipts (PROTOCOL.md section 2).
 RECEIPT_ROLES = frozenset({"dispatcher", "service", "admin"})
+_ACK_FIELDS = frozenset({"ids", "device"})
+MAX_ACK_IDS = 1000
+MAX_DEVICE_LENGTH = 200
 
 
 def _unavailable() -> HTTPError:
@@ -61,6 +74,32 @@ async def receipts(request: Request) -> Response:
             "recipients": [r.as_dict() for r in found.recipients],
         }
     )
+
+
+async def ack(request: Request) -> Response:
+    """Record the caller's acks, as the socket's ``ack`` does: 204 once recorded."""
+    node = node_of(request)
+    identity = authenticate_request(request)
+    body = await read_json_body(request, node.settings.max_publish_bytes)
+    reject_unknown(body, _ACK_FIELDS)
+    ids = body.get("ids")
+    if (
+        not isinstance(ids, list)
+        or not 0 < len(ids) <= MAX_ACK_IDS
+        or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids)
+    ):
+        raise invalid("ids", f"must be a list of 1 to {MAX_ACK_IDS} event ids")
+    device = body.get("device")
+    if not isinstance(device, str) or not 0 < len(device) <= MAX_DEVICE_LENGTH:
+        raise invalid("device", f"must be a string of 1 to {MAX_DEVICE_LENGTH} characters")
+    node.metrics.acks += len(ids)
+    try:
+        await node.dispatch.acked(identity.user, device, ids)
+    except BackendUnavailable:
+        raise HTTPError(
+            503, ErrorCode.UNAVAILABLE, "ack not recorded: backend unavailable; ack again"
+        ) from None
+    return Response(status_code=204)
 
 
 def _device(entry: PresenceEntry) -> dict[str, Any]:
@@ -123,6 +162,7 @@ async def presence_of_user(request: Request) -> Response:
 
 
 dispatch_routes = [
+    Route("/v1/ack", guarded(ack), methods=["POST"]),
     Route("/v1/events/{id}/receipts", guarded(receipts), methods=["GET"]),
     Route("/v1/presence", guarded(presence_of_channel), methods=["GET"]),
     Route("/v1/presence/users/{id}", guarded(presence_of_user), methods=["GET"]),

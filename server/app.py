@@ -18,7 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.api import PublishEndpoint, routes
+from server.api import PublishEndpoint, exception_handlers, routes
 from server.api_dispatch import dispatch_routes
 from server.backend.base import Backend
 from server.gateway import WS_PATH, Connection
@@ -42,7 +42,11 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
         finally:
             await node.close()
 
-    starlette = Starlette(routes=[*routes, *dispatch_routes], lifespan=lifespan)
+    starlette = Starlette(
+        routes=[*routes, *dispatch_routes],
+        lifespan=lifespan,
+        exception_handlers=exception_handlers,
+    )
     publish = PublishEndpoint()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

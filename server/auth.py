@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import jwt
 
+from client_sdk.protocol import ProtocolError, parse_channel
 from server.errors import AuthError, ConfigError
 from server.settings import Settings
 
@@ -40,6 +41,15 @@ class Identity:
     role: str
     teams: frozenset[str]
     expires_at: float
+
+
+def _valid_ident(kind: str, ident: str) -> bool:
+    """Whether ``<kind>:<ident>`` is a valid channel name (PROTOCOL.md section 1)."""
+    try:
+        parse_channel(f"{kind}:{ident}")
+    except ProtocolError:
+        return False
+    return True
 
 
 class TokenVerifier:
@@ -77,7 +87,7 @@ class TokenVerifier:
             self._cache[token] = identity
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
-        if identity.expires_at <= time.time():
+        if identity.expires_at + _LEEWAY_S <= time.time():
             self._cache.pop(token, None)
             raise AuthError("token expired")
         return identity
@@ -165,12 +175,17 @@ class TokenVerifier:
         ):
             raise AuthError("invalid token: wrong audience")
         user, role, teams = claims.get("sub"), claims.get("role"), claims.get("teams", [])
-        if not isinstance(user, str) or not user:
-            raise AuthError("invalid token: 'sub' is required and must be a non-empty string")
+        if not isinstance(user, str) or not _valid_ident("user", user):
+            raise AuthError(
+                "invalid token: 'sub' is required: a user id without spaces or "
+                "non-printable characters that makes a valid user:<id> channel"
+            )
         if role not in ROLES:
             raise AuthError(f"invalid token: unknown role {role!r}")
-        if not isinstance(teams, list) or not all(isinstance(t, str) and t for t in teams):
-            raise AuthError("invalid token: 'teams' must be a list of team ids")
+        if not isinstance(teams, list) or not all(
+            isinstance(t, str) and _valid_ident("team", t) for t in teams
+        ):
+            raise AuthError("invalid token: 'teams' must be a list of valid team ids")
         return Identity(user=user, role=role, teams=frozenset(teams), expires_at=float(expires))
 
 
@@ -202,6 +217,8 @@ def mint_token(
     """A signed HS256 token with the configured secret (development and tests)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(sorted(ROLES))}")
+    if not _valid_ident("user", user) or not all(_valid_ident("team", t) for t in teams):
+        raise ValueError("user and team ids may not be empty or hold spaces or control characters")
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": user,

@@ -140,9 +140,14 @@ def _exit_after_shutdown(signum: int, frame: object) -> None:
 def _token(args: argparse.Namespace) -> int:
     from server.auth import mint_token
 
-    settings = _settings(args)
+    settings = _settings(args, dev=True)  # minting does not listen: the dev secret may sign
     teams = [t.strip() for t in args.teams.split(",") if t.strip()]
-    print(mint_token(settings, user=args.user, role=args.role, teams=teams, ttl_s=args.ttl))
+    try:
+        token = mint_token(settings, user=args.user, role=args.role, teams=teams, ttl_s=args.ttl)
+    except ValueError as exc:
+        print(f"fieldpush token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
@@ -160,7 +165,7 @@ def _publish(args: argparse.Namespace) -> int:
         return 2
     token = args.token or os.environ.get("FIELDPUSH_TOKEN")
     if not token:
-        token = mint_token(_settings(args), user="cli", role="dispatcher", ttl_s=300)
+        token = mint_token(_settings(args, dev=True), user="cli", role="dispatcher", ttl_s=300)
     body: dict[str, Any] = {
         "channels": args.channel,
         "kind": args.kind,

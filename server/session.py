@@ -336,7 +336,7 @@ class Session:
             self.send({"type": "pong", "id": message.id, "ts": time.time_ns() // 1_000_000})
         elif isinstance(message, Ack):
             self.node.metrics.acks += len(message.ids)
-            return self._ack(message)
+            self._ack(message)
         elif isinstance(message, Subscribe):
             return self._subscribe(message)
         elif isinstance(message, Unsubscribe):
@@ -354,13 +354,21 @@ class Session:
         log.info("connection %s refused: %s", self.conn.peer, reason)
         self.close(CloseCode.UNAUTHORIZED, reason)
 
-    async def _ack(self, message: Ack) -> None:
+    def _ack(self, message: Ack) -> None:
+        """Record the acks in the background (they are batched with the node's
+        other receipt steps); a failure is reported to the phone."""
         assert self.identity is not None
-        try:
-            await self.node.dispatch.acked(self.identity.user, self.device, list(message.ids))
-        except BackendUnavailable:
-            log.warning("session %s: ack of %d event(s) not recorded", self.id, len(message.ids))
-            self.error(ErrorCode.UNAVAILABLE, "ack not recorded: backend unavailable; ack again")
+        count = len(message.ids)
+        recorded = self.node.dispatch.acked(self.identity.user, self.device, list(message.ids))
+
+        def reported(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                log.warning("session %s: ack of %d event(s) not recorded", self.id, count)
+                self.error(
+                    ErrorCode.UNAVAILABLE, "ack not recorded: backend unavailable; ack again"
+                )
+
+        recorded.add_done_callback(reported)
 
     # ------------------------------------------------------------------- hello
 

@@ -60,6 +60,10 @@ def _default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+#: Accepted ``log_level`` values (uvicorn's; ``trace`` is uvicorn's most verbose).
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Every setting of a node. Units are in the names."""
@@ -207,6 +211,10 @@ class Settings:
         for name in ("max_connections", "max_connections_per_user", "coalesce_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (off) or positive")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
         if self.connections_per_user_policy not in ("oldest", "newest"):
             raise ConfigError("connections_per_user_policy must be 'oldest' or 'newest'")
         if "low" not in self.poll_intervals_s:

@@ -93,6 +93,8 @@ async def test_publish_auth_comes_before_the_body(
         ({"kind": ""}, "kind"),
         ({"kind": None}, "kind"),
         ({"priority": "urgent"}, "priority"),
+        ({"priority": []}, "priority"),
+        ({"priority": {"level": 1}}, "priority"),
         ({"data": [1]}, "data"),
         ({"data": None}, "data"),
         ({"idempotency_key": 5}, "idempotency_key"),
@@ -115,8 +117,23 @@ async def test_publish_not_json_and_too_large(node: RunningNode, http: httpx.Asy
     headers = bearer(node.token("d", "dispatcher"))
     assert (await http.post("/v1/publish", content=b"{oops", headers=headers)).status_code == 400
     assert (await http.post("/v1/publish", content=b"[1]", headers=headers)).status_code == 422
+    for not_json in (b'{"data": {"x": NaN}}', b'{"data": {"x": -Infinity}}', b'{"x": 1e999}'):
+        reply = await http.post("/v1/publish", content=not_json, headers=headers)
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["message"].startswith("body is not valid JSON")
     big = {**VALID, "data": {"pad": "x" * 4000}}
     assert (await http.post("/v1/publish", json=big, headers=headers)).status_code == 413
+
+
+async def test_unknown_routes_and_methods_get_json_errors(
+    node: RunningNode, http: httpx.AsyncClient
+) -> None:
+    missing = await http.get("/v1/nothing")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == {"code": "not_found", "message": "no route GET /v1/nothing"}
+    wrong = await http.get("/v1/poll")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json()["error"]["code"] == "bad_request"
 
 
 async def test_idempotency_key(node: RunningNode, http: httpx.AsyncClient) -> None:

@@ -66,6 +66,10 @@ def test_minted_tokens_verify() -> None:
         (hs256(claims(exp="soon")), "'exp' is required"),
         (hs256(claims(sub=None)), "'sub' is required"),
         (hs256(claims(sub="")), "'sub' is required"),
+        (hs256(claims(sub="al ice")), "'sub' is required"),
+        (hs256(claims(sub="al\x07ice")), "'sub' is required"),
+        (hs256(claims(sub="a" * 300)), "'sub' is required"),
+        (hs256(claims(teams=["no rth"])), "'teams'"),
         (hs256(claims(role="king")), "unknown role"),
         (hs256(claims(teams="north")), "'teams'"),
         (hs256(claims(aud="other")), "audience"),
@@ -81,6 +85,21 @@ def test_minted_tokens_verify() -> None:
 def test_refused_tokens(verifier: TokenVerifier, token: str, message: str) -> None:
     with pytest.raises(AuthError, match=message):
         verifier.verify(token)
+
+
+def test_cached_tokens_keep_the_expiry_leeway(verifier: TokenVerifier) -> None:
+    """A token within the 5 s clock-skew allowance passes on every use, not only the first."""
+    token = hs256(claims(exp=time.time() - 2))
+    assert verifier.verify(token).user == "alice"
+    assert verifier.verify(token).user == "alice"  # now from the cache
+
+
+def test_minting_refuses_ids_the_server_would_refuse() -> None:
+    settings = Settings(jwt_secret=Secret(SECRET))
+    with pytest.raises(ValueError, match="spaces"):
+        mint_token(settings, user="al ice", role="sales")
+    with pytest.raises(ValueError, match="spaces"):
+        mint_token(settings, user="alice", role="sales", teams=["no rth"])
 
 
 def test_issuer_and_audience_when_configured() -> None:

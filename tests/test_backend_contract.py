@@ -165,7 +165,11 @@ async def test_idempotent_publish(backend: tuple[Backend, Sink]) -> None:
         request("team:a", n=4, key=Idempotency("other", "k1", "fingerprint-1"))
     )
     assert other.id == "ev4" and not other.duplicate
-    assert (await store.read("team:a", None, 0)).top.seq == 2  # ev1 and ev4, nothing else
+    # Publisher "a:b" with key "c" is not publisher "a" with key "b:c".
+    colon = await store.publish(request("team:a", n=5, key=Idempotency("a:b", "c", "f")))
+    split = await store.publish(request("team:a", n=6, key=Idempotency("a", "b:c", "f")))
+    assert not colon.duplicate and not split.duplicate and split.id == "ev6"
+    assert (await store.read("team:a", None, 0)).top.seq == 4  # ev1, ev4, ev5, ev6
     assert (await store.read("user:u1", None, 0)).top.seq == 1
 
 

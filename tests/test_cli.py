@@ -48,6 +48,18 @@ def test_token_refuses_an_unknown_role() -> None:
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
+def test_token_refuses_a_user_id_the_server_would_refuse() -> None:
+    result = run("token", "--user", "al ice", "--role", "sales")
+    assert result.returncode == 2 and "spaces" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_token_works_with_a_config_meant_for_a_public_address() -> None:
+    """Only serving refuses the dev secret on a public address; minting does not listen."""
+    result = run("token", "--user", "alice", "--role", "sales", env={"FIELDPUSH_HOST": "0.0.0.0"})
+    assert result.returncode == 0, result.stderr
+
+
 def test_serve_refuses_the_dev_secret_on_a_public_address() -> None:
     result = run("serve", "--host", "0.0.0.0", "--port", "0", env={"FIELDPUSH_JWT_SECRET": ""})
     assert result.returncode == 2
@@ -119,6 +131,8 @@ def test_settings_errors_say_what_is_wrong(tmp_path: object) -> None:
         load_settings(config_path=None, environ={"FIELDPUSH_PORT": "eighty"})
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         load_settings(environ={"FIELDPUSH_JWT_SECRET": "short"})
+    with pytest.raises(ConfigError, match="log_level must be one of"):
+        load_settings(environ={"FIELDPUSH_LOG_LEVEL": "loud"})
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.write_text("[server\n")
         load_settings(config_path=config, environ={})

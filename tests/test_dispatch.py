@@ -156,15 +156,15 @@ async def test_receipts_show_delivery_and_ack_and_are_pushed_to_dispatch(
     ):
         sent = await publish(node, ["user:alice"], priority="critical", kind="work_order.urgent")
         await alice.events(1)
-        delivered = await next_of_kind(console, "receipt")
-        assert delivered["data"]["event"] == sent["id"]
-        assert delivered["data"]["kind"] == "work_order.urgent"
-        assert delivered["data"]["user"] == "alice"
-        assert delivered["data"]["device"] == "alice-phone"
-        assert delivered["data"]["delivered_at"] and delivered["data"]["acked_at"] is None
+        announced = await next_of_kind(console, "receipt")
+        assert announced["data"]["event"] == sent["id"]
+        assert announced["data"]["kind"] == "work_order.urgent"
+        (delivered,) = announced["data"]["receipts"]
+        assert delivered["user"] == "alice" and delivered["device"] == "alice-phone"
+        assert delivered["delivered_at"] and delivered["acked_at"] is None
         await alice.send({"type": "ack", "ids": [sent["id"]]})
-        acked = await next_of_kind(console, "receipt")
-        assert acked["data"]["acked_at"] >= acked["data"]["delivered_at"]
+        (acked,) = (await next_of_kind(console, "receipt"))["data"]["receipts"]
+        assert acked["acked_at"] >= acked["delivered_at"] == delivered["delivered_at"]
 
         reply = await get(node, f"/v1/events/{sent['id']}/receipts")
         assert reply.status_code == 200, reply.text
@@ -174,8 +174,8 @@ async def test_receipts_show_delivery_and_ack_and_are_pushed_to_dispatch(
         assert receipt == {
             "user": "alice",
             "device": "alice-phone",
-            "delivered_at": delivered["data"]["delivered_at"],
-            "acked_at": acked["data"]["acked_at"],
+            "delivered_at": delivered["delivered_at"],
+            "acked_at": acked["acked_at"],
         }
 
 
@@ -269,6 +269,9 @@ async def test_unacked_critical_event_is_escalated_once_to_dispatch(
             "kind": "work_order.urgent",
             "users": ["bob"],
         }
+        async with asyncio.timeout(scaled(5)):  # counted after the publish returned
+            while node.node.metrics.escalations < 1:
+                await asyncio.sleep(0.01)
         assert node.node.metrics.escalations == 1
 
 

@@ -21,6 +21,7 @@ from client_sdk.protocol import (
     Ping,
     ProtocolError,
     Subscribe,
+    UnknownMsg,
     Welcome,
     codec_for,
     parse_channel,
@@ -152,6 +153,8 @@ def test_parse_server_messages() -> None:
     assert goaway == Goaway(reason="drain", reconnect_after_ms=(10, 20))
     with pytest.raises(ProtocolError):
         parse_server_message({"type": "welcome"})
+    later = parse_server_message({"type": "changes", "cursor": "c1"})
+    assert later == UnknownMsg(type="changes", fields={"type": "changes", "cursor": "c1"})
 
 
 @pytest.mark.parametrize("binary", [False, True])

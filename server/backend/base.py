@@ -40,7 +40,6 @@ __all__ = [
     "PublishRequest",
     "PublishResult",
     "Receipt",
-    "ReceiptChange",
     "ReceiptStep",
     "Receipts",
     "Tracking",
@@ -132,15 +131,6 @@ class ReceiptStep:
     device: str
     ms: int
     receipt_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiptChange:
-    """A recipient's receipt of event ``event`` (of ``kind``) changed."""
-
-    event: str
-    kind: str
-    receipt: Receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,12 +238,14 @@ class Ledger(Protocol):
     async def note_audience(self, pairs: list[tuple[str, str]]) -> None:
         """Record ``(channel, user)``: that user is a recipient of that channel."""
 
-    async def record(self, steps: list[ReceiptStep]) -> list[ReceiptChange]:
+    async def record(self, steps: list[ReceiptStep]) -> None:
         """Record deliveries and acks of tracked events (steps of other events are
         ignored), in one atomic step. An ack ends the event's pending state for
         that user. Each user's first delivery and first ack of an event is a
-        change: it is published to the ``dispatch`` channel as a ``receipt``
-        event (id: the step's ``receipt_id``) and returned. Idempotent."""
+        change; the changes of one call are published to the ``dispatch``
+        channel as one ``receipt`` event per tracked event, data ``{event,
+        kind, receipts: [receipt, ...]}`` sorted by user (id: the
+        ``receipt_id`` of the event's first changed step). Idempotent."""
 
     async def pending(self, user: str) -> list[Event]:
         """The tracked events ``user`` has not acked, oldest first, each as it was

@@ -15,7 +15,6 @@ from server.backend.base import (
     Due,
     PresenceEntry,
     Receipt,
-    ReceiptChange,
     Receipts,
     ReceiptStep,
     Tracking,
@@ -104,8 +103,9 @@ class MemoryLedger:
             self._add_recipient(event_id, tracked, user, next(iter(tracked.events)))
         return tracked, tracked.recipients[user]
 
-    async def record(self, steps: list[ReceiptStep]) -> list[ReceiptChange]:
-        changes = []
+    async def record(self, steps: list[ReceiptStep]) -> None:
+        changed: dict[str, tuple[str, dict[str, Receipt]]] = {}  # event -> receipt id, changes
+        kinds: dict[str, str] = {}
         for step in steps:
             found = self._recipient(step.event, step.user)
             if found is None:
@@ -119,13 +119,18 @@ class MemoryLedger:
                 recipient.delivered = mark
             else:
                 continue
-            change = ReceiptChange(step.event, tracked.kind, recipient.receipt(step.user))
+            kinds[step.event] = tracked.kind
+            receipts = changed.setdefault(step.event, (step.receipt_id, {}))[1]
+            receipts[step.user] = recipient.receipt(step.user)
+        for event_id, (receipt_id, receipts) in changed.items():
             self._announce(
-                step.receipt_id,
-                {"event": step.event, "kind": tracked.kind, **change.receipt.as_dict()},
+                receipt_id,
+                {
+                    "event": event_id,
+                    "kind": kinds[event_id],
+                    "receipts": [r.as_dict() for _, r in sorted(receipts.items())],
+                },
             )
-            changes.append(change)
-        return changes
 
     async def pending(self, user: str) -> list[Event]:
         self._expire(now_ms())

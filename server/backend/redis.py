@@ -7,7 +7,9 @@ Data model, per channel ``<ch>`` (keys carry the hash tag ``{<ch>}``):
   and ``b`` (event body), trimmed to ``history_max_events`` and
   ``history_max_age_s``;
 - ``<prefix>:<ch>``       pub/sub channel; message ``<seq> <ms> <epoch> <priority> <body>``;
-- ``<prefix>:idem:<publisher>:<key>``  idempotency record (fingerprint + result).
+- ``<prefix>:idem:<len(publisher)>:<publisher>:<key>``  idempotency record
+  (fingerprint + result); the length keeps publishers ``a:b`` + key ``c`` and
+  ``a`` + key ``b:c`` apart.
 
 A publish is one Lua script (``publish.lua``): it checks the idempotency key,
 appends to every channel's stream and PUBLISHes the doorbell, atomically, so
@@ -142,7 +144,8 @@ class RedisBackend:
     async def publish(self, request: PublishRequest) -> PublishResult:
         idempotency, tracking = request.idempotency, request.tracking
         keys = [
-            f"{self._prefix}:idem:{idempotency.publisher}:{idempotency.key}"
+            f"{self._prefix}:idem:{len(idempotency.publisher)}:{idempotency.publisher}:"
+            f"{idempotency.key}"
             if idempotency is not None
             else f"{self._prefix}:idem:-"
         ]

@@ -39,7 +39,6 @@ from server.backend.base import (
     Due,
     PresenceEntry,
     Receipt,
-    ReceiptChange,
     Receipts,
     ReceiptStep,
 )
@@ -112,18 +111,14 @@ class RedisLedger:
             self._client, [(b"SADD", f"{prefix}:aud:{channel}", user) for channel, user in pairs]
         )
 
-    async def record(self, steps: list[ReceiptStep]) -> list[ReceiptChange]:
+    async def record(self, steps: list[ReceiptStep]) -> None:
         if not steps:
-            return []
+            return
         args: list[Any] = [self._prefix, *self._history, *self._dispatch, new_epoch()]
         for step in steps:
             kind = "a" if step.step == "acked" else "d"
             args += (kind, step.event, step.user, step.device, step.ms, step.receipt_id)
-        reply = await self._client.run(self._receipt, [], args)
-        return [
-            ReceiptChange(event.decode(), kind.decode(), _receipt(user.decode(), d, a))
-            for event, kind, user, d, a in reply
-        ]
+        await self._client.run(self._receipt, [], args)
 
     async def pending(self, user: str) -> list[Event]:
         reply = await self._client.run(self._pending, [], [self._prefix, user])
