@@ -100,6 +100,9 @@ log = logging.getLogger("fieldpush.client")
 
 _CODECS = {"json": SUBPROTOCOL_JSON, "msgpack": SUBPROTOCOL_MSGPACK}
 
+#: How a poll's 403 names the channel it refused (docs/protocol.md, 2.3).
+_NOT_READABLE = "not allowed to read "
+
 #: Failures of one connection attempt; the client tries again.
 _RETRYABLE = (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, ProtocolError, DecodeError)
 
@@ -382,7 +385,7 @@ class PushClient:
             welcomes = self._welcomes
             try:
                 if self._fallback_after and failures >= self._fallback_after:
-                    await self._poll_for(self._socket_retry_s)
+                    await self._poll_for(self._socket_retry_s, failures == self._fallback_after)
                 await self._connection()
             except ConnectionClosedFatal as exc:
                 await self._queue.put(exc)
@@ -462,15 +465,18 @@ class PushClient:
         self._next_welcome = asyncio.Event()
         for channel, state in welcome.subs.items():
             if "error" in state:
-                log.warning("fieldpush refused channel %s: %s", channel, state["error"])
-                self._wanted.discard(channel)
-                self._store.forget(channel)
+                self._refused(channel, state["error"])
             elif not state["recovered"]:
                 self._store.set(channel, state["offset"])
                 self._on_recovery_failed(channel)
             elif channel not in offsets:
                 self._store.set(channel, state["offset"])
             # recovered with an offset: the replayed events advance it.
+
+    def _refused(self, channel: str, why: str) -> None:
+        log.warning("fieldpush refused channel %s: %s", channel, why)
+        self._wanted.discard(channel)
+        self._store.forget(channel)
 
     async def _dispatch(self, message: Any) -> None:
         if isinstance(message, EventMsg):
@@ -520,13 +526,15 @@ class PushClient:
 
     # ------------------------------------------------------- long-poll fallback
 
-    async def _poll_for(self, duration_s: float) -> None:
+    async def _poll_for(self, duration_s: float, first: bool) -> None:
         """Receive by long polls for ``duration_s``: the socket failed
-        ``fallback_after_failures`` times in a row. Raises
-        :class:`~client_sdk.errors.Unauthorized` when the server refuses the token."""
+        ``fallback_after_failures`` times in a row (``first``: just now).
+        Raises :class:`~client_sdk.errors.Unauthorized` when the server
+        refuses the token."""
         http_url = self._http_url or http_url_for(self.url)
-        log.warning(
-            "fieldpush socket failed %d times; polling %s for %g s",
+        log.log(
+            logging.WARNING if first else logging.INFO,
+            "fieldpush socket failed %d times in a row; polling %s, trying the socket in %g s",
             self._fallback_after,
             http_url,
             duration_s,
@@ -547,7 +555,12 @@ class PushClient:
                         )
                     except (httpx.HTTPError, PublishError) as exc:
                         if isinstance(exc, PublishError) and exc.status in (401, 403):
-                            raise Unauthorized(exc.status, exc.message) from exc
+                            refused = exc.message.removeprefix(_NOT_READABLE)
+                            if exc.status == 401 or refused not in positions:
+                                raise Unauthorized(exc.status, exc.message) from exc
+                            self._refused(refused, "not allowed to read it")
+                            del positions[refused]
+                            continue
                         log.info("fieldpush poll of %s failed: %s", http_url, exc)
                         await asyncio.sleep(min(next(delays), max(0.0, end - loop.time())))
                         continue

@@ -5,11 +5,13 @@ stores, with the event, who must ack it and its deadline: see
 :class:`~server.backend.base.Ledger`); this module feeds the ledger and acts
 on it:
 
-- **Deliveries** of tracked events to sockets and **acks** are recorded in
-  batches, once per event-loop iteration: a fan-out of one critical event,
-  and the acks that come back together, cost one backend call per node, not
-  one per phone. The ack round trip (event queued for the socket until the
-  ack is recorded) is measured per node.
+- **Acks** are recorded in batches, once per event-loop iteration: the acks
+  that come back together cost one backend call per node, not one per phone.
+  **Deliveries** of tracked events (to sockets or polls) wait up to
+  ``DELIVERY_HOLD_S`` and go with the user's ack when it comes first, else in
+  one batch: a phone that acks at once costs one step pair, and its ack does
+  not queue behind the fan-out's deliveries. The ack round trip (event queued
+  for the socket until the ack is recorded) is measured per node.
 - **Receipts**: the same backend call publishes each recipient's first
   delivery and first ack to the ``dispatch`` channel as a ``receipt`` event
   (priority ``high``), atomically with recording it.
@@ -51,6 +53,9 @@ SERVER_PUBLISHER = "fieldpush"
 CLAIM_BATCH = 100
 #: How long one webhook call may take.
 WEBHOOK_TIMEOUT_S = 5.0
+#: How long a delivery waits to be recorded together with its ack; also how
+#: late a "delivered" receipt may appear.
+DELIVERY_HOLD_S = 0.05
 
 
 def _now_ms() -> int:
@@ -70,11 +75,19 @@ class Dispatch:
         self._escalator: asyncio.Task[None] | None = None
         #: (user, event id) -> monotonic time it was written, for the ack round trip.
         self._written: dict[tuple[str, str], float] = {}
+        #: (user, event id) -> its first delivery, not recorded yet.
+        self._deliveries: dict[tuple[str, str], ReceiptStep] = {}
+        self._deliveries_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._escalator = asyncio.get_running_loop().create_task(self._escalate_forever())
 
     async def close(self) -> None:
+        """Record what is pending (for at most a few seconds), then stop."""
+        self._flush_deliveries()
+        self._flush()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2 * self._node.settings.redis_timeout_s)
         tasks = [*self._tasks, *([self._escalator] if self._escalator else [])]
         for task in tasks:
             task.cancel()
@@ -89,14 +102,33 @@ class Dispatch:
 
     def delivered(self, event_id: str, user: str, device: str) -> None:
         """A tracked event was written to a device of ``user`` (or returned by a poll)."""
-        self._written.setdefault((user, event_id), time.monotonic())
-        self._add(ReceiptStep("delivered", event_id, user, device, _now_ms(), self._new_id()))
+        key = (user, event_id)
+        self._written.setdefault(key, time.monotonic())
+        if key not in self._deliveries:  # the backend keeps the first one anyway
+            step = ReceiptStep("delivered", event_id, user, device, _now_ms(), self._new_id())
+            self._deliveries[key] = step
+        if self._deliveries_timer is None:
+            self._deliveries_timer = asyncio.get_running_loop().call_later(
+                DELIVERY_HOLD_S, self._flush_deliveries
+            )
+
+    def _flush_deliveries(self) -> None:
+        if self._deliveries_timer is not None:
+            self._deliveries_timer.cancel()
+            self._deliveries_timer = None
+        for step in self._deliveries.values():
+            self._add(step)
+        self._deliveries.clear()
 
     def acked(self, user: str, device: str, ids: list[str]) -> asyncio.Future[None]:
-        """Record an ack of ``ids`` by ``user``'s ``device``. The future is done
-        once it is recorded, or fails with ``BackendUnavailable``."""
+        """Record an ack of ``ids`` by ``user``'s ``device`` (with their held
+        deliveries). The future is done once it is recorded, or fails with
+        ``BackendUnavailable``."""
         now = _now_ms()
         for event_id in ids:
+            delivery = self._deliveries.pop((user, event_id), None)
+            if delivery is not None:
+                self._add(delivery)
             self._add(ReceiptStep("acked", event_id, user, device, now, self._new_id()))
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
@@ -116,6 +148,8 @@ class Dispatch:
     def _flush(self) -> None:
         """Record the steps of this event-loop iteration in one backend call."""
         self._flush_scheduled = False
+        if not self._steps and not self._waiting:
+            return
         steps, self._steps = self._steps, []
         waiting, self._waiting = self._waiting, []
         self._spawn(self._record(steps, waiting))

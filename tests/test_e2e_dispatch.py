@@ -1,6 +1,8 @@
 """Black-box, several ``fieldpush serve`` processes on one real redis-server:
 acks and receipts across nodes, escalation exactly once when the publishing
-node was killed, presence expiry after SIGKILL, the per-user cap across nodes.
+node was killed, presence expiry after SIGKILL, the per-user cap across nodes,
+a slow consumer closed with 4008 while the others carry on, and resuming
+without loss.
 """
 
 from __future__ import annotations
@@ -194,6 +196,50 @@ async def test_per_user_cap_closes_the_oldest_connection_on_another_node(
                 async with connect_phone(node_b.ws_url, token("alice"), device="new") as new:
                     assert await old.closed_with() == 4029
                     assert (await new.request({"type": "ping", "id": 1}))["type"] == "pong"
+    finally:
+        assert node_a.stop() == 0, node_a.output
+        assert node_b.stop() == 0, node_b.output
+
+
+async def closed_4008(http: httpx.AsyncClient, node: ServeProcess) -> bool:
+    metrics = (await http.get(node.url + "/metrics")).text
+    return 'fieldpush_connections_closed_total{code="4008"} 1' in metrics
+
+
+async def test_a_slow_consumer_is_closed_and_resumes_without_loss_while_others_carry_on(
+    redis_url: str,
+) -> None:
+    bound = {"max_outbox_bytes": str(256 * 1024)}
+    node_a, node_b = start_node(redis_url, "node-a", **bound), start_node(redis_url, "node-b")
+    north = token("p", teams=("north",))
+    subs: dict[str, str | None] = {"team:north": None}
+    try:
+        async with (
+            httpx.AsyncClient(timeout=scaled(10)) as http,
+            connect_phone(node_a.ws_url, north, subs=subs, device="stalled") as stalled,
+            connect_phone(node_a.ws_url, north, subs=subs, device="same-node") as same_node,
+            connect_phone(node_b.ws_url, north, subs=subs, device="other-node") as other_node,
+        ):
+            start = stalled.welcome["subs"]["team:north"]["offset"]
+            stalled.ws.transport.pause_reading()
+            sent: list[str] = []
+            body = {"channels": ["team:north"], "kind": "bulk", "data": {"pad": "x" * 20_000}}
+            publish_url = node_b.url + "/v1/publish"
+            while not await closed_4008(http, node_a):
+                assert len(sent) < 2000, "the stalled phone was never closed"
+                for _ in range(10):
+                    reply = await http.post(publish_url, json=body, headers=DISPATCHER)
+                    assert reply.status_code == 201, reply.text
+                    sent.append(reply.json()["id"])
+                for healthy in (same_node, other_node):  # every event, in order, in time
+                    assert [e["id"] for e in await healthy.events(10)] == sent[-10:]
+            stalled.ws.transport.resume_reading()
+            assert await stalled.closed_with() == 4008
+            async with connect_phone(
+                node_b.ws_url, north, subs={"team:north": start}, device="stalled"
+            ) as resumed:
+                assert resumed.welcome["subs"]["team:north"]["recovered"] is True
+                assert [e["id"] for e in await resumed.events(len(sent))] == sent
     finally:
         assert node_a.stop() == 0, node_a.output
         assert node_b.stop() == 0, node_b.output

@@ -212,12 +212,18 @@ async def test_long_poll_fallback_after_socket_failures_then_back_to_the_socket(
                 token=node.token("alice"),
                 device="d1",
                 backoff=fast_backoff,
+                subscriptions=["team:south"],  # not readable: dropped, the rest goes on
                 fallback_after_failures=2,
                 socket_retry_s=0.3,
                 poll_wait_s=0.2,
             )
             async with client:
                 await eventually(_is(client, "poll"), "the client falls back to polling")
+
+                async def polled_once() -> bool:  # its position: "from now" until then
+                    return "user:alice" in client.offsets
+
+                await eventually(polled_once, "the first poll answered")
                 events = client.events()
                 urgent = await disp.publish(
                     ["user:alice"], "work_order.urgent", {}, priority="critical"
