@@ -56,6 +56,8 @@ WEBHOOK_TIMEOUT_S = 5.0
 #: How long a delivery waits to be recorded together with its ack; also how
 #: late a "delivered" receipt may appear.
 DELIVERY_HOLD_S = 0.05
+#: Name of the tasks that record receipt steps (awaited at close; webhooks are not).
+_RECORDING = "fieldpush-dispatch-record"
 
 
 def _now_ms() -> int:
@@ -86,15 +88,16 @@ class Dispatch:
         """Record what is pending (for at most a few seconds), then stop."""
         self._flush_deliveries()
         self._flush()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2 * self._node.settings.redis_timeout_s)
+        recording = [task for task in self._tasks if task.get_name() == _RECORDING]
+        if recording:
+            await asyncio.wait(recording, timeout=2 * self._node.settings.redis_timeout_s)
         tasks = [*self._tasks, *([self._escalator] if self._escalator else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+    def _spawn(self, work: Any, name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -152,7 +155,7 @@ class Dispatch:
             return
         steps, self._steps = self._steps, []
         waiting, self._waiting = self._waiting, []
-        self._spawn(self._record(steps, waiting))
+        self._spawn(self._record(steps, waiting), _RECORDING)
 
     async def _record(self, steps: list[ReceiptStep], waiting: list[asyncio.Future[None]]) -> None:
         try:
