@@ -38,6 +38,8 @@ __all__ = [
     "DEFAULT_SUBPROTOCOL",
     "SUBPROTOCOLS",
     "Ack",
+    "Change",
+    "Changes",
     "ClientMessage",
     "CloseCode",
     "Codec",
@@ -47,12 +49,18 @@ __all__ = [
     "EventMsg",
     "Goaway",
     "Hello",
+    "InvalidMutation",
     "JsonCodec",
     "MsgpackCodec",
+    "Mutate",
+    "Mutated",
+    "Mutation",
+    "MutationResult",
     "Ping",
     "Pong",
     "Priority",
     "ProtocolError",
+    "Pull",
     "ServerMessage",
     "Subscribe",
     "Subscribed",
@@ -63,6 +71,7 @@ __all__ = [
     "codec_for",
     "parse_channel",
     "parse_client_message",
+    "parse_mutate",
     "parse_server_message",
     "should_reconnect",
 ]
@@ -72,8 +81,10 @@ SUBPROTOCOL_MSGPACK: Final = "fieldpush.v1.msgpack"
 SUBPROTOCOLS: Final = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
 DEFAULT_SUBPROTOCOL: Final = SUBPROTOCOL_JSON
 
-#: Channel kinds: ``user:<id>``, ``team:<id>``, ``broadcast``, ``dispatch``.
-CHANNEL_KINDS: Final = ("user", "team", "broadcast", "dispatch")
+#: Channel kinds: ``user:<id>``, ``team:<id>``, ``broadcast``, ``dispatch``, and
+#: (an extension) ``records:<team id>``: realtime record changes of a team's
+#: records, for the supervisors, dispatchers and admins who may read them.
+CHANNEL_KINDS: Final = ("user", "team", "broadcast", "dispatch", "records")
 MAX_CHANNEL_LENGTH: Final = 200
 MAX_DEVICE_LENGTH: Final = 128
 
@@ -223,10 +234,17 @@ def parse_channel(name: object) -> tuple[str, str]:
     kind, sep, ident = name.partition(":")
     if kind in ("broadcast", "dispatch") and not sep:
         return kind, ""
-    if kind in ("user", "team") and sep and ident and ident.isprintable() and " " not in ident:
+    if (
+        kind in ("user", "team", "records")
+        and sep
+        and ident
+        and ident.isprintable()
+        and " " not in ident
+    ):
         return kind, ident
     raise ProtocolError(
-        f"invalid channel name {name!r}: expected user:<id>, team:<id>, broadcast or dispatch"
+        f"invalid channel name {name!r}: expected user:<id>, team:<id>, "
+        "records:<team id>, broadcast or dispatch"
     )
 
 
@@ -268,7 +286,50 @@ class Ping:
     type: str = "ping"
 
 
-ClientMessage = Hello | Subscribe | Unsubscribe | Ack | Ping
+@dataclass(slots=True, frozen=True)
+class Mutation:
+    """One edit of a record (PROTOCOL.md section 3): ``fields`` None deletes it;
+    ``hlc`` is the device's ``[wall_ms, counter]`` stamp of the edit."""
+
+    mid: str
+    type: str
+    rid: str
+    fields: dict[str, Any] | None
+    hlc: tuple[int, int]
+
+
+@dataclass(slots=True, frozen=True)
+class InvalidMutation:
+    """A mutation with a valid ``mid`` but a malformed rest: its result is
+    ``rejected`` / ``validation`` with ``message``; the others still apply."""
+
+    mid: str
+    message: str
+
+
+@dataclass(slots=True, frozen=True)
+class Mutate:
+    id: int
+    mutations: tuple[Mutation | InvalidMutation, ...]
+    type: str = "mutate"
+
+
+@dataclass(slots=True, frozen=True)
+class Pull:
+    id: int
+    cursor: str | None = None
+    types: tuple[str, ...] | None = None
+    limit: int | None = None
+    type: str = "pull"
+
+
+ClientMessage = Hello | Subscribe | Unsubscribe | Ack | Ping | Mutate | Pull
+
+#: Most characters of a ``mid``, a record type and a record id.
+MAX_ID_LENGTH: Final = 200
+#: Most mutations in one ``mutate`` the protocol accepts (servers may set less).
+MAX_MUTATIONS: Final = 10_000
+_MUTATION_FIELDS: Final = frozenset({"mid", "type", "rid", "fields", "hlc"})
 
 _CLIENT_FIELDS: Final[dict[str, frozenset[str]]] = {
     "hello": frozenset({"type", "token", "device", "subs"}),
@@ -276,7 +337,84 @@ _CLIENT_FIELDS: Final[dict[str, frozenset[str]]] = {
     "unsubscribe": frozenset({"type", "id", "channel"}),
     "ack": frozenset({"type", "ids"}),
     "ping": frozenset({"type", "id"}),
+    "mutate": frozenset({"type", "id", "mutations"}),
+    "pull": frozenset({"type", "id", "cursor", "types", "limit"}),
 }
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_mutation(item: object, request_id: int | None) -> Mutation | InvalidMutation:
+    """One item of ``mutate.mutations``. An item without a usable ``mid``
+    cannot get a result of its own: ProtocolError for the whole message."""
+    if not isinstance(item, dict) or not _is_id(item.get("mid")):
+        raise ProtocolError(
+            f"mutate: every mutation needs a 'mid' (a string of 1 to {MAX_ID_LENGTH} characters)",
+            request_id,
+        )
+    mid = item["mid"]
+    unknown = item.keys() - _MUTATION_FIELDS
+    problem = None
+    hlc = item.get("hlc")
+    fields = item.get("fields", ...)
+    if unknown:
+        problem = f"unknown field(s) {sorted(map(str, unknown))}"
+    elif not _is_id(item.get("type")):
+        problem = "'type' must be a record type"
+    elif not _is_id(item.get("rid")):
+        problem = f"'rid' must be a string of 1 to {MAX_ID_LENGTH} characters"
+    elif fields is ... or not (fields is None or isinstance(fields, dict)):
+        problem = "'fields' must be an object {name: value}, or null to delete"
+    elif not (
+        isinstance(hlc, list | tuple)
+        and len(hlc) == 2
+        and all(_is_int(part) and 0 <= part < 2**63 for part in hlc)
+    ):
+        problem = "'hlc' must be [wall_ms, counter], two non-negative integers"
+    if problem is not None:
+        return InvalidMutation(mid=mid, message=problem)
+    return Mutation(
+        mid=mid,
+        type=item["type"],
+        rid=item["rid"],
+        fields=fields,
+        hlc=(hlc[0], hlc[1]),  # type: ignore[index]
+    )
+
+
+def _parse_pull(message: dict[str, Any]) -> Pull:
+    request_id = _require_id(message)
+    cursor = message.get("cursor")
+    if cursor is not None and not (isinstance(cursor, str) and 0 < len(cursor) <= 1000):
+        raise ProtocolError(
+            "pull: 'cursor' must be a string (a cursor from a reply) or null", request_id
+        )
+    types = message.get("types")
+    if types is not None and not (isinstance(types, list) and all(_is_id(t) for t in types)):
+        raise ProtocolError("pull: 'types' must be a list of record types", request_id)
+    limit = message.get("limit")
+    if limit is not None and not (_is_int(limit) and limit > 0):
+        raise ProtocolError("pull: 'limit' must be a positive integer", request_id)
+    return Pull(
+        id=request_id, cursor=cursor, types=tuple(types) if types is not None else None, limit=limit
+    )
+
+
+def parse_mutate(message: dict[str, Any]) -> Mutate:
+    """A ``mutate`` message (also the body of ``POST /v1/sync/push``)."""
+    request_id = _require_id(message)
+    items = message.get("mutations")
+    if not isinstance(items, list) or not items or len(items) > MAX_MUTATIONS:
+        raise ProtocolError(
+            f"mutate: 'mutations' must be a list of 1 to {MAX_MUTATIONS} mutations", request_id
+        )
+    return Mutate(id=request_id, mutations=tuple(parse_mutation(i, request_id) for i in items))
 
 
 def _request_id(message: dict[str, Any]) -> int | None:
@@ -347,6 +485,10 @@ def parse_client_message(message: dict[str, Any]) -> ClientMessage:
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             raise ProtocolError("ack: 'ids' must be a list of event ids")
         return Ack(ids=tuple(ids))
+    if kind == "mutate":
+        return parse_mutate(message)
+    if kind == "pull":
+        return _parse_pull(message)
     return Ping(id=_require_id(message))
 
 
@@ -426,6 +568,68 @@ class Goaway:
 
 
 @dataclass(slots=True, frozen=True)
+class MutationResult:
+    """``status``: ``applied``, ``conflict`` (``record`` holds the server's
+    values) or ``rejected`` (``reason`` says why). ``fields`` (an extension)
+    gives each field's own outcome: ``applied``, ``conflict`` or a reason."""
+
+    mid: str
+    status: str
+    reason: str | None = None
+    record: dict[str, Any] | None = None
+    fields: dict[str, str] | None = None
+    message: str | None = None
+
+    @classmethod
+    def from_dict(cls, item: dict[str, Any]) -> MutationResult:
+        return cls(
+            mid=item["mid"],
+            status=item["status"],
+            reason=item.get("reason"),
+            record=item.get("record"),
+            fields=item.get("fields"),
+            message=item.get("message"),
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class Mutated:
+    id: int
+    results: list[MutationResult]
+
+
+@dataclass(slots=True, frozen=True)
+class Change:
+    """A record's changed fields since the cursor; ``removed``: it left the
+    reader's scope or was deleted (drop it)."""
+
+    type: str
+    rid: str
+    fields: dict[str, Any]
+    removed: bool = False
+
+    @classmethod
+    def from_dict(cls, item: dict[str, Any]) -> Change:
+        return cls(
+            type=item["type"],
+            rid=item["rid"],
+            fields=item.get("fields") or {},
+            removed=bool(item.get("removed", False)),
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class Changes:
+    id: int
+    changes: list[Change]
+    cursor: str
+    more: bool
+    #: An extension: true on a full download (pull without a cursor): the
+    #: reader replaces what it holds of the pulled types.
+    snapshot: bool = False
+
+
+@dataclass(slots=True, frozen=True)
 class UnknownMsg:
     """A message of a type this version does not know (a later protocol
     version's, or an extension's): clients ignore it."""
@@ -443,6 +647,8 @@ ServerMessage = (
     | Pong
     | ErrorMsg
     | Goaway
+    | Mutated
+    | Changes
     | UnknownMsg
 )
 
@@ -482,6 +688,19 @@ def parse_server_message(message: dict[str, Any]) -> ServerMessage:
             return Pong(id=message["id"], ts=message["ts"])
         if kind == "error":
             return ErrorMsg(code=message["code"], message=message["message"], id=message.get("id"))
+        if kind == "mutated":
+            return Mutated(
+                id=message["id"],
+                results=[MutationResult.from_dict(item) for item in message["results"]],
+            )
+        if kind == "changes":
+            return Changes(
+                id=message["id"],
+                changes=[Change.from_dict(item) for item in message["changes"]],
+                cursor=message["cursor"],
+                more=bool(message["more"]),
+                snapshot=bool(message.get("snapshot", False)),
+            )
         if kind == "goaway":
             low, high = message["reconnect_after_ms"]
             return Goaway(reason=message["reason"], reconnect_after_ms=(int(low), int(high)))

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.api import PublishEndpoint, exception_handlers, routes
 from server.api_dispatch import dispatch_routes
+from server.api_sync import sync_routes
 from server.backend.base import Backend
 from server.gateway import WS_PATH, Connection
 from server.node import Node, make_backend
@@ -43,7 +44,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
             await node.close()
 
     starlette = Starlette(
-        routes=[*routes, *dispatch_routes],
+        routes=[*routes, *dispatch_routes, *sync_routes],
         lifespan=lifespan,
         exception_handlers=exception_handlers,
     )

@@ -105,6 +105,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from server.app import build_server, describe
     from server.node import make_backend
+    from server.sync.engine import load_sync_config
 
     settings = _settings(
         args,
@@ -119,6 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    load_sync_config(settings)  # a broken schema or mapping stops here, with where and why
     backend = make_backend(settings)
 
     def listening(url: str) -> None:

@@ -39,6 +39,7 @@ class Event:
         "epoch",
         "frames",
         "ms",
+        "origin",
         "priority",
         "seq",
     )
@@ -56,9 +57,22 @@ class Event:
         self._items: list[bytes | None] = [None, None]  # [json, msgpack]
         #: Cached wire frames, [json, msgpack]: read by the delivery hot path.
         self.frames: list[bytes | None] = [None, None]
+        #: ``(user, device)`` that made the record change a ``record.changed``
+        #: event announces: that device does not get it (no echo).
+        self.origin: tuple[str, str] | None = self._origin() if b'"origin"' in body else None
 
     def __repr__(self) -> str:
         return f"Event({self.channel!r}, {self.offset!r})"
+
+    def _origin(self) -> tuple[str, str] | None:
+        fields = self.fields
+        data = fields.get("data")
+        if fields.get("kind") != "record.changed" or not isinstance(data, dict):
+            return None
+        origin = data.get("origin")
+        if not isinstance(origin, dict):
+            return None
+        return str(origin.get("user")), str(origin.get("device"))
 
     @property
     def offset(self) -> str:

@@ -65,6 +65,7 @@ class Metrics:
         self.acks = 0
         self._catchups = catchups
         self.escalations = 0
+        self.mutations: Counter[str] = Counter()
         self.ack_roundtrip = Histogram()
         self._gauges = gauges or {}
 
@@ -119,6 +120,11 @@ class Metrics:
             "escalations_total",
             "Escalation events this node published (unacked critical events).",
             {"": self.escalations},
+        )
+        counter(
+            "mutations_total",
+            "Sync mutations answered, by status (applied, conflict, rejected).",
+            {f'{{status="{status}"}}': n for status, n in sorted(self.mutations.items())},
         )
         lines.extend(
             self.ack_roundtrip.render(

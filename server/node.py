@@ -13,7 +13,7 @@ import itertools
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import CloseCode
 from server.auth import TokenVerifier
@@ -23,6 +23,7 @@ from server.hub import Hub
 from server.metrics import Metrics
 from server.presence import PresenceTracker
 from server.settings import Settings
+from server.sync.engine import SyncEngine, load_sync_config
 
 if TYPE_CHECKING:
     from server.gateway import Connection
@@ -111,6 +112,11 @@ class Flusher:
 
 def make_backend(settings: Settings) -> Backend:
     """The configured backend: Redis when ``redis_url`` is set, else memory."""
+    sync: dict[str, Any] = {
+        "sync_results_ttl_s": settings.sync_results_ttl_s,
+        "sync_log_max_entries": settings.sync_log_max_entries,
+        "sync_log_max_age_s": settings.sync_log_max_age_s,
+    }
     if settings.redis_url:
         from server.backend.redis import RedisBackend
 
@@ -123,6 +129,7 @@ def make_backend(settings: Settings) -> Backend:
             history_meta_ttl_s=settings.history_meta_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             receipts_ttl_s=settings.receipts_ttl_s,
+            **sync,
         )
     from server.backend.memory import MemoryBackend
 
@@ -131,6 +138,7 @@ def make_backend(settings: Settings) -> Backend:
         history_max_age_s=settings.history_max_age_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,
         receipts_ttl_s=settings.receipts_ttl_s,
+        **sync,
     )
 
 
@@ -158,6 +166,9 @@ class Node:
         self.flusher = Flusher(self.metrics, settings.coalesce_ms / 1000)
         self.dispatch = Dispatch(self)
         self.presence = PresenceTracker(self)
+        self.sync = SyncEngine(self, *load_sync_config(settings))
+        #: ``welcome.poll``: the schema's poll intervals, then the settings' (which win).
+        self.poll_intervals = {**self.sync.schema.poll_intervals(), **settings.poll_intervals_s}
         self._heartbeat: asyncio.Task[None] | None = None
         self._id_prefix = secrets.token_hex(6)
         self._id_counter = itertools.count(1)

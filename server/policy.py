@@ -6,6 +6,7 @@
 | team:<id>    | members; dispatcher; admin         | dispatcher, service, admin |
 | broadcast    | everyone                           | dispatcher, service, admin |
 | dispatch     | dispatcher, supervisor, admin      | service, admin (and the server) |
+| records:<id> | supervisors of that team; dispatcher; admin | the server (sync) |
 
 Pure functions of a verified :class:`~server.auth.Identity` and a valid channel name.
 """
@@ -34,11 +35,15 @@ def may_subscribe(identity: Identity, channel: str) -> bool:
         return ident in identity.teams or role in ("dispatcher", "admin")
     if kind == "broadcast":
         return True
+    if kind == "records":
+        return (role == "supervisor" and ident in identity.teams) or role in ("dispatcher", "admin")
     return role in VIEWER_ROLES
 
 
 def may_publish(identity: Identity, channel: str) -> bool:
     kind, _ = parse_channel(channel)
+    if kind == "records":
+        return False
     if kind == "dispatch":
         return identity.role in ("service", "admin")
     return identity.role in PUBLISHER_ROLES

@@ -44,8 +44,10 @@ from client_sdk.protocol import (
     CloseCode,
     ErrorCode,
     Hello,
+    Mutate,
     Ping,
     ProtocolError,
+    Pull,
     Subscribe,
     Unsubscribe,
     parse_client_message,
@@ -55,6 +57,7 @@ from server.errors import AuthError, BackendUnavailable
 from server.events import Event, events_frame
 from server.offsets import Offset
 from server.policy import may_subscribe
+from server.sync.engine import SyncError, actor_of
 
 if TYPE_CHECKING:
     from server.gateway import Connection
@@ -90,7 +93,8 @@ class Subscription:
             self.replaying.append(event)
         elif event.seq > self.last_seq:
             self.last_seq = event.seq
-            self.session.push(event)
+            if event.origin is None or event.origin != self.session.origin:
+                self.session.push(event)
 
     def feed_lost(self, channel: str) -> None:
         self.session.close(CloseCode.SERVICE_RESTART, f"events of {channel} were lost; resume")
@@ -119,6 +123,7 @@ class Session:
         "inbox",
         "node",
         "opened_at",
+        "origin",
         "outbox",
         "since_ms",
         "strikes",
@@ -135,6 +140,8 @@ class Session:
         self.id = node.new_session_id()
         self.identity: Identity | None = None
         self.device = ""
+        #: ``(user, device)`` once past hello: record changes it made are not echoed.
+        self.origin: tuple[str, str] | None = None
         self.subs: dict[str, Subscription] = {}
         self.outbox: list[Event] = []
         #: 0: nothing to write; 1: waits for the coalescing window; 2: urgent.
@@ -341,9 +348,52 @@ class Session:
             return self._subscribe(message)
         elif isinstance(message, Unsubscribe):
             self._unsubscribe(message)
+        elif isinstance(message, Mutate):
+            return self._mutate(message)
+        elif isinstance(message, Pull):
+            return self._pull(message)
         elif isinstance(message, Hello):
             self.error(ErrorCode.BAD_REQUEST, "hello was already received")
         return None
+
+    # ------------------------------------------------------------ delta sync
+
+    async def _mutate(self, message: Mutate) -> None:
+        assert self.identity is not None
+        limit = self.node.settings.sync_max_mutations
+        if len(message.mutations) > limit:
+            self.error(
+                ErrorCode.TOO_LARGE,
+                f"at most {limit} mutations per mutate; send the rest in another",
+                message.id,
+            )
+            return
+        try:
+            results = await self.node.sync.mutate(
+                actor_of(self.identity, self.device), message.mutations
+            )
+        except BackendUnavailable:
+            self.error(
+                ErrorCode.UNAVAILABLE,
+                "backend unavailable; send the mutations again (same mids)",
+                message.id,
+            )
+            return
+        self.send({"type": "mutated", "id": message.id, "results": results})
+
+    async def _pull(self, message: Pull) -> None:
+        assert self.identity is not None
+        try:
+            reply = await self.node.sync.pull(
+                actor_of(self.identity, self.device), message.cursor, message.types, message.limit
+            )
+        except SyncError as exc:
+            self.error(exc.code, exc.message, message.id)
+            return
+        except BackendUnavailable:
+            self.error(ErrorCode.UNAVAILABLE, "backend unavailable; pull again", message.id)
+            return
+        self.send({"type": "changes", "id": message.id, **reply})
 
     def _refuse_before_hello(self, raw: dict[str, Any]) -> None:
         kind = raw.get("type")
@@ -382,6 +432,7 @@ class Session:
             return
         self.identity = identity
         self.device = hello.device
+        self.origin = (identity.user, hello.device)
         self.conn.hello_received()
         try:
             admitted = await node.presence.admit(self)
@@ -425,7 +476,7 @@ class Session:
                 "role": identity.role,
                 "node": node.settings.node_id,
                 "heartbeat_s": node.settings.heartbeat_s,
-                "poll": dict(node.settings.poll_intervals_s),
+                "poll": node.poll_intervals,
                 "subs": {ch: states[ch] for ch in wanted},
             }
         )
@@ -516,6 +567,8 @@ class Session:
             last = page[-1]
             if any(event.priority == "critical" for event in page):
                 page = [e for e in page if e.priority != "critical" or self.first_critical(e)]
+            if any(event.origin is not None for event in page):
+                page = [e for e in page if e.origin is None or e.origin != self.origin]
             await self._write_paced(page)
             self.node.metrics.replayed_events += len(page)
             subscription.last_seq = last.seq

@@ -162,6 +162,29 @@ class Settings:
         default_factory=lambda: {"low": 900.0, "visit_plan": 900.0}
     )
 
+    # Delta sync (docs/sync.md)
+    #: The data dictionary and the field mappings; relative paths are taken
+    #: from the working directory. No mappings file: names pass through.
+    schema_path: str = "config/schema.toml"
+    mappings_path: str | None = "config/mappings.toml"
+    #: A device's HLC stamp may be this far ahead of the server's clock; further
+    #: ahead, it is clamped to it.
+    sync_max_skew_s: float = 300.0
+    #: A mutation's result is kept this long: a replay of its ``mid`` within it
+    #: returns the first result.
+    sync_results_ttl_s: float = 7 * 86400
+    #: The change log keeps this many entries and this long; a pull cursor
+    #: older than that answers ``resync``.
+    sync_log_max_entries: int = 1_000_000
+    sync_log_max_age_s: float = 30 * 86400
+    #: Mutations in one ``mutate`` (or ``/v1/sync/push``) at most.
+    sync_max_mutations: int = 500
+    #: Largest body of ``/v1/sync/push``, ``/v1/sync/pull`` and ``PUT /v1/records``.
+    sync_max_body_bytes: int = 1_048_576
+    #: Changes in one ``pull`` page: when no ``limit`` is given, and at most.
+    sync_page_default: int = 500
+    sync_page_max: int = 5000
+
     @property
     def uses_dev_secret(self) -> bool:
         return "HS256" in self.jwt_algorithms and self.jwt_secret.reveal() == DEV_JWT_SECRET
@@ -204,6 +227,14 @@ class Settings:
             "escalation_webhook_attempts",
             "receipts_ttl_s",
             "presence_ttl_s",
+            "sync_max_skew_s",
+            "sync_results_ttl_s",
+            "sync_log_max_entries",
+            "sync_log_max_age_s",
+            "sync_max_mutations",
+            "sync_max_body_bytes",
+            "sync_page_default",
+            "sync_page_max",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -217,6 +248,8 @@ class Settings:
             )
         if self.connections_per_user_policy not in ("oldest", "newest"):
             raise ConfigError("connections_per_user_policy must be 'oldest' or 'newest'")
+        if self.sync_page_default > self.sync_page_max:
+            raise ConfigError("sync_page_default must not exceed sync_page_max")
         if "low" not in self.poll_intervals_s:
             raise ConfigError(
                 "poll_intervals_s needs a 'low' entry: how long a connection holds "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from server.events import Event
 from server.offsets import Offset
@@ -42,6 +42,9 @@ __all__ = [
     "Receipt",
     "ReceiptStep",
     "Receipts",
+    "RecordStore",
+    "RecordWrite",
+    "StoredRecord",
     "Tracking",
 ]
 
@@ -167,6 +170,73 @@ class PresenceEntry:
     last_seen: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as the store holds it: its commit count and its encoded state."""
+
+    version: int
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWrite:
+    """The commit of one mutation (see :meth:`RecordStore.commit`).
+
+    ``result_key`` names the mutation (user, device, ``mid``; None: not
+    idempotent) and ``result`` is its encoded result. ``record`` is the record
+    key ``<type>:<rid>`` the mutation was judged against: the write applies
+    only if that record is still at ``expected_version``, and then ``blob``
+    (if not empty) replaces it. ``log`` entries are appended to the change log.
+    """
+
+    result_key: str | None
+    result: bytes
+    record: str | None = None
+    expected_version: int = 0
+    blob: bytes = b""
+    log: tuple[bytes, ...] = ()
+
+
+#: :meth:`RecordStore.commit` status of a write whose record changed meanwhile.
+STALE: Final = b"\x00stale"
+
+
+class RecordStore(Protocol):
+    """Records, mutation results and the change log of delta sync.
+
+    Guarantees: each :class:`RecordWrite` is applied atomically (record,
+    result and log entries together, or nothing) and only if the record is
+    still at ``expected_version`` (compare-and-set across nodes); writes of
+    one :meth:`commit` are applied in order. Log positions are
+    ``<ms>-<seq>`` strings stamped by the store, strictly increasing.
+    """
+
+    async def load(
+        self, records: list[str], result_keys: list[str]
+    ) -> tuple[list[StoredRecord | None], list[bytes | None]]:
+        """The records (None: never written) and the kept results (None: unknown)."""
+
+    async def commit(self, writes: list[RecordWrite]) -> list[bytes | None]:
+        """Apply ``writes`` in order. Per write: None (applied), the result
+        kept for its ``result_key`` (nothing applied: a replay), or
+        :data:`STALE` (the record is not at ``expected_version``, or an
+        earlier write of this call on the same record was not applied)."""
+
+    async def log_top(self) -> str:
+        """The newest position of the change log (``0-0`` when empty)."""
+
+    async def read_log(self, after: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+        """Up to ``limit`` ``(position, entry)`` of the log after ``after``,
+        oldest first, and whether entries after ``after`` were already trimmed
+        (then the entries start at the oldest one retained)."""
+
+    async def scan(
+        self, record_type: str, after_rid: str, limit: int
+    ) -> list[tuple[str, StoredRecord]]:
+        """Up to ``limit`` records of a type (deleted ones included) with an id
+        greater than ``after_rid`` (``""``: from the first), in id order."""
+
+
 class EventSink(Protocol):
     """Receives the live feed of the channels a node subscribed to."""
 
@@ -191,6 +261,10 @@ class Backend(Protocol):
     @property
     def presence(self) -> Presence:
         """Who is connected, cluster-wide."""
+
+    @property
+    def records(self) -> RecordStore:
+        """Records and the change log of delta sync."""
 
     async def start(
         self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None

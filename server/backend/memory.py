@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from server.backend.base import EventSink, History, PublishRequest, PublishResult
 from server.backend.memory_ledger import MemoryLedger, MemoryPresence
+from server.backend.memory_records import MemoryRecords
 from server.errors import IdempotencyConflict
 from server.events import Event, encode_body
 from server.offsets import Offset, can_recover, new_epoch
@@ -51,6 +52,9 @@ class MemoryBackend:
         history_max_age_s: float,
         idempotency_ttl_s: float,
         receipts_ttl_s: float = 7 * 86400,
+        sync_results_ttl_s: float = 7 * 86400,
+        sync_log_max_entries: int = 1_000_000,
+        sync_log_max_age_s: float = 30 * 86400,
     ) -> None:
         self._max_events = history_max_events
         self._max_age_ms = int(history_max_age_s * 1000)
@@ -60,6 +64,11 @@ class MemoryBackend:
         self._sink: EventSink | None = None
         self.ledger = MemoryLedger(ttl_ms=int(receipts_ttl_s * 1000), announce=self._announce)
         self.presence = MemoryPresence()
+        self.records = MemoryRecords(
+            results_ttl_s=sync_results_ttl_s,
+            log_max_entries=sync_log_max_entries,
+            log_max_age_s=sync_log_max_age_s,
+        )
 
     async def start(
         self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None

@@ -39,6 +39,7 @@ from server.backend.base import EventSink, History, PublishRequest, PublishResul
 from server.backend.redis_client import RedisClient
 from server.backend.redis_ledger import RedisLedger, RedisPresence, script
 from server.backend.redis_pubsub import PubSub, RedisAddress
+from server.backend.redis_records import RedisRecords
 from server.errors import BackendUnavailable, IdempotencyConflict
 from server.events import Event
 from server.offsets import Offset, can_recover, new_epoch
@@ -64,6 +65,9 @@ class RedisBackend:
         history_meta_ttl_s: float,
         idempotency_ttl_s: float,
         receipts_ttl_s: float = 7 * 86400,
+        sync_results_ttl_s: float = 7 * 86400,
+        sync_log_max_entries: int = 1_000_000,
+        sync_log_max_age_s: float = 30 * 86400,
     ) -> None:
         self._address = RedisAddress.from_url(url)
         self._prefix = prefix
@@ -88,6 +92,13 @@ class RedisBackend:
             history=(self._max_events, self._max_age_ms, self._meta_ttl_ms),
         )
         self.presence = RedisPresence(self._client, prefix)
+        self.records = RedisRecords(
+            self._client,
+            prefix,
+            results_ttl_s=sync_results_ttl_s,
+            log_max_entries=sync_log_max_entries,
+            log_max_age_s=sync_log_max_age_s,
+        )
         self._control: bytes | None = None
         self._on_kick: Callable[[str], None] | None = None
 
