@@ -153,8 +153,8 @@ def test_parse_server_messages() -> None:
     assert goaway == Goaway(reason="drain", reconnect_after_ms=(10, 20))
     with pytest.raises(ProtocolError):
         parse_server_message({"type": "welcome"})
-    later = parse_server_message({"type": "changes", "cursor": "c1"})
-    assert later == UnknownMsg(type="changes", fields={"type": "changes", "cursor": "c1"})
+    later = parse_server_message({"type": "sync.v2", "cursor": "c1"})
+    assert later == UnknownMsg(type="sync.v2", fields={"type": "sync.v2", "cursor": "c1"})
 
 
 @pytest.mark.parametrize("binary", [False, True])

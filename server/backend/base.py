@@ -225,10 +225,11 @@ class RecordStore(Protocol):
     async def log_top(self) -> str:
         """The newest position of the change log (``0-0`` when empty)."""
 
-    async def read_log(self, after: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-        """Up to ``limit`` ``(position, entry)`` of the log after ``after``,
-        oldest first, and whether entries after ``after`` were already trimmed
-        (then the entries start at the oldest one retained)."""
+    async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+        """Up to ``limit`` ``(position, entry)`` of the log after ``after``
+        (None: from the oldest retained), oldest first, and whether entries
+        after ``after`` were already trimmed (then the entries start at the
+        oldest one retained). ValueError if ``after`` is not a position."""
 
     async def scan(
         self, record_type: str, after_rid: str, limit: int

@@ -101,8 +101,8 @@ class MemoryRecords:
     async def log_top(self) -> str:
         return f"{self._top[0]}-{self._top[1]}"
 
-    async def read_log(self, after: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-        position = log_position(after)
+    async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+        position = log_position(after) if after is not None else self._trimmed
         expired = position < self._trimmed
         log = self._log
         start = bisect.bisect_right(log, max(position, self._trimmed), key=lambda item: item[0])

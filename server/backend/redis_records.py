@@ -8,14 +8,17 @@ Keys (``<p>`` is the key prefix):
   for the full download);
 - ``<p>:sync:res:<result key>`` a mutation's result, for replays of its
   ``mid``; expires after ``results_ttl_s``;
-- ``<p>:sync:log`` stream: the change log, entry field ``c``; trimmed to
-  ``log_max_entries`` and ``log_max_age_s`` (approximately, whole nodes).
+- ``<p>:sync:log`` stream: the change log, entry fields ``c`` (the entry) and
+  ``n`` (its number, from the counter ``<p>:sync:log:n``: 1, 2, ... without
+  holes); trimmed to ``log_max_entries`` and ``log_max_age_s``
+  (approximately, whole stream nodes). Positions are ``<stream id>:<n>``.
 
 A batch's commit is one Lua script (``sync_commit.lua``): per write it checks
 the kept result (a replay), compares the record's version (compare-and-set),
 writes the record, the result and the log entries, all or nothing, in the
-batch's order. Reading the log checks the stream's ``max-deleted-entry-id``:
-a reader whose position is older than a trimmed entry must resync.
+batch's order. Redis keeps no record of trimmed ids, so reading the log
+compares numbers: when the oldest retained entry's ``n`` is more than one past
+the reader's, entries after the reader were trimmed and it must resync.
 """
 
 from __future__ import annotations
@@ -90,12 +93,21 @@ class RedisRecords:
 
     async def log_top(self) -> str:
         reply = await self._client.execute(b"XREVRANGE", self._log, b"+", b"-", b"COUNT", b"1")
-        return reply[0][0].decode() if reply else "0-0"
+        if not reply:
+            return "0-0:0"
+        entry_id, fields = reply[0]
+        return f"{entry_id.decode()}:{fields[3].decode()}"
 
-    async def read_log(self, after: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-        reply = await self._client.run(_READ, [self._log], [after, limit])
-        expired = reply[0] == 1
-        return [(reply[i].decode(), reply[i + 1]) for i in range(1, len(reply), 2)], expired
+    async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+        entry_id, _, number = (after or "0-0:0").partition(":")
+        if not number.isdigit():
+            raise ValueError(f"not a log position: {after!r}")
+        reply = await self._client.run(_READ, [self._log], [entry_id, number, limit])
+        entries = [
+            (f"{reply[i].decode()}:{reply[i + 1].decode()}", reply[i + 2])
+            for i in range(1, len(reply), 3)
+        ]
+        return entries, reply[0] == 1
 
     async def scan(
         self, record_type: str, after_rid: str, limit: int

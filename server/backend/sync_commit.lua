@@ -46,7 +46,8 @@ while i <= #ARGV do
         redis.call('SET', prefix .. ':sync:res:' .. result_key, result, 'PX', ttl)
       end
       for j = entries_at, entries_at + nlog - 1 do
-        redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'c', ARGV[j])
+        local n = redis.call('INCR', log .. ':n')
+        redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'c', ARGV[j], 'n', n)
       end
       out[#out + 1] = 0
     else

@@ -510,7 +510,7 @@ class SyncEngine:
         complete: set[tuple[str, str]] = set()  # records that entered the scope: send all
         more = False
         while True:
-            entries, expired = await self._store.read_log(after, LOG_CHUNK)
+            entries, expired = await self._read_log(after, LOG_CHUNK)
             if expired:
                 raise SyncError(
                     ErrorCode.RESYNC,
@@ -536,6 +536,18 @@ class SyncEngine:
             {"type": t, "rid": rid, **change} for (t, rid), change in merged.items() if change
         ]
         return {"changes": changes, "cursor": encode_cursor("l", after), "more": more}
+
+    async def _read_log(
+        self, after: str | None, limit: int
+    ) -> tuple[list[tuple[str, bytes]], bool]:
+        try:
+            entries: list[tuple[str, bytes]]
+            entries, expired = await self._store.read_log(after, limit)
+        except ValueError:
+            raise SyncError(
+                ErrorCode.BAD_REQUEST, "invalid cursor: send one from a reply"
+            ) from None
+        return entries, expired
 
     def _fold(
         self,
@@ -610,15 +622,15 @@ class SyncEngine:
     async def feed(self, cursor: str | None, limit: int | None) -> dict[str, Any]:
         """``GET /v1/changes``: applied changes and proposals after ``cursor``
         (none: from the oldest retained), in order, in the CRM's names."""
-        after = "0-0"
+        after = None
         if cursor is not None:
             parts = decode_cursor(cursor)
             if parts[0] != "l":
                 raise SyncError(ErrorCode.BAD_REQUEST, "invalid cursor: use one from /v1/changes")
             after = parts[1]
         size = self._page_size(limit)
-        entries, expired = await self._store.read_log(after, size)
-        if expired and cursor is not None:
+        entries, expired = await self._read_log(after, size)
+        if expired:
             raise SyncError(
                 ErrorCode.RESYNC,
                 "the cursor is older than the retained change log: start again without a cursor",
@@ -643,6 +655,8 @@ class SyncEngine:
                 change["deleted"] = True
             changes.append(change)
             after = position
+        if after is None:  # an empty log
+            after = await self._store.log_top()
         return {
             "changes": changes,
             "cursor": encode_cursor("l", after),

@@ -1,0 +1,578 @@
+"""Delta sync through a real node on both backends: mutate/pull over the
+socket, the HTTP calls, the CRM side, idempotency, scopes, realtime events,
+the change log's retention, and the record store's guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from server.backend.base import STALE, RecordWrite
+from server.backend.memory import MemoryBackend
+from server.backend.redis import RedisBackend
+from tests.support.node import RunningNode, node_settings, running_node
+from tests.support.phones import phone
+from tests.support.timing import scaled
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def node(request: pytest.FixtureRequest) -> AsyncIterator[RunningNode]:
+    overrides: dict[str, Any] = getattr(request, "param_overrides", {})
+    if request.param == "redis":
+        overrides["redis_url"] = request.getfixturevalue("redis_url")
+    async with running_node(node_settings(**overrides)) as running:
+        yield running
+
+
+class Api:
+    """HTTP calls of one user."""
+
+    def __init__(self, node: RunningNode, user: str, role: str, teams: tuple[str, ...] = ()):
+        self.node = node
+        self.headers = {"Authorization": f"Bearer {node.token(user, role, teams)}"}
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.node.url, timeout=scaled(10)) as http:
+            return await http.request(method, path, headers=self.headers, **kwargs)
+
+    async def put(self, record_type: str, rid: str, **fields: Any) -> dict[str, Any]:
+        reply = await self.call("PUT", f"/v1/records/{record_type}/{rid}", json={"fields": fields})
+        assert reply.status_code == 200, reply.text
+        body: dict[str, Any] = reply.json()
+        return body
+
+    async def push(self, *mutations: dict[str, Any], device: str = "http") -> list[dict[str, Any]]:
+        reply = await self.call(
+            "POST", "/v1/sync/push", json={"mutations": list(mutations), "device": device}
+        )
+        assert reply.status_code == 200, reply.text
+        results: list[dict[str, Any]] = reply.json()["results"]
+        return results
+
+    async def pull(self, **body: Any) -> dict[str, Any]:
+        reply = await self.call("POST", "/v1/sync/pull", json=body)
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
+
+    async def pull_all(
+        self, cursor: str | None = None, **body: Any
+    ) -> tuple[dict[tuple[str, str], Any], str]:
+        """Every change until ``more`` is false: {(type, rid): fields or 'removed'}."""
+        seen: dict[tuple[str, str], Any] = {}
+        while True:
+            page = await self.pull(cursor=cursor, **body)
+            for change in page["changes"]:
+                key = (change["type"], change["rid"])
+                seen[key] = (
+                    "removed"
+                    if change.get("removed")
+                    else {**seen.get(key, {}), **change["fields"]}
+                )
+            cursor = page["cursor"]
+            if not page["more"]:
+                assert cursor is not None
+                return seen, cursor
+
+
+def mutation(
+    mid: str, rid: str, record_type: str = "customer", hlc: list[int] | None = None, **fields: Any
+) -> dict[str, Any]:
+    return {
+        "mid": mid,
+        "type": record_type,
+        "rid": rid,
+        "fields": fields,
+        "hlc": hlc or [now_ms(), 0],
+    }
+
+
+async def seed(crm: Api) -> None:
+    await crm.put(
+        "customer", "c-alice", name="ACME", owner="alice", team="north", level="A", budget="1000"
+    )
+    await crm.put("customer", "c-bob", name="Bolt AG", owner="bob", team="north")
+    await crm.put("customer", "c-south", name="Sud SA", owner="sam", team="south")
+
+
+# ---------------------------------------------------------------- socket
+
+
+@pytest.mark.parametrize("binary", [False, True])
+async def test_mutate_and_pull_over_the_socket(node: RunningNode, binary: bool) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    async with phone(node, "alice", teams=("north",), binary=binary, device="a-phone") as alice:
+        reply = await alice.request(
+            {
+                "type": "mutate",
+                "id": 7,
+                "mutations": [
+                    mutation("m1", "c-alice", stage="negotiation", model_pref="X9"),
+                    mutation("m2", "c-alice", name="ACME Ltd"),
+                    mutation("m3", "c-alice", contract_no="K-1"),
+                    mutation("m4", "c-alice", hlc=[now_ms() - 60_000, 0], stage="lost"),
+                    mutation("m5", "f-1", "follow_up", customer="c-alice", note="bring brochure"),
+                    mutation("m6", "c-bob", stage="lost"),
+                    mutation("m7", "c-alice", budget=-5),
+                ],
+            }
+        )
+        assert reply["type"] == "mutated" and reply["id"] == 7
+        results = {r["mid"]: r for r in reply["results"]}
+        assert [r["mid"] for r in reply["results"]] == ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]
+        assert results["m1"]["status"] == "applied"
+        assert (results["m2"]["status"], results["m2"]["reason"]) == ("rejected", "mdm_owned")
+        assert results["m2"]["record"]["name"] == "ACME"  # the CRM's value back
+        assert results["m2"]["record"]["vip"] is True  # in the phone's names
+        assert (results["m3"]["status"], results["m3"]["reason"]) == ("rejected", "field_locked")
+        assert results["m4"]["status"] == "conflict"
+        assert results["m4"]["record"]["stage"] == "negotiation"
+        assert results["m5"]["status"] == "applied"
+        assert (results["m6"]["status"], results["m6"]["reason"]) == ("rejected", "not_found")
+        assert (results["m7"]["status"], results["m7"]["reason"]) == ("rejected", "validation")
+        assert "budget must be at least 0" in results["m7"]["message"]
+
+        pulled = await alice.request({"type": "pull", "id": 8})
+        assert pulled["type"] == "changes" and pulled["id"] == 8 and pulled["snapshot"] is True
+        records = {(c["type"], c["rid"]): c["fields"] for c in pulled["changes"]}
+        assert set(records) == {("customer", "c-alice"), ("follow_up", "f-1")}  # own records only
+        assert records[("customer", "c-alice")] == {
+            "name": "ACME",
+            "owner": "alice",
+            "team": "north",
+            "vip": True,
+            "budget": 1000,
+            "stage": "negotiation",
+            "model_pref": "X9",
+        }
+        again = await alice.request({"type": "pull", "id": 9, "cursor": pulled["cursor"]})
+        assert again["changes"] == [] and again["more"] is False
+
+
+async def test_a_replayed_mid_returns_the_first_result_and_changes_nothing(
+    node: RunningNode,
+) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    alice = Api(node, "alice", "sales", ("north",))
+    first = await alice.push(mutation("m1", "c-alice", stage="signed"), device="a-phone")
+    again = await alice.push(
+        mutation("m1", "c-alice", hlc=[now_ms() + 1000, 0], stage="lost"), device="a-phone"
+    )
+    assert again == first
+    seen, _ = await alice.pull_all()
+    assert seen[("customer", "c-alice")]["stage"] == "signed"
+    other_device = await alice.push(mutation("m1", "c-alice", stage="lost"), device="a-tablet")
+    assert other_device[0]["status"] == "applied"  # mids are unique per device, not globally
+    feed = (await crm.call("GET", "/v1/changes")).json()["changes"]
+    stage_changes = [c for c in feed if "stage" in c["fields"]]
+    assert [c["fields"]["stage"]["new"] for c in stage_changes] == ["signed", "lost"]
+
+
+async def test_malformed_sync_messages_get_errors_and_the_connection_stays(
+    node: RunningNode,
+) -> None:
+    async with phone(node, "alice", teams=("north",)) as alice:
+        bad = await alice.request({"type": "mutate", "id": 1, "mutations": "all of them"})
+        assert (bad["type"], bad["code"], bad["id"]) == ("error", "bad_request", 1)
+        no_mid = await alice.request(
+            {"type": "mutate", "id": 2, "mutations": [{"type": "customer"}]}
+        )
+        assert (no_mid["code"], no_mid["id"]) == ("bad_request", 2)
+        bad_pull = await alice.request({"type": "pull", "id": 3, "limit": 0})
+        assert bad_pull["code"] == "bad_request"
+        bad_cursor = await alice.request({"type": "pull", "id": 4, "cursor": "not-a-cursor"})
+        assert (bad_cursor["code"], bad_cursor["id"]) == ("bad_request", 4)
+        unknown_type = await alice.request({"type": "pull", "id": 5, "types": ["spaceship"]})
+        assert unknown_type["code"] == "invalid"
+        too_many = await alice.request(
+            {"type": "mutate", "id": 6, "mutations": [mutation(f"m{i}", "x") for i in range(501)]}
+        )
+        assert (too_many["code"], too_many["id"]) == ("too_large", 6)
+        per_item = await alice.request(
+            {
+                "type": "mutate",
+                "id": 7,
+                "mutations": [
+                    {
+                        "mid": "a",
+                        "type": "customer",
+                        "rid": "n1",
+                        "fields": {"name": "N"},
+                        "hlc": "now",
+                    },
+                    {
+                        "mid": "b",
+                        "type": "customer",
+                        "rid": "n1",
+                        "fields": {"name": "N"},
+                        "hlc": [now_ms(), 0],
+                        "x": 1,
+                    },
+                    mutation("c", "n1", name="New GmbH"),
+                ],
+            }
+        )
+        statuses = [(r["mid"], r["status"], r.get("reason")) for r in per_item["results"]]
+        assert statuses == [
+            ("a", "rejected", "validation"),
+            ("b", "rejected", "validation"),
+            ("c", "applied", None),
+        ]
+        pong = await alice.request({"type": "ping", "id": 8})
+        assert pong["type"] == "pong"
+
+
+# ---------------------------------------------------------------- scopes
+
+
+async def test_each_role_pulls_only_what_it_may_read(node: RunningNode) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    await crm.put(
+        "contract",
+        "k1",
+        number="K-1",
+        customer="c-alice",
+        owner="alice",
+        team="north",
+        amount="25000.00",
+    )
+    await crm.put("work_order", "w1", device="d1", assignee="eve", team="north", fault="leak")
+    await crm.put("work_order", "w2", device="d2", assignee="zed", team="south")
+
+    alice, _ = await Api(node, "alice", "sales", ("north",)).pull_all()
+    assert set(alice) == {("customer", "c-alice"), ("contract", "k1")}
+    assert alice[("contract", "k1")]["amount"] == "25000.00"
+
+    eve, _ = await Api(node, "eve", "after_sales", ("north",)).pull_all()
+    assert ("work_order", "w1") in eve and ("work_order", "w2") not in eve
+    assert "amount" not in eve[("contract", "k1")]  # no contract amounts for after-sales
+    assert (
+        "budget" not in eve[("customer", "c-alice")] and "stage" not in eve[("customer", "c-alice")]
+    )
+
+    boss, _ = await Api(node, "boss", "supervisor", ("north",)).pull_all()
+    assert {k for k in boss if k[0] == "customer"} == {
+        ("customer", "c-alice"),
+        ("customer", "c-bob"),
+    }
+    assert ("work_order", "w1") in boss and ("work_order", "w2") not in boss
+
+    admin, _ = await Api(node, "root", "admin").pull_all()
+    assert ("customer", "c-south") in admin and ("work_order", "w2") in admin
+
+    only, _ = await Api(node, "root", "admin").pull_all(types=["work_order"])
+    assert {k[0] for k in only} == {"work_order"}
+
+
+async def test_a_record_that_leaves_the_scope_is_removed_and_one_that_enters_comes_whole(
+    node: RunningNode,
+) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    alice, bob = Api(node, "alice", "sales", ("north",)), Api(node, "bob", "sales", ("north",))
+    _, alice_cursor = await alice.pull_all()
+    _, bob_cursor = await bob.pull_all()
+    await crm.put("customer", "c-alice", owner="bob")  # the CRM hands the customer over
+    alice_seen, _ = await alice.pull_all(alice_cursor)
+    assert alice_seen == {("customer", "c-alice"): "removed"}
+    bob_seen, _ = await bob.pull_all(bob_cursor)
+    assert bob_seen[("customer", "c-alice")]["name"] == "ACME"  # every field, not only owner
+    assert bob_seen[("customer", "c-alice")]["budget"] == 1000
+
+    await crm.call(
+        "PUT", "/v1/records/follow_up/f9", json={"fields": {"customer": "c-bob", "owner": "bob"}}
+    )
+    _, bob_cursor = await bob.pull_all()
+    results = await crm.push(
+        {"mid": "d1", "type": "follow_up", "rid": "f9", "fields": None, "hlc": [0, 0]}
+    )
+    assert results[0]["status"] == "applied"
+    gone, _ = await bob.pull_all(bob_cursor)
+    assert gone == {("follow_up", "f9"): "removed"}
+
+
+async def test_pull_pages_by_limit_without_losing_or_repeating(node: RunningNode) -> None:
+    crm = Api(node, "crm", "service")
+    for i in range(23):
+        await crm.put("customer", f"c{i:02}", name=f"C{i}", owner="alice", team="north")
+    alice = Api(node, "alice", "sales", ("north",))
+    pages, cursor, rids = 0, None, []
+    while True:
+        page = await alice.pull(cursor=cursor, limit=5)
+        assert len(page["changes"]) <= 5
+        rids += [c["rid"] for c in page["changes"]]
+        pages, cursor = pages + 1, page["cursor"]
+        if not page["more"]:
+            break
+    assert rids == [f"c{i:02}" for i in range(23)] and pages >= 5
+    for i in range(12):
+        await alice.push(mutation(f"s{i}", f"c{i:02}", stage="signed"), device="p")
+    changed, more_pages = [], 0
+    while True:
+        page = await alice.pull(cursor=cursor, limit=5)
+        changed += [c["rid"] for c in page["changes"]]
+        cursor, more_pages = page["cursor"], more_pages + 1
+        if not page["more"]:
+            break
+    assert changed == [f"c{i:02}" for i in range(12)] and more_pages >= 3
+
+
+# ---------------------------------------------------------------- HTTP and CRM
+
+
+async def test_http_sync_calls_check_roles_and_bodies(node: RunningNode) -> None:
+    alice = Api(node, "alice", "sales", ("north",))
+    crm = Api(node, "crm", "service")
+    assert (
+        await alice.call("PUT", "/v1/records/customer/c1", json={"fields": {"name": "X"}})
+    ).status_code == 403
+    assert (await alice.call("GET", "/v1/changes")).status_code == 403
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        nobody = await http.post("/v1/sync/pull", json={})
+    assert nobody.status_code == 401
+    cases = [
+        ("POST", "/v1/sync/push", {"mutations": []}, 422),
+        ("POST", "/v1/sync/push", {"mutations": [mutation("a", "c")], "colour": 1}, 422),
+        ("POST", "/v1/sync/pull", {"limit": "ten"}, 422),
+        ("POST", "/v1/sync/pull", {"cursor": "garbage"}, 422),
+    ]
+    for method, path, body, status in cases:
+        reply = await alice.call(method, path, json=body)
+        assert reply.status_code == status, (path, body, reply.text)
+        assert reply.json()["error"]["code"] == "invalid"
+    assert (await alice.call("POST", "/v1/sync/push", content=b"{nope")).status_code == 400
+    bad_serial = await crm.call("PUT", "/v1/records/device/d1", json={"fields": {"serial": "12AB"}})
+    assert (
+        bad_serial.status_code == 422
+        and "serial must match" in bad_serial.json()["error"]["message"]
+    )
+    unknown = await crm.call("PUT", "/v1/records/lorry/l1", json={"fields": {"x": 1}})
+    assert unknown.status_code == 404
+    put = await crm.put("device", "d1", serial="12345678", model="T9", owner="alice")
+    assert put == {
+        "type": "device",
+        "rid": "d1",
+        "fields": {"serial": "12345678", "model": "T9", "owner": "alice"},
+    }
+
+
+async def test_the_crm_feed_has_every_change_and_proposal_once_in_order(node: RunningNode) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    alice = Api(node, "alice", "sales", ("north",))
+    await alice.push(
+        mutation("m1", "c-alice", stage="negotiation", budget=2000),
+        mutation("m2", "c-alice", name="ACME Ltd"),
+        mutation("m3", "c-alice", hlc=[now_ms() + 1, 0], stage="signed"),
+        device="a-phone",
+    )
+    changes, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await crm.call("GET", "/v1/changes", params=params)).json()
+        changes += page["changes"]
+        cursor = page["cursor"]
+        if not page["more"]:
+            break
+    mine = [c for c in changes if c["actor"] == "alice"]
+    assert [(c["kind"], sorted(c["fields"])) for c in mine] == [
+        ("applied", ["budget", "stage"]),
+        ("proposal", ["name"]),
+        ("applied", ["stage"]),
+    ]
+    assert mine[0]["fields"]["budget"] == {
+        "old": "1000",
+        "new": "2000",
+    }  # in the CRM's names and types
+    assert mine[1]["fields"]["name"] == {"old": "ACME", "new": "ACME Ltd"}
+    assert all(c["device"] == "a-phone" for c in mine)
+    assert len(changes) == 3 + 3  # the three seeded records, then alice's three
+    later = (await crm.call("GET", "/v1/changes", params={"cursor": cursor})).json()
+    assert later["changes"] == [] and later["more"] is False
+
+
+@pytest.mark.parametrize("backend_name", ["memory", "redis"])
+async def test_a_cursor_older_than_the_log_answers_resync(
+    backend_name: str, request: pytest.FixtureRequest
+) -> None:
+    overrides: dict[str, Any] = {"sync_log_max_entries": 3}
+    if backend_name == "redis":
+        overrides["redis_url"] = request.getfixturevalue("redis_url")
+    async with running_node(node_settings(**overrides)) as node:
+        crm = Api(node, "crm", "service")
+        alice = Api(node, "alice", "sales", ("north",))
+        await crm.put("customer", "c1", name="A", owner="alice")
+        _, cursor = await alice.pull_all()
+        for i in range(400):  # Redis trims whole stream nodes (about 100 entries)
+            await crm.put("customer", "c1", budget=str(i))
+        reply = await alice.call("POST", "/v1/sync/pull", json={"cursor": cursor})
+        assert reply.status_code == 409 and reply.json()["error"]["code"] == "resync"
+        async with phone(node, "alice", teams=("north",)) as sock:
+            error = await sock.request({"type": "pull", "id": 1, "cursor": cursor})
+            assert (error["type"], error["code"], error["id"]) == ("error", "resync", 1)
+        fresh, _ = await alice.pull_all()
+        assert fresh[("customer", "c1")]["budget"] == 399
+        feed = await crm.call("GET", "/v1/changes", params={"cursor": cursor})
+        assert feed.status_code == 409
+
+
+# ---------------------------------------------------------------- realtime
+
+
+async def test_a_realtime_field_change_is_pushed_to_its_readers_but_not_echoed(
+    node: RunningNode,
+) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    async with (
+        phone(node, "alice", teams=("north",), device="a-phone") as author,
+        phone(node, "alice", teams=("north",), device="a-tablet") as tablet,
+        phone(
+            node, "boss", role="supervisor", teams=("north",), subs={"records:north": None}
+        ) as boss,
+        phone(node, "bob", teams=("north",), subs={"records:north": None}) as bob,
+    ):
+        assert boss.welcome["subs"]["records:north"]["recovered"] is True
+        assert bob.welcome["subs"]["records:north"] == {"error": "forbidden"}
+        reply = await author.request(
+            {
+                "type": "mutate",
+                "id": 1,
+                "mutations": [mutation("m1", "c-alice", stage="signed", budget=9)],
+            }
+        )
+        assert reply["results"][0]["status"] == "applied"
+        for reader in (tablet, boss):
+            (event,) = await reader.events(1)
+            assert (event["kind"], event["priority"]) == ("record.changed", "high")
+            assert event["data"]["type"] == "customer" and event["data"]["rid"] == "c-alice"
+            assert event["data"]["fields"] == {"stage": "signed"}  # realtime fields only
+            assert event["data"]["origin"] == {"user": "alice", "device": "a-phone"}
+        pong = await author.request({"type": "ping", "id": 2})
+        assert pong["type"] == "pong"  # nothing came before it: no echo
+        await author.request(
+            {"type": "mutate", "id": 3, "mutations": [mutation("m2", "c-alice", budget=10)]}
+        )
+        nothing = await tablet.request({"type": "ping", "id": 4})
+        assert nothing["type"] == "pong"  # budget is a delta field: pulled, not pushed
+
+
+async def test_an_urgent_work_order_is_pushed_as_critical_to_its_engineer(
+    node: RunningNode,
+) -> None:
+    crm = Api(node, "crm", "service")
+    await crm.put("work_order", "w1", device="d1", assignee="eve", team="north")
+    async with phone(node, "eve", role="after_sales", device="eve-phone") as eve:
+        dispatcher = Api(node, "disp", "dispatcher")
+        results = await dispatcher.push(mutation("u1", "w1", "work_order", urgency="urgent"))
+        assert results[0]["status"] == "applied"
+        (event,) = await eve.events(1)
+        assert (event["kind"], event["priority"]) == ("record.changed", "critical")
+        assert event["data"]["fields"] == {"urgency": "urgent"}
+        receipts = await dispatcher.call("GET", f"/v1/events/{event['id']}/receipts")
+        assert receipts.status_code == 200  # tracked like every critical event
+        await eve.send({"type": "ack", "ids": [event["id"]]})
+        normal = await dispatcher.push(mutation("u2", "w1", "work_order", urgency="normal"))
+        assert normal[0]["status"] == "applied"
+        (calm,) = await eve.events(1)
+        assert calm["priority"] == "normal"
+
+
+async def test_welcome_advertises_the_poll_interval_of_poll_types(node: RunningNode) -> None:
+    async with phone(node, "alice") as alice:
+        assert alice.welcome["poll"]["visit_plan"] == 900
+        assert "low" in alice.welcome["poll"]
+
+
+# ---------------------------------------------------------------- the store
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    common = {
+        "history_max_events": 10,
+        "history_max_age_s": 60,
+        "idempotency_ttl_s": 60,
+        "sync_log_max_entries": 1000,
+    }
+    if request.param == "memory":
+        yield MemoryBackend(**common).records
+        return
+    backend = RedisBackend(
+        url=request.getfixturevalue("redis_url"), history_meta_ttl_s=60, **common
+    )
+    try:
+        yield backend.records
+    finally:
+        await backend.close()
+
+
+async def test_store_commits_by_compare_and_set_and_replays_results(store: Any) -> None:
+    first = RecordWrite("k1", b"r1", "customer:c1", 0, b"state-1", (b"e1",))
+    assert await store.commit([first]) == [None]
+    assert await store.commit([RecordWrite("k1", b"other", "customer:c1", 1, b"x")]) == [b"r1"]
+    behind = RecordWrite("k2", b"r2", "customer:c1", 0, b"state-x")
+    chained = RecordWrite("k3", b"r3", "customer:c1", 1, b"state-y")
+    elsewhere = RecordWrite("k4", b"r4", "customer:c2", 0, b"c2-state", (b"e2",))
+    assert await store.commit([behind, chained, elsewhere]) == [STALE, STALE, None]
+    records, results = await store.load(
+        ["customer:c1", "customer:c2", "customer:c9"], ["k1", "k2", "k4"]
+    )
+    assert [(r.version, r.blob) if r else None for r in records] == [
+        (1, b"state-1"),
+        (1, b"c2-state"),
+        None,
+    ]
+    assert results == [b"r1", None, b"r4"]
+    check_only = RecordWrite("k5", b"r5", "customer:c1", 1, b"")
+    assert await store.commit([check_only]) == [None]
+    assert (await store.load(["customer:c1"], []))[0][0].version == 1
+    entries, expired = await store.read_log(None, 10)
+    assert [e for _, e in entries] == [b"e1", b"e2"] and not expired
+    assert await store.log_top() == entries[-1][0]
+    after, _ = await store.read_log(entries[0][0], 10)
+    assert [e for _, e in after] == [b"e2"]
+    assert [rid for rid, _ in await store.scan("customer", "", 10)] == ["c1", "c2"]
+    assert [rid for rid, _ in await store.scan("customer", "c1", 10)] == ["c2"]
+
+
+async def test_concurrent_batches_on_one_record_from_two_nodes_both_apply(redis_url: str) -> None:
+    settings = node_settings(redis_url=redis_url)
+    async with (
+        running_node(settings) as one,
+        running_node(node_settings(redis_url=redis_url, node_id="two")) as two,
+    ):
+        await Api(one, "crm", "service").put("customer", "c1", name="A", owner="alice")
+        users = [Api(one, "alice", "sales"), Api(two, "alice", "sales")]
+        base = now_ms()
+
+        async def burst(index: int) -> list[dict[str, Any]]:
+            api = users[index % 2]
+            return await api.push(
+                *(
+                    mutation(
+                        f"m{index}-{j}", "c1", hlc=[base + index * 10 + j, 0], budget=index * 10 + j
+                    )
+                    for j in range(5)
+                ),
+                device=f"d{index}",
+            )
+
+        results = await asyncio.gather(*(burst(i) for i in range(8)))
+        assert all(r["status"] in ("applied", "conflict") for batch in results for r in batch)
+        seen, _ = await users[0].pull_all()
+        assert seen[("customer", "c1")]["budget"] == 7 * 10 + 4  # the newest stamp won

@@ -1,0 +1,446 @@
+"""The pure parts of delta sync: HLC stamps, the data dictionary, field mapping
+and the per-field conflict rules, including convergence under any order."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.sync.hlc import HybridClock, Stamp, clamp
+from server.sync.mapping import load_mappings, parse_mappings
+from server.sync.rules import Actor, Edit, RecordState, merge
+from server.sync.schema import Schema, SchemaError, load_schema, parse_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = load_schema(ROOT / "config" / "schema.toml")
+CUSTOMER = SCHEMA.types["customer"]
+
+ALICE = Actor("alice", "sales", "alice-phone", frozenset({"north"}))
+BOB = Actor("bob", "sales", "bob-phone", frozenset({"north"}))
+CRM = Actor("crm", "service", "crm")
+BOSS = Actor("boss", "supervisor", "boss-phone", frozenset({"north"}))
+
+
+def stamp(wall: int, counter: int = 0, device: str = "alice-phone") -> Stamp:
+    return Stamp(wall, counter, device)
+
+
+def customer(**values: Any) -> RecordState:
+    base = {"name": "ACME", "owner": "alice", "team": "north"}
+    base.update(values)
+    return RecordState({name: (value, stamp(1)) for name, value in base.items()}, version=1)
+
+
+# ------------------------------------------------------------------ HLC
+
+
+def test_stamps_order_by_wall_then_counter_then_device() -> None:
+    assert stamp(2, 0) > stamp(1, 99)
+    assert stamp(1, 2) > stamp(1, 1)
+    assert stamp(1, 1, "b") > stamp(1, 1, "a")
+
+
+def test_a_stamp_far_ahead_is_clamped_to_the_maximum_skew() -> None:
+    assert clamp(stamp(1_000), now_ms=900, max_skew_ms=200) == stamp(1_000)
+    assert clamp(stamp(10_000, 3), now_ms=900, max_skew_ms=200) == stamp(1_100, 3)
+
+
+def test_the_server_clock_moves_past_every_stamp_it_saw() -> None:
+    wall = [100]
+    clock = HybridClock("server", lambda: wall[0])
+    first = clock.now()
+    assert clock.now() > first
+    clock.observe(stamp(500, 7))
+    after = clock.now()
+    assert (after.wall_ms, after.counter) > (500, 7)
+    wall[0] = 1_000
+    assert clock.now() == Stamp(1_000, 0, "server")
+
+
+# ------------------------------------------------------------------ schema
+
+
+def test_the_default_schema_has_the_names_outside_tools_rely_on() -> None:
+    fields = {name: set(t.fields) for name, t in SCHEMA.types.items()}
+    assert {
+        "name",
+        "level",
+        "owner",
+        "team",
+        "stage",
+        "budget",
+        "intended_model",
+        "contract_no",
+    } <= fields["customer"]
+    assert {"serial", "model", "customer", "last_service", "service_log"} <= fields["device"]
+    assert {"customer", "owner", "note", "next_visit"} <= fields["follow_up"]
+    assert {"device", "fault", "urgency", "assignee", "status"} <= fields["work_order"]
+    assert CUSTOMER.scope == "owner" and SCHEMA.types["work_order"].scope == "assignee"
+    assert CUSTOMER.fields["name"].rule == "mdm" and CUSTOMER.fields["stage"].rule == "lww"
+    assert CUSTOMER.fields["contract_no"].roles == {"admin", "supervisor"}
+    assert CUSTOMER.fields["stage"].sync == "realtime"
+    assert CUSTOMER.fields["stage"].priority == "high"
+    assert SCHEMA.types["work_order"].fields["urgency"].priority_of("urgent") == "critical"
+    assert SCHEMA.poll_intervals() == {"visit_plan": 900.0}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("12345678", None),
+        ("1234567", "must match"),
+        ("123456789", "must match"),
+        ("1234567a", "must match"),
+        (12345678, "must be a string"),
+        (None, "is required"),
+    ],
+)
+def test_a_device_serial_is_exactly_eight_digits(value: object, problem: str | None) -> None:
+    spec = SCHEMA.types["device"].fields["serial"]
+    if problem is None:
+        assert spec.check(value) == value
+    else:
+        with pytest.raises(ValueError, match=problem):
+            spec.check(value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("budget", 0, 0),
+        ("budget", -1, ValueError),
+        ("budget", 1.5, ValueError),
+        ("budget", True, ValueError),
+        ("stage", "signed", "signed"),
+        ("stage", "won", ValueError),
+        ("level", "A", "A"),
+        ("name", "x" * 201, ValueError),
+        ("phone", "+49 89 1234", "+49 89 1234"),
+        ("phone", "call me", ValueError),
+    ],
+)
+def test_customer_field_validation(field: str, value: object, expected: object) -> None:
+    spec = CUSTOMER.fields[field]
+    if expected is ValueError:
+        with pytest.raises(ValueError):
+            spec.check(value)
+    else:
+        assert spec.check(value) == expected
+
+
+def test_dates_decimals_and_lists_are_checked_and_normalised() -> None:
+    device = SCHEMA.types["device"].fields
+    assert device["last_service"].check("2026-05-01") == "2026-05-01"
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        device["last_service"].check("01.05.2026")
+    assert device["service_log"].check(["oil", "filter"]) == ["oil", "filter"]
+    with pytest.raises(ValueError, match="must be a string"):
+        device["service_log"].check(["oil", 3])
+    amount = SCHEMA.types["contract"].fields["amount"]
+    assert amount.check(1200.5) == "1200.5"
+    assert amount.check("99.90") == "99.90"
+    with pytest.raises(ValueError):
+        amount.check("NaN")
+    with pytest.raises(ValueError, match="at least"):
+        amount.check("-1")
+
+
+def schema_with(field: dict[str, Any], **type_keys: Any) -> dict[str, Any]:
+    record = {"scope": "owner", "fields": {"owner": {"type": "string"}, "x": field}}
+    record.update(type_keys)
+    return {"types": {"thing": record}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (schema_with({"type": "text"}), "thing.x: type must be one of"),
+        (schema_with({"type": "enum"}), "thing.x: an enum needs values"),
+        (schema_with({"type": "string", "rule": "locked"}), "thing.x: a locked field needs roles"),
+        (schema_with({"type": "string", "rule": "newest"}), "thing.x: rule must be one of"),
+        (
+            schema_with({"type": "string", "pattern": "(["}),
+            "thing.x: pattern '([' is not a valid regular expression",
+        ),
+        (schema_with({"type": "int", "min": 5, "max": 1}), "thing.x: min (5) is greater than max"),
+        (schema_with({"type": "string", "colour": "red"}), "thing.x: unknown key(s) ['colour']"),
+        (
+            schema_with({"type": "string", "rule": "locked", "roles": ["boss"]}),
+            "unknown role(s) ['boss']",
+        ),
+        (schema_with({"type": "string"}, sync="poll"), 'thing: sync = "poll" needs poll_s'),
+        (schema_with({"type": "string"}, scope="nobody"), "thing: scope must name one of its"),
+        (
+            schema_with({"type": "string"}, read={"sales": "team"}),
+            'has scope "team" but the type has no team',
+        ),
+        (
+            schema_with({"type": "string"}, write={"sales": "own"}),
+            "write.sales: a role that writes must also read",
+        ),
+        ({"types": {}}, "no record types"),
+    ],
+)
+def test_a_broken_schema_is_refused_with_where_and_what(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(SchemaError) as caught:
+        parse_schema(raw, "schema.toml")
+    assert str(caught.value).startswith("schema.toml: ")
+    assert message in str(caught.value)
+
+
+def test_a_missing_or_unparsable_schema_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="schema file not found"):
+        load_schema(tmp_path / "none.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[types.customer\n")
+    with pytest.raises(SchemaError, match=r"broken\.toml: not valid TOML"):
+        load_schema(broken)
+
+
+# ------------------------------------------------------------------ mapping
+
+
+def test_the_default_mappings_rename_translate_and_convert() -> None:
+    mappings = load_mappings(ROOT / "config" / "mappings.toml", SCHEMA)
+    phone = mappings.of("phone", "customer")
+    assert phone.inbound({"model_pref": "X9", "vip": True}) == {
+        "intended_model": "X9",
+        "level": "A",
+    }
+    assert phone.inbound({"intended_model": "X9"}) == {"intended_model": "X9"}
+    assert phone.outbound({"intended_model": "X9", "level": "C"}) == {
+        "model_pref": "X9",
+        "vip": False,
+    }
+    assert phone.outbound({"level": "A"}) == {"vip": True}
+    with pytest.raises(ValueError, match="no mapping for the value 'yes'"):
+        phone.inbound({"vip": "yes"})
+    crm = mappings.of("crm", "customer")
+    assert crm.inbound({"budget": "12000"}) == {"budget": 12000}
+    assert crm.outbound({"budget": 5}) == {"budget": "5"}
+    with pytest.raises(ValueError, match="not a string of a int"):
+        crm.inbound({"budget": "a lot"})
+    assert mappings.of("phone", "device").inbound({"serial": "1"}) == {"serial": "1"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"tablet": {}}, "unknown side 'tablet'"),
+        ({"phone": {"lorry": {}}}, "phone.lorry: no record type 'lorry'"),
+        (
+            {"phone": {"customer": {"pref": {"field": "colour"}}}},
+            "phone.customer.pref: maps to 'colour'",
+        ),
+        (
+            {"phone": {"customer": {"vip": {"field": "level", "values": [[True, "Z"]]}}}},
+            "values: level must be one of",
+        ),
+        (
+            {"phone": {"customer": {"b": {"field": "budget", "convert": "bool"}}}},
+            "cannot convert 'bool'",
+        ),
+        (
+            {"phone": {"customer": {"a": {"field": "name"}, "b": {"field": "name"}}}},
+            "'name' is already mapped from 'a'",
+        ),
+    ],
+)
+def test_a_broken_mapping_is_refused_at_start(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(
+        SchemaError, match="mappings.toml: .*" + message.replace("(", r"\(").replace("[", r"\[")
+    ):
+        parse_mappings(raw, SCHEMA, "mappings.toml")
+
+
+# ------------------------------------------------------------------ rules
+
+
+def test_mdm_fields_are_the_crms_and_a_phone_edit_becomes_a_proposal() -> None:
+    outcome = merge(CUSTOMER, customer(), Edit({"name": "Acme Ltd"}, stamp(9)), ALICE)
+    assert (outcome.status, outcome.reason) == ("rejected", "mdm_owned")
+    assert outcome.state is None and not outcome.changed
+    assert outcome.proposed == {"name": ("ACME", "Acme Ltd")}
+    crm = merge(CUSTOMER, customer(), Edit({"name": "Acme Ltd"}, stamp(0, 0, "crm")), CRM)
+    assert crm.status == "applied" and crm.state is not None
+    assert crm.state.value("name") == "Acme Ltd"  # master: even with an older stamp
+
+
+def test_lww_newest_stamp_wins_and_the_loser_gets_a_conflict() -> None:
+    state = customer(stage="lead")
+    state.fields["stage"] = ("lead", stamp(100))
+    newer = merge(CUSTOMER, state, Edit({"stage": "signed"}, stamp(200)), ALICE)
+    assert newer.status == "applied" and newer.changed == {"stage": ("lead", "signed")}
+    older = merge(CUSTOMER, state, Edit({"stage": "lost"}, stamp(50)), ALICE)
+    assert older.status == "conflict" and older.state is None
+    same = merge(CUSTOMER, state, Edit({"stage": "lead"}, stamp(100)), ALICE)
+    assert same.status == "applied" and same.state is None  # the same edit again
+
+
+def test_equal_wall_and_counter_are_ordered_by_device() -> None:
+    state = customer()
+    state.fields["budget"] = (1, stamp(100, 0, "a-phone"))
+    wins = merge(CUSTOMER, state, Edit({"budget": 2}, stamp(100, 0, "b-phone")), ALICE)
+    loses = merge(CUSTOMER, state, Edit({"budget": 2}, stamp(100, 0, "0-phone")), ALICE)
+    assert wins.status == "applied" and loses.status == "conflict"
+
+
+def test_locked_fields_only_for_the_listed_roles() -> None:
+    refused = merge(CUSTOMER, customer(), Edit({"contract_no": "K-1"}, stamp(5)), ALICE)
+    assert (refused.status, refused.reason) == ("rejected", "field_locked")
+    allowed = merge(CUSTOMER, customer(), Edit({"contract_no": "K-1"}, stamp(5)), BOSS)
+    assert allowed.status == "applied"  # a supervisor reads the team's records and may set it
+    other = merge(CUSTOMER, customer(), Edit({"stage": "lost"}, stamp(5)), BOSS)
+    assert (other.status, other.reason) == ("rejected", "forbidden")  # otherwise read-only
+
+
+def test_fields_are_independent_two_people_editing_different_fields_both_win() -> None:
+    base = customer()
+    first = merge(CUSTOMER, base, Edit({"stage": "signed"}, stamp(10, 0, "a")), ALICE)
+    assert first.state is not None
+    second = merge(CUSTOMER, first.state, Edit({"budget": 5000}, stamp(5, 0, "b")), CRM)
+    assert second.state is not None
+    assert second.state.value("stage") == "signed" and second.state.value("budget") == 5000
+
+
+def test_a_mixed_edit_applies_what_it_may_and_reports_each_field() -> None:
+    outcome = merge(CUSTOMER, customer(), Edit({"stage": "signed", "name": "X"}, stamp(9)), ALICE)
+    assert (outcome.status, outcome.reason) == ("rejected", "mdm_owned")
+    assert outcome.fields == {"stage": "applied", "name": "mdm_owned"}
+    assert outcome.state is not None and outcome.state.value("stage") == "signed"
+
+
+def test_create_sets_the_owner_and_respects_the_roles() -> None:
+    created = merge(CUSTOMER, None, Edit({"name": "New GmbH"}, stamp(1)), ALICE)
+    assert created.status == "applied" and created.created and created.state is not None
+    assert created.state.value("owner") == "alice" and created.state.value("team") == "north"
+    for_other = merge(CUSTOMER, None, Edit({"name": "X", "owner": "bob"}, stamp(1)), ALICE)
+    assert (for_other.status, for_other.reason) == ("rejected", "forbidden")
+    missing = merge(CUSTOMER, None, Edit({"stage": "lead"}, stamp(1)), ALICE)
+    assert (missing.status, missing.reason) == ("rejected", "validation")
+    work_order = SCHEMA.types["work_order"]
+    engineer = Actor("eve", "after_sales", "eve-phone")
+    assert merge(work_order, None, Edit({"device": "d1"}, stamp(1)), engineer).reason == "not_found"
+    assert merge(work_order, None, Edit({"device": "d1"}, stamp(1)), ALICE).reason == "forbidden"
+
+
+def test_others_records_are_not_found_and_deletes_need_the_role() -> None:
+    assert (
+        merge(CUSTOMER, customer(owner="bob"), Edit({"stage": "lost"}, stamp(5)), ALICE).reason
+        == "not_found"
+    )
+    assert merge(CUSTOMER, customer(), Edit(None, stamp(5)), ALICE).reason == "forbidden"
+    deleted = merge(CUSTOMER, customer(), Edit(None, stamp(5, 0, "crm")), CRM)
+    assert deleted.deleted and deleted.state is not None and deleted.state.deleted is not None
+    assert (
+        merge(CUSTOMER, deleted.state, Edit({"stage": "lost"}, stamp(9)), ALICE).reason
+        == "not_found"
+    )
+
+
+def test_an_after_sales_engineer_updates_only_its_own_work_orders() -> None:
+    work_order = SCHEMA.types["work_order"]
+    engineer = Actor("eve", "after_sales", "eve-phone")
+    mine = RecordState({"device": ("d1", stamp(1)), "assignee": ("eve", stamp(1))}, version=1)
+    theirs = RecordState({"device": ("d1", stamp(1)), "assignee": ("zed", stamp(1))}, version=1)
+    assert (
+        merge(work_order, mine, Edit({"status": "accepted"}, stamp(5)), engineer).status
+        == "applied"
+    )
+    assert (
+        merge(work_order, theirs, Edit({"status": "accepted"}, stamp(5)), engineer).reason
+        == "not_found"
+    )
+    handover = merge(work_order, mine, Edit({"assignee": "zed"}, stamp(5)), engineer)
+    assert handover.reason == "field_locked"
+
+
+# ------------------------------------------------------------------ convergence
+
+LWW_FIELDS = {
+    "stage": st.sampled_from(["lead", "negotiation", "signed", "lost"]),
+    "budget": st.integers(0, 10**6),
+    "intended_model": st.sampled_from(["X1", "X9", "T4"]),
+    "phone": st.sampled_from(["+49 1", "+49 2", "+43 3"]),
+}
+DEVICES = [
+    Actor("alice", "sales", "a-phone"),
+    Actor("alice", "sales", "a-tablet"),
+    Actor("crm", "service", "crm"),
+]
+
+
+@st.composite
+def edit_sets(draw: st.DrawFn) -> list[tuple[Actor, Edit]]:
+    edits, used = [], set()
+    for _ in range(draw(st.integers(1, 12))):
+        actor = draw(st.sampled_from(DEVICES))
+        names = draw(st.sets(st.sampled_from(sorted(LWW_FIELDS)), min_size=1))
+        fields = {name: draw(LWW_FIELDS[name]) for name in names}
+        if draw(st.booleans()):
+            fields["name"] = draw(
+                st.sampled_from(["A1", "B2"])
+            )  # mdm: phones propose, the CRM sets
+        when = Stamp(draw(st.integers(0, 50)), draw(st.integers(0, 3)), actor.device)
+        if when in used:  # a device's clock never stamps two edits alike
+            continue
+        used.add(when)
+        edits.append((actor, Edit(fields, when)))
+    return edits
+
+
+def apply_all(edits: list[tuple[Actor, Edit]]) -> dict[str, Any]:
+    state: RecordState | None = RecordState(
+        {"name": ("ACME", Stamp(0, 0, "crm")), "owner": ("alice", Stamp(0, 0, "crm"))}, version=1
+    )
+    for actor, edit in edits:
+        outcome = merge(CUSTOMER, state, edit, actor)
+        state = outcome.state or state
+    assert state is not None
+    return {
+        name: value
+        for name, (value, _) in state.fields.items()
+        if CUSTOMER.fields[name].rule != "mdm"
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(edit_sets(), st.randoms(use_true_random=False))
+def test_any_order_of_the_same_edits_converges_to_the_same_state(
+    edits: list[tuple[Actor, Edit]], random: Any
+) -> None:
+    shuffled = list(edits)
+    random.shuffle(shuffled)
+    assert apply_all(edits) == apply_all(shuffled)
+    # and each field holds the value of its newest edit
+    final = apply_all(edits)
+    for name in final:
+        newest = max(
+            (edit.stamp, edit.fields[name])
+            for _, edit in edits
+            if edit.fields and name in edit.fields
+        )
+        assert final[name] == newest[1]
+
+
+def test_every_permutation_of_three_crossing_edits_converges() -> None:
+    edits = [
+        (DEVICES[0], Edit({"stage": "signed", "budget": 10}, Stamp(5, 0, "a-phone"))),
+        (DEVICES[1], Edit({"stage": "lost"}, Stamp(7, 0, "a-tablet"))),
+        (DEVICES[2], Edit({"budget": 20, "stage": "lead"}, Stamp(6, 0, "crm"))),
+    ]
+    results = {
+        tuple(sorted(apply_all(list(order)).items())) for order in itertools.permutations(edits)
+    }
+    assert results == {(("budget", 20), ("stage", "lost"))}
+
+
+def test_schema_object_is_frozen() -> None:
+    with pytest.raises(AttributeError):
+        SCHEMA.types["customer"].scope = "team"  # type: ignore[misc]
+    assert isinstance(SCHEMA, Schema)
