@@ -27,6 +27,7 @@ from client_sdk.http import (
 )
 from client_sdk.protocol import EventMsg
 from client_sdk.store import MemoryOffsetStore, OffsetStore
+from client_sdk.sync import QueuedEdit, SyncClient, SyncStore
 
 __all__ = [
     "ChannelPresence",
@@ -42,10 +43,13 @@ __all__ = [
     "PublishError",
     "PublishReply",
     "PushClient",
+    "QueuedEdit",
     "Receipt",
     "Receipts",
     "RequestError",
     "RequestTimeout",
+    "SyncClient",
+    "SyncStore",
     "Unauthorized",
     "UserPresence",
     "backoff_delays",

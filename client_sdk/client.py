@@ -235,6 +235,19 @@ class PushClient:
         assert self.session is not None
         return self.session
 
+    async def welcome_after(self, count: int) -> int:
+        r"""Wait until more than ``count`` ``welcome``\ s were received since the
+        start (0: the first); return how many there were."""
+        while self._welcomes <= count:
+            await self._next_welcome.wait()
+        return self._welcomes
+
+    async def request(self, message: dict[str, Any]) -> Any:
+        """Send a request (``ping``, ``mutate``, ``pull``, ...; its ``id`` is
+        added) and return the typed reply. Raises NotConnected, RequestTimeout,
+        or RequestError for an ``error`` reply."""
+        return await self._request(message)
+
     # ------------------------------------------------------------ application
 
     async def events(self) -> AsyncIterator[EventMsg]:

@@ -607,7 +607,7 @@ class SyncEngine:
         after the write, in the CRM's names. SyncError if refused."""
         if record_type not in self.schema.types:
             raise SyncError(ErrorCode.NOT_FOUND, f"no record type {record_type!r}")
-        item = Mutation(mid="put", type=record_type, rid=rid, fields=fields, hlc=(0, 0))
+        item = Mutation(mid="", type=record_type, rid=rid, fields=fields, hlc=(0, 0))
         (result,) = await self.mutate(actor, [item], idempotent=False)
         if result["status"] == "rejected":
             code = ErrorCode.INVALID if result["reason"] == "validation" else ErrorCode.FORBIDDEN
@@ -649,6 +649,7 @@ class SyncEngine:
                 "actor": entry["actor"],
                 "device": entry["device"],
                 "ts": entry["ts"],
+                "mid": entry["mid"] or None,
                 "cursor": encode_cursor("l", position),
             }
             if entry.get("deleted"):
