@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 #: Most bytes of mutations sent in one ``mutate`` (the server's frame limit is 64 KiB).
 MAX_BATCH_BYTES = 48 * 1024
+#: First wait before sending a batch again that the server refused as ``rate_limited``.
+RATE_LIMIT_WAIT_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,10 +355,7 @@ class SyncClient:
         answered: list[tuple[QueuedEdit, MutationResult]] = []
         async with self._lock:
             for batch in _batches(self.store.queued(), self.batch_size):
-                reply = await self.client.request(
-                    {"type": "mutate", "mutations": [e.as_mutation() for e in batch]}
-                )
-                assert isinstance(reply, Mutated)
+                reply = await self._send_batch(batch)
                 self.store.settle(batch, reply.results)
                 by_mid = {result.mid: result for result in reply.results}
                 for edit in batch:
@@ -365,6 +364,22 @@ class SyncClient:
                     if self.on_result is not None:
                         self.on_result(edit, result)
         return answered
+
+    async def _send_batch(self, batch: list[QueuedEdit]) -> Mutated:
+        """One ``mutate``; when the server says ``rate_limited``, wait and send it again."""
+        message = {"type": "mutate", "mutations": [edit.as_mutation() for edit in batch]}
+        delay = RATE_LIMIT_WAIT_S
+        while True:
+            try:
+                reply = await self.client.request(message)
+            except RequestError as exc:
+                if exc.code != ErrorCode.RATE_LIMITED:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            assert isinstance(reply, Mutated)
+            return reply
 
     async def pull(self) -> int:
         """Pull until nothing more is new; how many changes were stored. A
