@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 
@@ -16,7 +17,7 @@ SECRET = "an-operator-secret-of-at-least-32-bytes!"
 def test_help_lists_the_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("serve", "token", "publish"):
+    for command in ("serve", "token", "publish", "records"):
         assert command in result.stdout
 
 
@@ -137,3 +138,56 @@ def test_settings_errors_say_what_is_wrong(tmp_path: object) -> None:
         config.write_text("[server\n")
         load_settings(config_path=config, environ={})
     assert "Secret('**********')" in repr(load_settings(environ={}))
+
+
+def test_serve_refuses_a_broken_schema_naming_file_record_and_field(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.toml"
+    schema.write_text(
+        '[types.device]\nscope = "owner"\n'
+        '[types.device.fields]\nowner = { type = "string" }\n'
+        'serial = { type = "string", rule = "locked" }\n'
+    )
+    result = run("serve", "--port", "0", env={"FIELDPUSH_SCHEMA_PATH": str(schema)})
+    assert result.returncode == 2
+    assert f"{schema}: device.serial: a locked field needs roles" in result.stderr
+    mappings = tmp_path / "mappings.toml"
+    mappings.write_text('[phone.customer.pref]\nfield = "colour"\n')
+    result = run("serve", "--port", "0", env={"FIELDPUSH_MAPPINGS_PATH": str(mappings)})
+    assert result.returncode == 2
+    assert (
+        "phone.customer.pref: maps to 'colour', which is not a field of customer" in result.stderr
+    )
+
+
+def test_records_import_loads_a_jsonl_file_once(tmp_path: Path) -> None:
+    lines = [
+        {
+            "type": "customer",
+            "rid": "c1",
+            "fields": {"name": "ACME", "owner": "alice", "budget": "900"},
+        },
+        {"type": "device", "rid": "d1", "fields": {"serial": "12345678", "owner": "alice"}},
+        {"type": "device", "rid": "d2", "fields": {"serial": "12-34"}},
+    ]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n\n")
+    server = ServeProcess("--port", "0").start()
+    try:
+        result = run("records", "import", str(path), "--url", server.url)
+        assert result.returncode == 1, result.stderr
+        assert "2 record(s) written, 2 refused" in result.stdout
+        assert f"{path}:3: rejected: serial must match" in result.stderr
+        assert f"{path}:4: not JSON" in result.stderr
+        again = run("records", "import", str(path), "--url", server.url)
+        assert "2 record(s) written" in again.stdout  # the same answers, nothing new
+        token = run("token", "--user", "crm", "--role", "service").stdout.strip().splitlines()[-1]
+        feed = httpx.get(
+            server.url + "/v1/changes", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        assert [(c["type"], c["rid"]) for c in feed["changes"]] == [
+            ("customer", "c1"),
+            ("device", "d1"),
+        ]
+        assert feed["changes"][0]["fields"]["budget"] == {"old": None, "new": "900"}
+    finally:
+        assert server.stop() == 0, server.output
