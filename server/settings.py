@@ -159,7 +159,7 @@ class Settings:
     poll_max_wait_s: float = 30.0
     #: Advertised in ``welcome.poll``: how often to poll, per data class (seconds).
     poll_intervals_s: Mapping[str, float] = field(
-        default_factory=lambda: {"low": 900.0, "visit_plan": 900.0}
+        default_factory=lambda: {"low": 900.0}
     )
 
     # Delta sync (docs/sync.md)
