@@ -158,9 +158,7 @@ class Settings:
     idempotency_ttl_s: float = 86400
     poll_max_wait_s: float = 30.0
     #: Advertised in ``welcome.poll``: how often to poll, per data class (seconds).
-    poll_intervals_s: Mapping[str, float] = field(
-        default_factory=lambda: {"low": 900.0}
-    )
+    poll_intervals_s: Mapping[str, float] = field(default_factory=lambda: {"low": 900.0})
 
     # Delta sync (docs/sync.md)
     #: The data dictionary and the field mappings; relative paths are taken

@@ -576,3 +576,27 @@ async def test_concurrent_batches_on_one_record_from_two_nodes_both_apply(redis_
         assert all(r["status"] in ("applied", "conflict") for batch in results for r in batch)
         seen, _ = await users[0].pull_all()
         assert seen[("customer", "c1")]["budget"] == 7 * 10 + 4  # the newest stamp won
+
+
+async def test_a_pull_reads_a_bounded_part_of_the_log_per_request(
+    node: RunningNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.sync import engine
+
+    crm = Api(node, "crm", "service")
+    alice = Api(node, "alice", "sales")
+    _, cursor = await alice.pull_all()
+    for i in range(10):
+        await crm.put("customer", f"b{i}", name="Theirs", owner="bob")
+    await crm.put("customer", "mine", name="Mine", owner="alice")
+    monkeypatch.setattr(engine, "LOG_CHUNK", 2)
+    monkeypatch.setattr(engine, "MAX_SCAN", 4)
+    pages = []
+    while True:
+        page = await alice.pull(cursor=cursor)
+        pages.append([c["rid"] for c in page["changes"]])
+        cursor = page["cursor"]
+        if not page["more"]:
+            break
+    assert pages[0] == [] and len(pages) >= 3  # nothing of alice's in the first 4 entries
+    assert [rid for page in pages for rid in page] == ["mine"]

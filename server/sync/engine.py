@@ -66,6 +66,9 @@ log = logging.getLogger("fieldpush.sync")
 MAX_ATTEMPTS = 8
 #: Log entries read per round trip by pull and feed.
 LOG_CHUNK = 1000
+#: Log entries one pull reads at most (then it answers ``more``): bounds the
+#: work of a request whose reader sees few of the changes.
+MAX_SCAN = 20 * LOG_CHUNK
 EVENT_KIND = "record.changed"
 
 
@@ -509,8 +512,10 @@ class SyncEngine:
         merged: dict[tuple[str, str], dict[str, Any]] = {}
         complete: set[tuple[str, str]] = set()  # records that entered the scope: send all
         more = False
+        scanned = 0
         while True:
             entries, expired = await self._read_log(after, LOG_CHUNK)
+            scanned += len(entries)
             if expired:
                 raise SyncError(
                     ErrorCode.RESYNC,
@@ -528,7 +533,9 @@ class SyncEngine:
                 after = position
             else:
                 if len(entries) == LOG_CHUNK:
-                    continue
+                    if scanned < MAX_SCAN:
+                        continue
+                    more = True
             break
         if complete:
             await self._complete(actor, types, merged, complete)
@@ -592,11 +599,13 @@ class SyncEngine:
         stored, _ = await self._store.load([f"{t}:{rid}" for t, rid in ordered], [])
         for key, found in zip(ordered, stored, strict=True):
             rtype = types[key[0]]
-            values = self._visible(
-                rtype, self.mappings.of(actor.side, rtype.name), actor, decode_state(found)
-            )
+            state = decode_state(found)
+            scope = rtype.read[actor.role]
+            if not rtype.reaches(scope, actor.user, actor.teams, *_scope_of(rtype, state)):
+                continue  # it left again since: a later page removes it
+            values = self._visible(rtype, self.mappings.of(actor.side, rtype.name), actor, state)
             if values is not None:
-                merged[key]["fields"] = {**values, **merged[key]["fields"]}
+                merged[key]["fields"] = {**merged[key]["fields"], **values}  # now's values
 
     # ------------------------------------------------------------- CRM side
 
