@@ -301,6 +301,8 @@ class SyncClient:
         self.on_result = on_result
         self._auto = auto
         self._task: asyncio.Task[None] | None = None
+        #: Flushes started by :meth:`edit`, kept until done (the loop holds tasks weakly).
+        self._flushes: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
     def start(self) -> None:
@@ -309,10 +311,13 @@ class SyncClient:
             self._task = asyncio.get_running_loop().create_task(self._after_welcomes())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stop syncing after welcomes and the flushes :meth:`edit` started
+        (their edits stay queued)."""
+        tasks = [*self._flushes, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
 
     async def __aenter__(self) -> SyncClient:
         self.start()
@@ -339,7 +344,9 @@ class SyncClient:
         """Queue an edit and, when connected, flush soon."""
         edit = self.store.edit(record_type, rid, fields)
         if self.client.connected:
-            asyncio.get_running_loop().create_task(self._flush_quietly())
+            task = asyncio.get_running_loop().create_task(self._flush_quietly())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
         return edit
 
     async def _flush_quietly(self) -> None:

@@ -191,3 +191,15 @@ def test_edits_get_increasing_stamps_even_when_the_clock_goes_back(tmp_path: Pat
     assert store.record("customer", "c1") is None  # deleted by a queued edit
     with pytest.raises(ValueError):
         store.edit("customer", "c1", {})
+
+
+async def test_sync_client_edit_flushes_at_once_when_connected(
+    node: RunningNode, tmp_path: Path
+) -> None:
+    store = SyncStore(tmp_path / "p.db")
+    async with client_for(node, "p") as client, SyncClient(client, store) as sync:
+        await client.wait_connected(scaled(5))
+        sync.edit("customer", "c1", {"stage": "lost"})
+        await until(lambda: store.queued() == [])
+    assert store.record("customer", "c1") is not None
+    assert store.record("customer", "c1")["stage"] == "lost"  # type: ignore[index]
