@@ -600,3 +600,21 @@ async def test_a_pull_reads_a_bounded_part_of_the_log_per_request(
             break
     assert pages[0] == [] and len(pages) >= 3  # nothing of alice's in the first 4 entries
     assert [rid for page in pages for rid in page] == ["mine"]
+
+
+async def test_a_stamp_far_ahead_is_clamped_and_does_not_win_forever(redis_url: str) -> None:
+    async with running_node(node_settings(redis_url=redis_url, sync_max_skew_s=1)) as node:
+        crm = Api(node, "crm", "service")
+        await crm.put("customer", "c1", name="A", owner="alice")
+        alice = Api(node, "alice", "sales")
+        year_ahead = now_ms() + 365 * 86400 * 1000
+        first = await alice.push(
+            mutation("m1", "c1", hlc=[year_ahead, 0], stage="lost"), device="fast-clock"
+        )
+        assert first[0]["status"] == "applied"
+        later = await alice.push(
+            mutation("m2", "c1", hlc=[now_ms() + 3000, 0], stage="signed"), device="ok-clock"
+        )
+        assert later[0]["status"] == "applied"  # the clamped stamp (now + 1 s) is older
+        seen, _ = await alice.pull_all()
+        assert seen[("customer", "c1")]["stage"] == "signed"
