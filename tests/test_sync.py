@@ -14,6 +14,7 @@ import pytest
 
 from server.backend.base import STALE, RecordWrite
 from server.backend.memory import MemoryBackend
+from server.backend.memory_records import MemoryRecords
 from server.backend.redis import RedisBackend
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import phone
@@ -618,3 +619,20 @@ async def test_a_stamp_far_ahead_is_clamped_and_does_not_win_forever(redis_url: 
         assert later[0]["status"] == "applied"  # the clamped stamp (now + 1 s) is older
         seen, _ = await alice.pull_all()
         assert seen[("customer", "c1")]["stage"] == "signed"
+
+
+async def test_a_cursor_from_a_lost_log_answers_resync(
+    store: Any, request: pytest.FixtureRequest
+) -> None:
+    await store.commit([RecordWrite(None, b"", None, 0, b"", (b"e1",))])
+    cursor = await store.log_top()
+    _, expired = await store.read_log(cursor, 10)
+    assert not expired
+    if isinstance(store, MemoryRecords):
+        fresh: Any = MemoryRecords(results_ttl_s=60, log_max_entries=10, log_max_age_s=60)
+    else:  # Redis restarted without persistence
+        await store._client.execute(b"FLUSHALL")
+        fresh = store
+    await fresh.commit([RecordWrite(None, b"", None, 0, b"", (b"after-restart",))])
+    entries, expired = await fresh.read_log(cursor, 10)
+    assert expired and [e for _, e in entries] == [b"after-restart"]

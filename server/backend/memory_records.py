@@ -9,18 +9,13 @@ single thread). Guarantees: those of :class:`~server.backend.base.RecordStore`.
 from __future__ import annotations
 
 import bisect
+import secrets
 import time
 from collections import deque
 
 from server.backend.base import STALE, RecordWrite, StoredRecord
 
-__all__ = ["MemoryRecords", "log_position"]
-
-
-def log_position(text: str) -> tuple[int, int]:
-    """``"<ms>-<seq>"`` -> ``(ms, seq)``; ValueError if malformed."""
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq)
+__all__ = ["MemoryRecords"]
 
 
 class MemoryRecords:
@@ -36,6 +31,9 @@ class MemoryRecords:
         #: result key -> (expiry ms, result); insertion order is expiry order.
         self._results: dict[str, tuple[int, bytes]] = {}
         self._log: deque[tuple[tuple[int, int], bytes]] = deque()
+        #: Positions are ``<epoch>:<ms>-<seq>``: a position of an earlier process
+        #: (whose records are gone) is recognised, and its reader resyncs.
+        self._epoch = secrets.token_hex(4)
         self._top = (0, 0)
         #: Position of the newest entry trimmed from the log.
         self._trimmed = (0, 0)
@@ -98,16 +96,28 @@ class MemoryRecords:
                 break
             del results[key]
 
+    def _text(self, position: tuple[int, int]) -> str:
+        return f"{self._epoch}:{position[0]}-{position[1]}"
+
+    def _position(self, text: str) -> tuple[int, int] | None:
+        """``(ms, seq)`` of a position of this process; None for another
+        process's; ValueError if malformed."""
+        epoch, _, rest = text.partition(":")
+        ms, _, seq = rest.partition("-")
+        position = int(ms), int(seq)
+        return position if epoch == self._epoch else None
+
     async def log_top(self) -> str:
-        return f"{self._top[0]}-{self._top[1]}"
+        return self._text(self._top)
 
     async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-        position = log_position(after) if after is not None else self._trimmed
-        expired = position < self._trimmed
+        position = self._position(after) if after is not None else self._trimmed
+        expired = position is None or position < self._trimmed
+        position = position or self._trimmed
         log = self._log
         start = bisect.bisect_right(log, max(position, self._trimmed), key=lambda item: item[0])
         entries = [
-            (f"{pos[0]}-{pos[1]}", entry)
+            (self._text(pos), entry)
             for pos, entry in (log[i] for i in range(start, min(start + limit, len(log))))
         ]
         return entries, expired

@@ -11,18 +11,21 @@ Keys (``<p>`` is the key prefix):
 - ``<p>:sync:log`` stream: the change log, entry fields ``c`` (the entry) and
   ``n`` (its number, from the counter ``<p>:sync:log:n``: 1, 2, ... without
   holes); trimmed to ``log_max_entries`` and ``log_max_age_s``
-  (approximately, whole stream nodes). Positions are ``<stream id>:<n>``.
+  (approximately, whole stream nodes); ``<p>:sync:log:e`` its epoch, set by
+  the first commit. Positions are ``<epoch>:<stream id>:<n>``.
 
 A batch's commit is one Lua script (``sync_commit.lua``): per write it checks
 the kept result (a replay), compares the record's version (compare-and-set),
 writes the record, the result and the log entries, all or nothing, in the
 batch's order. Redis keeps no record of trimmed ids, so reading the log
 compares numbers: when the oldest retained entry's ``n`` is more than one past
-the reader's, entries after the reader were trimmed and it must resync.
+the reader's, entries after the reader were trimmed and it must resync; so it
+must when the epoch changed (the log was lost with a flushed Redis).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from server.backend.base import STALE, RecordWrite, StoredRecord
@@ -77,6 +80,7 @@ class RedisRecords:
             self._results_ttl_ms,
             self._log_max,
             f"{horizon}-0" if horizon > 0 else "",
+            secrets.token_hex(4),
         ]
         for write in writes:
             args += [
@@ -92,22 +96,27 @@ class RedisRecords:
         return [None if reply == 0 else STALE if reply == -1 else reply for reply in replies]
 
     async def log_top(self) -> str:
-        reply = await self._client.execute(b"XREVRANGE", self._log, b"+", b"-", b"COUNT", b"1")
-        if not reply:
-            return "0-0:0"
-        entry_id, fields = reply[0]
-        return f"{entry_id.decode()}:{fields[3].decode()}"
+        epoch, newest = await pipelined(
+            self._client,
+            [(b"GET", f"{self._log}:e"), (b"XREVRANGE", self._log, b"+", b"-", b"COUNT", b"1")],
+        )
+        if not newest:
+            return f"{(epoch or b'').decode()}:0-0:0"
+        entry_id, fields = newest[0]
+        return f"{epoch.decode()}:{entry_id.decode()}:{fields[3].decode()}"
 
     async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-        entry_id, _, number = (after or "0-0:0").partition(":")
-        if not number.isdigit():
+        parts = (after or ":0-0:0").split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
             raise ValueError(f"not a log position: {after!r}")
-        reply = await self._client.run(_READ, [self._log], [entry_id, number, limit])
+        epoch, entry_id, number = parts
+        reply = await self._client.run(_READ, [self._log], [epoch, entry_id, number, limit])
+        current = reply[1].decode()
         entries = [
-            (f"{reply[i].decode()}:{reply[i + 1].decode()}", reply[i + 2])
-            for i in range(1, len(reply), 3)
+            (f"{current}:{reply[i].decode()}:{reply[i + 1].decode()}", reply[i + 2])
+            for i in range(2, len(reply), 3)
         ]
-        return entries, reply[0] == 1
+        return entries, reply[0] == 1 and after is not None
 
     async def scan(
         self, record_type: str, after_rid: str, limit: int

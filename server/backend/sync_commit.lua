@@ -1,6 +1,6 @@
 -- Commit the writes of one mutate batch, in order (RecordStore.commit).
 -- ARGV: prefix, results ttl ms, log max entries, log min id ("" = no age trim),
---       then per write: result key ("" = none), result, record key ("" = none),
+--       an epoch for the log if it has none yet, then per write: result key ("" = none), result, record key ("" = none),
 --       expected version, record blob ("" = only check the version), number of
 --       log entries, the log entries.
 -- Returns per write: 0 (applied), the kept result (a replay), or -1 (stale).
@@ -9,9 +9,10 @@ local ttl = tonumber(ARGV[2])
 local maxlen = ARGV[3]
 local minid = ARGV[4]
 local log = prefix .. ':sync:log'
+redis.call('SET', log .. ':e', ARGV[5], 'NX')
 local out = {}
 local stale = {}
-local i = 5
+local i = 6
 while i <= #ARGV do
   local result_key, result, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local expected, blob, nlog = tonumber(ARGV[i + 3]), ARGV[i + 4], tonumber(ARGV[i + 5])
