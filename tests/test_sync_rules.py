@@ -444,3 +444,18 @@ def test_schema_object_is_frozen() -> None:
     with pytest.raises(AttributeError):
         SCHEMA.types["customer"].scope = "team"  # type: ignore[misc]
     assert isinstance(SCHEMA, Schema)
+
+
+def test_records_channels_are_for_the_teams_supervisors_dispatchers_and_admins() -> None:
+    from server.auth import Identity
+    from server.policy import may_publish, may_subscribe
+
+    def who(role: str, *teams: str) -> Identity:
+        return Identity("u", role, frozenset(teams), 0.0)
+
+    assert may_subscribe(who("supervisor", "north"), "records:north")
+    assert not may_subscribe(who("supervisor", "south"), "records:north")
+    assert not may_subscribe(who("sales", "north"), "records:north")
+    assert may_subscribe(who("dispatcher"), "records:north")
+    assert may_subscribe(who("admin"), "records:north")
+    assert not may_publish(who("admin"), "records:north")  # only the server announces changes
