@@ -226,6 +226,11 @@ async def test_malformed_sync_messages_get_errors_and_the_connection_stays(
                 ],
             }
         )
+        missing = await alice.request(
+            {"type": "mutate", "id": 9, "mutations": [mutation("d", "n2", stage="lead")]}
+        )
+        assert missing["results"][0]["reason"] == "validation"
+        assert missing["results"][0]["message"] == "customer needs the required field(s) ['name']"
         statuses = [(r["mid"], r["status"], r.get("reason")) for r in per_item["results"]]
         assert statuses == [
             ("a", "rejected", "validation"),

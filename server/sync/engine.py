@@ -279,6 +279,9 @@ class SyncEngine:
         result: dict[str, Any] = {"mid": item.mid, "status": outcome.status}
         if outcome.reason is not None:
             result["reason"] = outcome.reason
+        if outcome.reason == "validation":  # required fields missing on create
+            missing = sorted(mapping.side_name(n) for n in outcome.fields)
+            result["message"] = f"{rtype.name} needs the required field(s) {missing}"
         if outcome.fields:
             result["fields"] = {mapping.side_name(n): r for n, r in outcome.fields.items()}
         after = outcome.state or state
