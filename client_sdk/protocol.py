@@ -69,6 +69,7 @@ __all__ = [
     "Unsubscribed",
     "Welcome",
     "codec_for",
+    "is_channel",
     "parse_channel",
     "parse_client_message",
     "parse_mutate",
@@ -246,6 +247,15 @@ def parse_channel(name: object) -> tuple[str, str]:
         f"invalid channel name {name!r}: expected user:<id>, team:<id>, "
         "records:<team id>, broadcast or dispatch"
     )
+
+
+def is_channel(name: object) -> bool:
+    """Whether ``name`` is a valid channel name (:func:`parse_channel` accepts it)."""
+    try:
+        parse_channel(name)
+    except ProtocolError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------ client messages

@@ -41,6 +41,8 @@ _PUBLISH_FIELDS = frozenset(
 _POLL_FIELDS = frozenset({"subs", "wait_s", "device"})
 _PRIORITIES = frozenset(p.value for p in Priority)
 MAX_KIND_LENGTH = 128
+#: Longest ``device`` accepted in HTTP bodies (``/v1/poll``, ``/v1/ack``).
+MAX_HTTP_DEVICE_LENGTH = 200
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
@@ -133,6 +135,19 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
 
 def invalid(field: str, message: str) -> HTTPError:
     return HTTPError(422, ErrorCode.INVALID, f"{field}: {message}")
+
+
+def unavailable(what: str = "retry") -> HTTPError:
+    """503: the backend cannot serve now; ``what`` tells the client what to do."""
+    return HTTPError(503, ErrorCode.UNAVAILABLE, f"backend unavailable; {what}")
+
+
+def device_of(body: dict[str, Any], default: str | None, limit: int) -> str:
+    """The body's ``device`` (``default`` when absent; required when None), or 422."""
+    device = body.get("device", default)
+    if not isinstance(device, str) or not 0 < len(device) <= limit:
+        raise invalid("device", f"must be a string of 1 to {limit} characters")
+    return device
 
 
 def reject_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
@@ -348,13 +363,11 @@ async def poll_route(request: Request) -> Response:
     if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
         raise invalid("wait_s", "must be a number of seconds >= 0")
     wait_s = min(float(wait_s), node.settings.poll_max_wait_s)
+    device = device_of(body, "poll", MAX_HTTP_DEVICE_LENGTH)
     try:
-        device = body.get("device", "poll")
-        if not isinstance(device, str) or not 0 < len(device) <= 200:
-            raise invalid("device", "must be a string of 1 to 200 characters")
         reply = await poll(node, subs, wait_s, reader=(identity.user, device))
     except BackendUnavailable:
-        raise HTTPError(503, ErrorCode.UNAVAILABLE, "backend unavailable; retry") from None
+        raise unavailable() from None
     return JSONResponse(reply)
 
 

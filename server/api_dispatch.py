@@ -23,13 +23,16 @@ from starlette.routing import Route
 
 from client_sdk.protocol import ErrorCode, ProtocolError, parse_channel
 from server.api import (
+    MAX_HTTP_DEVICE_LENGTH,
     HTTPError,
     authenticate_request,
+    device_of,
     guarded,
     invalid,
     node_of,
     read_json_body,
     reject_unknown,
+    unavailable,
 )
 from server.backend.base import PresenceEntry
 from server.errors import BackendUnavailable
@@ -41,11 +44,6 @@ __all__ = ["dispatch_routes"]
 RECEIPT_ROLES = frozenset({"dispatcher", "service", "admin"})
 _ACK_FIELDS = frozenset({"ids", "device"})
 MAX_ACK_IDS = 1000
-MAX_DEVICE_LENGTH = 200
-
-
-def _unavailable() -> HTTPError:
-    return HTTPError(503, ErrorCode.UNAVAILABLE, "backend unavailable; retry")
 
 
 async def receipts(request: Request) -> Response:
@@ -57,7 +55,7 @@ async def receipts(request: Request) -> Response:
     try:
         found = await node.backend.ledger.receipts(event_id)
     except BackendUnavailable:
-        raise _unavailable() from None
+        raise unavailable() from None
     if found is None:
         raise HTTPError(
             404,
@@ -89,9 +87,7 @@ async def ack(request: Request) -> Response:
         or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids)
     ):
         raise invalid("ids", f"must be a list of 1 to {MAX_ACK_IDS} event ids")
-    device = body.get("device")
-    if not isinstance(device, str) or not 0 < len(device) <= MAX_DEVICE_LENGTH:
-        raise invalid("device", f"must be a string of 1 to {MAX_DEVICE_LENGTH} characters")
+    device = device_of(body, None, MAX_HTTP_DEVICE_LENGTH)
     node.metrics.acks += len(ids)
     try:
         await node.dispatch.acked(identity.user, device, ids)
@@ -131,7 +127,7 @@ async def presence_of_channel(request: Request) -> Response:
     try:
         entries = await node.backend.presence.of_channel(channel)
     except BackendUnavailable:
-        raise _unavailable() from None
+        raise unavailable() from None
     users: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in entries:
         users[entry.user].append(_device(entry))
@@ -150,7 +146,7 @@ async def presence_of_user(request: Request) -> Response:
     try:
         entries, last_seen = await node.backend.presence.of_user(user)
     except BackendUnavailable:
-        raise _unavailable() from None
+        raise unavailable() from None
     return JSONResponse(
         {
             "user": user,

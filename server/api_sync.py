@@ -13,26 +13,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from client_sdk.protocol import MAX_DEVICE_LENGTH, ErrorCode, ProtocolError, parse_mutate
+from client_sdk.protocol import (
+    MAX_DEVICE_LENGTH,
+    MAX_ID_LENGTH,
+    ErrorCode,
+    ProtocolError,
+    parse_mutate,
+)
 from server.api import (
     HTTPError,
     authenticate_request,
+    device_of,
     guarded,
     invalid,
     node_of,
     read_json_body,
     reject_unknown,
+    unavailable,
 )
 from server.errors import BackendUnavailable
 from server.sync.engine import SyncError, actor_of
 
 __all__ = ["sync_routes"]
+
+T = TypeVar("T")
 
 _PUSH_FIELDS = frozenset({"mutations", "id", "device"})
 _PULL_FIELDS = frozenset({"cursor", "types", "limit", "id"})
@@ -50,8 +61,15 @@ def _refused(exc: SyncError) -> HTTPError:
     return HTTPError(_STATUS.get(exc.code, 422), code, exc.message)
 
 
-def _unavailable(what: str) -> HTTPError:
-    return HTTPError(503, ErrorCode.UNAVAILABLE, f"backend unavailable; {what}")
+async def _answer(work: Awaitable[T], retry: str) -> T:
+    """The engine's answer; its refusal or a backend outage as the HTTP error
+    (``retry`` tells the client what to do then)."""
+    try:
+        return await work
+    except SyncError as exc:
+        raise _refused(exc) from None
+    except BackendUnavailable:
+        raise unavailable(retry) from None
 
 
 def _service_only(role: str, what: str) -> None:
@@ -64,9 +82,7 @@ async def push(request: Request) -> Response:
     identity = authenticate_request(request)
     body = await read_json_body(request, node.settings.sync_max_body_bytes)
     reject_unknown(body, _PUSH_FIELDS)
-    device = body.get("device", "http")
-    if not isinstance(device, str) or not 0 < len(device) <= MAX_DEVICE_LENGTH:
-        raise invalid("device", f"must be a string of 1 to {MAX_DEVICE_LENGTH} characters")
+    device = device_of(body, "http", MAX_DEVICE_LENGTH)
     try:
         message = parse_mutate({"type": "mutate", "id": body.get("id", 0), **body})
     except ProtocolError as exc:
@@ -74,10 +90,10 @@ async def push(request: Request) -> Response:
     limit = node.settings.sync_max_mutations
     if len(message.mutations) > limit:
         raise HTTPError(413, ErrorCode.TOO_LARGE, f"at most {limit} mutations per push")
-    try:
-        results = await node.sync.mutate(actor_of(identity, device), message.mutations)
-    except BackendUnavailable:
-        raise _unavailable("send the mutations again (same mids)") from None
+    results = await _answer(
+        node.sync.mutate(actor_of(identity, device), message.mutations),
+        "send the mutations again (same mids)",
+    )
     return JSONResponse({"id": message.id, "results": results})
 
 
@@ -100,12 +116,9 @@ async def pull(request: Request) -> Response:
     limit = _optional(body, "limit", int, "must be a positive integer")
     if limit is not None and limit < 1:
         raise invalid("limit", "must be a positive integer")
-    try:
-        reply = await node.sync.pull(actor_of(identity, "http"), cursor, types, limit)
-    except SyncError as exc:
-        raise _refused(exc) from None
-    except BackendUnavailable:
-        raise _unavailable("pull again") from None
+    reply = await _answer(
+        node.sync.pull(actor_of(identity, "http"), cursor, types, limit), "pull again"
+    )
     if "id" in body:
         reply = {"id": body["id"], **reply}
     return JSONResponse(reply)
@@ -121,14 +134,11 @@ async def put_record(request: Request) -> Response:
     if not isinstance(fields, dict) or not fields:
         raise invalid("fields", "must be an object {name: value} with at least one field")
     record_type, rid = request.path_params["type"], request.path_params["id"]
-    if not 0 < len(rid) <= 200:
-        raise invalid("id", "a record id has 1 to 200 characters")
-    try:
-        reply = await node.sync.put_record(actor_of(identity, "crm"), record_type, rid, fields)
-    except SyncError as exc:
-        raise _refused(exc) from None
-    except BackendUnavailable:
-        raise _unavailable("write it again") from None
+    if not 0 < len(rid) <= MAX_ID_LENGTH:
+        raise invalid("id", f"a record id has 1 to {MAX_ID_LENGTH} characters")
+    reply = await _answer(
+        node.sync.put_record(actor_of(identity, "crm"), record_type, rid, fields), "write it again"
+    )
     return JSONResponse(reply)
 
 
@@ -143,12 +153,7 @@ async def changes(request: Request) -> Response:
         if not raw_limit.isdigit() or int(raw_limit) < 1:
             raise invalid("limit", "must be a positive integer")
         limit = int(raw_limit)
-    try:
-        reply = await node.sync.feed(cursor, limit)
-    except SyncError as exc:
-        raise _refused(exc) from None
-    except BackendUnavailable:
-        raise _unavailable("read again") from None
+    reply = await _answer(node.sync.feed(cursor, limit), "read again")
     return JSONResponse(reply)
 
 

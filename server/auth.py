@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import jwt
 
-from client_sdk.protocol import ProtocolError, parse_channel
+from client_sdk.protocol import is_channel
 from server.errors import AuthError, ConfigError
 from server.settings import Settings
 
@@ -41,15 +41,6 @@ class Identity:
     role: str
     teams: frozenset[str]
     expires_at: float
-
-
-def _valid_ident(kind: str, ident: str) -> bool:
-    """Whether ``<kind>:<ident>`` is a valid channel name (PROTOCOL.md section 1)."""
-    try:
-        parse_channel(f"{kind}:{ident}")
-    except ProtocolError:
-        return False
-    return True
 
 
 class TokenVerifier:
@@ -175,7 +166,7 @@ class TokenVerifier:
         ):
             raise AuthError("invalid token: wrong audience")
         user, role, teams = claims.get("sub"), claims.get("role"), claims.get("teams", [])
-        if not isinstance(user, str) or not _valid_ident("user", user):
+        if not isinstance(user, str) or not is_channel(f"user:{user}"):
             raise AuthError(
                 "invalid token: 'sub' is required: a user id without spaces or "
                 "non-printable characters that makes a valid user:<id> channel"
@@ -183,7 +174,7 @@ class TokenVerifier:
         if role not in ROLES:
             raise AuthError(f"invalid token: unknown role {role!r}")
         if not isinstance(teams, list) or not all(
-            isinstance(t, str) and _valid_ident("team", t) for t in teams
+            isinstance(t, str) and is_channel(f"team:{t}") for t in teams
         ):
             raise AuthError("invalid token: 'teams' must be a list of valid team ids")
         return Identity(user=user, role=role, teams=frozenset(teams), expires_at=float(expires))
@@ -217,7 +208,7 @@ def mint_token(
     """A signed HS256 token with the configured secret (development and tests)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(sorted(ROLES))}")
-    if not _valid_ident("user", user) or not all(_valid_ident("team", t) for t in teams):
+    if not is_channel(f"user:{user}") or not all(is_channel(f"team:{t}") for t in teams):
         raise ValueError("user and team ids may not be empty or hold spaces or control characters")
     now = int(time.time())
     claims: dict[str, Any] = {

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import ServeProcess
+from tests.support.cluster import start_node
 from tests.support.redis_server import RedisServer
 
 # ----------------------------------------------------------------------------- redis
@@ -28,3 +30,17 @@ def redis_url(redis_server: RedisServer) -> str:
     """The shared server's URL, emptied (FLUSHALL) before the test."""
     redis_server.flush()
     return redis_server.url
+
+
+# ----------------------------------------------------------------------------- e2e
+
+
+@pytest.fixture
+def cluster(redis_url: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    """Two ``fieldpush serve`` nodes on the shared redis-server; both must exit 0."""
+    first, second = start_node(redis_url, "node-a"), start_node(redis_url, "node-b")
+    try:
+        yield first, second
+    finally:
+        assert first.stop() == 0, first.output
+        assert second.stop() == 0, second.output

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,39 +15,13 @@ import httpx
 import pytest
 
 from client_sdk import EventMsg, PushClient, backoff_delays
-from server.auth import mint_token
-from server.settings import Settings
 from tests.support.cli import ServeProcess
+from tests.support.cluster import DISPATCHER, start_node, token
 from tests.support.phones import Phone, connect_phone
 from tests.support.redis_server import RedisServer
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.e2e
-
-SETTINGS = Settings()  # the nodes run with the built-in development secret on loopback
-
-
-def token(user: str, role: str = "sales", teams: tuple[str, ...] = ()) -> str:
-    return mint_token(SETTINGS, user=user, role=role, teams=teams, ttl_s=600)
-
-
-DISPATCHER = {"Authorization": f"Bearer {token('disp', 'dispatcher')}"}
-
-
-def start_node(redis_url: str, name: str, **settings: str) -> ServeProcess:
-    env = {"FIELDPUSH_REDIS_TIMEOUT_S": "0.5", "FIELDPUSH_ACCESS_LOG": "false"}
-    env.update({f"FIELDPUSH_{key.upper()}": value for key, value in settings.items()})
-    return ServeProcess("--port", "0", "--redis-url", redis_url, "--node-id", name, env=env).start()
-
-
-@pytest.fixture
-def cluster(redis_url: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:
-    first, second = start_node(redis_url, "node-a"), start_node(redis_url, "node-b")
-    try:
-        yield first, second
-    finally:
-        assert first.stop() == 0, first.output
-        assert second.stop() == 0, second.output
 
 
 async def publish(http: httpx.AsyncClient, url: str, channel: str, n: int) -> httpx.Response:

@@ -17,9 +17,9 @@ import pytest
 from server.backend.redis_client import RedisClient
 from server.backend.redis_pubsub import RedisAddress
 from tests.support.cli import ServeProcess
+from tests.support.cluster import DISPATCHER, start_node, token
 from tests.support.phones import Phone, connect_phone
 from tests.support.timing import scaled
-from tests.test_e2e_cluster import DISPATCHER, start_node, token
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,13 @@ import pytest
 
 from client_sdk import PushClient, SyncClient, SyncStore
 from tests.support.cli import ServeProcess
+from tests.support.cluster import token
 from tests.support.timing import scaled
-from tests.test_e2e_cluster import start_node, token
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 CRM = {"Authorization": f"Bearer {token('crm', 'service')}"}
-
-
-@pytest.fixture
-def cluster(redis_url: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:
-    first, second = start_node(redis_url, "node-a"), start_node(redis_url, "node-b")
-    try:
-        yield first, second
-    finally:
-        assert first.stop() == 0, first.output
-        assert second.stop() == 0, second.output
 
 
 def ws(node: ServeProcess) -> str:

@@ -20,8 +20,6 @@ from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import phone
 from tests.support.timing import scaled
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -29,7 +27,7 @@ def now_ms() -> int:
 
 @pytest.fixture(params=["memory", "redis"])
 async def node(request: pytest.FixtureRequest) -> AsyncIterator[RunningNode]:
-    overrides: dict[str, Any] = getattr(request, "param_overrides", {})
+    overrides: dict[str, Any] = {}
     if request.param == "redis":
         overrides["redis_url"] = request.getfixturevalue("redis_url")
     async with running_node(node_settings(**overrides)) as running:

@@ -38,20 +38,21 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from client_sdk.protocol import (
-    ErrorCode,
-    InvalidMutation,
-    Mutation,
-    ProtocolError,
-    parse_channel,
+from client_sdk.protocol import ErrorCode, InvalidMutation, Mutation, is_channel
+from server.backend.base import (
+    STALE,
+    PublishRequest,
+    RecordStore,
+    RecordWrite,
+    StoredRecord,
+    Tracking,
 )
-from server.backend.base import STALE, PublishRequest, RecordWrite, StoredRecord, Tracking
 from server.errors import BackendUnavailable
 from server.events import encode_body
 from server.sync.hlc import HybridClock, Stamp, clamp
 from server.sync.mapping import Mappings, TypeMapping, load_mappings
-from server.sync.rules import Actor, Edit, Outcome, RecordState, merge
-from server.sync.schema import RecordType, Schema, load_schema
+from server.sync.rules import Actor, Edit, Outcome, RecordState, merge, reaches, scope_of
+from server.sync.schema import PRIORITIES, RecordType, Schema, load_schema
 
 if TYPE_CHECKING:
     from server.auth import Identity
@@ -159,12 +160,6 @@ class _Plan:
     outcome: Outcome | None = None
 
 
-def _scope_of(rtype: RecordType, state: RecordState | None) -> list[Any]:
-    if state is None or state.deleted is not None:
-        return [None, None]
-    return [state.value(rtype.scope), state.value(rtype.team)]
-
-
 class SyncEngine:
     """See the module docstring. One per node."""
 
@@ -176,7 +171,7 @@ class SyncEngine:
         self._max_skew_ms = int(node.settings.sync_max_skew_s * 1000)
 
     @property
-    def _store(self) -> Any:
+    def _store(self) -> RecordStore:
         return self._node.backend.records
 
     # ------------------------------------------------------------- mutate
@@ -195,9 +190,11 @@ class SyncEngine:
         record_keys = sorted({f"{m.type}:{m.rid}" for m in items if isinstance(m, Mutation)})
         stored, kept = await store.load(record_keys, keys)
         states = {key: decode_state(found) for key, found in zip(record_keys, stored, strict=True)}
-        results: list[dict[str, Any] | None] = [
-            _unpack(blob) if blob is not None else None for blob in kept
-        ] or [None] * len(items)
+        results: list[dict[str, Any] | None] = (
+            [_unpack(blob) if blob is not None else None for blob in kept]
+            if idempotent
+            else [None] * len(items)
+        )
         todo = [i for i, result in enumerate(results) if result is None]
         announced: list[_Plan] = []
         for _ in range(MAX_ATTEMPTS):
@@ -335,7 +332,7 @@ class SyncEngine:
             "device": actor.device,
             "mid": item.mid,
             "ts": self.clock.wall_ms(),
-            "prev": _scope_of(rtype, before),
+            "prev": scope_of(rtype, before),
         }
         entries = []
         if outcome.changed or outcome.created or outcome.deleted:
@@ -345,7 +342,7 @@ class SyncEngine:
                         **base,
                         "kind": "applied",
                         "fields": {n: list(pair) for n, pair in outcome.changed.items()},
-                        "scope": _scope_of(rtype, outcome.state),
+                        "scope": scope_of(rtype, outcome.state),
                         "created": outcome.created,
                         "deleted": outcome.deleted,
                     }
@@ -376,21 +373,14 @@ class SyncEngine:
         }
         if not realtime:
             return
-        state = outcome.state
-        channels: list[str] = []
-        owner, team = state.value(rtype.scope), state.value(rtype.team)
-        for channel in (f"user:{owner}" if owner else "", f"records:{team}" if team else ""):
-            try:
-                parse_channel(channel)
-            except ProtocolError:
-                continue
-            channels.append(channel)
+        owner, team = scope_of(rtype, outcome.state)
+        named = (f"user:{owner}" if owner else None, f"records:{team}" if team else None)
+        channels = [channel for channel in named if channel is not None and is_channel(channel)]
         if not channels:
             return
-        ranks = ("critical", "high", "normal", "low")
         priority = min(
             (rtype.fields[name].priority_of(value) for name, value in realtime.items()),
-            key=ranks.index,
+            key=PRIORITIES.index,
         )
         node = self._node
         event_id = node.new_event_id()
@@ -490,9 +480,7 @@ class SyncEngine:
                 after = rid
                 state = decode_state(stored)
                 assert state is not None
-                if state.deleted is not None or not rtype.reaches(
-                    scope, actor.user, actor.teams, *_scope_of(rtype, state)
-                ):
+                if state.deleted is not None or not reaches(rtype, scope, actor, state):
                     continue
                 values = {n: v for n, v in state.values().items() if n in fields}
                 changes.append({"type": rtype.name, "rid": rid, "fields": mapping.outbound(values)})
@@ -604,7 +592,7 @@ class SyncEngine:
             rtype = types[key[0]]
             state = decode_state(found)
             scope = rtype.read[actor.role]
-            if not rtype.reaches(scope, actor.user, actor.teams, *_scope_of(rtype, state)):
+            if not reaches(rtype, scope, actor, state):
                 continue  # it left again since: a later page removes it
             values = self._visible(rtype, self.mappings.of(actor.side, rtype.name), actor, state)
             if values is not None:

@@ -31,7 +31,7 @@ from typing import Any
 from server.sync.hlc import Stamp
 from server.sync.schema import RecordType
 
-__all__ = ["Actor", "Edit", "Outcome", "RecordState", "merge"]
+__all__ = ["Actor", "Edit", "Outcome", "RecordState", "merge", "reaches", "scope_of"]
 
 APPLIED = "applied"
 CONFLICT = "conflict"
@@ -103,10 +103,16 @@ def _refused(reason: str) -> Outcome:
     return Outcome(REJECTED, reason)
 
 
-def _reaches(rtype: RecordType, scope: str | None, actor: Actor, state: RecordState) -> bool:
-    return rtype.reaches(
-        scope, actor.user, actor.teams, state.value(rtype.scope), state.value(rtype.team)
-    )
+def scope_of(rtype: RecordType, state: RecordState | None) -> list[Any]:
+    """``[owner, team]`` of a record (both None when it does not exist)."""
+    if state is None or state.deleted is not None:
+        return [None, None]
+    return [state.value(rtype.scope), state.value(rtype.team)]
+
+
+def reaches(rtype: RecordType, scope: str | None, actor: Actor, state: RecordState | None) -> bool:
+    """Whether ``scope`` (``own``/``team``/``all``) of ``actor`` covers the record."""
+    return rtype.reaches(scope, actor.user, actor.teams, *scope_of(rtype, state))
 
 
 def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor) -> Outcome:
@@ -116,9 +122,9 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
         return _create(rtype, edit, actor, state.version if state else 0)
     if state.deleted is not None:
         return _refused("not_found")
-    if not _reaches(rtype, rtype.read.get(actor.role), actor, state):
+    if not reaches(rtype, rtype.read.get(actor.role), actor, state):
         return _refused("not_found")
-    writable = _reaches(rtype, rtype.write.get(actor.role), actor, state)
+    writable = reaches(rtype, rtype.write.get(actor.role), actor, state)
     if edit.fields is None:
         if actor.role in rtype.delete and writable:
             new = state.copy()
@@ -187,7 +193,7 @@ def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcom
         new.fields[name] = (value, edit.stamp)
         if value is not None:
             outcome.changed[name] = (None, value)
-    if not _reaches(rtype, scope, actor, new) and actor.side != "crm":
+    if not reaches(rtype, scope, actor, new) and actor.side != "crm":
         return _refused("forbidden")
     return _conclude(outcome, new)
 

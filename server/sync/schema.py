@@ -25,11 +25,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from client_sdk.protocol import Priority
+from server.auth import ROLES
 from server.errors import ConfigError
 
 __all__ = [
     "FIELD_TYPES",
-    "ROLES",
     "FieldSpec",
     "RecordType",
     "Schema",
@@ -38,13 +39,13 @@ __all__ = [
     "parse_schema",
 ]
 
-ROLES: Final = frozenset({"sales", "after_sales", "supervisor", "admin", "dispatcher", "service"})
 FIELD_TYPES: Final = frozenset(
     {"string", "int", "decimal", "bool", "date", "datetime", "enum", "list"}
 )
 RULES: Final = frozenset({"mdm", "lww", "locked"})
 SYNC_CLASSES: Final = frozenset({"realtime", "delta", "poll"})
-PRIORITIES: Final = ("critical", "high", "normal", "low")
+#: Most urgent first (the order of ``client_sdk.protocol.Priority``).
+PRIORITIES: Final = tuple(priority.value for priority in Priority)
 SCOPES: Final = ("own", "team", "all")
 MAX_ID_LENGTH: Final = 200
 
