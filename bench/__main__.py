@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_phones(settings: Any, count: int, channels: int) -> scenarios.Phones:
     """Phone i is user u<i> in team t<i % channels>, subscribed to team:t<i % channels>."""
-    from server.auth import mint_token
+    from fieldpush.identity.auth import mint_token
 
     teams = [f"t{i % channels}" for i in range(count)]
     tokens = [
@@ -115,8 +115,8 @@ def measure(
     kind: str, scenario: str, server: Server, redis: Redis, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One scenario against one running server, on this process's event loop."""
-    from server.auth import mint_token
-    from server.settings import load_settings
+    from fieldpush.identity.auth import mint_token
+    from fieldpush.settings import load_settings
 
     settings = load_settings(environ={})
     dispatcher = mint_token(settings, user="dispatcher", role="dispatcher", ttl_s=3600)

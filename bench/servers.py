@@ -152,6 +152,6 @@ def server_command(kind: str, loop: str, core: int, redis_url: str, log_level: s
     if kind == "baseline":
         return [*launch, "bench.baseline", "0", redis_url]
     return [
-        *launch, "server.cli", "serve", "--redis-url", redis_url, "--host", "127.0.0.1",
+        *launch, "fieldpush.cli", "serve", "--redis-url", redis_url, "--host", "127.0.0.1",
         "--port", "0", "--node-id", "bench", "--log-level", log_level,
     ]  # fmt: skip

@@ -38,8 +38,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench.procstat import LOOPS, cpu_seconds, default_loop, raise_open_files
 from bench.scenarios import percentile
 from bench.servers import Redis, Server, server_command
-from server.auth import mint_token
-from server.settings import Settings
+from fieldpush.identity.auth import mint_token
+from fieldpush.settings import Settings
 
 SERVER_CORE, LOAD_CORE = 0, 1
 FIELDS = {"name", "owner", "team", "level", "stage", "budget", "intended_model", "phone"}

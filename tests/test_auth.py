@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server.auth import TokenVerifier, mint_token
-from server.errors import AuthError
-from server.settings import Secret, Settings
+from fieldpush.errors import AuthError
+from fieldpush.identity.auth import TokenVerifier, mint_token
+from fieldpush.settings import Secret, Settings
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 

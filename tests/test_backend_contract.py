@@ -1,4 +1,4 @@
-"""One contract suite, run against both backends (server/backend/base.py states
+"""One contract suite, run against both backends (fieldpush.backend.base states
 the guarantees checked here), then what only the Redis backend can do wrong:
 outages, unresponsive servers, credentials, and its pub/sub client."""
 
@@ -13,13 +13,13 @@ from pathlib import Path
 import hiredis
 import pytest
 
-from server.backend.base import Backend, Idempotency, PublishRequest
-from server.backend.memory import MemoryBackend
-from server.backend.redis import RedisBackend
-from server.backend.redis_pubsub import PubSub, RedisAddress
-from server.errors import BackendUnavailable, IdempotencyConflict
-from server.events import Event, encode_body
-from server.offsets import Offset
+from fieldpush.backend.base import Backend, Idempotency, PublishRequest
+from fieldpush.backend.memory.backend import MemoryBackend
+from fieldpush.backend.redis.backend import RedisBackend
+from fieldpush.backend.redis.pubsub import PubSub, RedisAddress
+from fieldpush.errors import BackendUnavailable, IdempotencyConflict
+from fieldpush.events.event import Event, encode_body
+from fieldpush.events.offsets import Offset
 from tests.support.redis_server import RedisServer
 from tests.support.timing import scaled
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from server.backend.base import PublishRequest
-from server.events import encode_body
+from fieldpush.backend.base import PublishRequest
+from fieldpush.events.event import encode_body
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import phone, publish
 from tests.support.timing import scaled

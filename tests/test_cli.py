@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from server.auth import TokenVerifier
-from server.settings import Settings, load_settings
+from fieldpush.identity.auth import TokenVerifier
+from fieldpush.settings import Settings, load_settings
 from tests.support.cli import ServeProcess, run
 
 SECRET = "an-operator-secret-of-at-least-32-bytes!"
@@ -122,7 +122,7 @@ def test_settings_errors_say_what_is_wrong(tmp_path: object) -> None:
 
     import pytest
 
-    from server.errors import ConfigError
+    from fieldpush.errors import ConfigError
 
     config = Path(str(tmp_path)) / "fp.toml"
     config.write_text("[server]\nhartbeat_s = 5\n")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client_sdk import EventMsg, PushClient, backoff_delays
+from fieldpush_client import EventMsg, PushClient, backoff_delays
 from tests.support.cli import ServeProcess
 from tests.support.cluster import DISPATCHER, start_node, token
 from tests.support.phones import Phone, connect_phone

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from server.backend.redis_client import RedisClient
-from server.backend.redis_pubsub import RedisAddress
+from fieldpush.backend.redis.client import RedisClient
+from fieldpush.backend.redis.pubsub import RedisAddress
 from tests.support.cli import ServeProcess
 from tests.support.cluster import DISPATCHER, start_node, token
 from tests.support.phones import Phone, connect_phone

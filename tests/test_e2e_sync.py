@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client_sdk import PushClient, SyncClient, SyncStore
+from fieldpush_client import PushClient, SyncClient, SyncStore
 from tests.support.cli import ServeProcess
 from tests.support.cluster import token
 from tests.support.timing import scaled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.handshake import HandshakeError, parse_upgrade, reject, switching_protocols
+from fieldpush.transport.handshake import HandshakeError, parse_upgrade, reject, switching_protocols
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the RFC's example
 

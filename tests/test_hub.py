@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from server.backend.memory import MemoryBackend
-from server.errors import BackendUnavailable
-from server.events import Event
-from server.hub import Hub
+from fieldpush.backend.memory.backend import MemoryBackend
+from fieldpush.delivery.hub import Hub
+from fieldpush.errors import BackendUnavailable
+from fieldpush.events.event import Event
 
 
 class FlakyBackend(MemoryBackend):

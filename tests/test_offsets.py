@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.offsets import Offset, can_recover, new_epoch
+from fieldpush.events.offsets import Offset, can_recover, new_epoch
 
 
 @given(

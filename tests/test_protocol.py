@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client_sdk.protocol import (
+from fieldpush.events.event import Event, encode_body, events_frame
+from fieldpush_client.protocol import (
     Ack,
     CloseCode,
     DecodeError,
@@ -29,7 +30,6 @@ from client_sdk.protocol import (
     parse_server_message,
     should_reconnect,
 )
-from server.events import Event, encode_body, events_frame
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),

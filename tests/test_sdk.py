@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from client_sdk import (
+from fieldpush.backend.memory.backend import MemoryBackend
+from fieldpush_client import (
     DispatcherClient,
     EventMsg,
     MemoryOffsetStore,
@@ -17,7 +18,6 @@ from client_sdk import (
     Unauthorized,
     backoff_delays,
 )
-from server.backend.memory import MemoryBackend
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.timing import scaled
 

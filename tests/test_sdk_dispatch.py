@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from client_sdk import DispatcherClient, EventMsg, PushClient, Receipt, backoff_delays
-from client_sdk.fallback import http_url_for, token_subject
+from fieldpush_client import DispatcherClient, EventMsg, PushClient, Receipt, backoff_delays
+from fieldpush_client.fallback import http_url_for, token_subject
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.timing import scaled
 
@@ -276,7 +276,7 @@ def test_the_fallback_finds_the_http_api_and_the_user() -> None:
     with pytest.raises(ValueError):
         http_url_for("ftp://x")
     settings = node_settings()
-    from server.auth import mint_token
+    from fieldpush.identity.auth import mint_token
 
     assert (
         token_subject(mint_token(settings, user="alice", role="sales", teams=(), ttl_s=60))

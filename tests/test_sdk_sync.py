@@ -1,4 +1,4 @@
-"""The SDK's offline queue and local store (client_sdk/sync.py) against a real node."""
+"""The SDK's offline queue and local store (fieldpush_client.sync) against a real node."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from client_sdk import PushClient, SyncClient, SyncStore
-from client_sdk.protocol import MutationResult
-from client_sdk.sync import QueuedEdit
+from fieldpush_client import PushClient, SyncClient, SyncStore
+from fieldpush_client.protocol import MutationResult
+from fieldpush_client.sync import QueuedEdit
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.timing import scaled
 

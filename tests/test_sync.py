@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from server.backend.base import STALE, RecordWrite
-from server.backend.memory import MemoryBackend
-from server.backend.memory_records import MemoryRecords
-from server.backend.redis import RedisBackend
+from fieldpush.backend.base import STALE, RecordWrite
+from fieldpush.backend.memory.backend import MemoryBackend
+from fieldpush.backend.memory.records import MemoryRecords
+from fieldpush.backend.redis.backend import RedisBackend
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import phone
 from tests.support.timing import scaled
@@ -585,7 +585,7 @@ async def test_concurrent_batches_on_one_record_from_two_nodes_both_apply(redis_
 async def test_a_pull_reads_a_bounded_part_of_the_log_per_request(
     node: RunningNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server.sync import engine
+    from fieldpush.sync import engine
 
     crm = Api(node, "crm", "service")
     alice = Api(node, "alice", "sales")

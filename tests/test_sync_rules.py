@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.sync.hlc import HybridClock, Stamp, clamp
-from server.sync.mapping import load_mappings, parse_mappings
-from server.sync.rules import Actor, Edit, RecordState, merge
-from server.sync.schema import Schema, SchemaError, load_schema, parse_schema
+from fieldpush.sync.hlc import HybridClock, Stamp, clamp
+from fieldpush.sync.mapping import load_mappings, parse_mappings
+from fieldpush.sync.rules import Actor, Edit, RecordState, merge
+from fieldpush.sync.schema import Schema, SchemaError, load_schema, parse_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = load_schema(ROOT / "config" / "schema.toml")
@@ -447,8 +447,8 @@ def test_schema_object_is_frozen() -> None:
 
 
 def test_records_channels_are_for_the_teams_supervisors_dispatchers_and_admins() -> None:
-    from server.auth import Identity
-    from server.policy import may_publish, may_subscribe
+    from fieldpush.identity.auth import Identity
+    from fieldpush.identity.policy import may_publish, may_subscribe
 
     def who(role: str, *teams: str) -> Identity:
         return Identity("u", role, frozenset(teams), 0.0)

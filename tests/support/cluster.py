@@ -6,8 +6,8 @@ minted with the default settings are accepted.
 
 from __future__ import annotations
 
-from server.auth import mint_token
-from server.settings import Settings
+from fieldpush.identity.auth import mint_token
+from fieldpush.settings import Settings
 from tests.support.cli import ServeProcess
 
 SETTINGS = Settings()

@@ -8,11 +8,11 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.app import build_server
-from server.auth import mint_token
-from server.backend.base import Backend
-from server.node import Node
-from server.settings import Settings
+from fieldpush.app import build_server
+from fieldpush.backend.base import Backend
+from fieldpush.identity.auth import mint_token
+from fieldpush.node import Node
+from fieldpush.settings import Settings
 from tests.support.timing import scaled
 
 

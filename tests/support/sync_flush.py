@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from client_sdk import PushClient, SyncClient, SyncStore
+from fieldpush_client import PushClient, SyncClient, SyncStore
 
 
 async def main(db: str, url: str, token: str, device: str) -> None:

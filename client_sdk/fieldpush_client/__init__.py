@@ -1,0 +1,59 @@
+"""fieldpush client SDK: what a phone app, a test harness or a load test embeds.
+
+It has no server dependencies; the wire codec in :mod:`fieldpush_client.protocol` is
+shared with the server.
+"""
+
+__version__ = "0.1.0"
+
+from fieldpush_client.backoff import backoff_delays
+from fieldpush_client.client import PushClient
+from fieldpush_client.errors import (
+    ConnectionClosedFatal,
+    FieldpushClientError,
+    NotConnected,
+    PublishError,
+    RequestError,
+    RequestTimeout,
+    Unauthorized,
+)
+from fieldpush_client.http import (
+    ChannelPresence,
+    DevicePresence,
+    DispatcherClient,
+    PollReply,
+    PublishReply,
+    Receipt,
+    Receipts,
+    UserPresence,
+)
+from fieldpush_client.protocol import EventMsg
+from fieldpush_client.store import MemoryOffsetStore, OffsetStore
+from fieldpush_client.sync import QueuedEdit, SyncClient, SyncStore
+
+__all__ = [
+    "ChannelPresence",
+    "ConnectionClosedFatal",
+    "DevicePresence",
+    "DispatcherClient",
+    "EventMsg",
+    "FieldpushClientError",
+    "MemoryOffsetStore",
+    "NotConnected",
+    "OffsetStore",
+    "PollReply",
+    "PublishError",
+    "PublishReply",
+    "PushClient",
+    "QueuedEdit",
+    "Receipt",
+    "Receipts",
+    "RequestError",
+    "RequestTimeout",
+    "SyncClient",
+    "SyncStore",
+    "Unauthorized",
+    "UserPresence",
+    "__version__",
+    "backoff_delays",
+]

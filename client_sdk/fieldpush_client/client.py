@@ -1,0 +1,610 @@
+"""``PushClient``: a phone's connection to fieldpush, kept alive for it.
+
+    async with PushClient(url, token=token, device="pixel-7", subscriptions=["team:a"]) as client:
+        async for event in client.events():
+            handle(event)
+
+Guarantees to the application
+    **At least once, ordered per channel, de-duplicated.** Events are handed
+    out in the order the server sent them. An event is *handled* when the
+    same ``events()`` loop asks for the next event, i.e. when the loop body
+    for it ran to its end. Only then is its offset recorded in
+    the :class:`~fieldpush_client.store.OffsetStore` and, for a ``critical`` event,
+    its ``ack`` sent (``auto_ack=True``, the default; acks of one event-loop
+    iteration share a message). An event whose loop body raised (or left the
+    loop by ``break`` or ``return``) is not handled: the next ``events()``
+    loop starts with it again. The client
+    resumes from the recorded offsets after every reconnect. Events already
+    handed out are skipped by id (the last ``dedupe_window`` ids); a handled
+    ``critical`` event the server sends again (its ack was lost) is acked
+    again, not handed out. With ``auto_ack=False`` the application calls
+    :meth:`PushClient.ack` itself.
+
+    **Reconnects by itself** (to the next of its URLs, when it has several)
+    after network errors and after close codes that
+    :func:`~fieldpush_client.protocol.should_reconnect` allows, waiting
+    :func:`~fieldpush_client.backoff.backoff_delays` between attempts (a ``goaway``
+    instead makes it reconnect at a random point of the server's window). Close
+    codes that retrying cannot fix (4001, 4003, 1007, 1009) end ``events()``
+    with :class:`~fieldpush_client.errors.Unauthorized` or
+    :class:`~fieldpush_client.errors.ConnectionClosedFatal`.
+
+    **Long-poll fallback.** After ``fallback_after_failures`` connection
+    attempts in a row that did not reach ``welcome``, the client receives by
+    ``POST /v1/poll`` long polls (and acks by ``POST /v1/ack``) for
+    ``socket_retry_s``, then tries the socket again; a ``welcome`` ends the
+    fallback. Events come through the same queue with the same guarantees.
+
+    **Polling schedules.** :meth:`PushClient.schedule_poll` runs a coroutine
+    every ``welcome.poll[data_class]`` seconds, the interval the server
+    advertises for data that is not pushed (e.g. visit plans every 900 s).
+
+    **Backpressure.** At most ``queue_size`` events wait for the application;
+    beyond that the client stops reading the socket, and a server that finds
+    the phone too slow closes it (4008); the client then resumes without loss.
+
+One ``events()`` loop at a time: the client's state follows one consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from fieldpush_client.backoff import backoff_delays
+from fieldpush_client.errors import (
+    ConnectionClosedFatal,
+    NotConnected,
+    PublishError,
+    RequestError,
+    RequestTimeout,
+    Unauthorized,
+)
+from fieldpush_client.fallback import http_url_for, token_subject
+from fieldpush_client.http import DispatcherClient, PollReply
+from fieldpush_client.protocol import (
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    CloseCode,
+    DecodeError,
+    ErrorMsg,
+    EventMsg,
+    Goaway,
+    Pong,
+    ProtocolError,
+    Subscribed,
+    UnknownMsg,
+    Unsubscribed,
+    Welcome,
+    codec_for,
+    parse_server_message,
+    should_reconnect,
+)
+from fieldpush_client.store import MemoryOffsetStore, OffsetStore
+
+__all__ = ["PushClient"]
+
+log = logging.getLogger("fieldpush.client")
+
+_CODECS = {"json": SUBPROTOCOL_JSON, "msgpack": SUBPROTOCOL_MSGPACK}
+
+#: How a poll's 403 names the channel it refused (docs/protocol.md, 2.3).
+_NOT_READABLE = "not allowed to read "
+
+#: Failures of one connection attempt; the client tries again.
+_RETRYABLE = (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, ProtocolError, DecodeError)
+
+
+class PushClient:
+    """A connection to a fieldpush node that survives disconnects. See the module docstring."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        token: str,
+        device: str,
+        codec: str = "json",
+        store: OffsetStore | None = None,
+        subscriptions: Iterable[str] = (),
+        auto_ack: bool = True,
+        backoff: Callable[[], Iterator[float]] = backoff_delays,
+        dedupe_window: int = 10_000,
+        queue_size: int = 1000,
+        connect_timeout_s: float = 10.0,
+        request_timeout_s: float = 10.0,
+        fallback_after_failures: int = 3,
+        socket_retry_s: float = 60.0,
+        poll_wait_s: float = 25.0,
+        http_url: str | None = None,
+        on_recovery_failed: Callable[[str], None] | None = None,
+    ) -> None:
+        if codec not in _CODECS:
+            raise ValueError(f"codec must be 'json' or 'msgpack', not {codec!r}")
+        #: Node URLs, tried in turn (one URL: a load balancer's, usually).
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("need at least one URL")
+        if fallback_after_failures < 0 or socket_retry_s <= 0 or poll_wait_s < 0:
+            raise ValueError(
+                "need fallback_after_failures >= 0 (0: never), socket_retry_s > 0, poll_wait_s >= 0"
+            )
+        self._url_turn = itertools.cycle(self.urls)
+        self.url = self.urls[0]
+        self.token = token
+        self.device = device
+        self.auto_ack = auto_ack
+        self._subprotocol = _CODECS[codec]
+        self._codec = codec_for(self._subprotocol)
+        self._store = store if store is not None else MemoryOffsetStore()
+        self._wanted: set[str] = set(subscriptions)
+        self._backoff = backoff
+        #: Ids handed out recently, oldest first: True once handled.
+        self._seen: OrderedDict[str, bool] = OrderedDict()
+        self._dedupe_window = dedupe_window
+        self._queue: asyncio.Queue[EventMsg | BaseException] = asyncio.Queue(queue_size)
+        #: The event handed out whose loop body has not returned yet.
+        self._unfinished: EventMsg | None = None
+        self._connect_timeout_s = connect_timeout_s
+        self._request_timeout_s = request_timeout_s
+        self._fallback_after = fallback_after_failures
+        self._socket_retry_s = socket_retry_s
+        self._poll_wait_s = poll_wait_s
+        self._http_url = http_url
+        self._on_recovery_failed = on_recovery_failed or _warn_recovery_failed
+        self._ids = itertools.count(1)
+        self._replies: dict[int, asyncio.Future[Any]] = {}
+        self._ws: ClientConnection | None = None
+        self._http: DispatcherClient | None = None
+        self._connected = asyncio.Event()
+        #: Set (and replaced) at every ``welcome``.
+        self._next_welcome = asyncio.Event()
+        self._welcomes = 0
+        self._task: asyncio.Task[None] | None = None
+        self._goaway: asyncio.Task[None] | None = None
+        self._reconnect_now = False
+        self._pending_acks: list[str] = []
+        self._ack_task: asyncio.Task[None] | None = None
+        self._schedules: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._schedule_tasks: list[asyncio.Task[None]] = []
+        #: The server's ``welcome`` of the current (or last) connection.
+        self.session: Welcome | None = None
+        #: How events arrive now: ``"websocket"``, ``"poll"`` (the fallback) or ``None``.
+        self.transport: str | None = None
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> PushClient:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Start connecting in the background (``async with`` does it for you)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            for data_class, fetch in self._schedules.items():
+                self._start_schedule(data_class, fetch)
+
+    async def close(self) -> None:
+        """Disconnect and stop reconnecting. Acks not sent by then are dropped
+        (the server sends those events again on the next connection)."""
+        tasks = [self._goaway, self._task, self._ack_task, *self._schedule_tasks]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._goaway = self._ack_task = None
+        self._schedule_tasks = []
+        if self._ws is not None:
+            await self._ws.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a socket is open and past ``welcome``."""
+        return self._connected.is_set()
+
+    @property
+    def offsets(self) -> dict[str, str]:
+        """The recorded offsets (a copy)."""
+        return self._store.get_all()
+
+    async def wait_connected(self, timeout_s: float | None = None) -> Welcome:
+        """Wait until the client is connected and past ``welcome``."""
+        await asyncio.wait_for(self._connected.wait(), timeout_s)
+        assert self.session is not None
+        return self.session
+
+    async def welcome_after(self, count: int) -> int:
+        r"""Wait until more than ``count`` ``welcome``\ s were received since the
+        start (0: the first); return how many there were."""
+        while self._welcomes <= count:
+            await self._next_welcome.wait()
+        return self._welcomes
+
+    async def request(self, message: dict[str, Any]) -> Any:
+        """Send a request (``ping``, ``mutate``, ``pull``, ...; its ``id`` is
+        added) and return the typed reply. Raises NotConnected, RequestTimeout,
+        or RequestError for an ``error`` reply."""
+        return await self._request(message)
+
+    # ------------------------------------------------------------ application
+
+    async def events(self) -> AsyncIterator[EventMsg]:
+        """Events in order, each handled once (see the module docstring)."""
+        while True:
+            event = self._unfinished
+            if event is None:
+                item = await self._queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                event = self._unfinished = item
+            yield event
+            self._unfinished = None
+            self._handled(event)
+
+    def _handled(self, event: EventMsg) -> None:
+        self._store.set(event.channel, event.offset)
+        if event.id in self._seen:
+            self._seen[event.id] = True
+        if self.auto_ack and event.priority == "critical":
+            self._ack_soon([event.id])
+
+    async def subscribe(self, channel: str, since: str | None = None) -> Subscribed:
+        """Subscribe (and stay subscribed across reconnects). ``since`` defaults
+        to the recorded offset of the channel, if any. Needs the socket
+        (:class:`~fieldpush_client.errors.NotConnected` otherwise); on the poll
+        fallback the channel is polled from then on."""
+        self._wanted.add(channel)
+        if since is None:
+            since = self._store.get_all().get(channel)
+        message: dict[str, Any] = {"type": "subscribe", "channel": channel}
+        if since is not None:
+            message["since"] = since
+        reply = await self._request(message)
+        assert isinstance(reply, Subscribed)
+        if since is None or not reply.recovered:
+            self._store.set(channel, reply.offset)  # where to resume from
+        if not reply.recovered:
+            self._on_recovery_failed(channel)
+        return reply
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._wanted.discard(channel)
+        self._store.forget(channel)
+        reply = await self._request({"type": "unsubscribe", "channel": channel})
+        assert isinstance(reply, Unsubscribed)
+
+    async def ack(self, *events: EventMsg | str) -> None:
+        """Acknowledge events (by event or id). Sent at once when connected
+        (by socket or by the poll fallback), otherwise as soon as the client
+        is connected again."""
+        self._pending_acks.extend(e if isinstance(e, str) else e.id for e in events)
+        await self._flush_acks()
+
+    async def ping(self) -> float:
+        """Round trip of a protocol ``ping``, in seconds."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        reply = await self._request({"type": "ping"})
+        assert isinstance(reply, Pong)
+        return loop.time() - started
+
+    def schedule_poll(self, data_class: str, fetch: Callable[[], Awaitable[None]]) -> None:
+        """Await ``fetch()`` every ``welcome.poll[data_class]`` seconds (drawn
+        from 90-110 % of it, so that phones spread out), the first time one
+        interval after the first ``welcome``. The interval is read again from
+        the latest ``welcome`` before each wait. An exception from ``fetch`` is
+        logged and the schedule goes on. A class the server does not advertise
+        is not run (logged once per ``welcome``)."""
+        if data_class in self._schedules:
+            raise ValueError(f"{data_class!r} is already scheduled")
+        self._schedules[data_class] = fetch
+        if self._task is not None:
+            self._start_schedule(data_class, fetch)
+
+    def _start_schedule(self, data_class: str, fetch: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._poll_every(data_class, fetch))
+        self._schedule_tasks.append(task)
+
+    async def _poll_every(self, data_class: str, fetch: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            interval = self.session.poll.get(data_class) if self.session is not None else None
+            if interval is None or interval <= 0:
+                if self.session is not None:
+                    log.warning("fieldpush advertises no poll interval for %r", data_class)
+                await self._next_welcome.wait()
+                continue
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))
+            try:
+                await fetch()
+            except Exception:
+                log.exception("fieldpush poll of %r failed", data_class)
+
+    async def _request(self, message: dict[str, Any]) -> Any:
+        ws = self._ws
+        if ws is None or not self.connected:
+            try:
+                await asyncio.wait_for(self._connected.wait(), self._request_timeout_s)
+            except TimeoutError:
+                raise NotConnected(f"not connected to {self.url}") from None
+            ws = self._ws
+            assert ws is not None
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = future
+        try:
+            await self._send(ws, {**message, "id": request_id})
+            return await asyncio.wait_for(future, self._request_timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"no answer to {message['type']}") from None
+        finally:
+            self._replies.pop(request_id, None)
+
+    # -------------------------------------------------------------------- acks
+
+    def _ack_soon(self, ids: list[str]) -> None:
+        """Queue acks; they leave together at the next event-loop iteration."""
+        self._pending_acks.extend(ids)
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        """Send the pending acks by whichever transport is up; keep them if none is."""
+        if not self._pending_acks:
+            return
+        ids, self._pending_acks = self._pending_acks, []
+        try:
+            if self._ws is not None and self.connected:
+                await self._send(self._ws, {"type": "ack", "ids": ids})
+                return
+            if self._http is not None:
+                await self._http.ack(ids, self.device)
+                return
+        except (ConnectionClosed, OSError, httpx.HTTPError, PublishError) as exc:
+            log.info("fieldpush acks not sent (%s); sending them after reconnecting", exc)
+        self._pending_acks[:0] = ids
+
+    # ------------------------------------------------------------- connection
+
+    async def _send(self, ws: ClientConnection, message: dict[str, Any]) -> None:
+        data = self._codec.encode(message)
+        await ws.send(data if self._codec.binary else data.decode())
+
+    async def _run(self) -> None:
+        delays = self._backoff()
+        failures = 0  # connection attempts in a row that did not reach welcome
+        while True:
+            welcomes = self._welcomes
+            try:
+                if self._fallback_after and failures >= self._fallback_after:
+                    await self._poll_for(self._socket_retry_s, failures == self._fallback_after)
+                await self._connection()
+            except ConnectionClosedFatal as exc:
+                await self._queue.put(exc)
+                return
+            except _RETRYABLE as exc:
+                if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
+                    await self._queue.put(Unauthorized(exc.response.status_code, "refused"))
+                    return
+                log.info("fieldpush connection to %s failed: %s", self.url, exc)
+            except Exception as exc:  # a bug: hand it to the application instead of dying unseen
+                await self._queue.put(exc)
+                return
+            finally:
+                self._disconnected()
+            if self._welcomes != welcomes:  # it worked: start over
+                delays = self._backoff()
+                failures = 0
+            else:
+                failures += 1
+            if self._reconnect_now:
+                self._reconnect_now = False
+                continue
+            if not self._fallback_after or failures < self._fallback_after:
+                await asyncio.sleep(next(delays))
+            # else: straight on to the poll fallback
+
+    def _disconnected(self) -> None:
+        self._connected.clear()
+        self._ws = None
+        self.transport = None
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(NotConnected("connection lost"))
+
+    async def _connection(self) -> None:
+        self.url = next(self._url_turn)
+        async with connect(
+            self.url,
+            subprotocols=[Subprotocol(self._subprotocol)],
+            compression=None,
+            open_timeout=self._connect_timeout_s,
+            max_size=None,
+        ) as ws:
+            offsets = self._store.get_all()
+            subs = {ch: offsets.get(ch) for ch in self._wanted | offsets.keys()}
+            await self._send(
+                ws, {"type": "hello", "token": self.token, "device": self.device, "subs": subs}
+            )
+            try:
+                welcome = parse_server_message(await self._receive(ws, self._connect_timeout_s))
+                if not isinstance(welcome, Welcome):
+                    raise ProtocolError(f"expected welcome, got {welcome!r}")
+                self._welcomed(welcome, offsets)
+                self._ws = ws
+                self.transport = "websocket"
+                self._connected.set()
+                await self._flush_acks()
+                while True:
+                    await self._dispatch(parse_server_message(await self._receive(ws, None)))
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                if code in (CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN):
+                    raise Unauthorized(code, reason) from exc
+                if not should_reconnect(code):
+                    raise ConnectionClosedFatal(code, reason) from exc
+                raise
+
+    async def _receive(self, ws: ClientConnection, timeout_s: float | None) -> dict[str, Any]:
+        frame = await asyncio.wait_for(ws.recv(), timeout_s)
+        return self._codec.decode(frame if isinstance(frame, bytes) else frame.encode())
+
+    def _welcomed(self, welcome: Welcome, offsets: dict[str, str]) -> None:
+        self.session = welcome
+        self._welcomes += 1
+        self._next_welcome.set()
+        self._next_welcome = asyncio.Event()
+        for channel, state in welcome.subs.items():
+            if "error" in state:
+                self._refused(channel, state["error"])
+            elif not state["recovered"]:
+                self._store.set(channel, state["offset"])
+                self._on_recovery_failed(channel)
+            elif channel not in offsets:
+                self._store.set(channel, state["offset"])
+            # recovered with an offset: the replayed events advance it.
+
+    def _refused(self, channel: str, why: str) -> None:
+        log.warning("fieldpush refused channel %s: %s", channel, why)
+        self._wanted.discard(channel)
+        self._store.forget(channel)
+
+    async def _dispatch(self, message: Any) -> None:
+        if isinstance(message, EventMsg):
+            await self._hand_out(message)
+        elif isinstance(message, list):
+            for event in message:
+                await self._hand_out(event)
+        elif isinstance(message, ErrorMsg):
+            future = self._replies.get(message.id) if message.id is not None else None
+            if future is not None and not future.done():
+                future.set_exception(RequestError(message.code, message.message))
+            else:
+                log.warning("fieldpush error: %s: %s", message.code, message.message)
+        elif isinstance(message, Goaway):
+            self._schedule_goaway(message)
+        elif isinstance(message, UnknownMsg):
+            log.debug("fieldpush sent a message of unknown type %r; ignored", message.type)
+        else:
+            future = self._replies.get(getattr(message, "id", -1))
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    async def _hand_out(self, event: EventMsg) -> None:
+        handled = self._seen.get(event.id)
+        if handled is not None:
+            if handled and self.auto_ack and event.priority == "critical":
+                self._ack_soon([event.id])  # sent again: our ack was lost
+            return
+        self._seen[event.id] = False
+        if len(self._seen) > self._dedupe_window:
+            self._seen.popitem(last=False)
+        await self._queue.put(event)
+
+    def _schedule_goaway(self, goaway: Goaway) -> None:
+        """Leave this node at a random point of the server's window."""
+        low, high = goaway.reconnect_after_ms
+        ws = self._ws
+
+        async def leave() -> None:
+            await asyncio.sleep(random.uniform(low, max(low, high)) / 1000)
+            self._reconnect_now = True
+            if ws is not None:
+                await ws.close()
+
+        if self._goaway is None or self._goaway.done():
+            self._goaway = asyncio.get_running_loop().create_task(leave())
+
+    # ------------------------------------------------------- long-poll fallback
+
+    async def _poll_for(self, duration_s: float, first: bool) -> None:
+        """Receive by long polls for ``duration_s``: the socket failed
+        ``fallback_after_failures`` times in a row (``first``: just now).
+        Raises :class:`~fieldpush_client.errors.Unauthorized` when the server
+        refuses the token."""
+        http_url = self._http_url or http_url_for(self.url)
+        log.log(
+            logging.WARNING if first else logging.INFO,
+            "fieldpush socket failed %d times in a row; polling %s, trying the socket in %g s",
+            self._fallback_after,
+            http_url,
+            duration_s,
+        )
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration_s
+        delays = self._backoff()
+        positions = self._poll_positions()
+        async with DispatcherClient(http_url, self.token, timeout_s=self._poll_wait_s + 10) as http:
+            self._http = http
+            self.transport = "poll"
+            try:
+                await self._flush_acks()
+                while (left := end - loop.time()) > 0:
+                    try:
+                        reply = await http.poll(
+                            positions, wait_s=min(self._poll_wait_s, left), device=self.device
+                        )
+                    except (httpx.HTTPError, PublishError) as exc:
+                        if isinstance(exc, PublishError) and exc.status in (401, 403):
+                            refused = exc.message.removeprefix(_NOT_READABLE)
+                            if exc.status == 401 or refused not in positions:
+                                raise Unauthorized(exc.status, exc.message) from exc
+                            self._refused(refused, "not allowed to read it")
+                            del positions[refused]
+                            continue
+                        log.info("fieldpush poll of %s failed: %s", http_url, exc)
+                        await asyncio.sleep(min(next(delays), max(0.0, end - loop.time())))
+                        continue
+                    delays = self._backoff()
+                    await self._polled(reply, positions)
+                    await self._flush_acks()
+            finally:
+                self._http = None
+                self.transport = None
+
+    def _poll_positions(self) -> dict[str, str | None]:
+        """Channel → offset to poll from: the wanted channels and the recorded
+        ones, with the user's own channel (the socket subscribes it by itself)."""
+        offsets = self._store.get_all()
+        channels = self._wanted | offsets.keys()
+        user = self.session.user if self.session is not None else token_subject(self.token)
+        if user is not None:
+            channels.add(f"user:{user}")
+        return {channel: offsets.get(channel) for channel in sorted(channels)}
+
+    async def _polled(self, reply: PollReply, positions: dict[str, str | None]) -> None:
+        for channel, offset in reply.offsets.items():
+            if not reply.recovered.get(channel, True):
+                self._store.set(channel, offset)
+                self._on_recovery_failed(channel)
+            elif positions.get(channel) is None:  # polled "from now"
+                self._store.set(channel, offset)
+            positions[channel] = offset
+        for event in reply.events:
+            await self._hand_out(event)
+
+
+def _warn_recovery_failed(channel: str) -> None:
+    log.warning("fieldpush could not recover %s: resynchronise its data", channel)

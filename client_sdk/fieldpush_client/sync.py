@@ -1,0 +1,414 @@
+"""Offline edits and a local copy of the records: the SDK side of delta sync.
+
+:class:`SyncStore` is one SQLite file (it survives app restarts) holding
+
+- the **server copy** of every record the phone may read, as the last pull
+  or mutation result left it, and the pull cursor;
+- the **offline queue**: edits in the order they were made, each with its
+  ``mid`` and the device's HLC stamp, kept until the server has answered it;
+- the device's hybrid logical clock.
+
+The application reads :meth:`SyncStore.record` / :meth:`SyncStore.records`:
+the server copy with the queued edits laid over it, so an edit shows at once
+and disappears again if the server refuses it.
+
+:class:`SyncClient` moves data over a :class:`~fieldpush_client.client.PushClient`:
+:meth:`~SyncClient.flush` sends the queue in order (``mutate``), and removes an
+entry only in the same SQLite transaction that stores its answer, so a phone
+killed mid-flush sends the rest again with the same ``mid``\\ s and the server
+answers them without applying anything twice; :meth:`~SyncClient.pull` pages
+through ``changes`` and keeps the cursor; a ``resync`` error starts a full
+download. With ``auto=True`` it does both after every ``welcome``.
+
+Every call on the store is synchronous and quick (a local SQLite transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fieldpush_client.errors import RequestError
+from fieldpush_client.protocol import Changes, ErrorCode, Mutated, MutationResult
+
+__all__ = ["QueuedEdit", "SyncClient", "SyncStore"]
+
+log = logging.getLogger("fieldpush.sdk.sync")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    type TEXT NOT NULL, rid TEXT NOT NULL, fields TEXT NOT NULL, PRIMARY KEY (type, rid)
+);
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    mid TEXT NOT NULL UNIQUE, type TEXT NOT NULL, rid TEXT NOT NULL,
+    fields TEXT, wall_ms INTEGER NOT NULL, counter INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+#: Most bytes of mutations sent in one ``mutate`` (the server's frame limit is 64 KiB).
+MAX_BATCH_BYTES = 48 * 1024
+#: First wait before sending a batch again that the server refused as ``rate_limited``.
+RATE_LIMIT_WAIT_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEdit:
+    """An edit waiting for the server: ``fields`` None deletes the record."""
+
+    mid: str
+    type: str
+    rid: str
+    fields: dict[str, Any] | None
+    hlc: tuple[int, int]
+
+    def as_mutation(self) -> dict[str, Any]:
+        return {
+            "mid": self.mid,
+            "type": self.type,
+            "rid": self.rid,
+            "fields": self.fields,
+            "hlc": list(self.hlc),
+        }
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SyncStore:
+    """See the module docstring. ``path`` is the SQLite file (``":memory:"`` for tests)."""
+
+    def __init__(self, path: str | Path, *, wall_ms: Callable[[], int] = _now_ms) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._wall_ms = wall_ms
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------ meta
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def cursor(self) -> str | None:
+        """Where the next pull continues (None: a full download)."""
+        return self._meta("cursor")
+
+    def _tick(self) -> tuple[int, int]:
+        """The device's HLC: after every stamp it issued, never behind the clock."""
+        last = json.loads(self._meta("hlc") or "[0, 0]")
+        wall = self._wall_ms()
+        stamp = (wall, 0) if wall > last[0] else (last[0], last[1] + 1)
+        self._set_meta("hlc", json.dumps(stamp))
+        return stamp
+
+    # ------------------------------------------------------------ edits
+
+    def edit(self, record_type: str, rid: str, fields: dict[str, Any] | None) -> QueuedEdit:
+        """Queue an edit (``fields`` None: delete); the local view shows it at once."""
+        if fields is not None and not fields:
+            raise ValueError("an edit needs at least one field (or None to delete)")
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            stamp = self._tick()
+            edit = QueuedEdit(uuid.uuid4().hex, record_type, rid, fields, stamp)
+            self._db.execute(
+                "INSERT INTO queue (mid, type, rid, fields, wall_ms, counter)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    edit.mid,
+                    record_type,
+                    rid,
+                    None if fields is None else json.dumps(fields),
+                    *stamp,
+                ),
+            )
+        return edit
+
+    def queued(self, limit: int | None = None) -> list[QueuedEdit]:
+        """The edits not answered yet, oldest first."""
+        rows = self._db.execute(
+            "SELECT mid, type, rid, fields, wall_ms, counter FROM queue ORDER BY seq LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        return [
+            QueuedEdit(mid, t, rid, None if f is None else json.loads(f), (wall, counter))
+            for mid, t, rid, f, wall, counter in rows
+        ]
+
+    def settle(self, edits: Sequence[QueuedEdit], results: Sequence[MutationResult]) -> None:
+        """Store the server's answers to ``edits`` and drop them from the queue,
+        in one transaction: what the server applied goes into the server copy;
+        a ``record`` in a result (a conflict, an ``mdm``/locked refusal)
+        replaces the copy's fields with the server's values."""
+        by_mid = {result.mid: result for result in results}
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for edit in edits:
+                result = by_mid.get(edit.mid)
+                if result is None:
+                    continue  # not answered: stays queued
+                self._apply_result(edit, result)
+                self._db.execute("DELETE FROM queue WHERE mid = ?", (edit.mid,))
+
+    def _apply_result(self, edit: QueuedEdit, result: MutationResult) -> None:
+        if edit.fields is None:
+            if result.status == "applied":
+                self._put(edit.type, edit.rid, None)
+            return
+        copy = self._server_copy(edit.type, edit.rid) or {}
+        if result.record is not None:
+            copy.update(result.record)
+        outcomes = result.fields or {}
+        applied = {
+            name: value
+            for name, value in edit.fields.items()
+            if outcomes.get(name, result.status) == "applied"
+        }
+        if applied and result.record is None:
+            copy.update(applied)
+        if copy:
+            self._put(edit.type, edit.rid, copy)
+
+    # ------------------------------------------------------------ server copy
+
+    def _server_copy(self, record_type: str, rid: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT fields FROM records WHERE type = ? AND rid = ?", (record_type, rid)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def _put(self, record_type: str, rid: str, fields: dict[str, Any] | None) -> None:
+        if fields is None:
+            self._db.execute("DELETE FROM records WHERE type = ? AND rid = ?", (record_type, rid))
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
+                (record_type, rid, json.dumps(fields)),
+            )
+
+    def apply_changes(self, changes: Changes, pulled_types: Iterable[str] | None = None) -> None:
+        """Store one ``changes`` page and its cursor. The first page of a full
+        download (``snapshot``) first forgets the pulled types (None: all)."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if changes.snapshot and self._meta("snapshot") is None:
+                if pulled_types is None:
+                    self._db.execute("DELETE FROM records")
+                for record_type in pulled_types or ():
+                    self._db.execute("DELETE FROM records WHERE type = ?", (record_type,))
+                self._set_meta("snapshot", "1")
+            if not changes.snapshot:
+                self._set_meta("snapshot", None)
+            for change in changes.changes:
+                if change.removed:
+                    self._put(change.type, change.rid, None)
+                    continue
+                copy = self._server_copy(change.type, change.rid) or {}
+                copy.update(change.fields)
+                self._put(change.type, change.rid, copy)
+            self._set_meta("cursor", changes.cursor)
+            if not changes.more:
+                self._set_meta("snapshot", None)
+
+    def restart_download(self) -> None:
+        """Forget the cursor: the next pull is a full download."""
+        with self._db:
+            self._set_meta("cursor", None)
+            self._set_meta("snapshot", None)
+
+    # ------------------------------------------------------------ reading
+
+    def record(self, record_type: str, rid: str) -> dict[str, Any] | None:
+        """The record as the app should show it: the server copy with the
+        queued edits over it (None: unknown, or deleted by a queued edit)."""
+        view = self._server_copy(record_type, rid)
+        for edit in self.queued():
+            if (edit.type, edit.rid) == (record_type, rid):
+                view = None if edit.fields is None else {**(view or {}), **edit.fields}
+        return view
+
+    def records(self, record_type: str) -> dict[str, dict[str, Any]]:
+        """Every record of a type, as :meth:`record` shows them."""
+        rows = self._db.execute("SELECT rid, fields FROM records WHERE type = ?", (record_type,))
+        view: dict[str, dict[str, Any] | None] = {rid: json.loads(f) for rid, f in rows}
+        for edit in self.queued():
+            if edit.type == record_type:
+                view[edit.rid] = (
+                    None if edit.fields is None else {**(view.get(edit.rid) or {}), **edit.fields}
+                )
+        return {rid: fields for rid, fields in view.items() if fields is not None}
+
+
+def _batches(edits: list[QueuedEdit], size: int) -> Iterable[list[QueuedEdit]]:
+    batch: list[QueuedEdit] = []
+    weight = 0
+    for edit in edits:
+        cost = len(json.dumps(edit.as_mutation())) + 2
+        if batch and (len(batch) >= size or weight + cost > MAX_BATCH_BYTES):
+            yield batch
+            batch, weight = [], 0
+        batch.append(edit)
+        weight += cost
+    if batch:
+        yield batch
+
+
+class SyncClient:
+    """Flushes a :class:`SyncStore`'s queue and pulls changes over a
+    :class:`~fieldpush_client.client.PushClient` (see the module docstring).
+
+    ``on_result`` is called with each edit and the server's answer (applied,
+    conflict with the winning values in ``record``, rejected with a reason).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        store: SyncStore,
+        *,
+        types: Sequence[str] | None = None,
+        batch_size: int = 100,
+        page_size: int = 500,
+        on_result: Callable[[QueuedEdit, MutationResult], None] | None = None,
+        auto: bool = True,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.types = list(types) if types is not None else None
+        self.batch_size = batch_size
+        self.page_size = page_size
+        self.on_result = on_result
+        self._auto = auto
+        self._task: asyncio.Task[None] | None = None
+        #: Flushes started by :meth:`edit`, kept until done (the loop holds tasks weakly).
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+
+    def start(self) -> None:
+        """With ``auto``: flush and pull after every ``welcome``, in the background."""
+        if self._auto and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._after_welcomes())
+
+    async def close(self) -> None:
+        """Stop syncing after welcomes and the flushes :meth:`edit` started
+        (their edits stay queued)."""
+        tasks = [*self._flushes, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    async def __aenter__(self) -> SyncClient:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _after_welcomes(self) -> None:
+        seen = 0
+        while True:
+            seen = await self.client.welcome_after(seen)
+            try:
+                await self.sync()
+            except Exception as exc:  # retried at the next welcome
+                log.info("fieldpush sync after connecting failed: %s", exc)
+
+    async def sync(self) -> None:
+        """Flush the queue, then pull."""
+        await self.flush()
+        await self.pull()
+
+    def edit(self, record_type: str, rid: str, fields: dict[str, Any] | None) -> QueuedEdit:
+        """Queue an edit and, when connected, flush soon."""
+        edit = self.store.edit(record_type, rid, fields)
+        if self.client.connected:
+            task = asyncio.get_running_loop().create_task(self._flush_quietly())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        return edit
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:
+            log.info("fieldpush flush failed (the edits stay queued): %s", exc)
+
+    async def flush(self) -> list[tuple[QueuedEdit, MutationResult]]:
+        """Send every queued edit, in order; the answers, in order. Raises
+        (NotConnected, RequestTimeout, RequestError) with the unanswered edits
+        still queued."""
+        answered: list[tuple[QueuedEdit, MutationResult]] = []
+        async with self._lock:
+            for batch in _batches(self.store.queued(), self.batch_size):
+                reply = await self._send_batch(batch)
+                self.store.settle(batch, reply.results)
+                by_mid = {result.mid: result for result in reply.results}
+                for edit in batch:
+                    result = by_mid[edit.mid]
+                    answered.append((edit, result))
+                    if self.on_result is not None:
+                        self.on_result(edit, result)
+        return answered
+
+    async def _send_batch(self, batch: list[QueuedEdit]) -> Mutated:
+        """One ``mutate``; when the server says ``rate_limited``, wait and send it again."""
+        message = {"type": "mutate", "mutations": [edit.as_mutation() for edit in batch]}
+        delay = RATE_LIMIT_WAIT_S
+        while True:
+            try:
+                reply = await self.client.request(message)
+            except RequestError as exc:
+                if exc.code != ErrorCode.RATE_LIMITED:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            assert isinstance(reply, Mutated)
+            return reply
+
+    async def pull(self) -> int:
+        """Pull until nothing more is new; how many changes were stored. A
+        ``resync`` answer starts a full download."""
+        count = 0
+        async with self._lock:
+            while True:
+                request: dict[str, Any] = {"type": "pull", "limit": self.page_size}
+                if self.store.cursor is not None:
+                    request["cursor"] = self.store.cursor
+                if self.types is not None:
+                    request["types"] = self.types
+                try:
+                    page = await self.client.request(request)
+                except RequestError as exc:
+                    if exc.code != ErrorCode.RESYNC:
+                        raise
+                    log.info("fieldpush pull: %s; downloading everything again", exc)
+                    self.store.restart_download()
+                    continue
+                assert isinstance(page, Changes)
+                self.store.apply_changes(page, self.types)
+                count += len(page.changes)
+                if not page.more:
+                    return count

@@ -1,0 +1,370 @@
+"""The backend interface and the data it exchanges with the rest of the server.
+
+Delivery guarantees, which every implementation must keep and the contract
+suite checks:
+
+- **Durable before acknowledged.** :meth:`Backend.publish` returns only after the
+  event is in every target channel's history. When it cannot store the event it
+  raises :class:`~fieldpush.errors.BackendUnavailable`; it never returns an offset
+  for an event that is not stored.
+- **Atomic per publish.** All channels of one publish get the event, or none do;
+  a retry with the same idempotency key returns the first result.
+- **Ordered history.** Offsets of a channel are strictly increasing; ``seq``
+  counts events without holes within an epoch.
+- **Live feed is at most once, in order.** After :meth:`Backend.subscribe`
+  returns, events published to that channel are passed to
+  :meth:`EventSink.on_event`, in order per channel. A live feed may lose
+  events (Redis pub/sub is lossy); when it may have, the backend calls
+  :meth:`EventSink.on_reconnected` and the sink catches up from history, which
+  is the source of truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from fieldpush.events.event import Event
+from fieldpush.events.offsets import Offset
+
+__all__ = [
+    "Backend",
+    "Due",
+    "EventSink",
+    "History",
+    "Idempotency",
+    "Ledger",
+    "Presence",
+    "PresenceEntry",
+    "PublishRequest",
+    "PublishResult",
+    "Receipt",
+    "ReceiptStep",
+    "Receipts",
+    "RecordStore",
+    "RecordWrite",
+    "StoredRecord",
+    "Tracking",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """Makes a publish safe to retry: ``(publisher, key)`` identifies it for the
+    configured time; ``fingerprint`` identifies the request body."""
+
+    publisher: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """Makes a (critical) event tracked: pending for its recipients until acked,
+    with receipts, and escalated when not acked within ``ack_deadline_ms``
+    (0: never escalated)."""
+
+    kind: str
+    ack_deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    channels: tuple[str, ...]
+    event_id: str
+    priority: str
+    body: bytes
+    idempotency: Idempotency | None = None
+    tracking: Tracking | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """The event's id and its offset in each channel. ``duplicate`` is true when
+    an earlier publish with the same idempotency key produced this result."""
+
+    id: str
+    offsets: dict[str, str]
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a channel holds after a position.
+
+    ``events`` are the retained events after the asked position, oldest first,
+    at most the asked limit (read again from the last one for more);
+    ``top`` is the newest position of the channel; ``recovered`` says whether
+    nothing between the asked position and ``top`` is missing.
+    """
+
+    top: Offset
+    recovered: bool
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One recipient user of a tracked event. ``device`` is the device that acked,
+    else the first one it was delivered to. Times are ms since the epoch."""
+
+    user: str
+    device: str | None = None
+    delivered_at: int | None = None
+    acked_at: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "user": self.user,
+            "device": self.device,
+            "delivered_at": self.delivered_at,
+            "acked_at": self.acked_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptStep:
+    """A tracked event was ``delivered`` to, or ``acked`` by, a device of a user
+    at ``ms``; ``receipt_id`` is the id of the receipt event, if it is a change."""
+
+    step: str  # "delivered" or "acked"
+    event: str
+    user: str
+    device: str
+    ms: int
+    receipt_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    """A tracked event and the state of each of its recipients, sorted by user."""
+
+    id: str
+    kind: str
+    published_at: int
+    deadline_at: int | None
+    recipients: list[Receipt]
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A tracked event whose ack deadline passed, claimed by this node for a
+    lease; ``unacked`` lists the recipients that did not ack."""
+
+    id: str
+    kind: str
+    unacked: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    """One open connection of a user, as seen cluster-wide. ``last_seen`` is when
+    its node last vouched for it (connections answer the node's heartbeat)."""
+
+    user: str
+    session: str
+    device: str
+    node: str
+    since: int
+    last_seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as the store holds it: its commit count and its encoded state."""
+
+    version: int
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWrite:
+    """The commit of one mutation (see :meth:`RecordStore.commit`).
+
+    ``result_key`` names the mutation (user, device, ``mid``; None: not
+    idempotent) and ``result`` is its encoded result. ``record`` is the record
+    key ``<type>:<rid>`` the mutation was judged against: the write applies
+    only if that record is still at ``expected_version``, and then ``blob``
+    (if not empty) replaces it. ``log`` entries are appended to the change log.
+    """
+
+    result_key: str | None
+    result: bytes
+    record: str | None = None
+    expected_version: int = 0
+    blob: bytes = b""
+    log: tuple[bytes, ...] = ()
+
+
+#: :meth:`RecordStore.commit` status of a write whose record changed meanwhile.
+STALE: Final = b"\x00stale"
+
+
+class RecordStore(Protocol):
+    """Records, mutation results and the change log of delta sync.
+
+    Guarantees: each :class:`RecordWrite` is applied atomically (record,
+    result and log entries together, or nothing) and only if the record is
+    still at ``expected_version`` (compare-and-set across nodes); writes of
+    one :meth:`commit` are applied in order. Log positions are
+    ``<ms>-<seq>`` strings stamped by the store, strictly increasing.
+    """
+
+    async def load(
+        self, records: list[str], result_keys: list[str]
+    ) -> tuple[list[StoredRecord | None], list[bytes | None]]:
+        """The records (None: never written) and the kept results (None: unknown)."""
+
+    async def commit(self, writes: list[RecordWrite]) -> list[bytes | None]:
+        """Apply ``writes`` in order. Per write: None (applied), the result
+        kept for its ``result_key`` (nothing applied: a replay), or
+        :data:`STALE` (the record is not at ``expected_version``, or an
+        earlier write of this call on the same record was not applied)."""
+
+    async def log_top(self) -> str:
+        """The newest position of the change log (``0-0`` when empty)."""
+
+    async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+        """Up to ``limit`` ``(position, entry)`` of the log after ``after``
+        (None: from the oldest retained), oldest first, and whether entries
+        after ``after`` were already trimmed (then the entries start at the
+        oldest one retained). ValueError if ``after`` is not a position."""
+
+    async def scan(
+        self, record_type: str, after_rid: str, limit: int
+    ) -> list[tuple[str, StoredRecord]]:
+        """Up to ``limit`` records of a type (deleted ones included) with an id
+        greater than ``after_rid`` (``""``: from the first), in id order."""
+
+
+class EventSink(Protocol):
+    """Receives the live feed of the channels a node subscribed to."""
+
+    def on_event(self, event: Event) -> None:
+        """A live event. Called in order per channel; must not block."""
+
+    def on_reconnected(self) -> None:
+        """The live feed was interrupted: events may have been lost since the
+        last one delivered. The sink re-reads history to catch up."""
+
+
+class Backend(Protocol):
+    """Shared state of a fieldpush cluster. See the module docstring for the guarantees."""
+
+    #: ``"memory"`` or ``"redis"``, for logs and ``/readyz``.
+    name: str
+
+    @property
+    def ledger(self) -> Ledger:
+        """Tracked events: pending, receipts, deadlines."""
+
+    @property
+    def presence(self) -> Presence:
+        """Who is connected, cluster-wide."""
+
+    @property
+    def records(self) -> RecordStore:
+        """Records and the change log of delta sync."""
+
+    async def start(
+        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
+    ) -> None:
+        """Connect and begin passing the live feed to ``sink``; requests from
+        other nodes to close a session of node ``node`` go to ``on_kick``."""
+
+    async def close(self) -> None:
+        """Stop the live feed and release connections."""
+
+    async def publish(self, request: PublishRequest) -> PublishResult:
+        """Store the event in every channel's history, then announce it live.
+
+        Raises ``BackendUnavailable`` (nothing stored or not known to be stored)
+        or ``IdempotencyConflict``."""
+
+    async def read(self, channel: str, since: Offset | None, limit: int) -> History:
+        """Events of ``channel`` after ``since`` (none when ``since`` is None), at
+        most ``limit``, with the channel's newest position and the recovery verdict."""
+
+    async def subscribe(self, channel: str) -> None:
+        """Start this node's live feed of ``channel``. When it returns, every
+        event published afterwards reaches the sink. Called once per channel
+        by the hub, which counts local subscribers."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop this node's live feed of ``channel``."""
+
+    async def ready(self) -> bool:
+        """Whether the backend can store and announce events now."""
+
+
+class Ledger(Protocol):
+    """Tracked (critical) events: who must ack them, receipts, deadlines.
+
+    Guarantees: the tracking of an event is stored atomically with the event
+    (``Backend.publish``), so a 201 for a critical event means it is pending
+    for its recipients and its deadline is set. The recipients of a channel
+    are its known audience at publish time: the user of ``user:<id>``, the
+    users recorded with :meth:`note_audience` for other channels; a user that
+    is not among them but gets the event (a later member) is added on its
+    first delivery or ack. Records expire ``receipts_ttl`` after the publish.
+    """
+
+    async def note_audience(self, pairs: list[tuple[str, str]]) -> None:
+        """Record ``(channel, user)``: that user is a recipient of that channel."""
+
+    async def record(self, steps: list[ReceiptStep]) -> None:
+        """Record deliveries and acks of tracked events (steps of other events are
+        ignored), in one atomic step. An ack ends the event's pending state for
+        that user. Each user's first delivery and first ack of an event is a
+        change; the changes of one call are published to the ``dispatch``
+        channel as one ``receipt`` event per tracked event, data ``{event,
+        kind, receipts: [receipt, ...]}`` sorted by user (id: the
+        ``receipt_id`` of the event's first changed step). Idempotent."""
+
+    async def pending(self, user: str) -> list[Event]:
+        """The tracked events ``user`` has not acked, oldest first, each as it was
+        published to the channel through which the user receives it."""
+
+    async def receipts(self, event_id: str) -> Receipts | None:
+        """The event's receipts, or None when it is not (or no longer) tracked."""
+
+    async def claim_due(self, lease_ms: int, limit: int) -> list[Due]:
+        """Claim up to ``limit`` events whose deadline passed: no other node gets
+        them for ``lease_ms``. Events every recipient acked are settled instead."""
+
+    async def settle(self, event_id: str) -> None:
+        """The event was escalated: remove its deadline."""
+
+
+class Presence(Protocol):
+    """Who is connected, cluster-wide. Entries of a node that stopped renewing
+    (:meth:`beat`) vanish once its ``ttl_ms`` passed."""
+
+    async def join(self, entry: PresenceEntry, channels: list[str]) -> None:
+        """A session opened, subscribed to ``channels``."""
+
+    async def leave(self, entry: PresenceEntry, channels: list[str]) -> None:
+        """A session subscribed to ``channels`` closed; notes the user's last seen."""
+
+    async def subscribe(self, entry: PresenceEntry, channel: str) -> None:
+        """An open session subscribed to one more channel."""
+
+    async def unsubscribe(self, entry: PresenceEntry, channel: str) -> None:
+        """An open session left one channel."""
+
+    async def beat(self, node: str, ttl_ms: int) -> None:
+        """The node is alive: its entries stay for ``ttl_ms`` more."""
+
+    async def gone(self, node: str) -> None:
+        """The node stopped: its entries no longer count."""
+
+    async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
+        """The user's live sessions, oldest first, and when the user was last seen
+        (now, when online; the last disconnect otherwise; None: never)."""
+
+    async def of_channel(self, channel: str) -> list[PresenceEntry]:
+        """The live sessions subscribed to ``channel``."""
+
+    async def kick(self, node: str, session: str) -> None:
+        """Ask ``node`` to close ``session`` (the per-user connection cap)."""

@@ -1,0 +1,1 @@
+"""The memory backend: one process, the embedded default."""

@@ -1,0 +1,245 @@
+"""The Redis backend: history in Streams, live fan-out through pub/sub.
+
+Data model, per channel ``<ch>`` (keys carry the hash tag ``{<ch>}``):
+
+- ``<prefix>:{<ch>}:m``  hash ``e`` (epoch), ``s`` (last seq), ``t`` (last ms);
+- ``<prefix>:{<ch>}:s``  stream; entry id ``<ms>-<seq>``, fields ``p`` (priority)
+  and ``b`` (event body), trimmed to ``history_max_events`` and
+  ``history_max_age_s``;
+- ``<prefix>:<ch>``       pub/sub channel; message ``<seq> <ms> <epoch> <priority> <body>``;
+- ``<prefix>:idem:<len(publisher)>:<publisher>:<key>``  idempotency record
+  (fingerprint + result); the length keeps publishers ``a:b`` + key ``c`` and
+  ``a`` + key ``b:c`` apart.
+
+A publish is one Lua script (``publish.lua``): it checks the idempotency key,
+appends to every channel's stream and PUBLISHes the doorbell, atomically, so
+an event is announced only once stored and a 201 is never given for an event
+that is not. Reads use ``read.lua``: the channel's position and the entries
+after an offset in one round trip. A channel that is read before its first
+publish gets its epoch then, so ``<epoch>:0-0`` stays a valid position.
+
+Commands go through :class:`~fieldpush.backend.redis.client.RedisClient` (one
+pipelined connection, reconnected on demand); the live feed through
+:class:`~fieldpush.backend.redis.pubsub.PubSub` (its own connection, re-subscribed
+after every reconnect, which then calls ``EventSink.on_reconnected``).
+Connection failures and timeouts surface as ``BackendUnavailable``.
+
+A multi-channel publish touches several hash slots, so on Redis Cluster it
+would need one script per slot; this backend targets a single Redis (with
+replicas) for now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fieldpush.backend.base import EventSink, History, PublishRequest, PublishResult
+from fieldpush.backend.redis.client import RedisClient
+from fieldpush.backend.redis.ledger import RedisLedger, RedisPresence, script
+from fieldpush.backend.redis.pubsub import PubSub, RedisAddress
+from fieldpush.backend.redis.records import RedisRecords
+from fieldpush.errors import BackendUnavailable, IdempotencyConflict
+from fieldpush.events.event import Event
+from fieldpush.events.offsets import Offset, can_recover, new_epoch
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger("fieldpush.backend")
+
+
+class RedisBackend:
+    """Backend on one Redis server shared by every node. See the module docstring."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str = "fp",
+        timeout_s: float = 2.0,
+        history_max_events: int,
+        history_max_age_s: float,
+        history_meta_ttl_s: float,
+        idempotency_ttl_s: float,
+        receipts_ttl_s: float = 7 * 86400,
+        sync_results_ttl_s: float = 7 * 86400,
+        sync_log_max_entries: int = 1_000_000,
+        sync_log_max_age_s: float = 30 * 86400,
+    ) -> None:
+        self._address = RedisAddress.from_url(url)
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        self._max_events = history_max_events
+        self._max_age_ms = int(history_max_age_s * 1000)
+        self._meta_ttl_ms = int(history_meta_ttl_s * 1000)
+        self._idempotency_ttl_ms = int(idempotency_ttl_s * 1000)
+        self._sink: EventSink | None = None
+        self._pubsub_prefix = f"{prefix}:".encode()
+        #: Pub/sub name -> channel, for the channels this node subscribed to.
+        self._subscribed: dict[bytes, str] = {}
+        self._client = RedisClient(self._address, timeout_s=timeout_s)
+        self._pubsub: PubSub | None = None
+        self._receipts_ttl_ms = int(receipts_ttl_s * 1000)
+        self._publish = script("publish.lua", "append.lua")
+        self._read = script("read.lua")
+        self.ledger = RedisLedger(
+            self._client,
+            prefix,
+            dispatch=(*self._keys("dispatch"), self._pubsub_name("dispatch")),
+            history=(self._max_events, self._max_age_ms, self._meta_ttl_ms),
+        )
+        self.presence = RedisPresence(self._client, prefix)
+        self.records = RedisRecords(
+            self._client,
+            prefix,
+            results_ttl_s=sync_results_ttl_s,
+            log_max_entries=sync_log_max_entries,
+            log_max_age_s=sync_log_max_age_s,
+        )
+        self._control: bytes | None = None
+        self._on_kick: Callable[[str], None] | None = None
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(
+        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
+    ) -> None:
+        self._sink = sink
+        self._pubsub = PubSub(
+            self._address,
+            on_message=self._on_message,
+            on_reconnected=sink.on_reconnected,
+            timeout_s=self._timeout_s,
+        )
+        await self._pubsub.start()
+        if on_kick is not None:
+            self._on_kick = on_kick
+            self._control = self.presence.control_channel(node)
+            await self._pubsub.subscribe(self._control)
+
+    async def close(self) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.close()
+        await self._client.close()
+        self._sink = None
+
+    # --------------------------------------------------------------- helpers
+
+    def _keys(self, channel: str) -> tuple[str, str]:
+        return f"{self._prefix}:{{{channel}}}:m", f"{self._prefix}:{{{channel}}}:s"
+
+    def _pubsub_name(self, channel: str) -> bytes:
+        return self._pubsub_prefix + channel.encode()
+
+    def _on_message(self, pubsub_name: bytes, payload: bytes) -> None:
+        """One doorbell, ``<seq> <ms> <epoch> <priority> <body>``: the hot path."""
+        channel = self._subscribed.get(pubsub_name)
+        sink = self._sink
+        if channel is None or sink is None:
+            if pubsub_name == self._control and self._on_kick is not None:
+                self._on_kick(payload.decode(errors="replace"))
+            return  # else: sent before our UNSUBSCRIBE took effect
+        try:
+            seq, ms, epoch, priority, body = payload.split(b" ", 4)
+            event = Event(channel, epoch.decode(), int(ms), int(seq), priority.decode(), body)
+        except ValueError:
+            log.warning("dropped a malformed pub/sub message on %s", channel)
+            return
+        sink.on_event(event)
+
+    # ------------------------------------------------------------- interface
+
+    async def publish(self, request: PublishRequest) -> PublishResult:
+        idempotency, tracking = request.idempotency, request.tracking
+        keys = [
+            f"{self._prefix}:idem:{len(idempotency.publisher)}:{idempotency.publisher}:"
+            f"{idempotency.key}"
+            if idempotency is not None
+            else f"{self._prefix}:idem:-"
+        ]
+        args: list[Any] = [
+            "1" if idempotency is not None else "0",
+            idempotency.fingerprint if idempotency is not None else "",
+            self._idempotency_ttl_ms,
+            request.event_id,
+            request.priority,
+            request.body,
+            self._max_events,
+            self._max_age_ms,
+            self._meta_ttl_ms,
+            tracking.kind if tracking is not None else "",
+            tracking.ack_deadline_ms if tracking is not None else 0,
+            self._prefix,
+            self._receipts_ttl_ms,
+        ]
+        for channel in request.channels:
+            keys.extend(self._keys(channel))
+            args.extend((new_epoch(), self._pubsub_name(channel), channel))
+        status, *result = await self._client.run(self._publish, keys, args)
+        if status == b"conflict":
+            assert idempotency is not None
+            raise IdempotencyConflict(idempotency.key)
+        event_id, *pairs = [item.decode() for item in result]
+        offsets = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        return PublishResult(event_id, offsets, duplicate=status == b"dup")
+
+    async def read(self, channel: str, since: Offset | None, limit: int) -> History:
+        meta, stream = self._keys(channel)
+        # At least one entry even for limit 0: the first one decides ``recovered``.
+        args = [
+            new_epoch(),
+            self._meta_ttl_ms,
+            since.stream_id if since is not None else "",
+            max(limit, 1) if since is not None else 0,
+            since.epoch if since is not None else "",
+        ]
+        epoch_raw, seq, ms, entries = await self._client.run(self._read, [meta, stream], args)
+        epoch = epoch_raw.decode()
+        top = Offset(epoch, int(ms), int(seq))
+        if since is None:
+            return History(top=top, recovered=True)
+        events = []
+        for entry_id, fields in entries:
+            entry_ms, _, entry_seq = entry_id.partition(b"-")
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            events.append(
+                Event(
+                    channel,
+                    epoch,
+                    int(entry_ms),
+                    int(entry_seq),
+                    values[b"p"].decode(),
+                    values[b"b"],
+                )
+            )
+        if not can_recover(since, top, events[0].seq if events else None):
+            return History(top=top, recovered=False)
+        return History(top=top, recovered=True, events=events[:limit])
+
+    async def subscribe(self, channel: str) -> None:
+        """Returns once Redis confirmed the subscription; raises ``BackendUnavailable``
+        when it did not within ``timeout_s``. Safe to call concurrently, also for
+        the same channel."""
+        if self._pubsub is None:
+            raise BackendUnavailable("the redis backend is not started")
+        name = self._pubsub_name(channel)
+        self._subscribed[name] = channel
+        await self._pubsub.subscribe(name)
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stops the live feed of ``channel`` at once (late messages are dropped)."""
+        name = self._pubsub_name(channel)
+        self._subscribed.pop(name, None)
+        if self._pubsub is not None:
+            await self._pubsub.unsubscribe(name)
+
+    async def ready(self) -> bool:
+        if self._pubsub is None or not self._pubsub.connected:
+            return False
+        try:
+            return bool(await self._client.execute(b"PING") == b"PONG")
+        except BackendUnavailable:
+            return False

@@ -1,0 +1,146 @@
+"""Events as stored and as written to sockets.
+
+An :class:`Event` is one event in one channel's history. Its ``body`` is the
+JSON object ``{"id", "kind", "priority", "data"}`` fixed at publish; the
+channel, offset and ``ts`` come from its position. The wire forms are built
+lazily and cached on the event, so a node encodes each event at most once per
+codec however many sessions it reaches (ARCHITECTURE.md: "encode once").
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import msgpack
+
+from fieldpush.events.frames import data_frame
+from fieldpush.events.offsets import Offset
+
+__all__ = ["Event", "encode_body", "events_frame"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_body(event_id: str, kind: str, priority: str, data: dict[str, Any]) -> bytes:
+    """The stored body of an event (compact JSON, UTF-8)."""
+    return _dumps({"id": event_id, "kind": kind, "priority": priority, "data": data}).encode()
+
+
+class Event:
+    """One stored event of ``channel`` at position ``(epoch, ms, seq)``."""
+
+    __slots__ = (
+        "_fields",
+        "_items",
+        "body",
+        "channel",
+        "epoch",
+        "frames",
+        "ms",
+        "origin",
+        "priority",
+        "seq",
+    )
+
+    def __init__(
+        self, channel: str, epoch: str, ms: int, seq: int, priority: str, body: bytes
+    ) -> None:
+        self.channel = channel
+        self.epoch = epoch
+        self.ms = ms
+        self.seq = seq
+        self.priority = priority
+        self.body = body
+        self._fields: dict[str, Any] | None = None
+        self._items: list[bytes | None] = [None, None]  # [json, msgpack]
+        #: Cached wire frames, [json, msgpack]: read by the delivery hot path.
+        self.frames: list[bytes | None] = [None, None]
+        #: ``(user, device)`` that made the record change a ``record.changed``
+        #: event announces: that device does not get it (no echo).
+        self.origin: tuple[str, str] | None = self._origin() if b'"origin"' in body else None
+
+    def __repr__(self) -> str:
+        return f"Event({self.channel!r}, {self.offset!r})"
+
+    def _origin(self) -> tuple[str, str] | None:
+        fields = self.fields
+        data = fields.get("data")
+        if fields.get("kind") != "record.changed" or not isinstance(data, dict):
+            return None
+        origin = data.get("origin")
+        if not isinstance(origin, dict):
+            return None
+        return str(origin.get("user")), str(origin.get("device"))
+
+    @property
+    def offset(self) -> str:
+        return f"{self.epoch}:{self.ms}-{self.seq}"
+
+    @property
+    def position(self) -> Offset:
+        return Offset(self.epoch, self.ms, self.seq)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The decoded body: ``id``, ``kind``, ``priority``, ``data``."""
+        if self._fields is None:
+            self._fields = json.loads(self.body)
+        return self._fields
+
+    @property
+    def id(self) -> str:
+        return str(self.fields["id"])
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as a message item (the shape of one ``events`` entry)."""
+        return {"channel": self.channel, "offset": self.offset, "ts": self.ms, **self.fields}
+
+    def item(self, binary: bool) -> bytes:
+        """The event encoded as one item of an ``events`` frame (no ``type``)."""
+        cached = self._items[binary]
+        if cached is None:
+            if binary:
+                cached = msgpack.packb(self.as_dict(), use_bin_type=True)
+            else:
+                head = (
+                    f'{{"channel":{_dumps(self.channel)},"offset":"{self.offset}","ts":{self.ms},'
+                )
+                cached = head.encode() + self.body[1:]
+            self._items[binary] = cached
+        return cached
+
+    def frame(self, binary: bool) -> bytes:
+        """The complete WebSocket frame of a single ``event`` message."""
+        cached = self.frames[binary]
+        if cached is None:
+            item = self.item(binary)
+            if binary:
+                # Same map plus "type": bump the map's entry count (fixmap, < 15 keys).
+                payload = bytes((item[0] + 1,)) + b"\xa4type\xa5event" + item[1:]
+            else:
+                payload = b'{"type":"event",' + item[1:]
+            cached = self.frames[binary] = data_frame(payload, binary)
+        return cached
+
+
+_MSGPACK_EVENTS_HEAD = b"\x82\xa4type\xa6events\xa6events"
+
+
+def events_frame(events: list[Event], binary: bool) -> bytes:
+    """One WebSocket frame carrying several events as an ``events`` message."""
+    if binary:
+        count = len(events)
+        if count < 16:
+            array = bytes((0x90 | count,))
+        elif count < 65536:
+            array = struct.pack("!BH", 0xDC, count)
+        else:
+            array = struct.pack("!BI", 0xDD, count)
+        payload = _MSGPACK_EVENTS_HEAD + array + b"".join([e.item(True) for e in events])
+    else:
+        payload = (
+            b'{"type":"events","events":[' + b",".join([e.item(False) for e in events]) + b"]}"
+        )
+    return data_frame(payload, binary)

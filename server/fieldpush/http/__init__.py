@@ -1,0 +1,1 @@
+"""The HTTP API: one toolkit and one module per route group."""

@@ -1,0 +1,165 @@
+"""The dispatcher's read calls: receipts and presence (PROTOCOL.md section 2).
+
+- ``GET /v1/events/{id}/receipts`` (dispatcher, service, admin): per recipient
+  user of a critical event, its first delivery and first ack, and the device.
+- ``POST /v1/ack`` (any role; an extension): the socket's ``ack`` for a
+  phone on the poll fallback.
+- ``GET /v1/presence?channel=`` and ``GET /v1/presence/users/{id}``
+  (dispatcher, supervisor, admin): who is online, on which devices, since
+  when, last seen; cluster-wide.
+
+Receipts are kept for ``critical`` events (the tracked ones) for
+``receipts_ttl_s``; any other id answers 404.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fieldpush.backend.base import PresenceEntry
+from fieldpush.errors import BackendUnavailable
+from fieldpush.http.api import (
+    MAX_HTTP_DEVICE_LENGTH,
+    HTTPError,
+    authenticate_request,
+    device_of,
+    guarded,
+    invalid,
+    node_of,
+    read_json_body,
+    reject_unknown,
+    unavailable,
+)
+from fieldpush.identity.policy import VIEWER_ROLES
+from fieldpush_client.protocol import ErrorCode, ProtocolError, parse_channel
+
+__all__ = ["dispatch_routes"]
+
+#: Who may read receipts (PROTOCOL.md section 2).
+RECEIPT_ROLES = frozenset({"dispatcher", "service", "admin"})
+_ACK_FIELDS = frozenset({"ids", "device"})
+MAX_ACK_IDS = 1000
+
+
+async def receipts(request: Request) -> Response:
+    node = node_of(request)
+    identity = authenticate_request(request)
+    if identity.role not in RECEIPT_ROLES:
+        raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not read receipts")
+    event_id = request.path_params["id"]
+    try:
+        found = await node.backend.ledger.receipts(event_id)
+    except BackendUnavailable:
+        raise unavailable() from None
+    if found is None:
+        raise HTTPError(
+            404,
+            ErrorCode.NOT_FOUND,
+            f"no receipts for event {event_id}: receipts are kept for critical events, "
+            f"for {node.settings.receipts_ttl_s:g} s",
+        )
+    return JSONResponse(
+        {
+            "id": found.id,
+            "kind": found.kind,
+            "published_at": found.published_at,
+            "deadline_at": found.deadline_at,
+            "recipients": [r.as_dict() for r in found.recipients],
+        }
+    )
+
+
+async def ack(request: Request) -> Response:
+    """Record the caller's acks, as the socket's ``ack`` does: 204 once recorded."""
+    node = node_of(request)
+    identity = authenticate_request(request)
+    body = await read_json_body(request, node.settings.max_publish_bytes)
+    reject_unknown(body, _ACK_FIELDS)
+    ids = body.get("ids")
+    if (
+        not isinstance(ids, list)
+        or not 0 < len(ids) <= MAX_ACK_IDS
+        or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids)
+    ):
+        raise invalid("ids", f"must be a list of 1 to {MAX_ACK_IDS} event ids")
+    device = device_of(body, None, MAX_HTTP_DEVICE_LENGTH)
+    node.metrics.acks += len(ids)
+    try:
+        await node.dispatch.acked(identity.user, device, ids)
+    except BackendUnavailable:
+        raise HTTPError(
+            503, ErrorCode.UNAVAILABLE, "ack not recorded: backend unavailable; ack again"
+        ) from None
+    return Response(status_code=204)
+
+
+def _device(entry: PresenceEntry) -> dict[str, Any]:
+    return {
+        "device": entry.device,
+        "session": entry.session,
+        "node": entry.node,
+        "since": entry.since,
+        "last_seen": entry.last_seen,
+    }
+
+
+def _check_viewer(request: Request) -> None:
+    identity = authenticate_request(request)
+    if identity.role not in VIEWER_ROLES:
+        raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not read presence")
+
+
+async def presence_of_channel(request: Request) -> Response:
+    node = node_of(request)
+    _check_viewer(request)
+    channel = request.query_params.get("channel")
+    if not channel:
+        raise HTTPError(422, ErrorCode.INVALID, "channel: required query parameter")
+    try:
+        parse_channel(channel)
+    except ProtocolError as exc:
+        raise HTTPError(422, ErrorCode.INVALID, f"channel: {exc}") from None
+    try:
+        entries = await node.backend.presence.of_channel(channel)
+    except BackendUnavailable:
+        raise unavailable() from None
+    users: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        users[entry.user].append(_device(entry))
+    return JSONResponse(
+        {
+            "channel": channel,
+            "users": [{"user": u, "devices": devices} for u, devices in sorted(users.items())],
+        }
+    )
+
+
+async def presence_of_user(request: Request) -> Response:
+    node = node_of(request)
+    _check_viewer(request)
+    user = request.path_params["id"]
+    try:
+        entries, last_seen = await node.backend.presence.of_user(user)
+    except BackendUnavailable:
+        raise unavailable() from None
+    return JSONResponse(
+        {
+            "user": user,
+            "online": bool(entries),
+            "last_seen": last_seen,
+            "devices": [_device(entry) for entry in entries],
+        }
+    )
+
+
+dispatch_routes = [
+    Route("/v1/ack", guarded(ack), methods=["POST"]),
+    Route("/v1/events/{id}/receipts", guarded(receipts), methods=["GET"]),
+    Route("/v1/presence", guarded(presence_of_channel), methods=["GET"]),
+    Route("/v1/presence/users/{id}", guarded(presence_of_user), methods=["GET"]),
+]

@@ -1,0 +1,1 @@
+"""Who is asking: token verification, roles and the channel permission policy."""

@@ -1,0 +1,397 @@
+"""One typed settings object, read only at the edge (the command line).
+
+Sources, highest first: command-line flags, ``FIELDPUSH_*`` environment
+variables, the TOML file (``--config``, else ``config/fieldpush.toml`` when
+present), built-in defaults. Every setting is listed in
+``docs/configuration.md``; its environment variable is ``FIELDPUSH_`` plus the
+setting's name in upper case (``heartbeat_s`` -> ``FIELDPUSH_HEARTBEAT_S``).
+
+Nothing here is read at import time: :func:`load_settings` does the reading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Final, get_type_hints
+
+from fieldpush.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_PATH", "DEV_JWT_SECRET", "Secret", "Settings", "load_settings"]
+
+DEFAULT_CONFIG_PATH: Final = Path("config/fieldpush.toml")
+ENV_PREFIX: Final = "FIELDPUSH_"
+
+#: The built-in development secret. The server refuses it unless it binds to
+#: loopback only or runs with ``--dev``.
+DEV_JWT_SECRET: Final = "fieldpush-development-secret-do-not-use-in-production"
+
+
+class Secret:
+    """A string that never prints: ``repr`` and ``str`` show ``'**********'``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def default_config_file(name: str) -> str:
+    """A config file's built-in default: ``config/<name>`` in the working directory
+    when it exists (the repository's editable copy), else the copy shipped in the
+    package (``fieldpush/defaults/``), so that ``fieldpush serve`` works anywhere."""
+    local = Path("config") / name
+    if local.is_file():
+        return str(local)
+    return str(files("fieldpush").joinpath("defaults", name))
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+#: Accepted ``log_level`` values (uvicorn's; ``trace`` is uvicorn's most verbose).
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of a node. Units are in the names."""
+
+    # Listening
+    host: str = "127.0.0.1"
+    port: int = 8080
+    node_id: str = field(default_factory=_default_node_id)
+    dev: bool = False
+    log_level: str = "info"
+    access_log: bool = False
+    #: Trust X-Forwarded-* headers from these proxies ("*" or a comma-separated
+    #: list of addresses); None: ignore those headers.
+    forwarded_allow_ips: str | None = None
+
+    # Backend
+    redis_url: str | None = None
+    redis_prefix: str = "fp"
+    redis_timeout_s: float = 2.0
+
+    # Tokens (PROTOCOL.md section 4)
+    jwt_secret: Secret = field(default_factory=lambda: Secret(DEV_JWT_SECRET))
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_public_keys: Mapping[str, str] = field(default_factory=dict)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    token_ttl_s: int = 3600
+
+    # Sessions
+    heartbeat_s: float = 25.0
+    hello_timeout_s: float = 10.0
+    #: On SIGTERM phones get ``goaway`` with this window and reconnect at a
+    #: random point of it; those still connected at its end are closed (1012).
+    goaway_min_ms: int = 500
+    goaway_max_ms: int = 5000
+    #: The node exits at the latest this long after SIGTERM.
+    drain_deadline_s: float = 30.0
+    max_frame_bytes: int = 65536
+    max_outbox_bytes: int = 1_048_576
+    #: Frames written to a phone while earlier ones were still unsent, at most.
+    max_outbox_messages: int = 4096
+    #: ``low`` events a connection holds back at most; more are written at once.
+    max_held_events: int = 1000
+    #: Channels one connection may be subscribed to (its own user channel included).
+    max_subscriptions: int = 64
+    #: Inbound messages per second per connection (token bucket) and the burst
+    #: it allows; a message beyond gets ``error`` ``rate_limited``, and more
+    #: than ``rate_limit_burst`` refusals in a row close with 4029.
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    #: Connections this node accepts at once; beyond, the upgrade gets HTTP 503.
+    #: 0: no limit.
+    max_connections: int = 0
+    #: Connections one user may hold at once, cluster-wide (0: no limit); beyond,
+    #: ``connections_per_user_policy`` decides: ``oldest`` closes the oldest
+    #: (4029), ``newest`` refuses the new one (4029).
+    max_connections_per_user: int = 10
+    connections_per_user_policy: str = "oldest"
+    #: ``normal`` events for one phone that arrive within this window share one
+    #: frame (0: only those of the same event-loop iteration). Never delays
+    #: ``critical`` or ``high``.
+    coalesce_ms: float = 2.0
+
+    # Dispatch: acks, receipts, escalation, presence
+    #: Ack deadline of critical events per kind (seconds); ``ack_deadline_s`` on
+    #: a publish overrides it. Kinds not listed use ``default_ack_deadline_s``
+    #: (0: no deadline, never escalated).
+    ack_deadlines_s: Mapping[str, float] = field(default_factory=dict)
+    default_ack_deadline_s: float = 0.0
+    #: How often each node looks for unacked events past their deadline, and how
+    #: long a claim keeps other nodes off an event (a node that dies holding one
+    #: delays that escalation by at most this).
+    escalation_interval_s: float = 1.0
+    escalation_lease_s: float = 10.0
+    #: Escalations are also POSTed here (JSON), retried with backoff.
+    escalation_webhook_url: str | None = None
+    escalation_webhook_attempts: int = 8
+    #: Receipts and pending state of critical events are kept this long.
+    receipts_ttl_s: float = 7 * 86400
+    #: A node's presence entries vanish this long after it stopped (died).
+    presence_ttl_s: float = 15.0
+
+    # History
+    history_max_events: int = 2000
+    history_max_age_s: float = 36 * 3600
+    history_meta_ttl_s: float = 30 * 86400
+    replay_page_events: int = 500
+
+    # Publish and poll
+    max_publish_bytes: int = 65536
+    max_publish_channels: int = 100
+    idempotency_ttl_s: float = 86400
+    poll_max_wait_s: float = 30.0
+    #: Advertised in ``welcome.poll``: how often to poll, per data class (seconds).
+    poll_intervals_s: Mapping[str, float] = field(default_factory=lambda: {"low": 900.0})
+
+    # Delta sync (docs/sync.md)
+    #: The data dictionary and the field mappings; relative paths are taken
+    #: from the working directory. No mappings file: names pass through. Default:
+    #: ``config/schema.toml`` (``config/mappings.toml``) when present, else the
+    #: copy shipped in the package.
+    schema_path: str = field(default_factory=lambda: default_config_file("schema.toml"))
+    mappings_path: str | None = field(default_factory=lambda: default_config_file("mappings.toml"))
+    #: A device's HLC stamp may be this far ahead of the server's clock; further
+    #: ahead, it is clamped to it.
+    sync_max_skew_s: float = 300.0
+    #: A mutation's result is kept this long: a replay of its ``mid`` within it
+    #: returns the first result.
+    sync_results_ttl_s: float = 7 * 86400
+    #: The change log keeps this many entries and this long; a pull cursor
+    #: older than that answers ``resync``.
+    sync_log_max_entries: int = 1_000_000
+    sync_log_max_age_s: float = 30 * 86400
+    #: Mutations in one ``mutate`` (or ``/v1/sync/push``) at most.
+    sync_max_mutations: int = 500
+    #: Largest body of ``/v1/sync/push``, ``/v1/sync/pull`` and ``PUT /v1/records``.
+    sync_max_body_bytes: int = 1_048_576
+    #: Changes in one ``pull`` page: when no ``limit`` is given, and at most.
+    sync_page_default: int = 500
+    sync_page_max: int = 5000
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return "HS256" in self.jwt_algorithms and self.jwt_secret.reveal() == DEV_JWT_SECRET
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check(self) -> None:
+        """Refuse settings that cannot work or are unsafe; say what to do."""
+        if self.uses_dev_secret and not (self.dev or self.binds_loopback_only):
+            raise ConfigError(
+                f"refusing to listen on {self.host} with the built-in development JWT secret: "
+                "set jwt_secret in the config file or FIELDPUSH_JWT_SECRET, "
+                "or pass --dev to accept development tokens on purpose"
+            )
+        positive = (
+            "heartbeat_s",
+            "hello_timeout_s",
+            "max_frame_bytes",
+            "max_outbox_bytes",
+            "max_outbox_messages",
+            "max_held_events",
+            "max_subscriptions",
+            "rate_limit_per_s",
+            "rate_limit_burst",
+            "history_max_events",
+            "history_max_age_s",
+            "replay_page_events",
+            "max_publish_bytes",
+            "max_publish_channels",
+            "idempotency_ttl_s",
+            "escalation_interval_s",
+            "escalation_lease_s",
+            "escalation_webhook_attempts",
+            "receipts_ttl_s",
+            "presence_ttl_s",
+            "sync_max_skew_s",
+            "sync_results_ttl_s",
+            "sync_log_max_entries",
+            "sync_log_max_age_s",
+            "sync_max_mutations",
+            "sync_max_body_bytes",
+            "sync_page_default",
+            "sync_page_max",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+        for name in ("max_connections", "max_connections_per_user", "coalesce_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (off) or positive")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
+        if self.connections_per_user_policy not in ("oldest", "newest"):
+            raise ConfigError("connections_per_user_policy must be 'oldest' or 'newest'")
+        if self.sync_page_default > self.sync_page_max:
+            raise ConfigError("sync_page_default must not exceed sync_page_max")
+        if "low" not in self.poll_intervals_s:
+            raise ConfigError(
+                "poll_intervals_s needs a 'low' entry: how long a connection holds "
+                "low-priority events at most"
+            )
+        deadlines = {"default_ack_deadline_s": self.default_ack_deadline_s}
+        deadlines.update({f"ack_deadlines_s.{k}": v for k, v in self.ack_deadlines_s.items()})
+        for name, value in deadlines.items():
+            if value < 0:
+                raise ConfigError(f"{name} must be 0 (none) or a positive number of seconds")
+        if not 0 <= self.goaway_min_ms <= self.goaway_max_ms:
+            raise ConfigError("need 0 <= goaway_min_ms <= goaway_max_ms")
+        if self.drain_deadline_s * 1000 <= self.goaway_max_ms:
+            raise ConfigError("drain_deadline_s must be longer than goaway_max_ms")
+        if self.history_meta_ttl_s < self.history_max_age_s:
+            raise ConfigError("history_meta_ttl_s must be at least history_max_age_s")
+        if "HS256" in self.jwt_algorithms and len(self.jwt_secret.reveal().encode()) < 32:
+            raise ConfigError(
+                "jwt_secret must be at least 32 bytes for HS256 (RFC 7518 section 3.2)"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0 to 65535, not {self.port}")
+        unknown = set(self.jwt_algorithms) - {"HS256", "RS256", "ES256"}
+        if unknown:
+            raise ConfigError(
+                f"jwt_algorithms: unsupported {sorted(unknown)}; use HS256, RS256 or ES256"
+            )
+        if set(self.jwt_algorithms) - {"HS256"} and not self.jwt_public_keys:
+            raise ConfigError("jwt_algorithms lists RS256/ES256 but jwt_public_keys is empty")
+
+
+_TYPES: Final = get_type_hints(Settings)
+_NAMES: Final = {f.name for f in fields(Settings)}
+
+
+def _cast(name: str, value: Any, source: str) -> Any:
+    """Cast a value from TOML or the environment to the setting's type."""
+    hint = _TYPES[name]
+    text = value if isinstance(value, str) else None
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if text is not None and text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text is not None and text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if hint is Secret:
+            return Secret(str(value))
+        if hint == tuple[str, ...]:
+            items = value.split(",") if text is not None else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if hint == Mapping[str, str] or hint == Mapping[str, float]:
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a table")
+            cast = float if hint == Mapping[str, float] else str
+            return {str(k): cast(v) for k, v in value.items()}
+        if hint == str | None:
+            return None if value in ("", None) else str(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: invalid value for {name}: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    table = document.get("server", document)
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        if name not in _NAMES:
+            raise ConfigError(f"{path}: unknown setting {name!r} (see docs/configuration.md)")
+        values[name] = _cast(name, value, str(path))
+    return values
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or value == "":
+            continue  # an empty variable counts as unset
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in _NAMES and _TYPES[name] not in (Mapping[str, str], Mapping[str, float]):
+            values[name] = _cast(name, value, key)
+    return values
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the TOML file, the environment and
+    ``overrides`` (command-line flags), in that order of increasing priority.
+
+    ``config_path`` None means ``config/fieldpush.toml`` when it exists. A
+    table ``[server]`` in the file holds the settings (or the top level does).
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if config_path is None:
+        env_path = environ.get(f"{ENV_PREFIX}CONFIG")
+        config_path = Path(env_path) if env_path else None
+    if config_path is not None:
+        values.update(_read_toml(config_path))
+    elif DEFAULT_CONFIG_PATH.is_file():
+        values.update(_read_toml(DEFAULT_CONFIG_PATH))
+    values.update(_read_env(environ))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _cast(name, value, "command line") if name in _TYPES else value
+    settings = Settings(**values)
+    settings.check()
+    return settings
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy of ``settings`` with ``changes`` (for tests and tools)."""
+    return dataclasses.replace(settings, **changes)

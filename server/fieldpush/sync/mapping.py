@@ -1,0 +1,270 @@
+"""Field mapping between each side's names and the schema's: ``config/mappings.toml``.
+
+Two sides: ``phone`` (every token but ``service``) and ``crm`` (``service``
+tokens). Per side and record type, a side field may be renamed to a schema
+field (``field``), have its values translated (``values``: pairs
+``[side value, schema value]``; ``default_out`` for schema values without a
+pair) and be carried in another type (``convert``: the side's type,
+``string``, ``int``, ``number`` or ``bool``).
+
+Inbound data is mapped, then validated by the schema; outbound data is mapped
+back. Names without a mapping pass through unchanged, so the schema's own
+names are always understood inbound. :func:`load_mappings` refuses, at start,
+a mapping that names an unknown side, record type or field, translates to a
+value the field does not allow, or maps two side fields onto one schema field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final
+
+from fieldpush.sync.schema import FieldSpec, Schema, SchemaError
+
+__all__ = ["SIDES", "FieldMap", "Mappings", "TypeMapping", "load_mappings", "parse_mappings"]
+
+SIDES: Final = ("phone", "crm")
+_KEYS: Final = frozenset({"field", "values", "default_out", "convert"})
+_NO_DEFAULT: Final = object()
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ValueError
+
+
+def _to_decimal(value: Any) -> str:
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError from None
+    if not number.is_finite():
+        raise ValueError
+    return str(number)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError
+
+
+def _bool_text(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def _number(value: Any) -> int | float:
+    number = Decimal(value)
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _int_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError
+    return str(value)
+
+
+def _number_decimal(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError
+    return _to_decimal(value)
+
+
+def _strict_bool_text(value: Any) -> str:
+    if not isinstance(value, bool):
+        raise ValueError
+    return _bool_text(value)
+
+
+#: (side type, schema type) -> (inbound, outbound) conversions.
+_CONVERSIONS: Final[dict[tuple[str, str], tuple[Callable[[Any], Any], Callable[[Any], Any]]]] = {
+    ("string", "int"): (_to_int, str),
+    ("string", "decimal"): (_to_decimal, str),
+    ("string", "bool"): (_to_bool, _bool_text),
+    ("int", "string"): (_int_text, _to_int),
+    ("number", "decimal"): (_number_decimal, _number),
+    ("bool", "string"): (_strict_bool_text, _to_bool),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMap:
+    """How one side field maps onto one schema field."""
+
+    side_name: str
+    spec: FieldSpec
+    values: tuple[tuple[Any, Any], ...] = ()
+    default_out: Any = _NO_DEFAULT
+    convert: str | None = None
+
+    def inbound(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.values:
+            for side, schema in self.values:
+                if type(side) is type(value) and side == value:
+                    return schema
+            raise ValueError(f"{self.side_name}: no mapping for the value {value!r}")
+        if self.convert is not None:
+            convert_in = _CONVERSIONS[(self.convert, self.spec.type)][0]
+            try:
+                return convert_in(value)
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"{self.side_name}: {value!r} is not a {self.convert} of a {self.spec.type}"
+                ) from None
+        return value
+
+    def outbound(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.values:
+            for side, schema in self.values:
+                if schema == value:
+                    return side
+            return value if self.default_out is _NO_DEFAULT else self.default_out
+        if self.convert is not None:
+            return _CONVERSIONS[(self.convert, self.spec.type)][1](value)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class TypeMapping:
+    """The mapping of one record type on one side (empty: names pass through)."""
+
+    by_side_name: Mapping[str, FieldMap] = field(default_factory=dict)
+    by_schema_name: Mapping[str, FieldMap] = field(default_factory=dict)
+
+    def inbound(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Side names and values -> schema names and values (ValueError if a
+        value cannot be mapped). A schema name is accepted as is, unless a
+        mapped side field of the same mutation also targets it."""
+        mapped: dict[str, Any] = {}
+        for name, value in fields.items():
+            rule = self.by_side_name.get(name)
+            if rule is None:
+                mapped.setdefault(name, value)
+            else:
+                mapped[rule.spec.name] = rule.inbound(value)
+        return mapped
+
+    def side_name(self, name: str) -> str:
+        """The side's name of schema field ``name``."""
+        rule = self.by_schema_name.get(name)
+        return name if rule is None else rule.side_name
+
+    def outbound(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Schema names and values -> the side's."""
+        if not self.by_schema_name:
+            return dict(fields)
+        out = {}
+        for name, value in fields.items():
+            rule = self.by_schema_name.get(name)
+            if rule is None:
+                out[name] = value
+            else:
+                out[rule.side_name] = rule.outbound(value)
+        return out
+
+
+_IDENTITY: Final = TypeMapping()
+
+
+@dataclass(frozen=True, slots=True)
+class Mappings:
+    #: side -> record type -> mapping.
+    sides: Mapping[str, Mapping[str, TypeMapping]] = field(default_factory=dict)
+
+    def of(self, side: str, record_type: str) -> TypeMapping:
+        return self.sides.get(side, {}).get(record_type, _IDENTITY)
+
+
+def _field_map(schema: Schema, where: str, side_name: str, raw: Any, record_type: str) -> FieldMap:
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{where}: must be a table with field / values / convert")
+    unknown = raw.keys() - _KEYS
+    if unknown:
+        raise SchemaError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
+    target = raw.get("field", side_name)
+    spec = schema.types[record_type].fields.get(target)
+    if spec is None:
+        raise SchemaError(
+            f"{where}: maps to {target!r}, which is not a field of {record_type} in {schema.path}"
+        )
+    values = raw.get("values", [])
+    if not isinstance(values, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 for pair in values
+    ):
+        raise SchemaError(f"{where}: values must be a list of [side value, schema value] pairs")
+    for _, schema_value in values:
+        try:
+            spec.check(schema_value)
+        except ValueError as exc:
+            raise SchemaError(f"{where}: values: {exc}") from None
+    convert = raw.get("convert")
+    if convert is not None and (convert, spec.type) not in _CONVERSIONS:
+        supported = sorted(f"{a} <-> {b}" for a, b in _CONVERSIONS)
+        raise SchemaError(
+            f"{where}: cannot convert {convert!r} to the {spec.type} field {target!r}; "
+            f"supported (side <-> schema): {', '.join(supported)}"
+        )
+    if convert is not None and values:
+        raise SchemaError(f"{where}: use values or convert, not both")
+    if "default_out" in raw and not values:
+        raise SchemaError(f"{where}: default_out needs values")
+    return FieldMap(
+        side_name=side_name,
+        spec=spec,
+        values=tuple((side, schema_value) for side, schema_value in values),
+        default_out=raw.get("default_out", _NO_DEFAULT),
+        convert=convert,
+    )
+
+
+def parse_mappings(raw: Mapping[str, Any], schema: Schema, path: str = "<mappings>") -> Mappings:
+    """Check a decoded mappings document against ``schema``."""
+    sides: dict[str, dict[str, TypeMapping]] = {}
+    for side, types in raw.items():
+        if side not in SIDES:
+            raise SchemaError(f"{path}: unknown side {side!r}; sides are {list(SIDES)}")
+        if not isinstance(types, dict):
+            raise SchemaError(f"{path}: {side}: must be a table of record types")
+        for record_type, fields in types.items():
+            if record_type not in schema.types:
+                raise SchemaError(
+                    f"{path}: {side}.{record_type}: no record type {record_type!r} in {schema.path}"
+                )
+            if not isinstance(fields, dict):
+                raise SchemaError(f"{path}: {side}.{record_type}: must be a table of fields")
+            by_side: dict[str, FieldMap] = {}
+            by_schema: dict[str, FieldMap] = {}
+            for side_name, field_raw in fields.items():
+                where = f"{path}: {side}.{record_type}.{side_name}"
+                rule = _field_map(schema, where, side_name, field_raw, record_type)
+                if rule.spec.name in by_schema:
+                    raise SchemaError(
+                        f"{where}: {rule.spec.name!r} is already mapped from "
+                        f"{by_schema[rule.spec.name].side_name!r}"
+                    )
+                by_side[side_name] = by_schema[rule.spec.name] = rule
+            sides.setdefault(side, {})[record_type] = TypeMapping(by_side, by_schema)
+    return Mappings(sides)
+
+
+def load_mappings(path: str | Path | None, schema: Schema) -> Mappings:
+    """Read and check the mappings file; no file (None): names pass through."""
+    if path is None:
+        return Mappings()
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except FileNotFoundError:
+        raise SchemaError(f"{path}: mappings file not found; set mappings_path") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SchemaError(f"{path}: not valid TOML: {exc}") from None
+    return parse_mappings(raw, schema, str(path))

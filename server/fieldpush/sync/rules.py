@@ -1,0 +1,210 @@
+"""The conflict rules, as one pure function: :func:`merge`.
+
+Given a record's stored state, one validated mutation and who sends it,
+:func:`merge` decides field by field (PROTOCOL.md section 3, docs/sync.md):
+
+- ``mdm``: the CRM (a ``service`` token, side ``crm``) is master: its value is
+  taken whatever the stamps say. A phone's edit is not applied: the field is
+  ``mdm_owned`` and the edit becomes a *proposal* for the CRM. When a phone
+  creates a record, its values for ``mdm`` fields are the initial ones.
+- ``lww``: the edit with the greater stamp ``(wall_ms, counter, device)`` wins;
+  a losing edit is a ``conflict``. Equal stamps are the same edit: no change.
+- ``locked``: only the listed roles may edit (``field_locked`` otherwise);
+  between them, ``lww``. The CRM may always.
+
+Fields are independent: two devices editing different fields of one record
+both win. Record-level checks come first: a deleted or unreadable record is
+``not_found``; a type the role may not create is ``forbidden``. A mutation's
+status is the worst of its fields: ``rejected`` (with the first reason), else
+``conflict``, else ``applied``.
+
+Because ``lww`` keeps, per field, the value of the greatest stamp, any order of
+the same edits ends in the same state (tests/test_sync_rules.py checks it with
+hypothesis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fieldpush.sync.hlc import Stamp
+from fieldpush.sync.schema import RecordType
+
+__all__ = ["Actor", "Edit", "Outcome", "RecordState", "merge", "reaches", "scope_of"]
+
+APPLIED = "applied"
+CONFLICT = "conflict"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who sends a mutation. ``side`` is ``crm`` for service tokens, else ``phone``."""
+
+    user: str
+    role: str
+    device: str
+    teams: frozenset[str] = frozenset()
+
+    @property
+    def side(self) -> str:
+        return "crm" if self.role == "service" else "phone"
+
+
+@dataclass(slots=True)
+class RecordState:
+    """A stored record: per field ``(value, stamp of the edit that set it)``;
+    ``deleted`` is the stamp of its deletion (a tombstone); ``version`` counts
+    its commits (the compare-and-set token of the record store)."""
+
+    fields: dict[str, tuple[Any, Stamp]] = field(default_factory=dict)
+    deleted: Stamp | None = None
+    version: int = 0
+
+    def value(self, name: str | None) -> Any:
+        if name is None or name not in self.fields:
+            return None
+        return self.fields[name][0]
+
+    def values(self) -> dict[str, Any]:
+        return {name: value for name, (value, _) in self.fields.items()}
+
+    def copy(self) -> RecordState:
+        return RecordState(dict(self.fields), self.deleted, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """One mutation after mapping and validation: schema names and values;
+    ``fields`` None deletes the record. ``stamp`` is already clamped."""
+
+    fields: dict[str, Any] | None
+    stamp: Stamp
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What :func:`merge` decided. ``state`` is the new state when anything
+    changed (None: nothing to write); ``changed`` and ``proposed`` map field
+    names to ``(old, new)`` values."""
+
+    status: str
+    reason: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    state: RecordState | None = None
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    proposed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    created: bool = False
+    deleted: bool = False
+
+
+def _refused(reason: str) -> Outcome:
+    return Outcome(REJECTED, reason)
+
+
+def scope_of(rtype: RecordType, state: RecordState | None) -> list[Any]:
+    """``[owner, team]`` of a record (both None when it does not exist)."""
+    if state is None or state.deleted is not None:
+        return [None, None]
+    return [state.value(rtype.scope), state.value(rtype.team)]
+
+
+def reaches(rtype: RecordType, scope: str | None, actor: Actor, state: RecordState | None) -> bool:
+    """Whether ``scope`` (``own``/``team``/``all``) of ``actor`` covers the record."""
+    return rtype.reaches(scope, actor.user, actor.teams, *scope_of(rtype, state))
+
+
+def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor) -> Outcome:
+    """Apply ``edit`` by ``actor`` to a record of ``rtype`` stored as ``state``
+    (None: it does not exist). Pure: ``state`` is not modified."""
+    if state is None or (state.deleted is not None and actor.side == "crm"):
+        return _create(rtype, edit, actor, state.version if state else 0)
+    if state.deleted is not None:
+        return _refused("not_found")
+    if not reaches(rtype, rtype.read.get(actor.role), actor, state):
+        return _refused("not_found")
+    writable = reaches(rtype, rtype.write.get(actor.role), actor, state)
+    if edit.fields is None:
+        if actor.role in rtype.delete and writable:
+            new = state.copy()
+            new.deleted = edit.stamp
+            new.fields = {}
+            old = state.values()
+            return Outcome(
+                APPLIED,
+                state=new,
+                changed={name: (value, None) for name, value in old.items()},
+                deleted=True,
+            )
+        return _refused("forbidden")
+    new = state.copy()
+    outcome = Outcome(APPLIED)
+    touched = False
+    for name, value in edit.fields.items():
+        spec = rtype.fields[name]
+        old_value, old_stamp = state.fields.get(name, (None, None))
+        if spec.rule == "mdm" and actor.side != "crm":
+            result = "mdm_owned" if writable else "forbidden"
+            if writable and value != old_value:
+                outcome.proposed[name] = (old_value, value)
+        elif spec.rule == "locked" and actor.side != "crm" and actor.role not in spec.roles:
+            result = "field_locked"
+        elif spec.rule != "locked" and not writable:
+            result = "forbidden"
+        elif spec.rule == "mdm" or old_stamp is None or edit.stamp > old_stamp:
+            result = APPLIED
+            new.fields[name] = (value, edit.stamp)
+            touched = True
+            if value != old_value or name not in state.fields:
+                outcome.changed[name] = (old_value, value)
+        elif edit.stamp == old_stamp:
+            result = APPLIED  # the same edit again: nothing changes
+        else:
+            result = CONFLICT
+        outcome.fields[name] = result
+    return _conclude(outcome, new if touched else None)
+
+
+def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcome:
+    if edit.fields is None:
+        return _refused("not_found")
+    if actor.role not in rtype.create:
+        return _refused("not_found" if actor.role in rtype.write else "forbidden")
+    values = dict(edit.fields)
+    scope = rtype.write.get(actor.role) or rtype.read.get(actor.role)
+    if values.get(rtype.scope) is None and scope == "own":
+        values[rtype.scope] = actor.user
+    if rtype.team is not None and values.get(rtype.team) is None and len(actor.teams) == 1:
+        values[rtype.team] = next(iter(actor.teams))
+    missing = [
+        name for name, spec in rtype.fields.items() if spec.required and values.get(name) is None
+    ]
+    if missing:
+        return Outcome(REJECTED, "validation", {name: "validation" for name in missing})
+    new = RecordState(version=version)
+    outcome = Outcome(APPLIED, created=True)
+    for name, value in values.items():
+        spec = rtype.fields[name]
+        if spec.rule == "locked" and actor.side != "crm" and actor.role not in spec.roles:
+            outcome.fields[name] = "field_locked"
+            continue
+        outcome.fields[name] = APPLIED
+        new.fields[name] = (value, edit.stamp)
+        if value is not None:
+            outcome.changed[name] = (None, value)
+    if not reaches(rtype, scope, actor, new) and actor.side != "crm":
+        return _refused("forbidden")
+    return _conclude(outcome, new)
+
+
+def _conclude(outcome: Outcome, new: RecordState | None) -> Outcome:
+    """Set the status from the field results; keep ``new`` as the state to write."""
+    results = list(outcome.fields.values())
+    reasons = [r for r in results if r not in (APPLIED, CONFLICT)]
+    if reasons:
+        outcome.status, outcome.reason = REJECTED, reasons[0]
+    elif CONFLICT in results:
+        outcome.status = CONFLICT
+    outcome.state = new
+    return outcome

@@ -1,0 +1,455 @@
+"""The data dictionary: ``config/schema.toml`` (docs/sync.md, "The data dictionary").
+
+:func:`load_schema` reads and checks the file once, at start; a broken file is
+refused with :class:`SchemaError` naming the file, the record type, the field
+and what is wrong. The result is immutable and pure: validating a value,
+deciding who may read or edit what, are functions of it and their arguments.
+
+Access, per record type and role: ``read`` and ``write`` give each role a scope
+(``own``: records whose scope field names the user; ``team``: records whose
+team field is one of the token's teams; ``all``). A role may edit a field when
+it may write the record, except that a ``locked`` field may be edited only by
+its listed roles (within what they may read), and an ``mdm`` field only by the
+CRM (a ``service`` token) once the record exists. A field's ``read`` list hides
+it from the other roles.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final
+
+from fieldpush.errors import ConfigError
+from fieldpush.identity.auth import ROLES
+from fieldpush_client.protocol import Priority
+
+__all__ = [
+    "FIELD_TYPES",
+    "FieldSpec",
+    "RecordType",
+    "Schema",
+    "SchemaError",
+    "load_schema",
+    "parse_schema",
+]
+
+FIELD_TYPES: Final = frozenset(
+    {"string", "int", "decimal", "bool", "date", "datetime", "enum", "list"}
+)
+RULES: Final = frozenset({"mdm", "lww", "locked"})
+SYNC_CLASSES: Final = frozenset({"realtime", "delta", "poll"})
+#: Most urgent first (the order of ``fieldpush_client.protocol.Priority``).
+PRIORITIES: Final = tuple(priority.value for priority in Priority)
+SCOPES: Final = ("own", "team", "all")
+MAX_ID_LENGTH: Final = 200
+
+
+class SchemaError(ConfigError):
+    """The schema file is broken; the message names file, record, field and problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field of a record type, as declared in the schema."""
+
+    name: str
+    type: str
+    rule: str = "lww"
+    #: Roles that may edit a ``locked`` field.
+    roles: frozenset[str] = frozenset()
+    required: bool = False
+    pattern: re.Pattern[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    values: tuple[Any, ...] = ()
+    max_length: int | None = None
+    items: str = "string"
+    sync: str = "delta"
+    priority: str = "normal"
+    #: Values that make a change of this ``realtime`` field a ``critical`` event.
+    critical_values: tuple[Any, ...] = ()
+    #: Roles that may read it; None: every role that may read the record.
+    read: frozenset[str] | None = None
+
+    def check(self, value: Any) -> Any:
+        """The value as stored, or ValueError saying what is wrong. ``None``
+        clears the field (refused for a required one)."""
+        if value is None:
+            if self.required:
+                raise ValueError(f"{self.name} is required")
+            return None
+        if self.type == "list":
+            if not isinstance(value, list):
+                raise ValueError(f"{self.name} must be a list")
+            if self.max_length is not None and len(value) > self.max_length:
+                raise ValueError(f"{self.name} has more than {self.max_length} items")
+            item = FieldSpec(name=f"{self.name}[]", type=self.items)
+            return [item.check(entry) for entry in value]
+        checked = _CHECKS[self.type](self, value)
+        if isinstance(checked, str):
+            if self.max_length is not None and len(checked) > self.max_length:
+                raise ValueError(f"{self.name} is longer than {self.max_length} characters")
+            if self.pattern is not None and not self.pattern.fullmatch(checked):
+                raise ValueError(f"{self.name} must match {self.pattern.pattern!r}")
+        number = Decimal(checked) if self.type == "decimal" else checked
+        if self.min is not None and number < self.min:
+            raise ValueError(f"{self.name} must be at least {self.min:g}")
+        if self.max is not None and number > self.max:
+            raise ValueError(f"{self.name} must be at most {self.max:g}")
+        return checked
+
+    def priority_of(self, value: Any) -> str:
+        """The priority of the event announcing a change of this field to ``value``."""
+        return "critical" if value in self.critical_values else self.priority
+
+
+def _string(spec: FieldSpec, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{spec.name} must be a string")
+    return value
+
+
+def _int(spec: FieldSpec, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{spec.name} must be an integer")
+    return value
+
+
+def _decimal(spec: FieldSpec, value: Any) -> str:
+    """Decimals travel as strings (``"1200.50"``) so no float rounding creeps in."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{spec.name} must be a decimal number or its string")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{spec.name} must be a decimal number, not {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"{spec.name} must be a finite number")
+    return str(number)
+
+
+def _bool(spec: FieldSpec, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{spec.name} must be true or false")
+    return value
+
+
+def _date(spec: FieldSpec, value: Any) -> str:
+    try:
+        return dt.date.fromisoformat(_string(spec, value)).isoformat()
+    except ValueError:
+        raise ValueError(f"{spec.name} must be a date YYYY-MM-DD, not {value!r}") from None
+
+
+def _datetime(spec: FieldSpec, value: Any) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(_string(spec, value))
+    except ValueError:
+        raise ValueError(f"{spec.name} must be an ISO 8601 date and time, not {value!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{spec.name} needs a UTC offset (e.g. 2026-05-01T09:30:00+02:00)")
+    return moment.isoformat()
+
+
+def _enum(spec: FieldSpec, value: Any) -> Any:
+    for allowed in spec.values:
+        if type(allowed) is type(value) and allowed == value:  # True is not 1
+            return value
+    raise ValueError(f"{spec.name} must be one of {list(spec.values)}, not {value!r}")
+
+
+_CHECKS: Final = {
+    "string": _string,
+    "int": _int,
+    "decimal": _decimal,
+    "bool": _bool,
+    "date": _date,
+    "datetime": _datetime,
+    "enum": _enum,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordType:
+    """A record type: its fields, scope, sync class and who may do what."""
+
+    name: str
+    fields: Mapping[str, FieldSpec]
+    #: The field naming the user a record belongs to (``own`` access).
+    scope: str
+    #: The field naming the record's team (``team`` access), if any.
+    team: str | None = None
+    sync: str = "delta"
+    #: For ``sync = "poll"``: how often phones pull it (seconds).
+    poll_s: float | None = None
+    read: Mapping[str, str] = field(default_factory=dict)
+    write: Mapping[str, str] = field(default_factory=dict)
+    create: frozenset[str] = frozenset()
+    delete: frozenset[str] = frozenset()
+
+    def reaches(
+        self, scope: str | None, user: str, teams: frozenset[str], owner: Any, team: Any
+    ) -> bool:
+        """Whether a scope (``own``/``team``/``all``) covers a record owned by
+        ``owner`` in ``team`` for ``user`` with ``teams``."""
+        if scope == "all":
+            return True
+        if scope == "own":
+            return owner is not None and owner == user
+        if scope == "team":
+            return team is not None and team in teams
+        return False
+
+    def readable_fields(self, role: str) -> frozenset[str]:
+        return frozenset(
+            name for name, spec in self.fields.items() if spec.read is None or role in spec.read
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    types: Mapping[str, RecordType]
+    path: str = "<schema>"
+
+    def poll_intervals(self) -> dict[str, float]:
+        """``welcome.poll`` entries of the record types of the ``poll`` sync class."""
+        return {t.name: t.poll_s for t in self.types.values() if t.poll_s is not None}
+
+
+# ---------------------------------------------------------------- loading
+
+_TYPE_KEYS: Final = frozenset(
+    {"scope", "team", "sync", "poll_s", "read", "write", "create", "delete", "fields"}
+)
+_FIELD_KEYS: Final = frozenset(
+    {
+        "type",
+        "rule",
+        "roles",
+        "required",
+        "pattern",
+        "min",
+        "max",
+        "values",
+        "max_length",
+        "items",
+        "sync",
+        "priority",
+        "critical_values",
+        "read",
+        "description",
+    }
+)
+
+
+class _Where:
+    """Builds SchemaError messages: ``<file>: <type>.<field>: <problem>``."""
+
+    def __init__(self, path: str, *parts: str) -> None:
+        self.path = path
+        self.parts = parts
+
+    def error(self, problem: str) -> SchemaError:
+        where = ".".join(self.parts)
+        return SchemaError(
+            f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}"
+        )
+
+
+def _roles(value: Any, where: _Where, key: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise where.error(f"{key} must be a list of roles")
+    unknown = set(value) - ROLES
+    if unknown:
+        raise where.error(f"{key}: unknown role(s) {sorted(unknown)}; roles are {sorted(ROLES)}")
+    return frozenset(value)
+
+
+def _scopes(value: Any, where: _Where, key: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise where.error(f'{key} must be a table role = "own" | "team" | "all"')
+    _roles(list(value), where, key)
+    for role, scope in value.items():
+        if scope not in SCOPES:
+            raise where.error(f"{key}.{role} must be one of {list(SCOPES)}, not {scope!r}")
+    return dict(value)
+
+
+def _number(value: Any, where: _Where, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise where.error(f"{key} must be a number")
+    return float(value)
+
+
+def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
+    if not isinstance(raw, dict):
+        raise where.error("must be a table")
+    unknown = raw.keys() - _FIELD_KEYS
+    if unknown:
+        raise where.error(f"unknown key(s) {sorted(unknown)}; known: {sorted(_FIELD_KEYS)}")
+    kind = raw.get("type")
+    if kind not in FIELD_TYPES:
+        raise where.error(f"type must be one of {sorted(FIELD_TYPES)}, not {kind!r}")
+    rule = raw.get("rule", "lww")
+    if rule not in RULES:
+        raise where.error(f"rule must be one of {sorted(RULES)}, not {rule!r}")
+    roles = _roles(raw.get("roles", []), where, "roles")
+    if rule == "locked" and not roles:
+        raise where.error("a locked field needs roles = [...] (who may edit it)")
+    if rule != "locked" and roles:
+        raise where.error('roles is only for rule = "locked"')
+    values = raw.get("values", [])
+    if kind == "enum" and (not isinstance(values, list) or not values):
+        raise where.error("an enum needs values = [...]")
+    if kind != "enum" and values:
+        raise where.error('values is only for type = "enum"')
+    pattern = raw.get("pattern")
+    compiled = None
+    if pattern is not None:
+        if kind not in ("string", "enum", "list") or not isinstance(pattern, str):
+            raise where.error("pattern must be a regular expression, for a string field")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise where.error(
+                f"pattern {pattern!r} is not a valid regular expression: {exc}"
+            ) from None
+    low, high = _number(raw.get("min"), where, "min"), _number(raw.get("max"), where, "max")
+    if (low is not None or high is not None) and kind not in ("int", "decimal"):
+        raise where.error("min and max are for int and decimal fields")
+    if low is not None and high is not None and low > high:
+        raise where.error(f"min ({low:g}) is greater than max ({high:g})")
+    max_length = raw.get("max_length")
+    if max_length is not None and (
+        isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+    ):
+        raise where.error("max_length must be a positive integer")
+    items = raw.get("items", "string")
+    if items not in FIELD_TYPES - {"list", "enum"}:
+        raise where.error(f"items must be a scalar type, not {items!r}")
+    sync = raw.get("sync", type_sync)
+    if sync not in SYNC_CLASSES:
+        raise where.error(f"sync must be one of {sorted(SYNC_CLASSES)}, not {sync!r}")
+    priority = raw.get("priority", "normal")
+    if priority not in PRIORITIES:
+        raise where.error(f"priority must be one of {list(PRIORITIES)}, not {priority!r}")
+    critical = raw.get("critical_values", [])
+    if not isinstance(critical, list):
+        raise where.error("critical_values must be a list")
+    if critical and sync != "realtime":
+        raise where.error('critical_values needs sync = "realtime"')
+    read = raw.get("read")
+    spec = FieldSpec(
+        name=name,
+        type=kind,
+        rule=rule,
+        roles=roles,
+        required=bool(raw.get("required", False)),
+        pattern=compiled,
+        min=low,
+        max=high,
+        values=tuple(values),
+        max_length=max_length,
+        items=items,
+        sync=sync,
+        priority=priority,
+        critical_values=tuple(critical),
+        read=None if read is None else _roles(read, where, "read"),
+    )
+    for value in critical:
+        try:
+            spec.check(value)
+        except ValueError as exc:
+            raise where.error(f"critical_values: {exc}") from None
+    return spec
+
+
+def _record_type(name: str, raw: Any, where: _Where) -> RecordType:
+    if not isinstance(raw, dict):
+        raise where.error("must be a table")
+    unknown = raw.keys() - _TYPE_KEYS
+    if unknown:
+        raise where.error(f"unknown key(s) {sorted(unknown)}; known: {sorted(_TYPE_KEYS)}")
+    sync = raw.get("sync", "delta")
+    if sync not in SYNC_CLASSES:
+        raise where.error(f"sync must be one of {sorted(SYNC_CLASSES)}, not {sync!r}")
+    poll_s = _number(raw.get("poll_s"), where, "poll_s")
+    if sync == "poll" and (poll_s is None or poll_s <= 0):
+        raise where.error('sync = "poll" needs poll_s, the poll interval in seconds')
+    if sync != "poll" and poll_s is not None:
+        raise where.error('poll_s is only for sync = "poll"')
+    raw_fields = raw.get("fields")
+    if not isinstance(raw_fields, dict) or not raw_fields:
+        raise where.error("needs [fields]")
+    fields = {}
+    for field_name, field_raw in raw_fields.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", field_name):
+            raise where.error(f"field name {field_name!r}: use lower case letters, digits and _")
+        fields[field_name] = _field(
+            field_name, field_raw, sync, _Where(where.path, *where.parts, field_name)
+        )
+    scope = raw.get("scope")
+    if not isinstance(scope, str) or scope not in fields or fields[scope].type != "string":
+        raise where.error(f"scope must name one of its string fields, not {scope!r}")
+    team = raw.get("team")
+    if team is not None and (team not in fields or fields[team].type != "string"):
+        raise where.error(f"team must name one of its string fields, not {team!r}")
+    read = _scopes(raw.get("read", {}), where, "read")
+    write = _scopes(raw.get("write", {}), where, "write")
+    for role, scope_name in {**read, **write}.items():
+        if scope_name == "team" and team is None:
+            raise where.error(f'{role} has scope "team" but the type has no team field')
+    for role in write:
+        if role not in read:
+            raise where.error(f"write.{role}: a role that writes must also read")
+    return RecordType(
+        name=name,
+        fields=fields,
+        scope=scope,
+        team=team,
+        sync=sync,
+        poll_s=poll_s,
+        read=read,
+        write=write,
+        create=_roles(raw.get("create", []), where, "create"),
+        delete=_roles(raw.get("delete", []), where, "delete"),
+    )
+
+
+def parse_schema(raw: Mapping[str, Any], path: str = "<schema>") -> Schema:
+    """Check a decoded schema document; SchemaError on the first problem."""
+    unknown = raw.keys() - {"types"}
+    if unknown:
+        raise _Where(path).error(f"unknown top-level key(s) {sorted(unknown)}; use [types.<name>]")
+    types_raw = raw.get("types")
+    if not isinstance(types_raw, dict) or not types_raw:
+        raise _Where(path).error("no record types: add [types.<name>] tables")
+    types = {}
+    for name, type_raw in types_raw.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise _Where(path).error(f"record type {name!r}: use lower case letters, digits and _")
+        types[name] = _record_type(name, type_raw, _Where(path, name))
+    return Schema(types=types, path=path)
+
+
+def load_schema(path: str | Path) -> Schema:
+    """Read and check the schema file; SchemaError if it is missing or broken."""
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except FileNotFoundError:
+        raise SchemaError(
+            f"{path}: schema file not found; set schema_path to your data dictionary "
+            "(config/schema.toml in the repository is the default)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SchemaError(f"{path}: not valid TOML: {exc}") from None
+    return parse_schema(raw, str(path))

@@ -1,0 +1,1 @@
+"""What happened to an event: receipts, escalation of unacked critical events, presence."""

@@ -1,0 +1,1 @@
+"""The socket layer: WebSocket handshake and framing, one Connection per phone."""

@@ -1,0 +1,335 @@
+"""The WebSocket gateway: one :class:`Connection` per phone socket.
+
+uvicorn parses every HTTP request; when one asks to upgrade to WebSocket it
+hands the raw transport to the ``ws`` protocol class it was configured with,
+which is :class:`Connection`. So the HTTP API runs through Starlette while the
+socket path is plain asyncio: the ``websockets`` Sans-I/O protocol parses the
+handshake and the client's frames, and the server writes its own frames
+straight to the transport. Event frames are pre-encoded once per node (see
+:mod:`fieldpush.events.event`), so writing one to a phone is a single
+``transport.write`` — no task, no ASGI message, no per-connection encoding.
+
+Close codes follow PROTOCOL.md: an undecodable frame closes with 1007, a frame
+over ``max_frame_bytes`` with 1009, a missing or invalid hello with 4001, a
+phone whose unsent data exceeds ``max_outbox_bytes`` with 4008, a node that
+shuts down with 1012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from fieldpush.delivery.session import Session
+from fieldpush.errors import AuthError
+from fieldpush.events.frames import PING_FRAME, data_frame
+from fieldpush.transport.handshake import HandshakeError, parse_upgrade, reject, switching_protocols
+from fieldpush_client.protocol import SUBPROTOCOL_JSON, CloseCode, DecodeError, codec_for
+
+if TYPE_CHECKING:
+    from fieldpush.node import Node
+
+__all__ = ["WS_PATH", "Connection"]
+
+log = logging.getLogger("fieldpush.gateway")
+#: websockets logs every open and close at INFO; the session logs its own lines.
+_WS_LOG: Final = logging.getLogger("fieldpush.gateway.websockets")
+_WS_LOG.setLevel(logging.WARNING)
+
+WS_PATH: Final = "/v1/ws"
+#: How long a closing handshake may take before the TCP connection is dropped.
+CLOSE_TIMEOUT_S: Final = 2.0
+
+
+def _token_from_header(value: str | None) -> str | None:
+    if value and value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return None
+
+
+class Connection(asyncio.Protocol):
+    """A phone's socket. uvicorn instantiates it with its ``config``,
+    ``server_state`` and ``app_state``; the node comes from the app state
+    (the lifespan yields ``{"node": node}``)."""
+
+    def __init__(
+        self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None
+    ) -> None:
+        self.node: Node = app_state["node"]
+        self.server_state = server_state
+        self.max_outbox_bytes = self.node.settings.max_outbox_bytes
+        self.max_outbox_messages = self.node.settings.max_outbox_messages
+        #: Frames written since the transport's buffer was last found empty.
+        self.unsent_frames = 0
+        #: Set while the transport's buffer is over its high-water mark.
+        self.paused: asyncio.Future[None] | None = None
+        #: The websockets protocol, created in OPEN state once the handshake succeeded.
+        self.ws: ServerProtocol | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer = "-"
+        self.subprotocol = "fieldpush.v1.json"
+        self.binary = False
+        self.header_token: str | None = None
+        self.session: Session | None = None
+        self.fragments: list[bytes | bytearray | memoryview] = []
+        self.closing = False
+        self.close_code: int | None = None
+        self.last_rx = time.monotonic()
+        self.pinged_at = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.server_state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        self._cancel_timer()
+        self.closing = True
+        if self.session is not None:
+            code = self.close_code
+            if code is None and self.ws is not None and self.ws.close_rcvd is not None:
+                code = self.ws.close_rcvd.code
+            self.session.teardown(code)
+            self.node.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        ws = self.ws
+        if ws is None:
+            if not self.closing:  # uvicorn passes the whole upgrade request first
+                self._handshake(data)
+            return
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+        self._send_pending()
+
+    def eof_received(self) -> bool | None:
+        if self.ws is not None:
+            self.ws.receive_eof()
+            self._send_pending()
+        return None
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark. Live events are
+        still written (the outbox bounds in :meth:`write` decide when the phone
+        is too slow); replays wait in :meth:`drained`."""
+        if self.paused is None:
+            self.paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        """See :meth:`pause_writing`."""
+        paused, self.paused = self.paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    async def drained(self) -> None:
+        """Return once the transport's buffer is under its high-water mark (at
+        once when it is). A phone that reads nothing for ``heartbeat_s`` is
+        closed with 4008 (and this returns)."""
+        paused = self.paused
+        if paused is None or self.closing:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(paused), self.node.settings.heartbeat_s)
+        except TimeoutError:
+            log.info("connection %s: too slow, read nothing during a replay", self.peer)
+            self.close(CloseCode.TOO_SLOW, "too slow: events not read")
+
+    # -------------------------------------------------------------- handshake
+
+    def _handshake(self, request: bytes) -> None:
+        node = self.node
+        transport = self.transport
+        assert transport is not None
+        try:
+            upgrade = parse_upgrade(request, path=WS_PATH)
+            limit = node.settings.max_connections
+            if limit and len(node.connections) >= limit:
+                raise HandshakeError(
+                    503, "this node is full; retry on another", (("Retry-After", "5"),)
+                )
+        except HandshakeError as exc:
+            log.info("connection %s: upgrade refused (%d): %s", self.peer, exc.status, exc.text)
+            self.closing = True
+            transport.write(reject(exc))
+            transport.close()
+            return
+        transport.write(switching_protocols(upgrade))
+        self.ws = ServerProtocol(
+            state=State.OPEN, max_size=node.settings.max_frame_bytes, logger=_WS_LOG
+        )
+        self.subprotocol = upgrade.subprotocol or SUBPROTOCOL_JSON
+        self.binary = codec_for(self.subprotocol).binary
+        self.header_token = _token_from_header(upgrade.authorization)
+        self.session = Session(node, self)
+        node.connections.add(self)
+        node.metrics.connections_total += 1
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(node.settings.hello_timeout_s, self._hello_timeout)
+        if self.header_token is not None:
+            try:
+                node.verifier.verify(self.header_token)
+            except AuthError as exc:
+                log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
+                self.close(CloseCode.UNAUTHORIZED, str(exc))
+
+    def _hello_timeout(self) -> None:
+        self.timer = None
+        if self.session is not None and self.session.identity is None and not self.closing:
+            log.info(
+                "connection %s refused: no hello within %s s",
+                self.peer,
+                self.node.settings.hello_timeout_s,
+            )
+            self.close(CloseCode.UNAUTHORIZED, "no hello in time")
+
+    def hello_received(self) -> None:
+        self._cancel_timer()
+
+    # ----------------------------------------------------------------- frames
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._message(frame.data)
+            else:
+                self.fragments = [frame.data]
+        elif opcode is Opcode.CONT:
+            self.fragments.append(frame.data)
+            if frame.fin:
+                data, self.fragments = b"".join(self.fragments), []
+                self._message(data)
+        # PING is answered and CLOSE handled by the websockets protocol itself.
+
+    def _message(self, data: bytes | bytearray | memoryview) -> None:
+        session = self.session
+        if session is None or self.closing:
+            return
+        try:
+            message = codec_for(self.subprotocol).decode(bytes(data))
+        except DecodeError as exc:
+            log.info("connection %s: undecodable frame: %s", self.peer, exc)
+            self.close(CloseCode.INVALID_DATA, "undecodable frame")
+            return
+        session.on_message(message)
+
+    # ---------------------------------------------------------------- writing
+
+    def write(self, data: bytes) -> None:
+        """Write one or more complete frames. Closes with 4008 when the phone
+        does not read its data: the unsent bytes exceed ``max_outbox_bytes``,
+        or more than ``max_outbox_messages`` writes found data still unsent."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        transport.write(data)
+        unsent = transport.get_write_buffer_size()
+        if not unsent:
+            self.unsent_frames = 0
+            return
+        self.unsent_frames += 1
+        if unsent > self.max_outbox_bytes or self.unsent_frames > self.max_outbox_messages:
+            log.info(
+                "connection %s: too slow, %d bytes in %d frames unsent",
+                self.peer,
+                unsent,
+                self.unsent_frames,
+            )
+            self.close(CloseCode.TOO_SLOW, "too slow: events not read")
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        payload = codec_for(self.subprotocol).encode(message)
+        self.write(data_frame(payload, self.binary))
+
+    def ping(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(PING_FRAME)
+
+    def _send_pending(self) -> None:
+        """Write what the websockets protocol produced (handshake response,
+        pongs, close frames) and follow its state: once a close frame went out,
+        no event frame may follow it."""
+        transport = self.transport
+        ws = self.ws
+        if transport is None or ws is None:
+            return
+        if ws.close_sent is not None and not self.closing:
+            # The protocol failed the connection itself (1007 bad UTF-8, 1009 too big)
+            # or answered the client's close.
+            self.closing = True
+            self.close_code = ws.close_sent.code
+            if ws.close_rcvd is None:
+                self.node.metrics.closed[ws.close_sent.code] += 1
+                log.info("connection %s closed: %s", self.peer, ws.close_sent)
+        for data in ws.data_to_send():
+            if data:
+                transport.write(data)
+            else:  # the protocol is done with the connection: half-close means close here
+                self._cancel_timer()
+                transport.close()
+                return
+        if ws.state is State.CLOSED and not transport.is_closing():
+            transport.close()
+
+    # ---------------------------------------------------------------- closing
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Start the closing handshake; drop the connection if it does not finish."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.close_code = int(code)
+        self.node.metrics.closed[int(code)] += 1
+        if self.ws is not None and self.ws.state is State.OPEN:
+            self.ws.send_close(int(code), reason[:120])
+        self._send_pending()
+        self._cancel_timer()
+        if not self.transport.is_closing():
+            self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._drop)
+
+    def _drop(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def shutdown(self) -> None:
+        """Called by uvicorn when the node drains (SIGTERM): ask the phone to
+        reconnect elsewhere at a random point of the ``goaway`` window, and
+        close with 1012 at its end if it is still here."""
+        if self.session is None or self.session.identity is None:
+            self.close(CloseCode.SERVICE_RESTART, "node restarting")
+            if self.transport is not None and self.ws is None:
+                self.transport.close()  # still in the upgrade: nothing to say goodbye with
+            return
+        if self.closing:
+            return
+        settings = self.node.settings
+        window = [settings.goaway_min_ms, settings.goaway_max_ms]
+        self.send_message({"type": "goaway", "reason": "drain", "reconnect_after_ms": window})
+        self._cancel_timer()
+        self.timer = asyncio.get_running_loop().call_later(
+            settings.goaway_max_ms / 1000 + 1.0,
+            self.close,
+            CloseCode.SERVICE_RESTART,
+            "node restarting",
+        )
