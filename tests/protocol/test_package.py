@@ -13,7 +13,9 @@ from fieldpush_client import protocol
 PACKAGE = Path(protocol.__file__).parent
 
 #: All a protocol module may import: pure standard modules, msgpack, itself.
-ALLOWED = frozenset({"__future__", "collections", "dataclasses", "enum", "json", "typing"})
+ALLOWED = frozenset(
+    {"__future__", "collections", "dataclasses", "enum", "json", "struct", "typing"}
+)
 
 #: What ``fieldpush_client/protocol.py`` offered before it became a package.
 OLD_NAMES = [

@@ -12,9 +12,10 @@ what they send and what they receive, so the two sides cannot drift::
     ├── codec            subprotocols; JsonCodec, MsgpackCodec: dict <-> frame body
     ├── client_messages  Hello Subscribe Unsubscribe Ack Ping Mutate(Mutation) Pull
     │                    parse_client_message, parse_mutate, parse_mutation (strict)
-    └── server_messages  Welcome Subscribed Unsubscribed EventMsg Events Pong ErrorMsg
-                         Goaway Mutated(MutationResult) Changes(Change) UnknownMsg
-                         parse_server_message (lenient: unknown types and fields pass)
+    ├── server_messages  Welcome Subscribed Unsubscribed EventMsg Events Pong ErrorMsg
+    │                    Goaway Mutated(MutationResult) Changes(Change) UnknownMsg
+    │                    parse_server_message (lenient: unknown types and fields pass)
+    └── event_bytes      the events' pre-encoded fast path, the same messages as bytes
 
          encode                                    decode
     msg.to_wire() -> codec.encode() -> frame -> codec.decode() -> parse_*() -> msg
@@ -28,7 +29,8 @@ fields left out rather than sent empty). Undecodable frames raise
 
 Dependencies inside the package point one way: ``codes``, ``limits`` and
 ``errors`` depend on nothing; ``channels`` and ``codec`` on those;
-the two message modules on all of them but ``codec``.
+the two message modules on all of them but ``codec``; ``event_bytes`` on
+nothing but the wire format it shares with ``server_messages``.
 """
 
 from fieldpush_client.protocol.channels import (
@@ -71,6 +73,12 @@ from fieldpush_client.protocol.codes import (
     should_reconnect,
 )
 from fieldpush_client.protocol.errors import DecodeError, ProtocolError
+from fieldpush_client.protocol.event_bytes import (
+    encode_body,
+    event_payload,
+    events_payload,
+    json_event_item,
+)
 from fieldpush_client.protocol.limits import (
     MAX_ACK_IDS,
     MAX_CHANNEL_LENGTH,
@@ -154,7 +162,11 @@ __all__ = [
     "Unsubscribed",
     "Welcome",
     "codec_for",
+    "encode_body",
+    "event_payload",
+    "events_payload",
     "is_channel",
+    "json_event_item",
     "parse_channel",
     "parse_client_message",
     "parse_mutate",

@@ -19,7 +19,8 @@ For every message ``m``, ``parse_server_message(m.to_wire()) == m``; for every
 valid message ``d`` in that canonical form, ``parse_server_message(d).to_wire() == d``.
 
 The server's hot path does not build :class:`EventMsg` objects: it writes
-events pre-encoded, once per codec (``fieldpush.events``), in the shape
+events pre-encoded, once per codec, with the byte builders of
+:mod:`~fieldpush_client.protocol.event_bytes`, in the shape
 :meth:`EventMsg.to_wire` and :meth:`Events.to_wire` define.
 """
 
