@@ -366,9 +366,9 @@ class PushClient:
             ws = self._ws
             assert ws is not None
         request_id = next(self._ids)
+        message = wire_for(request_id)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
-        message = wire_for(request_id)
         try:
             await self._send(ws, message)
             return await asyncio.wait_for(future, self._request_timeout_s)
