@@ -55,8 +55,9 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -77,26 +78,36 @@ from fieldpush_client.http import DispatcherClient, PollReply
 from fieldpush_client.protocol import (
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
+    Ack,
+    ClientRequest,
     CloseCode,
     DecodeError,
     ErrorMsg,
     EventMsg,
     Goaway,
+    Hello,
+    Ping,
     Pong,
     ProtocolError,
+    ServerMessage,
+    Subscribe,
     Subscribed,
     UnknownMsg,
+    Unsubscribe,
     Unsubscribed,
     Welcome,
     codec_for,
     parse_server_message,
     should_reconnect,
+    user_channel,
 )
 from fieldpush_client.store import MemoryOffsetStore, OffsetStore
 
 __all__ = ["PushClient"]
 
 log = logging.getLogger("fieldpush.client")
+
+Reply = TypeVar("Reply", bound=ServerMessage)
 
 _CODECS = {"json": SUBPROTOCOL_JSON, "msgpack": SUBPROTOCOL_MSGPACK}
 
@@ -246,7 +257,16 @@ class PushClient:
         """Send a request (``ping``, ``mutate``, ``pull``, ...; its ``id`` is
         added) and return the typed reply. Raises NotConnected, RequestTimeout,
         or RequestError for an ``error`` reply."""
-        return await self._request(message)
+        return await self._request(lambda request_id: {**message, "id": request_id})
+
+    async def call(self, request: Callable[[int], ClientRequest], reply: type[Reply]) -> Reply:
+        """Send the request that ``request(id)`` builds (a fresh ``id``) and
+        return its reply, a ``reply`` message. Raises as :meth:`request` does,
+        and ProtocolError when the server answers with another type."""
+        answer = await self._request(lambda request_id: request(request_id).to_wire())
+        if not isinstance(answer, reply):
+            raise ProtocolError(f"expected {reply.__name__}, got {answer!r}")
+        return answer
 
     # ------------------------------------------------------------ application
 
@@ -278,11 +298,7 @@ class PushClient:
         self._wanted.add(channel)
         if since is None:
             since = self._store.get_all().get(channel)
-        message: dict[str, Any] = {"type": "subscribe", "channel": channel}
-        if since is not None:
-            message["since"] = since
-        reply = await self._request(message)
-        assert isinstance(reply, Subscribed)
+        reply = await self.call(partial(Subscribe, channel=channel, since=since), Subscribed)
         if since is None or not reply.recovered:
             self._store.set(channel, reply.offset)  # where to resume from
         if not reply.recovered:
@@ -292,8 +308,7 @@ class PushClient:
     async def unsubscribe(self, channel: str) -> None:
         self._wanted.discard(channel)
         self._store.forget(channel)
-        reply = await self._request({"type": "unsubscribe", "channel": channel})
-        assert isinstance(reply, Unsubscribed)
+        await self.call(partial(Unsubscribe, channel=channel), Unsubscribed)
 
     async def ack(self, *events: EventMsg | str) -> None:
         """Acknowledge events (by event or id). Sent at once when connected
@@ -306,8 +321,7 @@ class PushClient:
         """Round trip of a protocol ``ping``, in seconds."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        reply = await self._request({"type": "ping"})
-        assert isinstance(reply, Pong)
+        await self.call(Ping, Pong)
         return loop.time() - started
 
     def schedule_poll(self, data_class: str, fetch: Callable[[], Awaitable[None]]) -> None:
@@ -341,7 +355,8 @@ class PushClient:
             except Exception:
                 log.exception("fieldpush poll of %r failed", data_class)
 
-    async def _request(self, message: dict[str, Any]) -> Any:
+    async def _request(self, wire_for: Callable[[int], dict[str, Any]]) -> Any:
+        """Send the message ``wire_for(id)`` and wait for the answer to ``id``."""
         ws = self._ws
         if ws is None or not self.connected:
             try:
@@ -351,10 +366,11 @@ class PushClient:
             ws = self._ws
             assert ws is not None
         request_id = next(self._ids)
+        message = wire_for(request_id)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
         try:
-            await self._send(ws, {**message, "id": request_id})
+            await self._send(ws, message)
             return await asyncio.wait_for(future, self._request_timeout_s)
         except TimeoutError:
             raise RequestTimeout(f"no answer to {message['type']}") from None
@@ -376,7 +392,7 @@ class PushClient:
         ids, self._pending_acks = self._pending_acks, []
         try:
             if self._ws is not None and self.connected:
-                await self._send(self._ws, {"type": "ack", "ids": ids})
+                await self._send(self._ws, Ack(ids=tuple(ids)).to_wire())
                 return
             if self._http is not None:
                 await self._http.ack(ids, self.device)
@@ -388,6 +404,7 @@ class PushClient:
     # ------------------------------------------------------------- connection
 
     async def _send(self, ws: ClientConnection, message: dict[str, Any]) -> None:
+        """Write one message (a wire dict, see ``to_wire``) with the connection's codec."""
         data = self._codec.encode(message)
         await ws.send(data if self._codec.binary else data.decode())
 
@@ -444,9 +461,8 @@ class PushClient:
         ) as ws:
             offsets = self._store.get_all()
             subs = {ch: offsets.get(ch) for ch in self._wanted | offsets.keys()}
-            await self._send(
-                ws, {"type": "hello", "token": self.token, "device": self.device, "subs": subs}
-            )
+            hello = Hello(device=self.device, token=self.token, subs=subs)
+            await self._send(ws, hello.to_wire())
             try:
                 welcome = parse_server_message(await self._receive(ws, self._connect_timeout_s))
                 if not isinstance(welcome, Welcome):
@@ -491,7 +507,7 @@ class PushClient:
         self._wanted.discard(channel)
         self._store.forget(channel)
 
-    async def _dispatch(self, message: Any) -> None:
+    async def _dispatch(self, message: ServerMessage) -> None:
         if isinstance(message, EventMsg):
             await self._hand_out(message)
         elif isinstance(message, list):
@@ -591,7 +607,7 @@ class PushClient:
         channels = self._wanted | offsets.keys()
         user = self.session.user if self.session is not None else token_subject(self.token)
         if user is not None:
-            channels.add(f"user:{user}")
+            channels.add(user_channel(user))
         return {channel: offsets.get(channel) for channel in sorted(channels)}
 
     async def _polled(self, reply: PollReply, positions: dict[str, str | None]) -> None:

@@ -33,11 +33,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fieldpush_client.client import PushClient
 from fieldpush_client.errors import RequestError
-from fieldpush_client.protocol import Changes, ErrorCode, Mutated, MutationResult
+from fieldpush_client.protocol import (
+    Changes,
+    ErrorCode,
+    Mutate,
+    Mutated,
+    Mutation,
+    MutationResult,
+    Pull,
+)
 
 __all__ = ["QueuedEdit", "SyncClient", "SyncStore"]
 
@@ -61,23 +71,13 @@ RATE_LIMIT_WAIT_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
-class QueuedEdit:
-    """An edit waiting for the server: ``fields`` None deletes the record."""
-
-    mid: str
-    type: str
-    rid: str
-    fields: dict[str, Any] | None
-    hlc: tuple[int, int]
+class QueuedEdit(Mutation):
+    """An edit waiting for the server: the :class:`~fieldpush_client.protocol.Mutation`
+    it is sent as (``fields`` None deletes the record)."""
 
     def as_mutation(self) -> dict[str, Any]:
-        return {
-            "mid": self.mid,
-            "type": self.type,
-            "rid": self.rid,
-            "fields": self.fields,
-            "hlc": list(self.hlc),
-        }
+        """The edit as an item of ``mutate.mutations`` (:meth:`to_wire`)."""
+        return self.to_wire()
 
 
 def _now_ms() -> int:
@@ -264,7 +264,7 @@ def _batches(edits: list[QueuedEdit], size: int) -> Iterable[list[QueuedEdit]]:
     batch: list[QueuedEdit] = []
     weight = 0
     for edit in edits:
-        cost = len(json.dumps(edit.as_mutation())) + 2
+        cost = len(json.dumps(edit.to_wire())) + 2
         if batch and (len(batch) >= size or weight + cost > MAX_BATCH_BYTES):
             yield batch
             batch, weight = [], 0
@@ -284,7 +284,7 @@ class SyncClient:
 
     def __init__(
         self,
-        client: Any,
+        client: PushClient,
         store: SyncStore,
         *,
         types: Sequence[str] | None = None,
@@ -374,40 +374,33 @@ class SyncClient:
 
     async def _send_batch(self, batch: list[QueuedEdit]) -> Mutated:
         """One ``mutate``; when the server says ``rate_limited``, wait and send it again."""
-        message = {"type": "mutate", "mutations": [edit.as_mutation() for edit in batch]}
+        mutations = tuple(batch)
         delay = RATE_LIMIT_WAIT_S
         while True:
             try:
-                reply = await self.client.request(message)
+                return await self.client.call(partial(Mutate, mutations=mutations), Mutated)
             except RequestError as exc:
                 if exc.code != ErrorCode.RATE_LIMITED:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-                continue
-            assert isinstance(reply, Mutated)
-            return reply
 
     async def pull(self) -> int:
         """Pull until nothing more is new; how many changes were stored. A
         ``resync`` answer starts a full download."""
         count = 0
         async with self._lock:
+            types = tuple(self.types) if self.types is not None else None
             while True:
-                request: dict[str, Any] = {"type": "pull", "limit": self.page_size}
-                if self.store.cursor is not None:
-                    request["cursor"] = self.store.cursor
-                if self.types is not None:
-                    request["types"] = self.types
+                pull = partial(Pull, cursor=self.store.cursor, types=types, limit=self.page_size)
                 try:
-                    page = await self.client.request(request)
+                    page = await self.client.call(pull, Changes)
                 except RequestError as exc:
                     if exc.code != ErrorCode.RESYNC:
                         raise
                     log.info("fieldpush pull: %s; downloading everything again", exc)
                     self.store.restart_download()
                     continue
-                assert isinstance(page, Changes)
                 self.store.apply_changes(page, self.types)
                 count += len(page.changes)
                 if not page.more:

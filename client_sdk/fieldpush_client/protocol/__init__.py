@@ -1,0 +1,177 @@
+"""The fieldpush wire protocol, v1, as one Sans-I/O layer for both sides.
+
+Nothing here does I/O: no sockets, no ``await``, no clock. Bytes in, typed
+messages out, and back. The server and the SDK import the same modules for
+what they send and what they receive, so the two sides cannot drift::
+
+    fieldpush_client.protocol
+    ├── codes            CloseCode (+ FATAL_CLOSE_CODES, should_reconnect), ErrorCode, Priority
+    ├── limits           lengths and counts the wire format sets (MAX_*)
+    ├── channels         CHANNEL_KINDS, parse_channel, is_channel, user_channel
+    ├── errors           DecodeError (close 1007), ProtocolError (error bad_request)
+    ├── codec            subprotocols; JsonCodec, MsgpackCodec: dict <-> frame body
+    ├── client_messages  Hello Subscribe Unsubscribe Ack Ping Mutate(Mutation) Pull
+    │                    parse_client_message, parse_mutate, parse_mutation (strict)
+    ├── server_messages  Welcome Subscribed Unsubscribed EventMsg Events Pong ErrorMsg
+    │                    Goaway Mutated(MutationResult) Changes(Change) UnknownMsg
+    │                    parse_server_message (lenient: unknown types and fields pass)
+    └── event_bytes      the events' pre-encoded fast path, the same messages as bytes
+
+         encode                                    decode
+    msg.to_wire() -> codec.encode() -> frame -> codec.decode() -> parse_*() -> msg
+
+Every message type has ``to_wire()``, the exact dict PROTOCOL.md (and
+docs/protocol.md, extensions included) describes; the ``parse_*`` functions are
+its inverse: ``parse(m.to_wire()) == m`` for every message, and
+``parse(d).to_wire() == d`` for every valid message in canonical form (optional
+fields left out rather than sent empty). Undecodable frames raise
+:class:`DecodeError`; decodable but invalid messages :class:`ProtocolError`.
+
+Dependencies inside the package point one way: ``codes``, ``limits`` and
+``errors`` depend on nothing; ``channels`` and ``codec`` on those;
+the two message modules on all of them but ``codec``; ``event_bytes`` on
+nothing but the wire format it shares with ``server_messages``.
+"""
+
+from fieldpush_client.protocol.channels import (
+    CHANNEL_KINDS,
+    is_channel,
+    parse_channel,
+    user_channel,
+)
+from fieldpush_client.protocol.client_messages import (
+    Ack,
+    ClientMessage,
+    ClientRequest,
+    Hello,
+    InvalidMutation,
+    Mutate,
+    Mutation,
+    Ping,
+    Pull,
+    Subscribe,
+    Unsubscribe,
+    parse_client_message,
+    parse_mutate,
+    parse_mutation,
+)
+from fieldpush_client.protocol.codec import (
+    DEFAULT_SUBPROTOCOL,
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    SUBPROTOCOLS,
+    Codec,
+    JsonCodec,
+    MsgpackCodec,
+    codec_for,
+)
+from fieldpush_client.protocol.codes import (
+    FATAL_CLOSE_CODES,
+    CloseCode,
+    ErrorCode,
+    Priority,
+    should_reconnect,
+)
+from fieldpush_client.protocol.errors import DecodeError, ProtocolError
+from fieldpush_client.protocol.event_bytes import (
+    encode_body,
+    event_payload,
+    events_payload,
+    json_event_item,
+)
+from fieldpush_client.protocol.limits import (
+    MAX_ACK_IDS,
+    MAX_CHANNEL_LENGTH,
+    MAX_CURSOR_LENGTH,
+    MAX_DEVICE_LENGTH,
+    MAX_EVENT_ID_LENGTH,
+    MAX_HTTP_DEVICE_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_KIND_LENGTH,
+    MAX_MUTATIONS,
+    MAX_OFFSET_LENGTH,
+)
+from fieldpush_client.protocol.server_messages import (
+    Change,
+    Changes,
+    ErrorMsg,
+    EventMsg,
+    Events,
+    Goaway,
+    Mutated,
+    MutationResult,
+    Pong,
+    ServerMessage,
+    Subscribed,
+    UnknownMsg,
+    Unsubscribed,
+    Welcome,
+    parse_server_message,
+)
+
+__all__ = [
+    "CHANNEL_KINDS",
+    "DEFAULT_SUBPROTOCOL",
+    "FATAL_CLOSE_CODES",
+    "MAX_ACK_IDS",
+    "MAX_CHANNEL_LENGTH",
+    "MAX_CURSOR_LENGTH",
+    "MAX_DEVICE_LENGTH",
+    "MAX_EVENT_ID_LENGTH",
+    "MAX_HTTP_DEVICE_LENGTH",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_KIND_LENGTH",
+    "MAX_MUTATIONS",
+    "MAX_OFFSET_LENGTH",
+    "SUBPROTOCOLS",
+    "SUBPROTOCOL_JSON",
+    "SUBPROTOCOL_MSGPACK",
+    "Ack",
+    "Change",
+    "Changes",
+    "ClientMessage",
+    "ClientRequest",
+    "CloseCode",
+    "Codec",
+    "DecodeError",
+    "ErrorCode",
+    "ErrorMsg",
+    "EventMsg",
+    "Events",
+    "Goaway",
+    "Hello",
+    "InvalidMutation",
+    "JsonCodec",
+    "MsgpackCodec",
+    "Mutate",
+    "Mutated",
+    "Mutation",
+    "MutationResult",
+    "Ping",
+    "Pong",
+    "Priority",
+    "ProtocolError",
+    "Pull",
+    "ServerMessage",
+    "Subscribe",
+    "Subscribed",
+    "UnknownMsg",
+    "Unsubscribe",
+    "Unsubscribed",
+    "Welcome",
+    "codec_for",
+    "encode_body",
+    "event_payload",
+    "events_payload",
+    "is_channel",
+    "json_event_item",
+    "parse_channel",
+    "parse_client_message",
+    "parse_mutate",
+    "parse_mutation",
+    "parse_server_message",
+    "should_reconnect",
+    "user_channel",
+]

@@ -1,0 +1,46 @@
+"""Sizes the protocol itself sets (docs/protocol.md 1.5, 2.1-2.7, 3.1-3.2).
+
+These are properties of the wire format, the same on every node; what an
+operator may tune (frame bytes, subscriptions, mutations per ``mutate``) is a
+server setting instead, and may only be stricter than what is here. Lengths
+count characters.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "MAX_ACK_IDS",
+    "MAX_CHANNEL_LENGTH",
+    "MAX_CURSOR_LENGTH",
+    "MAX_DEVICE_LENGTH",
+    "MAX_EVENT_ID_LENGTH",
+    "MAX_HTTP_DEVICE_LENGTH",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_KIND_LENGTH",
+    "MAX_MUTATIONS",
+    "MAX_OFFSET_LENGTH",
+]
+
+#: A channel name, kind and id together (``team:north``).
+MAX_CHANNEL_LENGTH: Final = 200
+#: ``hello.device``.
+MAX_DEVICE_LENGTH: Final = 128
+#: An offset a client sends back (``hello.subs`` values, ``subscribe.since``).
+MAX_OFFSET_LENGTH: Final = 200
+#: A ``mid``, a record type and a record id.
+MAX_ID_LENGTH: Final = 200
+#: Mutations in one ``mutate`` (servers may accept fewer: ``sync_max_mutations``).
+MAX_MUTATIONS: Final = 10_000
+#: A ``pull`` cursor (opaque; the server's are much shorter).
+MAX_CURSOR_LENGTH: Final = 1000
+#: ``device`` in HTTP bodies (``POST /v1/poll``, ``POST /v1/ack``).
+MAX_HTTP_DEVICE_LENGTH: Final = 200
+#: Event ids in one ``POST /v1/ack``, and the length of each.
+MAX_ACK_IDS: Final = 1000
+MAX_EVENT_ID_LENGTH: Final = 64
+#: ``kind`` and ``idempotency_key`` of ``POST /v1/publish``.
+MAX_KIND_LENGTH: Final = 128
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 200
