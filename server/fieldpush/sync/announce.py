@@ -22,10 +22,10 @@ from fieldpush.backend.base import PublishRequest, PublishResult, Tracking
 from fieldpush.errors import BackendUnavailable
 from fieldpush.events.event import encode_body
 from fieldpush.sync.commit import Change
-from fieldpush.sync.mapping import Mappings
+from fieldpush.sync.mapping import Mappings, Side
 from fieldpush.sync.rules import Actor, scope_of
 from fieldpush.sync.schema import PRIORITIES
-from fieldpush_client.protocol import is_channel
+from fieldpush_client.protocol import Priority, is_channel
 
 __all__ = ["EVENT_KIND", "AckRecorder", "Announcer", "Publisher"]
 
@@ -93,10 +93,11 @@ class Announcer:
         data = {
             "type": rtype.name,
             "rid": change.rid,
-            "fields": self._mappings.of("phone", rtype.name).outbound(realtime),
+            "fields": self._mappings.of(Side.PHONE, rtype.name).outbound(realtime),
             "origin": {"user": actor.user, "device": actor.device},
         }
-        tracking = Tracking(EVENT_KIND, self._ack_deadline_ms) if priority == "critical" else None
+        critical = priority == Priority.CRITICAL
+        tracking = Tracking(EVENT_KIND, self._ack_deadline_ms) if critical else None
         try:
             await self._publisher.publish(
                 PublishRequest(

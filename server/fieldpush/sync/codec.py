@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeAlias
 
 import msgpack
@@ -32,6 +33,7 @@ from fieldpush_client.protocol import ErrorCode
 
 __all__ = [
     "Cursor",
+    "EntryKind",
     "LogCursor",
     "SnapshotCursor",
     "decode_cursor",
@@ -41,6 +43,14 @@ __all__ = [
     "pack",
     "unpack",
 ]
+
+
+class EntryKind(StrEnum):
+    """A change-log entry's ``kind``: a change that was applied, or one a phone
+    proposed for an ``mdm`` field (the CRM decides)."""
+
+    APPLIED = "applied"
+    PROPOSAL = "proposal"
 
 
 def pack(value: Any) -> bytes:

@@ -26,10 +26,19 @@ from typing import Any
 
 from fieldpush.backend.base import Applied, RecordStore, RecordWrite, Replayed, Stale
 from fieldpush.errors import BackendUnavailable
-from fieldpush.sync.codec import decode_state, encode_state, pack, unpack
+from fieldpush.sync.codec import EntryKind, decode_state, encode_state, pack, unpack
 from fieldpush.sync.hlc import HybridClock, Stamp, clamp
-from fieldpush.sync.mapping import Mappings, TypeMapping
-from fieldpush.sync.rules import Actor, Edit, Outcome, RecordState, merge, scope_of
+from fieldpush.sync.mapping import Mappings, Side, TypeMapping
+from fieldpush.sync.rules import (
+    Actor,
+    Edit,
+    Outcome,
+    Reason,
+    RecordState,
+    Status,
+    merge,
+    scope_of,
+)
 from fieldpush.sync.schema import InvalidValue, RecordType, Schema
 from fieldpush.sync.view import visible
 from fieldpush_client.protocol import InvalidMutation, Mutation
@@ -41,7 +50,7 @@ MAX_ATTEMPTS = 8
 
 #: Reasons whose result carries no ``record``: the actor may not see it, or
 #: the mutation was not about its values.
-_NO_RECORD = frozenset({"forbidden", "not_found", "validation"})
+_NO_RECORD = frozenset({Reason.FORBIDDEN, Reason.NOT_FOUND, Reason.VALIDATION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +151,7 @@ class Committer:
 
     def _stamp(self, actor: Actor, hlc: tuple[int, int]) -> Stamp:
         clock = self._clock
-        if actor.side == "crm":
+        if actor.side == Side.CRM:
             return clock.now()
         stamp = clamp(Stamp(hlc[0], hlc[1], actor.device), clock.wall_ms(), self._max_skew_ms)
         clock.observe(stamp)
@@ -158,8 +167,8 @@ class Committer:
         def refuse(message: str) -> _Plan:
             result = {
                 "mid": item.mid,
-                "status": "rejected",
-                "reason": "validation",
+                "status": Status.REJECTED,
+                "reason": Reason.VALIDATION,
                 "message": message,
             }
             return _Plan(RecordWrite(result_key, pack(result)), result)
@@ -183,13 +192,13 @@ class Committer:
         result: dict[str, Any] = {"mid": item.mid, "status": outcome.status}
         if outcome.reason is not None:
             result["reason"] = outcome.reason
-        if outcome.reason == "validation":  # required fields missing on create
+        if outcome.reason == Reason.VALIDATION:  # required fields missing on create
             missing = sorted(mapping.side_name(n) for n in outcome.fields)
             result["message"] = f"{rtype.name} needs the required field(s) {missing}"
         if outcome.fields:
             result["fields"] = {mapping.side_name(n): r for n, r in outcome.fields.items()}
         after = outcome.state or state
-        if outcome.status != "applied" and outcome.reason not in _NO_RECORD:
+        if outcome.status != Status.APPLIED and outcome.reason not in _NO_RECORD:
             result["record"] = visible(rtype, mapping, actor, after)
         expected = state.version if state is not None else 0
         blob = b""
@@ -227,7 +236,7 @@ class Committer:
                 pack(
                     {
                         **base,
-                        "kind": "applied",
+                        "kind": EntryKind.APPLIED,
                         "fields": {n: list(pair) for n, pair in outcome.changed.items()},
                         "scope": scope_of(rtype, outcome.state),
                         "created": outcome.created,
@@ -240,7 +249,7 @@ class Committer:
                 pack(
                     {
                         **base,
-                        "kind": "proposal",
+                        "kind": EntryKind.PROPOSAL,
                         "fields": {n: list(pair) for n, pair in outcome.proposed.items()},
                         "scope": base["prev"],
                     }

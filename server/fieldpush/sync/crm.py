@@ -17,8 +17,8 @@ from fieldpush.backend.base import RecordStore
 from fieldpush.sync.changelog import Paging, read_log
 from fieldpush.sync.codec import LogCursor, decode_cursor, decode_state, encode_cursor, unpack
 from fieldpush.sync.errors import SyncError
-from fieldpush.sync.mapping import Mappings
-from fieldpush.sync.rules import Actor
+from fieldpush.sync.mapping import Mappings, Side
+from fieldpush.sync.rules import Actor, Reason, Status
 from fieldpush.sync.schema import Schema
 from fieldpush.sync.view import visible
 from fieldpush_client.protocol import ErrorCode, InvalidMutation, Mutation
@@ -67,8 +67,9 @@ class CrmSide:
             raise SyncError(ErrorCode.NOT_FOUND, f"no record type {record_type!r}")
         item = Mutation(mid="", type=record_type, rid=rid, fields=fields, hlc=(0, 0))
         (result,) = await self._mutate(actor, [item], idempotent=False)
-        if result["status"] == "rejected":
-            code = ErrorCode.INVALID if result["reason"] == "validation" else ErrorCode.FORBIDDEN
+        if result["status"] == Status.REJECTED:
+            invalid = result["reason"] == Reason.VALIDATION
+            code = ErrorCode.INVALID if invalid else ErrorCode.FORBIDDEN
             raise SyncError(code, result.get("message") or f"refused: {result['reason']}")
         stored, _ = await self._store.load([f"{record_type}:{rid}"], [])
         mapping = self._mappings.of(actor.side, record_type)
@@ -95,7 +96,7 @@ class CrmSide:
         changes = []
         for position, blob in entries:
             entry = unpack(blob)
-            mapping = self._mappings.of("crm", entry["type"])
+            mapping = self._mappings.of(Side.CRM, entry["type"])
             olds = mapping.outbound({n: pair[0] for n, pair in entry["fields"].items()})
             news = mapping.outbound({n: pair[1] for n, pair in entry["fields"].items()})
             change = {

@@ -20,14 +20,31 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
 from fieldpush.sync.schema import FieldSpec, InvalidValue, Schema, SchemaError
 
-__all__ = ["SIDES", "FieldMap", "Mappings", "TypeMapping", "load_mappings", "parse_mappings"]
+__all__ = [
+    "SIDES",
+    "FieldMap",
+    "Mappings",
+    "Side",
+    "TypeMapping",
+    "load_mappings",
+    "parse_mappings",
+]
 
-SIDES: Final = ("phone", "crm")
+
+class Side(StrEnum):
+    """Who a name or value belongs to: ``phone`` (every token but ``service``) or ``crm``."""
+
+    PHONE = "phone"
+    CRM = "crm"
+
+
+SIDES: Final = tuple(side.value for side in Side)
 _KEYS: Final = frozenset({"field", "values", "default_out", "convert"})
 _NO_DEFAULT: Final = object()
 

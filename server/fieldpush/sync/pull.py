@@ -21,6 +21,7 @@ from typing import Any
 from fieldpush.backend.base import RecordStore
 from fieldpush.sync.changelog import Paging, read_log
 from fieldpush.sync.codec import (
+    EntryKind,
     LogCursor,
     SnapshotCursor,
     decode_cursor,
@@ -149,7 +150,7 @@ class Puller:
             for position, blob in entries:
                 entry = unpack(blob)
                 rtype = types.get(entry["type"])
-                if entry["kind"] == "applied" and rtype is not None:
+                if entry["kind"] == EntryKind.APPLIED and rtype is not None:
                     key = (entry["type"], entry["rid"])
                     if key not in merged and len(merged) >= size:
                         more = True
