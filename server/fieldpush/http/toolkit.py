@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -23,13 +23,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
 from fieldpush.errors import AuthError, FieldpushError
-from fieldpush.identity.auth import Identity, TokenVerifier
+from fieldpush.identity.auth import Identity
 from fieldpush.node import Node
 from fieldpush_client.protocol import ErrorCode
 
 __all__ = [
     "MAX_HTTP_DEVICE_LENGTH",
     "HTTPError",
+    "Verifier",
     "authenticate",
     "authenticate_request",
     "decode_body",
@@ -93,7 +94,14 @@ def node_of(request: Request) -> Node:
 # ------------------------------------------------------------------ auth
 
 
-def authenticate(verifier: TokenVerifier, header: str, where: str) -> Identity:
+class Verifier(Protocol):
+    """Checks a token (:class:`fieldpush.identity.auth.TokenVerifier`)."""
+
+    def verify(self, token: str) -> Identity:
+        """The token's identity; AuthError if it is not valid."""
+
+
+def authenticate(verifier: Verifier, header: str, where: str) -> Identity:
     """The identity behind an ``Authorization: Bearer`` header, or a 401
     (logged with ``where``, never with the token)."""
     scheme, _, token = header.partition(" ")

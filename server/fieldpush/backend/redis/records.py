@@ -119,7 +119,7 @@ class RedisRecords:
         return f"{epoch.decode()}:{entry_id.decode()}:{fields[3].decode()}"
 
     async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-        found = _POSITION.fullmatch(after or ":0-0:0")
+        found = _POSITION.fullmatch(after if after is not None else ":0-0:0")
         if found is None:
             raise InvalidPosition(f"not a log position: {after!r}")
         epoch, entry_id, number = found.groups()
