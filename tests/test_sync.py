@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fieldpush.backend.base import STALE, RecordWrite
+from fieldpush.backend.base import Applied, RecordWrite, Replayed, Stale
 from fieldpush.backend.memory.backend import MemoryBackend
 from fieldpush.backend.memory.records import MemoryRecords
 from fieldpush.backend.redis.backend import RedisBackend
@@ -527,12 +527,14 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 
 async def test_store_commits_by_compare_and_set_and_replays_results(store: Any) -> None:
     first = RecordWrite("k1", b"r1", "customer:c1", 0, b"state-1", (b"e1",))
-    assert await store.commit([first]) == [None]
-    assert await store.commit([RecordWrite("k1", b"other", "customer:c1", 1, b"x")]) == [b"r1"]
+    assert await store.commit([first]) == [Applied()]
+    assert await store.commit([RecordWrite("k1", b"other", "customer:c1", 1, b"x")]) == [
+        Replayed(b"r1")
+    ]
     behind = RecordWrite("k2", b"r2", "customer:c1", 0, b"state-x")
     chained = RecordWrite("k3", b"r3", "customer:c1", 1, b"state-y")
     elsewhere = RecordWrite("k4", b"r4", "customer:c2", 0, b"c2-state", (b"e2",))
-    assert await store.commit([behind, chained, elsewhere]) == [STALE, STALE, None]
+    assert await store.commit([behind, chained, elsewhere]) == [Stale(), Stale(), Applied()]
     records, results = await store.load(
         ["customer:c1", "customer:c2", "customer:c9"], ["k1", "k2", "k4"]
     )
@@ -543,7 +545,7 @@ async def test_store_commits_by_compare_and_set_and_replays_results(store: Any) 
     ]
     assert results == [b"r1", None, b"r4"]
     check_only = RecordWrite("k5", b"r5", "customer:c1", 1, b"")
-    assert await store.commit([check_only]) == [None]
+    assert await store.commit([check_only]) == [Applied()]
     assert (await store.load(["customer:c1"], []))[0][0].version == 1
     entries, expired = await store.read_log(None, 10)
     assert [e for _, e in entries] == [b"e1", b"e2"] and not expired
@@ -585,7 +587,7 @@ async def test_concurrent_batches_on_one_record_from_two_nodes_both_apply(redis_
 async def test_a_pull_reads_a_bounded_part_of_the_log_per_request(
     node: RunningNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fieldpush.sync import engine
+    from fieldpush.sync import pull
 
     crm = Api(node, "crm", "service")
     alice = Api(node, "alice", "sales")
@@ -593,8 +595,8 @@ async def test_a_pull_reads_a_bounded_part_of_the_log_per_request(
     for i in range(10):
         await crm.put("customer", f"b{i}", name="Theirs", owner="bob")
     await crm.put("customer", "mine", name="Mine", owner="alice")
-    monkeypatch.setattr(engine, "LOG_CHUNK", 2)
-    monkeypatch.setattr(engine, "MAX_SCAN", 4)
+    monkeypatch.setattr(pull, "LOG_CHUNK", 2)
+    monkeypatch.setattr(pull, "MAX_SCAN", 4)
     pages = []
     while True:
         page = await alice.pull(cursor=cursor)

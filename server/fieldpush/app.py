@@ -1,6 +1,6 @@
 """The ASGI app and the uvicorn server that runs it.
 
-:func:`create_app` builds the Starlette app: HTTP routes from :mod:`fieldpush.http.api`
+:func:`create_app` builds the Starlette app: HTTP routes from :mod:`fieldpush.http.routes`
 and a lifespan that owns the :class:`~fieldpush.node.Node`. :func:`build_server`
 configures uvicorn with :class:`~fieldpush.transport.gateway.Connection` as its WebSocket
 protocol, so ``/v1/ws`` bypasses ASGI (see :mod:`fieldpush.transport.gateway`).
@@ -19,9 +19,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fieldpush.backend.base import Backend
-from fieldpush.http.api import PublishEndpoint, exception_handlers, routes
-from fieldpush.http.dispatch import dispatch_routes
-from fieldpush.http.sync import sync_routes
+from fieldpush.http.routes import PublishEndpoint, exception_handlers, routes
 from fieldpush.node import Node, make_backend
 from fieldpush.settings import Settings
 from fieldpush.transport.gateway import WS_PATH, Connection
@@ -44,7 +42,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
             await node.close()
 
     starlette = Starlette(
-        routes=[*routes, *dispatch_routes, *sync_routes],
+        routes=routes,
         lifespan=lifespan,
         exception_handlers=exception_handlers,
     )

@@ -1,13 +1,38 @@
-"""The server's exception tree.
+"""The server's exception tree: every error the server raises on purpose.
 
-FieldpushError
-├── ConfigError            settings or config files are invalid (the server refuses to start)
-├── AuthError              a token is missing, malformed, expired or wrongly signed
-├── BackendUnavailable     the shared state (Redis) cannot be reached; nothing was stored
-└── IdempotencyConflict    an idempotency key was reused with a different body
+Each class lives next to the code that raises it; this module holds the root
+and the errors shared by several layers::
+
+    FieldpushError                       fieldpush.errors
+    ├── ConfigError                      settings or config files are invalid (no start)
+    │   └── SchemaError                  fieldpush.sync.schema: schema.toml / mappings.toml
+    ├── AuthError                        a token is missing, malformed, expired or wrongly signed
+    ├── BackendUnavailable               the shared state (Redis) cannot be reached; nothing stored
+    ├── IdempotencyConflict              an idempotency key was reused with a different body
+    ├── InvalidPosition                  a change-log position no store wrote (a forged cursor)
+    ├── InvalidValue (also ValueError)   fieldpush.sync.schema: a field value the schema or a
+    │                                    mapping refuses; the message names the field
+    ├── SyncError                        fieldpush.sync.errors: a pull, push or CRM call the sync
+    │                                    engine refuses, with the protocol's error code
+    ├── HTTPError                        fieldpush.http.toolkit: ends an HTTP request with a status
+    │                                    and the API's error body
+    └── HandshakeError                   fieldpush.transport.handshake: a WebSocket upgrade refused
+
+The wire codec's ``ProtocolError`` / ``DecodeError`` belong to the SDK
+(:mod:`fieldpush_client.protocol`) and are ``ValueError``\\ s; the server catches
+them where it parses what a client sent and answers with one of the above.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "BackendUnavailable",
+    "ConfigError",
+    "FieldpushError",
+    "IdempotencyConflict",
+    "InvalidPosition",
+]
 
 
 class FieldpushError(Exception):
@@ -31,3 +56,8 @@ class BackendUnavailable(FieldpushError):
 
 class IdempotencyConflict(FieldpushError):
     """The same publisher reused an idempotency key with a different request body."""
+
+
+class InvalidPosition(FieldpushError):
+    """A change-log position that the record store did not write (it came from a
+    client's cursor): nothing was read."""

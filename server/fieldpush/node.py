@@ -166,7 +166,15 @@ class Node:
         self.flusher = Flusher(self.metrics, settings.coalesce_ms / 1000)
         self.dispatch = Dispatch(self)
         self.presence = PresenceTracker(self)
-        self.sync = SyncEngine(self, *load_sync_config(settings))
+        self.sync = SyncEngine(
+            *load_sync_config(settings),
+            records=backend.records,
+            publisher=backend,
+            acked=self.dispatch.acked,
+            new_event_id=self.new_event_id,
+            settings=settings,
+            metrics=self.metrics,
+        )
         #: ``welcome.poll``: the schema's poll intervals, then the settings' (which win).
         self.poll_intervals = {**self.sync.schema.poll_intervals(), **settings.poll_intervals_s}
         self._heartbeat: asyncio.Task[None] | None = None

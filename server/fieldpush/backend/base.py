@@ -23,13 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Protocol, TypeAlias
 
 from fieldpush.events.event import Event
 from fieldpush.events.offsets import Offset
 
 __all__ = [
+    "Applied",
     "Backend",
+    "CommitStatus",
     "Due",
     "EventSink",
     "History",
@@ -44,6 +46,8 @@ __all__ = [
     "Receipts",
     "RecordStore",
     "RecordWrite",
+    "Replayed",
+    "Stale",
     "StoredRecord",
     "Tracking",
 ]
@@ -197,8 +201,29 @@ class RecordWrite:
     log: tuple[bytes, ...] = ()
 
 
-#: :meth:`RecordStore.commit` status of a write whose record changed meanwhile.
-STALE: Final = b"\x00stale"
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """:meth:`RecordStore.commit` status: the write was applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """:meth:`RecordStore.commit` status: nothing was applied, because a result
+    is already kept for the write's ``result_key`` (a replay of its ``mid``);
+    ``result`` is that result."""
+
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """:meth:`RecordStore.commit` status: nothing was applied, because the record
+    is not at ``expected_version`` (another node changed it), or an earlier
+    write of the same call on the same record was not applied."""
+
+
+#: What :meth:`RecordStore.commit` says of each write.
+CommitStatus: TypeAlias = Applied | Replayed | Stale
 
 
 class RecordStore(Protocol):
@@ -216,11 +241,8 @@ class RecordStore(Protocol):
     ) -> tuple[list[StoredRecord | None], list[bytes | None]]:
         """The records (None: never written) and the kept results (None: unknown)."""
 
-    async def commit(self, writes: list[RecordWrite]) -> list[bytes | None]:
-        """Apply ``writes`` in order. Per write: None (applied), the result
-        kept for its ``result_key`` (nothing applied: a replay), or
-        :data:`STALE` (the record is not at ``expected_version``, or an
-        earlier write of this call on the same record was not applied)."""
+    async def commit(self, writes: list[RecordWrite]) -> list[CommitStatus]:
+        """Apply ``writes`` in order; one :data:`CommitStatus` per write."""
 
     async def log_top(self) -> str:
         """The newest position of the change log (``0-0`` when empty)."""
@@ -229,7 +251,8 @@ class RecordStore(Protocol):
         """Up to ``limit`` ``(position, entry)`` of the log after ``after``
         (None: from the oldest retained), oldest first, and whether entries
         after ``after`` were already trimmed (then the entries start at the
-        oldest one retained). ValueError if ``after`` is not a position."""
+        oldest one retained). InvalidPosition if ``after`` is not a position
+        this kind of store writes."""
 
     async def scan(
         self, record_type: str, after_rid: str, limit: int

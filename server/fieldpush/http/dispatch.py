@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from fieldpush.backend.base import PresenceEntry
 from fieldpush.errors import BackendUnavailable
-from fieldpush.http.api import (
+from fieldpush.http.toolkit import (
     MAX_HTTP_DEVICE_LENGTH,
     HTTPError,
     authenticate_request,

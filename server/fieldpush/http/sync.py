@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fieldpush.errors import BackendUnavailable
-from fieldpush.http.api import (
+from fieldpush.http.toolkit import (
     HTTPError,
     authenticate_request,
     device_of,
@@ -32,7 +32,8 @@ from fieldpush.http.api import (
     reject_unknown,
     unavailable,
 )
-from fieldpush.sync.engine import SyncError, actor_of
+from fieldpush.sync.engine import actor_of
+from fieldpush.sync.errors import SyncError
 from fieldpush_client.protocol import (
     MAX_DEVICE_LENGTH,
     MAX_ID_LENGTH,

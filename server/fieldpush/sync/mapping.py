@@ -20,14 +20,31 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from fieldpush.sync.schema import FieldSpec, Schema, SchemaError
+from fieldpush.sync.schema import FieldSpec, InvalidValue, Schema, SchemaError
 
-__all__ = ["SIDES", "FieldMap", "Mappings", "TypeMapping", "load_mappings", "parse_mappings"]
+__all__ = [
+    "SIDES",
+    "FieldMap",
+    "Mappings",
+    "Side",
+    "TypeMapping",
+    "load_mappings",
+    "parse_mappings",
+]
 
-SIDES: Final = ("phone", "crm")
+
+class Side(StrEnum):
+    """Who a name or value belongs to: ``phone`` (every token but ``service``) or ``crm``."""
+
+    PHONE = "phone"
+    CRM = "crm"
+
+
+SIDES: Final = tuple(side.value for side in Side)
 _KEYS: Final = frozenset({"field", "values", "default_out", "convert"})
 _NO_DEFAULT: Final = object()
 
@@ -109,13 +126,13 @@ class FieldMap:
             for side, schema in self.values:
                 if type(side) is type(value) and side == value:
                     return schema
-            raise ValueError(f"{self.side_name}: no mapping for the value {value!r}")
+            raise InvalidValue(f"{self.side_name}: no mapping for the value {value!r}")
         if self.convert is not None:
             convert_in = _CONVERSIONS[(self.convert, self.spec.type)][0]
             try:
                 return convert_in(value)
             except (ValueError, TypeError):
-                raise ValueError(
+                raise InvalidValue(
                     f"{self.side_name}: {value!r} is not a {self.convert} of a {self.spec.type}"
                 ) from None
         return value
@@ -141,7 +158,7 @@ class TypeMapping:
     by_schema_name: Mapping[str, FieldMap] = field(default_factory=dict)
 
     def inbound(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Side names and values -> schema names and values (ValueError if a
+        """Side names and values -> schema names and values (InvalidValue if a
         value cannot be mapped). A schema name is accepted as is, unless a
         mapped side field of the same mutation also targets it."""
         mapped: dict[str, Any] = {}
@@ -204,7 +221,7 @@ def _field_map(schema: Schema, where: str, side_name: str, raw: Any, record_type
     for _, schema_value in values:
         try:
             spec.check(schema_value)
-        except ValueError as exc:
+        except InvalidValue as exc:
             raise SchemaError(f"{where}: values: {exc}") from None
     convert = raw.get("convert")
     if convert is not None and (convert, spec.type) not in _CONVERSIONS:

@@ -26,16 +26,42 @@ hypothesis).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from fieldpush.sync.hlc import Stamp
+from fieldpush.sync.mapping import Side
 from fieldpush.sync.schema import RecordType
 
-__all__ = ["Actor", "Edit", "Outcome", "RecordState", "merge", "reaches", "scope_of"]
+__all__ = [
+    "Actor",
+    "Edit",
+    "Outcome",
+    "Reason",
+    "RecordState",
+    "Status",
+    "merge",
+    "reaches",
+    "scope_of",
+]
 
-APPLIED = "applied"
-CONFLICT = "conflict"
-REJECTED = "rejected"
+
+class Status(StrEnum):
+    """A mutation's status on the wire; ``applied`` and ``conflict`` are also field results."""
+
+    APPLIED = "applied"
+    CONFLICT = "conflict"
+    REJECTED = "rejected"
+
+
+class Reason(StrEnum):
+    """Why a mutation or one of its fields was refused, on the wire."""
+
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    VALIDATION = "validation"
+    MDM_OWNED = "mdm_owned"
+    FIELD_LOCKED = "field_locked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +74,8 @@ class Actor:
     teams: frozenset[str] = frozenset()
 
     @property
-    def side(self) -> str:
-        return "crm" if self.role == "service" else "phone"
+    def side(self) -> Side:
+        return Side.CRM if self.role == "service" else Side.PHONE
 
 
 @dataclass(slots=True)
@@ -89,9 +115,10 @@ class Outcome:
     changed (None: nothing to write); ``changed`` and ``proposed`` map field
     names to ``(old, new)`` values."""
 
-    status: str
-    reason: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
+    status: Status
+    reason: Reason | None = None
+    #: Per field its result: applied, conflict, or why it was refused.
+    fields: dict[str, Status | Reason] = field(default_factory=dict)
     state: RecordState | None = None
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     proposed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -99,8 +126,8 @@ class Outcome:
     deleted: bool = False
 
 
-def _refused(reason: str) -> Outcome:
-    return Outcome(REJECTED, reason)
+def _refused(reason: Reason) -> Outcome:
+    return Outcome(Status.REJECTED, reason)
 
 
 def scope_of(rtype: RecordType, state: RecordState | None) -> list[Any]:
@@ -118,12 +145,12 @@ def reaches(rtype: RecordType, scope: str | None, actor: Actor, state: RecordSta
 def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor) -> Outcome:
     """Apply ``edit`` by ``actor`` to a record of ``rtype`` stored as ``state``
     (None: it does not exist). Pure: ``state`` is not modified."""
-    if state is None or (state.deleted is not None and actor.side == "crm"):
+    if state is None or (state.deleted is not None and actor.side == Side.CRM):
         return _create(rtype, edit, actor, state.version if state else 0)
     if state.deleted is not None:
-        return _refused("not_found")
+        return _refused(Reason.NOT_FOUND)
     if not reaches(rtype, rtype.read.get(actor.role), actor, state):
-        return _refused("not_found")
+        return _refused(Reason.NOT_FOUND)
     writable = reaches(rtype, rtype.write.get(actor.role), actor, state)
     if edit.fields is None:
         if actor.role in rtype.delete and writable:
@@ -132,45 +159,45 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
             new.fields = {}
             old = state.values()
             return Outcome(
-                APPLIED,
+                Status.APPLIED,
                 state=new,
                 changed={name: (value, None) for name, value in old.items()},
                 deleted=True,
             )
-        return _refused("forbidden")
+        return _refused(Reason.FORBIDDEN)
     new = state.copy()
-    outcome = Outcome(APPLIED)
+    outcome = Outcome(Status.APPLIED)
     touched = False
     for name, value in edit.fields.items():
         spec = rtype.fields[name]
         old_value, old_stamp = state.fields.get(name, (None, None))
-        if spec.rule == "mdm" and actor.side != "crm":
-            result = "mdm_owned" if writable else "forbidden"
+        if spec.rule == "mdm" and actor.side != Side.CRM:
+            result: Status | Reason = Reason.MDM_OWNED if writable else Reason.FORBIDDEN
             if writable and value != old_value:
                 outcome.proposed[name] = (old_value, value)
-        elif spec.rule == "locked" and actor.side != "crm" and actor.role not in spec.roles:
-            result = "field_locked"
+        elif spec.rule == "locked" and actor.side != Side.CRM and actor.role not in spec.roles:
+            result = Reason.FIELD_LOCKED
         elif spec.rule != "locked" and not writable:
-            result = "forbidden"
+            result = Reason.FORBIDDEN
         elif spec.rule == "mdm" or old_stamp is None or edit.stamp > old_stamp:
-            result = APPLIED
+            result = Status.APPLIED
             new.fields[name] = (value, edit.stamp)
             touched = True
             if value != old_value or name not in state.fields:
                 outcome.changed[name] = (old_value, value)
         elif edit.stamp == old_stamp:
-            result = APPLIED  # the same edit again: nothing changes
+            result = Status.APPLIED  # the same edit again: nothing changes
         else:
-            result = CONFLICT
+            result = Status.CONFLICT
         outcome.fields[name] = result
     return _conclude(outcome, new if touched else None)
 
 
 def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcome:
     if edit.fields is None:
-        return _refused("not_found")
+        return _refused(Reason.NOT_FOUND)
     if actor.role not in rtype.create:
-        return _refused("not_found" if actor.role in rtype.write else "forbidden")
+        return _refused(Reason.NOT_FOUND if actor.role in rtype.write else Reason.FORBIDDEN)
     values = dict(edit.fields)
     scope = rtype.write.get(actor.role) or rtype.read.get(actor.role)
     if values.get(rtype.scope) is None and scope == "own":
@@ -181,30 +208,32 @@ def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcom
         name for name, spec in rtype.fields.items() if spec.required and values.get(name) is None
     ]
     if missing:
-        return Outcome(REJECTED, "validation", {name: "validation" for name in missing})
+        return Outcome(
+            Status.REJECTED, Reason.VALIDATION, dict.fromkeys(missing, Reason.VALIDATION)
+        )
     new = RecordState(version=version)
-    outcome = Outcome(APPLIED, created=True)
+    outcome = Outcome(Status.APPLIED, created=True)
     for name, value in values.items():
         spec = rtype.fields[name]
-        if spec.rule == "locked" and actor.side != "crm" and actor.role not in spec.roles:
-            outcome.fields[name] = "field_locked"
+        if spec.rule == "locked" and actor.side != Side.CRM and actor.role not in spec.roles:
+            outcome.fields[name] = Reason.FIELD_LOCKED
             continue
-        outcome.fields[name] = APPLIED
+        outcome.fields[name] = Status.APPLIED
         new.fields[name] = (value, edit.stamp)
         if value is not None:
             outcome.changed[name] = (None, value)
-    if not reaches(rtype, scope, actor, new) and actor.side != "crm":
-        return _refused("forbidden")
+    if not reaches(rtype, scope, actor, new) and actor.side != Side.CRM:
+        return _refused(Reason.FORBIDDEN)
     return _conclude(outcome, new)
 
 
 def _conclude(outcome: Outcome, new: RecordState | None) -> Outcome:
     """Set the status from the field results; keep ``new`` as the state to write."""
     results = list(outcome.fields.values())
-    reasons = [r for r in results if r not in (APPLIED, CONFLICT)]
+    reasons = [r for r in results if isinstance(r, Reason)]
     if reasons:
-        outcome.status, outcome.reason = REJECTED, reasons[0]
-    elif CONFLICT in results:
-        outcome.status = CONFLICT
+        outcome.status, outcome.reason = Status.REJECTED, reasons[0]
+    elif Status.CONFLICT in results:
+        outcome.status = Status.CONFLICT
     outcome.state = new
     return outcome

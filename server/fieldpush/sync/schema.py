@@ -25,13 +25,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
-from fieldpush.errors import ConfigError
+from fieldpush.errors import ConfigError, FieldpushError
 from fieldpush.identity.auth import ROLES
 from fieldpush_client.protocol import Priority
 
 __all__ = [
     "FIELD_TYPES",
     "FieldSpec",
+    "InvalidValue",
     "RecordType",
     "Schema",
     "SchemaError",
@@ -52,6 +53,12 @@ MAX_ID_LENGTH: Final = 200
 
 class SchemaError(ConfigError):
     """The schema file is broken; the message names file, record, field and problem."""
+
+
+class InvalidValue(FieldpushError, ValueError):
+    """A field value the schema or a mapping refuses; the message names the field
+    and the problem and is safe to show to the client. Also a ``ValueError``,
+    as the wire codec's errors are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,30 +85,30 @@ class FieldSpec:
     read: frozenset[str] | None = None
 
     def check(self, value: Any) -> Any:
-        """The value as stored, or ValueError saying what is wrong. ``None``
+        """The value as stored, or InvalidValue saying what is wrong. ``None``
         clears the field (refused for a required one)."""
         if value is None:
             if self.required:
-                raise ValueError(f"{self.name} is required")
+                raise InvalidValue(f"{self.name} is required")
             return None
         if self.type == "list":
             if not isinstance(value, list):
-                raise ValueError(f"{self.name} must be a list")
+                raise InvalidValue(f"{self.name} must be a list")
             if self.max_length is not None and len(value) > self.max_length:
-                raise ValueError(f"{self.name} has more than {self.max_length} items")
+                raise InvalidValue(f"{self.name} has more than {self.max_length} items")
             item = FieldSpec(name=f"{self.name}[]", type=self.items)
             return [item.check(entry) for entry in value]
         checked = _CHECKS[self.type](self, value)
         if isinstance(checked, str):
             if self.max_length is not None and len(checked) > self.max_length:
-                raise ValueError(f"{self.name} is longer than {self.max_length} characters")
+                raise InvalidValue(f"{self.name} is longer than {self.max_length} characters")
             if self.pattern is not None and not self.pattern.fullmatch(checked):
-                raise ValueError(f"{self.name} must match {self.pattern.pattern!r}")
+                raise InvalidValue(f"{self.name} must match {self.pattern.pattern!r}")
         number = Decimal(checked) if self.type == "decimal" else checked
         if self.min is not None and number < self.min:
-            raise ValueError(f"{self.name} must be at least {self.min:g}")
+            raise InvalidValue(f"{self.name} must be at least {self.min:g}")
         if self.max is not None and number > self.max:
-            raise ValueError(f"{self.name} must be at most {self.max:g}")
+            raise InvalidValue(f"{self.name} must be at most {self.max:g}")
         return checked
 
     def priority_of(self, value: Any) -> str:
@@ -111,32 +118,32 @@ class FieldSpec:
 
 def _string(spec: FieldSpec, value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{spec.name} must be a string")
+        raise InvalidValue(f"{spec.name} must be a string")
     return value
 
 
 def _int(spec: FieldSpec, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{spec.name} must be an integer")
+        raise InvalidValue(f"{spec.name} must be an integer")
     return value
 
 
 def _decimal(spec: FieldSpec, value: Any) -> str:
     """Decimals travel as strings (``"1200.50"``) so no float rounding creeps in."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{spec.name} must be a decimal number or its string")
+        raise InvalidValue(f"{spec.name} must be a decimal number or its string")
     try:
         number = Decimal(str(value))
     except InvalidOperation:
-        raise ValueError(f"{spec.name} must be a decimal number, not {value!r}") from None
+        raise InvalidValue(f"{spec.name} must be a decimal number, not {value!r}") from None
     if not number.is_finite():
-        raise ValueError(f"{spec.name} must be a finite number")
+        raise InvalidValue(f"{spec.name} must be a finite number")
     return str(number)
 
 
 def _bool(spec: FieldSpec, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{spec.name} must be true or false")
+        raise InvalidValue(f"{spec.name} must be true or false")
     return value
 
 
@@ -144,16 +151,18 @@ def _date(spec: FieldSpec, value: Any) -> str:
     try:
         return dt.date.fromisoformat(_string(spec, value)).isoformat()
     except ValueError:
-        raise ValueError(f"{spec.name} must be a date YYYY-MM-DD, not {value!r}") from None
+        raise InvalidValue(f"{spec.name} must be a date YYYY-MM-DD, not {value!r}") from None
 
 
 def _datetime(spec: FieldSpec, value: Any) -> str:
     try:
         moment = dt.datetime.fromisoformat(_string(spec, value))
     except ValueError:
-        raise ValueError(f"{spec.name} must be an ISO 8601 date and time, not {value!r}") from None
+        raise InvalidValue(
+            f"{spec.name} must be an ISO 8601 date and time, not {value!r}"
+        ) from None
     if moment.tzinfo is None:
-        raise ValueError(f"{spec.name} needs a UTC offset (e.g. 2026-05-01T09:30:00+02:00)")
+        raise InvalidValue(f"{spec.name} needs a UTC offset (e.g. 2026-05-01T09:30:00+02:00)")
     return moment.isoformat()
 
 
@@ -161,7 +170,7 @@ def _enum(spec: FieldSpec, value: Any) -> Any:
     for allowed in spec.values:
         if type(allowed) is type(value) and allowed == value:  # True is not 1
             return value
-    raise ValueError(f"{spec.name} must be one of {list(spec.values)}, not {value!r}")
+    raise InvalidValue(f"{spec.name} must be one of {list(spec.values)}, not {value!r}")
 
 
 _CHECKS: Final = {
@@ -367,7 +376,7 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
     for value in critical:
         try:
             spec.check(value)
-        except ValueError as exc:
+        except InvalidValue as exc:
             raise where.error(f"critical_values: {exc}") from None
     return spec
 

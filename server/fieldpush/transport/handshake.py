@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from fieldpush.errors import FieldpushError
 from fieldpush_client.protocol import SUBPROTOCOLS
 
 __all__ = ["HandshakeError", "Upgrade", "parse_upgrade", "reject", "switching_protocols"]
@@ -24,7 +25,7 @@ __all__ = ["HandshakeError", "Upgrade", "parse_upgrade", "reject", "switching_pr
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-class HandshakeError(Exception):
+class HandshakeError(FieldpushError):
     """The upgrade request cannot be accepted: answer ``status`` with ``text``."""
 
     def __init__(self, status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> None:

@@ -9,13 +9,26 @@ single thread). Guarantees: those of :class:`~fieldpush.backend.base.RecordStore
 from __future__ import annotations
 
 import bisect
+import re
 import secrets
 import time
 from collections import deque
 
-from fieldpush.backend.base import STALE, RecordWrite, StoredRecord
+from fieldpush.backend.base import (
+    Applied,
+    CommitStatus,
+    RecordWrite,
+    Replayed,
+    Stale,
+    StoredRecord,
+)
+from fieldpush.errors import InvalidPosition
 
 __all__ = ["MemoryRecords"]
+
+#: A log position: ``<epoch>:<ms>-<seq>`` (ASCII digits, bounded: it may come
+#: from a forged cursor).
+_POSITION = re.compile(r"([^:]*):([0-9]{1,20})-([0-9]{1,20})")
 
 
 class MemoryRecords:
@@ -48,15 +61,15 @@ class MemoryRecords:
             results.append(kept[1] if kept is not None and kept[0] > now else None)
         return [self._records.get(key) for key in records], results
 
-    async def commit(self, writes: list[RecordWrite]) -> list[bytes | None]:
+    async def commit(self, writes: list[RecordWrite]) -> list[CommitStatus]:
         now = _now_ms()
         self._expire(now)
-        statuses: list[bytes | None] = []
+        statuses: list[CommitStatus] = []
         stale: set[str] = set()
         for write in writes:
             kept = self._results.get(write.result_key) if write.result_key else None
             if kept is not None and kept[0] > now:
-                statuses.append(kept[1])
+                statuses.append(Replayed(kept[1]))
                 if write.record:
                     stale.add(write.record)
                 continue
@@ -65,7 +78,7 @@ class MemoryRecords:
                 version = current.version if current else 0
                 if write.record in stale or version != write.expected_version:
                     stale.add(write.record)
-                    statuses.append(STALE)
+                    statuses.append(Stale())
                     continue
                 if write.blob:
                     self._records[write.record] = StoredRecord(version + 1, write.blob)
@@ -77,7 +90,7 @@ class MemoryRecords:
                 self._results[write.result_key] = (now + self._results_ttl_ms, write.result)
             for entry in write.log:
                 self._append(now, entry)
-            statuses.append(None)
+            statuses.append(Applied())
         return statuses
 
     def _append(self, now: int, entry: bytes) -> None:
@@ -101,11 +114,12 @@ class MemoryRecords:
 
     def _position(self, text: str) -> tuple[int, int] | None:
         """``(ms, seq)`` of a position of this process; None for another
-        process's; ValueError if malformed."""
-        epoch, _, rest = text.partition(":")
-        ms, _, seq = rest.partition("-")
-        position = int(ms), int(seq)
-        return position if epoch == self._epoch else None
+        process's; InvalidPosition if it is not ``<epoch>:<ms>-<seq>``."""
+        found = _POSITION.fullmatch(text)
+        if found is None:
+            raise InvalidPosition(f"not a log position: {text!r}")
+        epoch, ms, seq = found.groups()
+        return (int(ms), int(seq)) if epoch == self._epoch else None
 
     async def log_top(self) -> str:
         return self._text(self._top)

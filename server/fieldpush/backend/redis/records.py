@@ -25,14 +25,28 @@ must when the epoch changed (the log was lost with a flushed Redis).
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 
-from fieldpush.backend.base import STALE, RecordWrite, StoredRecord
+from fieldpush.backend.base import (
+    Applied,
+    CommitStatus,
+    RecordWrite,
+    Replayed,
+    Stale,
+    StoredRecord,
+)
 from fieldpush.backend.redis.client import RedisClient
 from fieldpush.backend.redis.ledger import pipelined, script
+from fieldpush.errors import InvalidPosition
 
 __all__ = ["RedisRecords"]
+
+#: A log position ``<epoch>:<ms>-<seq>:<n>``, checked before it reaches Redis
+#: (it may come from a forged cursor): ASCII digits, at most 19 of them, so
+#: every number fits the 64 bits of a stream id.
+_POSITION = re.compile(r"([^:]*):([0-9]{1,19}-[0-9]{1,19}):([0-9]{1,19})")
 
 _COMMIT = script("sync_commit.lua")
 _READ = script("sync_read.lua")
@@ -73,7 +87,7 @@ class RedisRecords:
         ]
         return found, replies[len(records) :]
 
-    async def commit(self, writes: list[RecordWrite]) -> list[bytes | None]:
+    async def commit(self, writes: list[RecordWrite]) -> list[CommitStatus]:
         horizon = time.time_ns() // 1_000_000 - self._log_max_age_ms
         args: list[object] = [
             self._prefix,
@@ -92,8 +106,7 @@ class RedisRecords:
                 len(write.log),
                 *write.log,
             ]
-        replies = await self._client.run(_COMMIT, [], args)
-        return [None if reply == 0 else STALE if reply == -1 else reply for reply in replies]
+        return [_status(reply) for reply in await self._client.run(_COMMIT, [], args)]
 
     async def log_top(self) -> str:
         epoch, newest = await pipelined(
@@ -106,10 +119,10 @@ class RedisRecords:
         return f"{epoch.decode()}:{entry_id.decode()}:{fields[3].decode()}"
 
     async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-        parts = (after or ":0-0:0").split(":")
-        if len(parts) != 3 or not parts[2].isdigit():
-            raise ValueError(f"not a log position: {after!r}")
-        epoch, entry_id, number = parts
+        found = _POSITION.fullmatch(after if after is not None else ":0-0:0")
+        if found is None:
+            raise InvalidPosition(f"not a log position: {after!r}")
+        epoch, entry_id, number = found.groups()
         reply = await self._client.run(_READ, [self._log], [epoch, entry_id, number, limit])
         current = reply[1].decode()
         entries = [
@@ -131,3 +144,11 @@ class RedisRecords:
             (reply[i].decode(), StoredRecord(int(reply[i + 1]), reply[i + 2]))
             for i in range(0, len(reply), 3)
         ]
+
+
+def _status(reply: int | bytes) -> CommitStatus:
+    """One write's status from ``sync_commit.lua``'s reply: 0 (applied), -1
+    (stale) or the kept result (a replay)."""
+    if isinstance(reply, bytes):
+        return Replayed(reply)
+    return Applied() if reply == 0 else Stale()

@@ -1,0 +1,40 @@
+"""Health, readiness and metrics: ``GET /healthz``, ``/readyz``, ``/metrics``.
+
+No authentication (they are for load balancers and Prometheus). ``/healthz``
+says the process serves; ``/readyz`` answers 503 while the backend cannot be
+reached; ``/metrics`` is the Prometheus text format.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from fieldpush.http.toolkit import node_of
+
+__all__ = ["health_routes"]
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "node": node_of(request).settings.node_id})
+
+
+async def readyz(request: Request) -> Response:
+    node = node_of(request)
+    ready = await node.backend.ready()
+    body = {"ready": ready, "backend": node.backend.name, "node": node.settings.node_id}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return PlainTextResponse(
+        node_of(request).metrics.render(), media_type="text/plain; version=0.0.4"
+    )
+
+
+health_routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

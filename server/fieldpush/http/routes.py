@@ -1,0 +1,20 @@
+"""The HTTP API's routes, assembled for the app (PROTOCOL.md section 2).
+
+Every call but health, readiness and metrics needs ``Authorization: Bearer
+<JWT>``; errors are ``{"error": {"code", "message"}}`` (:mod:`fieldpush.http.toolkit`).
+``POST /v1/publish`` is also served by :class:`PublishEndpoint` directly, ahead
+of Starlette (see :func:`fieldpush.app.create_app`).
+"""
+
+from __future__ import annotations
+
+from fieldpush.http.dispatch import dispatch_routes
+from fieldpush.http.health import health_routes
+from fieldpush.http.poll import poll_routes
+from fieldpush.http.publish import PublishEndpoint, publish_routes
+from fieldpush.http.sync import sync_routes
+from fieldpush.http.toolkit import exception_handlers
+
+__all__ = ["PublishEndpoint", "exception_handlers", "routes"]
+
+routes = [*publish_routes, *poll_routes, *health_routes, *dispatch_routes, *sync_routes]

@@ -1,0 +1,239 @@
+"""What every HTTP route uses: one error type, one auth helper, one body reader.
+
+The order of checks is the API's (PROTOCOL.md section 2): authentication and
+permission before the body, so 401/403 come first; then 413 (too large, also
+when ``Content-Length`` says so before anything is read), 400 (not JSON, or
+nested too deeply to parse) or 422 (JSON, but invalid; the message names the
+field). Every error is ``{"error": {"code", "message"}}``: :class:`HTTPError`
+for the routes' own, :data:`exception_handlers` for Starlette's 404/405 and
+for anything unexpected (500 ``internal``, details only in the log).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
+
+from fieldpush.errors import AuthError, FieldpushError
+from fieldpush.identity.auth import Identity
+from fieldpush.node import Node
+from fieldpush_client.protocol import ErrorCode
+
+__all__ = [
+    "MAX_HTTP_DEVICE_LENGTH",
+    "HTTPError",
+    "Verifier",
+    "authenticate",
+    "authenticate_request",
+    "decode_body",
+    "device_of",
+    "exception_handlers",
+    "guarded",
+    "invalid",
+    "node_of",
+    "read_body",
+    "read_json_body",
+    "reject_unknown",
+    "unavailable",
+]
+
+log = logging.getLogger("fieldpush.api")
+
+#: Longest ``device`` accepted in HTTP bodies (``/v1/poll``, ``/v1/ack``).
+MAX_HTTP_DEVICE_LENGTH = 200
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class HTTPError(FieldpushError):
+    """Ends a request with ``status`` and the API's error body; ``message`` is
+    safe to show to the client."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code.value, "message": self.message}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, status_code=self.status, headers=self.headers)
+
+
+def invalid(field: str, message: str) -> HTTPError:
+    """422 ``invalid``, naming the field."""
+    return HTTPError(422, ErrorCode.INVALID, f"{field}: {message}")
+
+
+def unavailable(what: str = "retry") -> HTTPError:
+    """503: the backend cannot serve now; ``what`` tells the client what to do."""
+    return HTTPError(503, ErrorCode.UNAVAILABLE, f"backend unavailable; {what}")
+
+
+def node_of(request: Request) -> Node:
+    """The node the app's lifespan put in the request's state."""
+    node: Node = request.state.node
+    return node
+
+
+# ------------------------------------------------------------------ auth
+
+
+class Verifier(Protocol):
+    """Checks a token (:class:`fieldpush.identity.auth.TokenVerifier`)."""
+
+    def verify(self, token: str) -> Identity:
+        """The token's identity; AuthError if it is not valid."""
+
+
+def authenticate(verifier: Verifier, header: str, where: str) -> Identity:
+    """The identity behind an ``Authorization: Bearer`` header, or a 401
+    (logged with ``where``, never with the token)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPError(
+            401, ErrorCode.UNAUTHORIZED, "missing 'Authorization: Bearer <token>' header"
+        )
+    try:
+        return verifier.verify(token.strip())
+    except AuthError as exc:
+        log.info("%s refused: %s", where, exc)
+        raise HTTPError(401, ErrorCode.UNAUTHORIZED, str(exc)) from None
+
+
+def authenticate_request(request: Request) -> Identity:
+    """:func:`authenticate` for a Starlette request."""
+    where = f"{request.method} {request.url.path}"
+    header = request.headers.get("authorization", "")
+    return authenticate(node_of(request).verifier, header, where)
+
+
+# ------------------------------------------------------------------ body
+
+
+async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    """The request body from the ASGI ``receive``, read no further than
+    ``limit`` bytes: 413 beyond it, also up front when the ``Content-Length``
+    (``declared``; None: not sent) says so; 400 if the client disconnects first."""
+    if declared is not None and declared > limit:
+        raise HTTPError(413, ErrorCode.TOO_LARGE, f"body is {declared} bytes; the limit is {limit}")
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HTTPError(400, ErrorCode.BAD_REQUEST, "client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, ErrorCode.TOO_LARGE, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _not_json(body: str) -> HTTPError:
+    return HTTPError(400, ErrorCode.BAD_REQUEST, f"body is not valid JSON: {body}")
+
+
+def _no_constant(name: str) -> Any:
+    raise _not_json(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _not_json(f"{text} is out of range")
+    return value
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """A JSON object body, or 400 (not JSON: also ``NaN``, ``Infinity``, numbers
+    out of range, nesting too deep to parse) or 422 (not an object)."""
+    try:
+        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except ValueError as exc:  # json's JSONDecodeError, or an int of too many digits
+        raise _not_json(str(exc)) from None
+    except RecursionError:
+        raise _not_json("nested too deeply") from None
+    if not isinstance(value, dict):
+        raise HTTPError(422, ErrorCode.INVALID, "body must be a JSON object")
+    return value
+
+
+async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    """A Starlette request's JSON object body (:func:`read_body`, :func:`decode_body`)."""
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else None
+    return decode_body(await read_body(request.receive, size, limit))
+
+
+def device_of(body: dict[str, Any], default: str | None, limit: int) -> str:
+    """The body's ``device`` (``default`` when absent; required when None), or 422."""
+    device = body.get("device", default)
+    if not isinstance(device, str) or not 0 < len(device) <= limit:
+        raise invalid("device", f"must be a string of 1 to {limit} characters")
+    return device
+
+
+def reject_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
+    """422 naming the first field of ``body`` that is not in ``known``."""
+    unknown = sorted(body.keys() - known)
+    if unknown:
+        raise invalid(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
+
+
+# ------------------------------------------------------------------ errors
+
+
+def guarded(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` with its ``HTTPError`` answered as the JSON error body."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except HTTPError as exc:
+            return exc.response()
+
+    wrapper.__name__ = endpoint.__name__
+    wrapper.__doc__ = endpoint.__doc__
+    return wrapper
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405, as the API's JSON error body."""
+    assert isinstance(exc, StarletteHTTPException)  # registered for that class only
+    code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_REQUEST
+    message = f"no route {request.method} {request.url.path}" + (
+        "" if exc.status_code == 404 else f": {exc.detail}"
+    )
+    return JSONResponse(
+        {"error": {"code": code.value, "message": message}},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected error, answered 500 ``internal`` (Starlette re-raises it
+    afterwards, so uvicorn logs the traceback)."""
+    body = {"error": {"code": ErrorCode.INTERNAL.value, "message": "internal error; see the logs"}}
+    return JSONResponse(body, status_code=500)
+
+
+exception_handlers = {StarletteHTTPException: http_exception, Exception: internal_error}

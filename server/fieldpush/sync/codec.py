@@ -1,0 +1,130 @@
+"""What the sync engine stores and hands out, as bytes and text. Pure.
+
+- Record states, mutation results and change-log entries are msgpack
+  (:func:`pack` / :func:`unpack`; :func:`encode_state` / :func:`decode_state`
+  for a record: per field ``[value, wall_ms, counter, device]``, and its
+  tombstone stamp).
+- Cursors are opaque to clients: a msgpack list, base64url without padding.
+  A :class:`LogCursor` (``["l", position]``) reads the change log after a
+  position; a :class:`SnapshotCursor` (``["s", top, type, rid]``) continues a
+  full download after record ``rid`` of ``type``, then reads the log from
+  ``top``, where it was when the download began.
+
+:func:`decode_cursor` accepts only what :func:`encode_cursor` makes: any other
+text (a forged or damaged cursor) is a :class:`~fieldpush.sync.errors.SyncError`
+``bad_request``, never another exception. The positions inside are checked by
+the record store that wrote them.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+import msgpack
+
+from fieldpush.backend.base import StoredRecord
+from fieldpush.sync.errors import SyncError
+from fieldpush.sync.hlc import Stamp
+from fieldpush.sync.rules import RecordState
+from fieldpush_client.protocol import ErrorCode
+
+__all__ = [
+    "Cursor",
+    "EntryKind",
+    "LogCursor",
+    "SnapshotCursor",
+    "decode_cursor",
+    "decode_state",
+    "encode_cursor",
+    "encode_state",
+    "pack",
+    "unpack",
+]
+
+
+class EntryKind(StrEnum):
+    """A change-log entry's ``kind``: a change that was applied, or one a phone
+    proposed for an ``mdm`` field (the CRM decides)."""
+
+    APPLIED = "applied"
+    PROPOSAL = "proposal"
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(blob: bytes) -> Any:
+    return msgpack.unpackb(blob, raw=False)
+
+
+def encode_state(state: RecordState) -> bytes:
+    """The stored form of ``state`` (its version is the store's, not encoded)."""
+    deleted = state.deleted
+    return pack(
+        {
+            "f": {name: [value, *stamp] for name, (value, stamp) in state.fields.items()},
+            "x": list(deleted) if deleted is not None else None,
+        }
+    )
+
+
+def decode_state(stored: StoredRecord | None) -> RecordState | None:
+    """The state of a stored record, with the store's version (None: none stored)."""
+    if stored is None:
+        return None
+    raw = unpack(stored.blob)
+    deleted = raw.get("x")
+    return RecordState(
+        fields={name: (v[0], Stamp(v[1], v[2], v[3])) for name, v in raw["f"].items()},
+        deleted=Stamp(*deleted) if deleted is not None else None,
+        version=stored.version,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogCursor:
+    """Read the change log after ``position`` (a record store's position)."""
+
+    position: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCursor:
+    """Continue a full download after record ``after`` of ``type_name``; the
+    log was at ``top`` when the download began."""
+
+    top: str
+    type_name: str
+    after: str
+
+
+Cursor: TypeAlias = LogCursor | SnapshotCursor
+
+_INVALID = "invalid cursor: send one from a reply, or none"
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    if isinstance(cursor, LogCursor):
+        parts = ["l", cursor.position]
+    else:
+        parts = ["s", cursor.top, cursor.type_name, cursor.after]
+    return base64.urlsafe_b64encode(pack(parts)).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    """The cursor ``text`` encodes; SyncError ``bad_request`` if it is not one."""
+    try:
+        parts = unpack(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, msgpack.UnpackException):  # binascii.Error is a ValueError
+        raise SyncError(ErrorCode.BAD_REQUEST, _INVALID) from None
+    if isinstance(parts, list) and all(isinstance(part, str) for part in parts):
+        match parts:
+            case ["l", position]:
+                return LogCursor(position)
+            case ["s", top, type_name, after]:
+                return SnapshotCursor(top, type_name, after)
+    raise SyncError(ErrorCode.BAD_REQUEST, _INVALID)

@@ -1,0 +1,273 @@
+"""A mutate batch judged and committed (steps 1 to 3 of :mod:`fieldpush.sync.engine`).
+
+:meth:`Committer.commit` takes the mutations of one actor and returns one
+result per mutation, in order, and the changes that were applied:
+
+1. one round trip loads the records the batch touches and the results kept
+   for its ``mid``\\ s (a known ``mid`` returns its first result, nothing else);
+2. each mutation is mapped (the actor's side), validated by the schema,
+   stamped (a phone's HLC, clamped; the server's clock for the CRM) and merged
+   by :func:`fieldpush.sync.rules.merge` against the record as the earlier
+   mutations of the batch left it;
+3. one round trip commits the batch: per mutation, atomically, the record
+   (compare-and-set on its version), the result and the change-log entries.
+   A mutation whose record changed meanwhile (another node) is judged again
+   against the new state, with the ones after it on that record, up to
+   :data:`MAX_ATTEMPTS` times (then BackendUnavailable: the client retries).
+
+Nothing is announced here: the caller publishes the applied changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fieldpush.backend.base import Applied, RecordStore, RecordWrite, Replayed, Stale
+from fieldpush.errors import BackendUnavailable
+from fieldpush.sync.codec import EntryKind, decode_state, encode_state, pack, unpack
+from fieldpush.sync.hlc import HybridClock, Stamp, clamp
+from fieldpush.sync.mapping import Mappings, Side, TypeMapping
+from fieldpush.sync.rules import (
+    Actor,
+    Edit,
+    Outcome,
+    Reason,
+    RecordState,
+    Status,
+    merge,
+    scope_of,
+)
+from fieldpush.sync.schema import InvalidValue, RecordType, Schema
+from fieldpush.sync.view import visible
+from fieldpush_client.protocol import InvalidMutation, Mutation
+
+__all__ = ["MAX_ATTEMPTS", "Batch", "Change", "Committer"]
+
+#: How often a batch is judged again when other nodes keep changing its records.
+MAX_ATTEMPTS = 8
+
+#: Reasons whose result carries no ``record``: the actor may not see it, or
+#: the mutation was not about its values.
+_NO_RECORD = frozenset({Reason.FORBIDDEN, Reason.NOT_FOUND, Reason.VALIDATION})
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed mutation of record ``rid`` of ``rtype``: what :func:`merge` decided."""
+
+    rtype: RecordType
+    rid: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A committed batch: one result per mutation, in order, and the changes it
+    applied (replays and refusals apply none)."""
+
+    results: list[dict[str, Any]]
+    changes: list[Change]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One mutation judged: what to write, what to answer, what it changes."""
+
+    write: RecordWrite
+    result: dict[str, Any]
+    change: Change | None = None
+
+
+class Committer:
+    """See the module docstring. ``clock`` stamps the CRM's edits and observes
+    every phone's accepted stamp."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        schema: Schema,
+        mappings: Mappings,
+        clock: HybridClock,
+        *,
+        max_skew_ms: int,
+    ) -> None:
+        self._store = store
+        self._schema = schema
+        self._mappings = mappings
+        self._clock = clock
+        self._max_skew_ms = max_skew_ms
+
+    async def commit(
+        self, actor: Actor, items: Sequence[Mutation | InvalidMutation], *, idempotent: bool
+    ) -> Batch:
+        """Judge and commit ``items`` (idempotent by ``mid`` unless told not to).
+        Raises BackendUnavailable when the store cannot be reached."""
+        store = self._store
+        keys: list[str | None] = [
+            _result_key(actor, item.mid) if idempotent else None for item in items
+        ]
+        record_keys = sorted({f"{m.type}:{m.rid}" for m in items if isinstance(m, Mutation)})
+        stored, kept = await store.load(record_keys, [key for key in keys if key is not None])
+        states = {key: decode_state(found) for key, found in zip(record_keys, stored, strict=True)}
+        results: list[dict[str, Any] | None] = (
+            [unpack(blob) if blob is not None else None for blob in kept]
+            if idempotent
+            else [None] * len(items)
+        )
+        todo = [i for i, result in enumerate(results) if result is None]
+        changes: list[Change] = []
+        for _ in range(MAX_ATTEMPTS):
+            plans = [self._plan(actor, items[i], keys[i], states) for i in todo]
+            statuses = await store.commit([plan.write for plan in plans])
+            retry, stale = [], set()
+            for i, plan, status in zip(todo, plans, statuses, strict=True):
+                match status:
+                    case Applied():
+                        results[i] = plan.result
+                        if plan.change is not None:
+                            changes.append(plan.change)
+                        continue
+                    case Stale():
+                        retry.append(i)
+                    case Replayed(result=kept_result):  # a concurrent replay of the same mid
+                        results[i] = unpack(kept_result)
+                if plan.write.record is not None:
+                    stale.add(plan.write.record)
+            if not retry:
+                break
+            reloaded, _ = await store.load(sorted(stale), [])
+            states.update(
+                (key, decode_state(found))
+                for key, found in zip(sorted(stale), reloaded, strict=True)
+            )
+            todo = retry
+        else:
+            raise BackendUnavailable("records kept changing under this batch; retry it")
+        answered = [result for result in results if result is not None]
+        assert len(answered) == len(items), "every mutation has its result"
+        return Batch(answered, changes)
+
+    def _stamp(self, actor: Actor, hlc: tuple[int, int]) -> Stamp:
+        clock = self._clock
+        if actor.side == Side.CRM:
+            return clock.now()
+        stamp = clamp(Stamp(hlc[0], hlc[1], actor.device), clock.wall_ms(), self._max_skew_ms)
+        clock.observe(stamp)
+        return stamp
+
+    def _plan(
+        self,
+        actor: Actor,
+        item: Mutation | InvalidMutation,
+        result_key: str | None,
+        states: dict[str, RecordState | None],
+    ) -> _Plan:
+        def refuse(message: str) -> _Plan:
+            result = {
+                "mid": item.mid,
+                "status": Status.REJECTED,
+                "reason": Reason.VALIDATION,
+                "message": message,
+            }
+            return _Plan(RecordWrite(result_key, pack(result)), result)
+
+        if isinstance(item, InvalidMutation):
+            return refuse(item.message)
+        rtype = self._schema.types.get(item.type)
+        if rtype is None:
+            return refuse(f"unknown record type {item.type!r}")
+        mapping = self._mappings.of(actor.side, rtype.name)
+        fields = None
+        if item.fields is not None:
+            try:
+                fields = _checked(rtype, mapping, item.fields)
+            except InvalidValue as exc:
+                return refuse(str(exc))
+        key = f"{rtype.name}:{item.rid}"
+        state = states.get(key)
+        stamp = self._stamp(actor, item.hlc)
+        outcome = merge(rtype, state, Edit(fields, stamp), actor)
+        result: dict[str, Any] = {"mid": item.mid, "status": outcome.status}
+        if outcome.reason is not None:
+            result["reason"] = outcome.reason
+        if outcome.reason == Reason.VALIDATION:  # required fields missing on create
+            missing = sorted(mapping.side_name(n) for n in outcome.fields)
+            result["message"] = f"{rtype.name} needs the required field(s) {missing}"
+        if outcome.fields:
+            result["fields"] = {mapping.side_name(n): r for n, r in outcome.fields.items()}
+        after = outcome.state or state
+        if outcome.status != Status.APPLIED and outcome.reason not in _NO_RECORD:
+            result["record"] = visible(rtype, mapping, actor, after)
+        expected = state.version if state is not None else 0
+        blob = b""
+        if outcome.state is not None:
+            outcome.state.version = expected + 1
+            states[key] = outcome.state
+            blob = encode_state(outcome.state)
+        entries = self._log_entries(actor, rtype, item, state, outcome)
+        write = RecordWrite(result_key, pack(result), key, expected, blob, entries)
+        return _Plan(write, result, Change(rtype, item.rid, outcome))
+
+    def _log_entries(
+        self,
+        actor: Actor,
+        rtype: RecordType,
+        item: Mutation,
+        before: RecordState | None,
+        outcome: Outcome,
+    ) -> tuple[bytes, ...]:
+        """The change-log entries of one mutation: an ``applied`` one for what it
+        changed, a ``proposal`` for what it proposed to the CRM (``mdm`` fields)."""
+        base = {
+            "type": rtype.name,
+            "rid": item.rid,
+            "actor": actor.user,
+            "role": actor.role,
+            "device": actor.device,
+            "mid": item.mid,
+            "ts": self._clock.wall_ms(),
+            "prev": scope_of(rtype, before),
+        }
+        entries = []
+        if outcome.changed or outcome.created or outcome.deleted:
+            entries.append(
+                pack(
+                    {
+                        **base,
+                        "kind": EntryKind.APPLIED,
+                        "fields": {n: list(pair) for n, pair in outcome.changed.items()},
+                        "scope": scope_of(rtype, outcome.state),
+                        "created": outcome.created,
+                        "deleted": outcome.deleted,
+                    }
+                )
+            )
+        if outcome.proposed:
+            entries.append(
+                pack(
+                    {
+                        **base,
+                        "kind": EntryKind.PROPOSAL,
+                        "fields": {n: list(pair) for n, pair in outcome.proposed.items()},
+                        "scope": base["prev"],
+                    }
+                )
+            )
+        return tuple(entries)
+
+
+def _result_key(actor: Actor, mid: str) -> str:
+    """The name of a mutation's kept result: its user, device and ``mid``."""
+    return f"{len(actor.user)}:{actor.user}:{len(actor.device)}:{actor.device}:{mid}"
+
+
+def _checked(rtype: RecordType, mapping: TypeMapping, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` in the schema's names and stored values; InvalidValue naming
+    the first unknown or invalid field."""
+    mapped = mapping.inbound(fields)
+    unknown = mapped.keys() - rtype.fields.keys()
+    if unknown:
+        raise InvalidValue(f"unknown field(s) of {rtype.name}: {sorted(unknown)}")
+    return {name: rtype.fields[name].check(value) for name, value in mapped.items()}

@@ -1,0 +1,222 @@
+"""A reader's pull: the changes it may see after its cursor (PROTOCOL.md section 3).
+
+With a :class:`~fieldpush.sync.codec.LogCursor`, :meth:`Puller.pull` answers
+from the change log: per record, the fields changed after the cursor that the
+reader's role may read, within its scope. A record that left the scope is
+``removed``; one that entered it is sent whole. A page holds at most the page
+size of records and reads at most :data:`MAX_SCAN` log entries (then ``more``),
+so a reader who sees few of the changes costs a bounded amount per request.
+
+Without a cursor it is a full download: the records of the readable types page
+by page (``snapshot: true``, continued by a
+:class:`~fieldpush.sync.codec.SnapshotCursor`), then the log from where it was
+when the download began.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fieldpush.backend.base import RecordStore
+from fieldpush.sync.changelog import Paging, read_log
+from fieldpush.sync.codec import (
+    EntryKind,
+    LogCursor,
+    SnapshotCursor,
+    decode_cursor,
+    decode_state,
+    encode_cursor,
+    unpack,
+)
+from fieldpush.sync.errors import SyncError
+from fieldpush.sync.mapping import Mappings
+from fieldpush.sync.rules import Actor, reaches
+from fieldpush.sync.schema import RecordType, Schema
+from fieldpush.sync.view import visible
+from fieldpush_client.protocol import ErrorCode
+
+__all__ = ["LOG_CHUNK", "MAX_SCAN", "Puller"]
+
+#: Log entries read per round trip.
+LOG_CHUNK = 1000
+#: Log entries one pull reads at most (then it answers ``more``): bounds the
+#: work of a request whose reader sees few of the changes.
+MAX_SCAN = 20 * LOG_CHUNK
+
+#: One record's change on a page, by ``(type, rid)``.
+_Merged = dict[tuple[str, str], dict[str, Any]]
+
+
+class Puller:
+    """See the module docstring."""
+
+    def __init__(
+        self, store: RecordStore, schema: Schema, mappings: Mappings, paging: Paging
+    ) -> None:
+        self._store = store
+        self._schema = schema
+        self._mappings = mappings
+        self._paging = paging
+
+    async def pull(
+        self,
+        actor: Actor,
+        cursor: str | None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """The ``changes`` reply (without ``id``) for a pull. Raises SyncError
+        (``resync`` when the cursor is older than the retained log)."""
+        readable = self._readable_types(actor, types)
+        size = self._paging.size(limit)
+        if cursor is None:
+            top = await self._store.log_top()
+            return await self._snapshot(actor, readable, size, top, 0, "")
+        match decode_cursor(cursor):
+            case SnapshotCursor(top, type_name, after):
+                names = [rtype.name for rtype in readable]
+                index = names.index(type_name) if type_name in names else len(names)
+                return await self._snapshot(actor, readable, size, top, index, after)
+            case LogCursor(position):
+                return await self._changes_since(actor, readable, size, position)
+
+    def _readable_types(self, actor: Actor, types: Sequence[str] | None) -> list[RecordType]:
+        schema_types = self._schema.types
+        if types is not None:
+            unknown = [t for t in types if t not in schema_types]
+            if unknown:
+                raise SyncError(ErrorCode.INVALID, f"unknown record type(s) {unknown}")
+        wanted = set(types) if types is not None else None
+        return [
+            rtype
+            for name, rtype in schema_types.items()
+            if actor.role in rtype.read and (wanted is None or name in wanted)
+        ]
+
+    async def _snapshot(
+        self,
+        actor: Actor,
+        readable: list[RecordType],
+        size: int,
+        top: str,
+        index: int,
+        after: str,
+    ) -> dict[str, Any]:
+        changes: list[dict[str, Any]] = []
+        store = self._store
+        while index < len(readable):
+            rtype = readable[index]
+            scope = rtype.read[actor.role]
+            fields = rtype.readable_fields(actor.role)
+            mapping = self._mappings.of(actor.side, rtype.name)
+            page = await store.scan(rtype.name, after, size)
+            for rid, stored in page:
+                after = rid
+                state = decode_state(stored)
+                assert state is not None
+                if state.deleted is not None or not reaches(rtype, scope, actor, state):
+                    continue
+                values = {n: v for n, v in state.values().items() if n in fields}
+                changes.append({"type": rtype.name, "rid": rid, "fields": mapping.outbound(values)})
+                if len(changes) >= size:
+                    cursor = encode_cursor(SnapshotCursor(top, rtype.name, rid))
+                    return {"changes": changes, "cursor": cursor, "more": True, "snapshot": True}
+            if len(page) < size:
+                index, after = index + 1, ""
+        return {
+            "changes": changes,
+            "cursor": encode_cursor(LogCursor(top)),
+            "more": await store.log_top() != top,
+            "snapshot": True,
+        }
+
+    async def _changes_since(
+        self, actor: Actor, readable: list[RecordType], size: int, after: str
+    ) -> dict[str, Any]:
+        types = {rtype.name: rtype for rtype in readable}
+        merged: _Merged = {}
+        complete: set[tuple[str, str]] = set()  # records that entered the scope: send all
+        more = False
+        scanned = 0
+        while True:
+            entries, expired = await read_log(self._store, after, LOG_CHUNK)
+            scanned += len(entries)
+            if expired:
+                raise SyncError(
+                    ErrorCode.RESYNC,
+                    "the cursor is older than the retained change log: pull without a cursor",
+                )
+            for position, blob in entries:
+                entry = unpack(blob)
+                rtype = types.get(entry["type"])
+                if entry["kind"] == EntryKind.APPLIED and rtype is not None:
+                    key = (entry["type"], entry["rid"])
+                    if key not in merged and len(merged) >= size:
+                        more = True
+                        break
+                    self._fold(actor, rtype, entry, merged, complete)
+                after = position
+            else:
+                if len(entries) == LOG_CHUNK:
+                    if scanned < MAX_SCAN:
+                        continue
+                    more = True
+            break
+        if complete:
+            await self._complete(actor, types, merged, complete)
+        changes = [
+            {"type": t, "rid": rid, **change} for (t, rid), change in merged.items() if change
+        ]
+        return {"changes": changes, "cursor": encode_cursor(LogCursor(after)), "more": more}
+
+    def _fold(
+        self,
+        actor: Actor,
+        rtype: RecordType,
+        entry: dict[str, Any],
+        merged: _Merged,
+        complete: set[tuple[str, str]],
+    ) -> None:
+        """Add one applied log entry to a pull's page."""
+        scope = rtype.read[actor.role]
+        now = rtype.reaches(scope, actor.user, actor.teams, *entry["scope"])
+        before = not entry["created"] and rtype.reaches(
+            scope, actor.user, actor.teams, *entry["prev"]
+        )
+        key = (entry["type"], entry["rid"])
+        if entry["deleted"] or not now:
+            if before or key in merged:
+                merged[key] = {"fields": {}, "removed": True}
+                complete.discard(key)
+            return
+        change = merged.get(key)
+        if change is None or change.get("removed"):
+            change = merged[key] = {"fields": {}}
+            if not before and not entry["created"]:
+                complete.add(key)
+        readable = rtype.readable_fields(actor.role)
+        mapping = self._mappings.of(actor.side, rtype.name)
+        change["fields"].update(
+            mapping.outbound({n: pair[1] for n, pair in entry["fields"].items() if n in readable})
+        )
+
+    async def _complete(
+        self,
+        actor: Actor,
+        types: dict[str, RecordType],
+        merged: _Merged,
+        keys: set[tuple[str, str]],
+    ) -> None:
+        """Fill in every readable field of the records that entered the reader's scope."""
+        ordered = sorted(keys)
+        stored, _ = await self._store.load([f"{t}:{rid}" for t, rid in ordered], [])
+        for key, found in zip(ordered, stored, strict=True):
+            rtype = types[key[0]]
+            state = decode_state(found)
+            scope = rtype.read[actor.role]
+            if not reaches(rtype, scope, actor, state):
+                continue  # it left again since: a later page removes it
+            values = visible(rtype, self._mappings.of(actor.side, rtype.name), actor, state)
+            if values is not None:
+                merged[key]["fields"] = {**merged[key]["fields"], **values}  # now's values
