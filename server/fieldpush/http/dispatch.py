@@ -24,7 +24,6 @@ from starlette.routing import Route
 from fieldpush.backend.base import PresenceEntry
 from fieldpush.errors import BackendUnavailable
 from fieldpush.http.toolkit import (
-    MAX_HTTP_DEVICE_LENGTH,
     HTTPError,
     authenticate_request,
     device_of,
@@ -36,14 +35,20 @@ from fieldpush.http.toolkit import (
     unavailable,
 )
 from fieldpush.identity.policy import VIEWER_ROLES
-from fieldpush_client.protocol import ErrorCode, ProtocolError, parse_channel
+from fieldpush_client.protocol import (
+    MAX_ACK_IDS,
+    MAX_EVENT_ID_LENGTH,
+    MAX_HTTP_DEVICE_LENGTH,
+    ErrorCode,
+    ProtocolError,
+    parse_channel,
+)
 
 __all__ = ["dispatch_routes"]
 
 #: Who may read receipts (PROTOCOL.md section 2).
 RECEIPT_ROLES = frozenset({"dispatcher", "service", "admin"})
 _ACK_FIELDS = frozenset({"ids", "device"})
-MAX_ACK_IDS = 1000
 
 
 async def receipts(request: Request) -> Response:
@@ -84,7 +89,7 @@ async def ack(request: Request) -> Response:
     if (
         not isinstance(ids, list)
         or not 0 < len(ids) <= MAX_ACK_IDS
-        or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids)
+        or not all(isinstance(i, str) and 0 < len(i) <= MAX_EVENT_ID_LENGTH for i in ids)
     ):
         raise invalid("ids", f"must be a list of 1 to {MAX_ACK_IDS} event ids")
     device = device_of(body, None, MAX_HTTP_DEVICE_LENGTH)

@@ -15,7 +15,6 @@ from starlette.routing import Route
 from fieldpush.delivery.poll import poll
 from fieldpush.errors import BackendUnavailable
 from fieldpush.http.toolkit import (
-    MAX_HTTP_DEVICE_LENGTH,
     HTTPError,
     authenticate_request,
     device_of,
@@ -27,7 +26,12 @@ from fieldpush.http.toolkit import (
     unavailable,
 )
 from fieldpush.identity.policy import may_subscribe
-from fieldpush_client.protocol import ErrorCode, ProtocolError, parse_channel
+from fieldpush_client.protocol import (
+    MAX_HTTP_DEVICE_LENGTH,
+    ErrorCode,
+    ProtocolError,
+    parse_channel,
+)
 
 __all__ = ["poll_routes"]
 

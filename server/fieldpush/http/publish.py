@@ -34,7 +34,14 @@ from fieldpush.identity.auth import Identity
 from fieldpush.identity.policy import PUBLISHER_ROLES, may_publish
 from fieldpush.node import Node
 from fieldpush.settings import Settings
-from fieldpush_client.protocol import ErrorCode, Priority, ProtocolError, parse_channel
+from fieldpush_client.protocol import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_KIND_LENGTH,
+    ErrorCode,
+    Priority,
+    ProtocolError,
+    parse_channel,
+)
 
 __all__ = ["PublishEndpoint", "PublishInput", "parse_publish", "publish_routes"]
 
@@ -44,8 +51,6 @@ _PUBLISH_FIELDS = frozenset(
     {"channels", "kind", "priority", "data", "idempotency_key", "ack_deadline_s"}
 )
 _PRIORITIES = frozenset(p.value for p in Priority)
-MAX_KIND_LENGTH = 128
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 @dataclass(frozen=True, slots=True)

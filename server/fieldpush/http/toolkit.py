@@ -28,7 +28,6 @@ from fieldpush.node import Node
 from fieldpush_client.protocol import ErrorCode
 
 __all__ = [
-    "MAX_HTTP_DEVICE_LENGTH",
     "HTTPError",
     "Verifier",
     "authenticate",
@@ -46,9 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fieldpush.api")
-
-#: Longest ``device`` accepted in HTTP bodies (``/v1/poll``, ``/v1/ack``).
-MAX_HTTP_DEVICE_LENGTH = 200
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

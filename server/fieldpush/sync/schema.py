@@ -48,7 +48,6 @@ SYNC_CLASSES: Final = frozenset({"realtime", "delta", "poll"})
 #: Most urgent first (the order of ``fieldpush_client.protocol.Priority``).
 PRIORITIES: Final = tuple(priority.value for priority in Priority)
 SCOPES: Final = ("own", "team", "all")
-MAX_ID_LENGTH: Final = 200
 
 
 class SchemaError(ConfigError):
