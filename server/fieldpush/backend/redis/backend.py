@@ -32,7 +32,6 @@ replicas) for now.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from fieldpush.backend.base import EventSink, History, PublishRequest, PublishResult
@@ -99,14 +98,10 @@ class RedisBackend:
             log_max_entries=sync_log_max_entries,
             log_max_age_s=sync_log_max_age_s,
         )
-        self._control: bytes | None = None
-        self._on_kick: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(
-        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
-    ) -> None:
+    async def start(self, sink: EventSink) -> None:
         self._sink = sink
         self._pubsub = PubSub(
             self._address,
@@ -115,10 +110,8 @@ class RedisBackend:
             timeout_s=self._timeout_s,
         )
         await self._pubsub.start()
-        if on_kick is not None:
-            self._on_kick = on_kick
-            self._control = self.presence.control_channel(node)
-            await self._pubsub.subscribe(self._control)
+        if self.presence.kicks is not None:
+            await self._pubsub.subscribe(self.presence.kicks[0])
 
     async def close(self) -> None:
         if self._pubsub is not None:
@@ -139,8 +132,9 @@ class RedisBackend:
         channel = self._subscribed.get(pubsub_name)
         sink = self._sink
         if channel is None or sink is None:
-            if pubsub_name == self._control and self._on_kick is not None:
-                self._on_kick(payload.decode(errors="replace"))
+            kicks = self.presence.kicks
+            if kicks is not None and pubsub_name == kicks[0]:
+                kicks[1](payload.decode(errors="replace"))
             return  # else: sent before our UNSUBSCRIBE took effect
         try:
             seq, ms, epoch, priority, body = payload.split(b" ", 4)

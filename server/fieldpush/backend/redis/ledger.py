@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -41,6 +42,7 @@ from fieldpush.backend.base import (
     Receipt,
     Receipts,
     ReceiptStep,
+    ReceiptStepKind,
 )
 from fieldpush.backend.redis.client import RedisClient, Script
 from fieldpush.events.event import Event
@@ -116,7 +118,7 @@ class RedisLedger:
             return
         args: list[Any] = [self._prefix, *self._history, *self._dispatch, new_epoch()]
         for step in steps:
-            kind = "a" if step.step == "acked" else "d"
+            kind = "a" if step.step is ReceiptStepKind.ACKED else "d"
             args += (kind, step.event, step.user, step.device, step.ms, step.receipt_id)
         await self._client.run(self._receipt, [], args)
 
@@ -166,6 +168,13 @@ class RedisPresence:
     def __init__(self, client: RedisClient, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
+        #: The control channel of this node and its kick handler, once registered.
+        self.kicks: tuple[bytes, Callable[[str], None]] | None = None
+
+    def on_kick(self, node: str, handler: Callable[[str], None]) -> None:
+        """See :meth:`~fieldpush.backend.base.Presence.on_kick`; the backend
+        subscribes to the node's control channel at start."""
+        self.kicks = (self.control_channel(node), handler)
 
     def _user_key(self, user: str) -> str:
         return f"{self._prefix}:pres:u:{user}"
