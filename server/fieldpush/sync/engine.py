@@ -403,6 +403,7 @@ class SyncEngine:
                     priority=priority,
                     body=encode_body(event_id, EVENT_KIND, priority, data),
                     tracking=tracking,
+                    origin=(actor.user, actor.device),
                 )
             )
         except BackendUnavailable:

@@ -112,7 +112,13 @@ class MemoryBackend:
             channel.ms = max(channel.ms, now_ms)
             channel.seq += 1
             event = Event(
-                name, channel.epoch, channel.ms, channel.seq, request.priority, request.body
+                name,
+                channel.epoch,
+                channel.ms,
+                channel.seq,
+                request.priority,
+                request.body,
+                request.origin,
             )
             channel.events.append(event)
             if len(channel.events) > self._max_events:

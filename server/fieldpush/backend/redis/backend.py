@@ -3,10 +3,12 @@
 Data model, per channel ``<ch>`` (keys carry the hash tag ``{<ch>}``):
 
 - ``<prefix>:{<ch>}:m``  hash ``e`` (epoch), ``s`` (last seq), ``t`` (last ms);
-- ``<prefix>:{<ch>}:s``  stream; entry id ``<ms>-<seq>``, fields ``p`` (priority)
-  and ``b`` (event body), trimmed to ``history_max_events`` and
-  ``history_max_age_s``;
-- ``<prefix>:<ch>``       pub/sub channel; message ``<seq> <ms> <epoch> <priority> <body>``;
+- ``<prefix>:{<ch>}:s``  stream; entry id ``<ms>-<seq>``, fields ``p`` (priority),
+  ``b`` (event body) and, for an event with an origin, ``o`` (the origin token
+  of :func:`~fieldpush.events.event.encode_origin`; entries without it have no
+  origin), trimmed to ``history_max_events`` and ``history_max_age_s``;
+- ``<prefix>:<ch>``       pub/sub channel; message ``<seq> <ms> <epoch> <priority> <body>``,
+  or ``<seq> <ms> <epoch> <priority> <origin> <body>`` (a body starts with ``{``);
 - ``<prefix>:idem:<len(publisher)>:<publisher>:<key>``  idempotency record
   (fingerprint + result); the length keeps publishers ``a:b`` + key ``c`` and
   ``a`` + key ``b:c`` apart.
@@ -40,7 +42,7 @@ from fieldpush.backend.redis.ledger import RedisLedger, RedisPresence, script
 from fieldpush.backend.redis.pubsub import PubSub, RedisAddress
 from fieldpush.backend.redis.records import RedisRecords
 from fieldpush.errors import BackendUnavailable, IdempotencyConflict
-from fieldpush.events.event import Event
+from fieldpush.events.event import Event, decode_origin, encode_origin
 from fieldpush.events.offsets import Offset, can_recover, new_epoch
 
 __all__ = ["RedisBackend"]
@@ -128,7 +130,7 @@ class RedisBackend:
         return self._pubsub_prefix + channel.encode()
 
     def _on_message(self, pubsub_name: bytes, payload: bytes) -> None:
-        """One doorbell, ``<seq> <ms> <epoch> <priority> <body>``: the hot path."""
+        """One doorbell, ``<seq> <ms> <epoch> <priority> [<origin> ]<body>``: the hot path."""
         channel = self._subscribed.get(pubsub_name)
         sink = self._sink
         if channel is None or sink is None:
@@ -138,7 +140,13 @@ class RedisBackend:
             return  # else: sent before our UNSUBSCRIBE took effect
         try:
             seq, ms, epoch, priority, body = payload.split(b" ", 4)
-            event = Event(channel, epoch.decode(), int(ms), int(seq), priority.decode(), body)
+            origin = None
+            if body[:1] != b"{":
+                token, body = body.split(b" ", 1)
+                origin = decode_origin(token)
+            event = Event(
+                channel, epoch.decode(), int(ms), int(seq), priority.decode(), body, origin
+            )
         except ValueError:
             log.warning("dropped a malformed pub/sub message on %s", channel)
             return
@@ -168,6 +176,7 @@ class RedisBackend:
             tracking.ack_deadline_ms if tracking is not None else 0,
             self._prefix,
             self._receipts_ttl_ms,
+            encode_origin(request.origin) if request.origin is not None else "",
         ]
         for channel in request.channels:
             keys.extend(self._keys(channel))
@@ -199,6 +208,7 @@ class RedisBackend:
         for entry_id, fields in entries:
             entry_ms, _, entry_seq = entry_id.partition(b"-")
             values = dict(zip(fields[::2], fields[1::2], strict=True))
+            origin = values.get(b"o")
             events.append(
                 Event(
                     channel,
@@ -207,6 +217,7 @@ class RedisBackend:
                     int(entry_seq),
                     values[b"p"].decode(),
                     values[b"b"],
+                    decode_origin(origin) if origin is not None else None,
                 )
             )
         if not can_recover(since, top, events[0].seq if events else None):

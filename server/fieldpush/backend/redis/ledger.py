@@ -4,7 +4,8 @@ Ledger keys (``<p>`` is the key prefix):
 
 - ``<p>:crit:<event id>`` hash, written by ``publish.lua`` with the event:
   ``k`` kind, ``t`` publish ms, ``dl`` deadline ms (0: none), ``b`` body,
-  ``o:<channel>`` offset per channel, ``r:<user>`` the channel through which
+  ``og`` origin token (only for an event with an origin), ``o:<channel>``
+  offset per channel, ``r:<user>`` the channel through which
   each recipient receives it, then ``d:<user>`` / ``a:<user>`` =
   ``<ms> <device>`` of the user's first delivery and first ack. Expires
   ``receipts_ttl_s`` after the publish.
@@ -45,7 +46,7 @@ from fieldpush.backend.base import (
     ReceiptStepKind,
 )
 from fieldpush.backend.redis.client import RedisClient, Script
-from fieldpush.events.event import Event
+from fieldpush.events.event import Event, decode_origin
 from fieldpush.events.offsets import Offset, new_epoch
 
 __all__ = ["RedisLedger", "RedisPresence", "script"]
@@ -125,11 +126,19 @@ class RedisLedger:
     async def pending(self, user: str) -> list[Event]:
         reply = await self._client.run(self._pending, [], [self._prefix, user])
         events = []
-        for _, channel, offset, body in reply:
+        for _, channel, offset, body, origin in reply:
             position = Offset.parse(offset.decode())
             assert position is not None  # written by publish.lua
             events.append(
-                Event(channel.decode(), position.epoch, position.ms, position.seq, "critical", body)
+                Event(
+                    channel.decode(),
+                    position.epoch,
+                    position.ms,
+                    position.seq,
+                    "critical",
+                    body,
+                    decode_origin(origin) if origin else None,
+                )
             )
         return events
 
