@@ -37,27 +37,3 @@ def test_a_connection_is_pinged_then_closed_if_it_stays_silent() -> None:
     heartbeat.beat(now=35.0)
     assert quiet.closed == [CloseCode.INTERNAL_ERROR]
     assert chatty.closed == [] and chatty.pings == 2
-
-
-def test_the_registry_keeps_connections_and_sessions_apart() -> None:
-    registry: Registry[Any] = Registry()
-    conn = FakeConnection()
-    registry.add_connection(conn)
-    registry.remove_connection(FakeConnection())  # unknown: nothing happens
-
-    @dataclass(eq=False)
-    class FakeSession:
-        id: str
-        closed: list[int] = field(default_factory=list)
-
-        def close(self, code: CloseCode, reason: str) -> None:
-            self.closed.append(int(code))
-
-    session = FakeSession("s1")
-    registry.add_session(session)
-    assert (registry.connection_count, registry.session_count) == (1, 1)
-    assert registry.session("s1") is session and registry.session("s2") is None
-    for connection in registry.connections():  # a snapshot: removal is safe
-        registry.remove_connection(connection)
-    registry.remove_session(session)
-    assert (registry.connection_count, registry.session_count) == (0, 0)
