@@ -382,6 +382,9 @@ class Presence(Protocol):
     async def gone(self, node: str) -> None:
         """The node stopped: its entries no longer count."""
 
+    async def sessions_of(self, user: str) -> list[PresenceEntry]:
+        """The user's live sessions, oldest first (what the per-user cap counts)."""
+
     async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
         """The user's live sessions, oldest first, and when the user was last seen
         (now, when online; the last disconnect otherwise; None: never)."""

@@ -382,29 +382,32 @@ class Session:
         self.device = hello.device
         self.origin = (identity.user, hello.device)
         self.conn.hello_received()
-        try:
-            admitted = await services.presence.admit(self)
-        except BackendUnavailable:
-            log.warning("session %s: backend unavailable during hello", self.id)
-            self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; retry")
-            return
-        if not admitted:
-            limit = settings.max_connections_per_user
-            log.info(
-                "session %s refused: user %s has %d connections", self.id, identity.user, limit
-            )
-            self.close(CloseCode.RATE_LIMITED, f"at most {limit} connections per user")
-            return
         plan = plan_subscriptions(identity, hello.subs, settings.max_subscriptions)
+        # The per-user cap is checked while the channels open: their round trips
+        # overlap (a refused session's subscriptions go with its teardown).
+        admission = asyncio.ensure_future(services.presence.admit(self))
         opened = []
         try:
             # One after the other: most channels open without a round trip (their
             # feed is live), and a task per channel would cost more than it saves.
             for channel in plan.allowed:
                 opened.append(await self._open(channel, plan.wanted[channel]))
+            admitted = await admission
         except BackendUnavailable:
             log.warning("session %s: backend unavailable during hello", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; retry")
+            return
+        finally:
+            if not admission.done():
+                admission.cancel()
+            elif not admission.cancelled():
+                admission.exception()  # retrieved: raised above, or left with the open's
+        if not admitted:
+            limit = settings.max_connections_per_user
+            log.info(
+                "session %s refused: user %s has %d connections", self.id, identity.user, limit
+            )
+            self.close(CloseCode.RATE_LIMITED, f"at most {limit} connections per user")
             return
         self.send(
             welcome(

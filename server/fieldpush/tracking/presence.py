@@ -178,7 +178,7 @@ class PresenceTracker:
         cap = settings.max_connections_per_user
         if not cap:
             return True
-        entries, _ = await self._presence.of_user(self.entry(session).user)
+        entries = await self._presence.sessions_of(self.entry(session).user)
         excess = len(entries) + 1 - cap
         if excess <= 0:
             return True

@@ -226,8 +226,11 @@ class MemoryPresence:
             key=lambda e: (e.since, e.session),
         )
 
+    async def sessions_of(self, user: str) -> list[PresenceEntry]:
+        return self._live(self._users.get(user, {}))
+
     async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
-        entries = self._live(self._users.get(user, {}))
+        entries = await self.sessions_of(user)
         return entries, entries[0].last_seen if entries else self._last_seen.get(user)
 
     async def of_channel(self, channel: str) -> list[PresenceEntry]:

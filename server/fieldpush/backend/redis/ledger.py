@@ -31,7 +31,6 @@ data (recipients), so like ``publish.lua`` this targets a single Redis.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from importlib.resources import files
@@ -60,11 +59,6 @@ def script(name: str, *preludes: str) -> Script:
     functions, e.g. ``append.lua``)."""
     folder = files("fieldpush.backend.redis").joinpath("lua")
     return Script("\n".join(folder.joinpath(part).read_text() for part in (*preludes, name)))
-
-
-async def pipelined(client: RedisClient, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Send ``commands`` together (one write) and wait for all their replies."""
-    return list(await asyncio.gather(*(client.execute(*command) for command in commands)))
 
 
 def _step(raw: bytes | None) -> tuple[int, str] | None:
@@ -110,8 +104,8 @@ class RedisLedger:
 
     async def note_audience(self, pairs: list[tuple[str, str]]) -> None:
         prefix = self._prefix
-        await pipelined(
-            self._client, [(b"SADD", f"{prefix}:aud:{channel}", user) for channel, user in pairs]
+        await self._client.pipeline(
+            [(b"SADD", f"{prefix}:aud:{channel}", user) for channel, user in pairs]
         )
 
     async def record(self, steps: list[ReceiptStep]) -> None:
@@ -201,8 +195,7 @@ class RedisPresence:
 
     async def join(self, entry: PresenceEntry, channels: list[str]) -> None:
         value = json.dumps([entry.node, entry.device, entry.since])
-        await pipelined(
-            self._client,
+        await self._client.pipeline(
             [
                 (b"HSET", self._user_key(entry.user), entry.session, value),
                 *(self._channel_entry(entry, channel) for channel in channels),
@@ -211,8 +204,7 @@ class RedisPresence:
 
     async def leave(self, entry: PresenceEntry, channels: list[str]) -> None:
         seen = f"{self._prefix}:pres:seen:{entry.user}"
-        await pipelined(
-            self._client,
+        await self._client.pipeline(
             [
                 (b"HDEL", self._user_key(entry.user), entry.session),
                 *((b"HDEL", self._channel_key(channel), entry.session) for channel in channels),
@@ -265,13 +257,16 @@ class RedisPresence:
         live.sort(key=lambda e: (e.since, e.session))
         return live
 
-    async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
+    async def sessions_of(self, user: str) -> list[PresenceEntry]:
         key = self._user_key(user)
         raw = await self._client.execute(b"HGETALL", key)
-        entries = [
+        return [
             PresenceEntry(user, e.session, e.device, e.node, e.since, e.last_seen)
             for e in await self._live(key, raw, has_user=False)
         ]
+
+    async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
+        entries = await self.sessions_of(user)
         if entries:
             return entries, max(e.last_seen for e in entries)
         seen = await self._client.execute(b"GET", f"{self._prefix}:pres:seen:{user}")
