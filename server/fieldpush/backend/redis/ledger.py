@@ -189,16 +189,23 @@ class RedisPresence:
         """The pub/sub channel on which ``node`` receives kick requests."""
         return f"{self._prefix}:ctl:{node}".encode()
 
+    @staticmethod
+    def _values(entry: PresenceEntry) -> tuple[str, str]:
+        """The entry's value in the user hash and in a channel hash (the same
+        JSON list with the user first): one encoding for both."""
+        value = json.dumps([entry.node, entry.device, entry.since])
+        return value, f"[{json.dumps(entry.user)}, {value[1:]}"
+
     def _channel_entry(self, entry: PresenceEntry, channel: str) -> tuple[Any, ...]:
-        value = json.dumps([entry.user, entry.node, entry.device, entry.since])
-        return (b"HSET", self._channel_key(channel), entry.session, value)
+        return (b"HSET", self._channel_key(channel), entry.session, self._values(entry)[1])
 
     async def join(self, entry: PresenceEntry, channels: list[str]) -> None:
-        value = json.dumps([entry.node, entry.device, entry.since])
+        value, in_channel = self._values(entry)
+        session = entry.session
         await self._client.pipeline(
             [
-                (b"HSET", self._user_key(entry.user), entry.session, value),
-                *(self._channel_entry(entry, channel) for channel in channels),
+                (b"HSET", self._user_key(entry.user), session, value),
+                *((b"HSET", self._channel_key(ch), session, in_channel) for ch in channels),
             ],
         )
 
