@@ -205,7 +205,7 @@ async def test_dead_connections_are_closed_by_the_heartbeat() -> None:
 async def test_drain_sends_goaway_then_closes_those_who_stay() -> None:
     settings = node_settings(goaway_min_ms=10, goaway_max_ms=50)
     async with running_node(settings) as node, phone(node, "alice") as alice:
-        for conn in list(node.node.connections):
+        for conn in node.node.registry.connections():
             conn.shutdown()
         goaway = await alice.recv()
         assert goaway == {"type": "goaway", "reason": "drain", "reconnect_after_ms": [10, 50]}

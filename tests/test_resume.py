@@ -135,7 +135,7 @@ async def test_many_concurrent_first_subscriptions_all_receive(start_node: NodeF
                 got.append((await p.events(1))[0]["id"])
 
         phones = [asyncio.create_task(one_phone(i)) for i in range(200)]
-        while len(node.node.sessions) < 200:
+        while node.node.registry.session_count < 200:
             await asyncio.sleep(0.01)
             for task in phones:
                 if task.done():

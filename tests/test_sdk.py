@@ -76,7 +76,7 @@ async def test_resume_after_the_server_drops_the_connection() -> None:
             events = client.events()
             first = await disp.publish(["team:north"], "note", {"n": 1})
             assert (await next_event(events)).id == first.id
-            for conn in list(node.node.connections):
+            for conn in node.node.registry.connections():
                 conn.close(1012, "test restart")  # type: ignore[arg-type]
             # Published while the client is away (or reconnecting): it must come exactly once.
             missed = [await disp.publish(["team:north"], "note", {"n": n}) for n in range(2, 6)]

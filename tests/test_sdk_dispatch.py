@@ -133,7 +133,7 @@ async def test_a_handled_critical_event_sent_again_is_acked_not_handed_out() -> 
         first = await disp.publish(["user:alice"], "note", {})
         assert (await next_event(events)).id == first.id  # urgent handled, not acked
         client.auto_ack = True
-        for conn in list(node.node.connections):
+        for conn in node.node.registry.connections():
             conn.close(1012, "test restart")  # type: ignore[arg-type]
         await eventually(lambda: acked(disp, urgent.id), "the resent event is acked")
         marker = await disp.publish(["user:alice"], "note", {})

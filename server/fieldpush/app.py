@@ -1,7 +1,9 @@
 """The ASGI app and the uvicorn server that runs it.
 
 :func:`create_app` builds the Starlette app: HTTP routes from :mod:`fieldpush.http.routes`
-and a lifespan that owns the :class:`~fieldpush.node.Node`. :func:`build_server`
+and a lifespan that owns the :class:`~fieldpush.node.Node` (in the app state
+as ``"node"``, and its :class:`~fieldpush.transport.gateway.Gateway` as
+``"gateway"``). :func:`build_server`
 configures uvicorn with :class:`~fieldpush.transport.gateway.Connection` as its WebSocket
 protocol, so ``/v1/ws`` bypasses ASGI (see :mod:`fieldpush.transport.gateway`).
 """
@@ -22,7 +24,7 @@ from fieldpush.backend.base import Backend
 from fieldpush.http.routes import PublishEndpoint, exception_handlers, routes
 from fieldpush.node import Node, make_backend
 from fieldpush.settings import Settings
-from fieldpush.transport.gateway import WS_PATH, Connection
+from fieldpush.transport.gateway import WS_PATH, Connection, Gateway
 
 __all__ = ["FieldpushServer", "build_server", "create_app"]
 
@@ -33,11 +35,12 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
     """The app; the node (and the backend, unless given) is created at startup."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Node]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Node | Gateway]]:
         node = Node(settings, backend if backend is not None else make_backend(settings))
         await node.start()
         try:
-            yield {"node": node}
+            # The HTTP routes read the node; the WebSocket connections only the gateway.
+            yield {"node": node, "gateway": node.gateway}
         finally:
             await node.close()
 

@@ -1,113 +1,38 @@
-"""The node: owner of every long-lived part of one fieldpush process.
+"""The node: wires the long-lived parts of one fieldpush process together.
 
-It holds the settings, the backend, the hub, the token verifier, the metrics,
-the set of open connections and the two node-wide tasks (hub sweeper and
-heartbeat). It is created by the app's lifespan and closed by it, in a fixed
-order: stop the heartbeat, close the hub, close the backend.
+It builds each part with the narrow collaborators it needs (a ledger, a
+publisher, settings, metrics, the id source, the registry, the flusher), so
+no part knows the node, and it owns their start and shutdown order. It is
+created by the app's lifespan and closed by it: close the connections still
+open, stop the heartbeat, receipts and presence, close the hub, close the
+backend. The HTTP routes (above it) read its public attributes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
+import functools
 import logging
-import secrets
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fieldpush.backend.base import Backend
+from fieldpush.delivery.flusher import Flusher
 from fieldpush.delivery.hub import Hub
+from fieldpush.delivery.registry import Registry
+from fieldpush.delivery.session import Session, SessionServices
+from fieldpush.events.ids import Ids
 from fieldpush.identity.auth import TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
 from fieldpush.sync.engine import SyncEngine, load_sync_config
 from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
+from fieldpush.transport.gateway import Connection, Gateway
+from fieldpush.transport.heartbeat import Heartbeat
 from fieldpush_client.protocol import CloseCode
 
-if TYPE_CHECKING:
-    from fieldpush.delivery.session import Session
-    from fieldpush.transport.gateway import Connection
-
-__all__ = ["Flusher", "Node", "make_backend"]
+__all__ = ["Node", "make_backend"]
 
 log = logging.getLogger("fieldpush.node")
-
-
-class Flusher:
-    """Writes the sessions' pending events in batches.
-
-    A session registers when its outbox goes from empty to non-empty: with
-    :meth:`add` it is flushed at the end of this event-loop iteration, so
-    events that arrive together (one Redis read) still share a frame; with
-    :meth:`add_later` at the end of the node's current coalescing window, which
-    one timer serves for every session. Sessions use the window for ``normal``
-    events that follow a write to them within ``window_s`` (:meth:`coalesces`):
-    a burst shares frames, a lone event goes at once. An urgent event for a
-    session that waits for the window takes its waiting events along at once.
-    """
-
-    __slots__ = (
-        "_later",
-        "_later_handle",
-        "_loop_time",
-        "_metrics",
-        "_now",
-        "_now_scheduled",
-        "window_s",
-    )
-
-    def __init__(self, metrics: Metrics, window_s: float) -> None:
-        self._now: list[Session] = []
-        self._later: list[Session] = []
-        self._now_scheduled = False
-        self._later_handle: asyncio.TimerHandle | None = None
-        self._metrics = metrics
-        self.window_s = window_s
-        self._loop_time = time.monotonic
-
-    def coalesces(self, flushed_at: float) -> bool:
-        """Whether a ``normal`` event for a session last written at ``flushed_at``
-        waits for the window (it had a write less than ``window_s`` ago)."""
-        return self._loop_time() - flushed_at < self.window_s
-
-    def add(self, session: Session) -> None:
-        """Flush ``session`` at the end of this event-loop iteration."""
-        self._now.append(session)
-        if not self._now_scheduled:
-            self._now_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_now)
-
-    def add_later(self, session: Session) -> None:
-        """Flush ``session`` at the end of the current coalescing window."""
-        self._later.append(session)
-        if self._later_handle is None:
-            self._later_handle = asyncio.get_running_loop().call_later(
-                self.window_s, self._flush_later
-            )
-
-    def _flush_now(self) -> None:
-        dirty, self._now = self._now, []
-        self._now_scheduled = False
-        self._flush(dirty)
-
-    def _flush_later(self) -> None:
-        dirty, self._later = self._later, []
-        self._later_handle = None
-        self._flush(dirty)
-
-    def _flush(self, dirty: list[Session]) -> None:
-        events = frames = 0
-        now = self._loop_time()
-        for session in dirty:
-            count = session.flush()
-            if count:
-                session.flushed_at = now
-                events += count
-                frames += 1
-        metrics = self._metrics
-        metrics.events_delivered += events
-        metrics.frames_written += frames
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -148,14 +73,18 @@ class Node:
     def __init__(self, settings: Settings, backend: Backend) -> None:
         self.settings = settings
         self.backend = backend
+        self.ids = Ids()
         self.verifier = TokenVerifier(settings)
         self.hub = Hub(backend, page_events=settings.replay_page_events)
-        self.connections: set[Connection] = set()
-        self.sessions: dict[str, Session] = {}
+        self.registry: Registry[Connection] = Registry()
+        registry = self.registry
         self.metrics = Metrics(
             gauges={
-                "connections": ("Open WebSocket connections.", lambda: len(self.connections)),
-                "sessions": ("Sessions past hello.", lambda: len(self.sessions)),
+                "connections": (
+                    "Open WebSocket connections.",
+                    lambda: registry.connection_count,
+                ),
+                "sessions": ("Sessions past hello.", lambda: registry.session_count),
                 "channels": (
                     "Channels with a live feed on this node.",
                     lambda: self.hub.channel_count,
@@ -164,38 +93,52 @@ class Node:
             catchups=lambda: self.hub.catchups,
         )
         self.flusher = Flusher(self.metrics, settings.coalesce_ms / 1000)
-        self.dispatch = Dispatch(self)
-        self.presence = PresenceTracker(self)
+        self.dispatch = Dispatch(backend.ledger, backend, self.ids, settings, self.metrics)
+        self.presence = PresenceTracker(backend.presence, backend.ledger, registry, settings)
         self.sync = SyncEngine(
             *load_sync_config(settings),
             records=backend.records,
             publisher=backend,
             acked=self.dispatch.acked,
-            new_event_id=self.new_event_id,
+            new_event_id=self.ids.new_event_id,
             settings=settings,
             metrics=self.metrics,
         )
         #: ``welcome.poll``: the schema's poll intervals, then the settings' (which win).
         self.poll_intervals = {**self.sync.schema.poll_intervals(), **settings.poll_intervals_s}
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._id_prefix = secrets.token_hex(6)
-        self._id_counter = itertools.count(1)
+        self.heartbeat = Heartbeat(registry, settings.heartbeat_s)
+        services = SessionServices(
+            settings=settings,
+            ids=self.ids,
+            verifier=self.verifier,
+            hub=self.hub,
+            history=backend,
+            ledger=backend.ledger,
+            presence=self.presence,
+            dispatch=self.dispatch,
+            sync=self.sync,
+            registry=registry,
+            flusher=self.flusher,
+            metrics=self.metrics,
+            poll_intervals=self.poll_intervals,
+        )
+        #: What the gateway's connections share (the app state's ``"gateway"``).
+        self.gateway = Gateway(
+            settings, self.metrics, self.verifier, registry, functools.partial(Session, services)
+        )
 
     def new_event_id(self) -> str:
-        """A unique event id: this process's random prefix and a counter
-        (cheaper than uuid4, which reads the OS's random source every time)."""
-        return f"{self._id_prefix}{next(self._id_counter):08x}"
-
-    def new_session_id(self) -> str:
-        """A unique session id, made like event ids."""
-        return f"s{self._id_prefix}{next(self._id_counter):08x}"
+        """A unique event id (for the parts above the node: HTTP, sync)."""
+        return self.ids.new_event_id()
 
     async def start(self) -> None:
-        await self.backend.start(self.hub, self.settings.node_id, self.presence.kicked)
+        """Start the parts, lowest first: the backend (with the hub as its event
+        sink), the hub, receipts, presence, the heartbeat."""
+        await self.backend.start(self.hub)
         self.hub.start()
         self.dispatch.start()
         self.presence.start()
-        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        self.heartbeat.start()
         log.info(
             "node %s started on the %s backend; schema %s, mappings %s",
             self.settings.node_id,
@@ -205,34 +148,13 @@ class Node:
         )
 
     async def close(self) -> None:
-        for conn in list(self.connections):  # still here after the drain deadline
+        """Stop in the reverse order, after closing the connections still open
+        after the drain deadline (1012)."""
+        for conn in self.registry.connections():
             conn.close(CloseCode.SERVICE_RESTART, "node stopped")
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.heartbeat.close()
         await self.dispatch.close()
         await self.presence.close()
         await self.hub.close()
         await self.backend.close()
         log.info("node %s stopped", self.settings.node_id)
-
-    def sessions_opened(self, session: Session) -> None:
-        self.sessions[session.id] = session
-
-    def sessions_closed(self, session: Session) -> None:
-        self.sessions.pop(session.id, None)
-
-    async def _beat(self) -> None:
-        """Ping every connection each ``heartbeat_s``; close those that did not
-        answer (or send anything) since the previous ping with 1011."""
-        interval = self.settings.heartbeat_s
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for conn in list(self.connections):
-                if conn.pinged_at and conn.last_rx < conn.pinged_at:
-                    log.info("connection %s: no answer to ping within %s s", conn.peer, interval)
-                    conn.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
-                else:
-                    conn.pinged_at = now
-                    conn.ping()

@@ -21,6 +21,7 @@ suite checks:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
@@ -35,14 +36,17 @@ __all__ = [
     "Due",
     "EventSink",
     "History",
+    "HistoryReader",
     "Idempotency",
     "Ledger",
     "Presence",
     "PresenceEntry",
     "PublishRequest",
     "PublishResult",
+    "Publisher",
     "Receipt",
     "ReceiptStep",
+    "ReceiptStepKind",
     "Receipts",
     "RecordStore",
     "RecordWrite",
@@ -75,12 +79,17 @@ class Tracking:
 
 @dataclass(frozen=True, slots=True)
 class PublishRequest:
+    """One event to store in every channel of ``channels``. ``origin`` is the
+    ``(user, device)`` whose record change the event announces (that device
+    does not get it back); it is stored with the event and restored on read."""
+
     channels: tuple[str, ...]
     event_id: str
     priority: str
     body: bytes
     idempotency: Idempotency | None = None
     tracking: Tracking | None = None
+    origin: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +136,19 @@ class Receipt:
         }
 
 
+class ReceiptStepKind(enum.StrEnum):
+    """What happened to a tracked event at one device."""
+
+    DELIVERED = "delivered"
+    ACKED = "acked"
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiptStep:
     """A tracked event was ``delivered`` to, or ``acked`` by, a device of a user
     at ``ms``; ``receipt_id`` is the id of the receipt event, if it is a change."""
 
-    step: str  # "delivered" or "acked"
+    step: ReceiptStepKind
     event: str
     user: str
     device: str
@@ -272,7 +288,25 @@ class EventSink(Protocol):
         last one delivered. The sink re-reads history to catch up."""
 
 
-class Backend(Protocol):
+class HistoryReader(Protocol):
+    """Reads channels' histories (the source of truth for replays and polls)."""
+
+    async def read(self, channel: str, since: Offset | None, limit: int) -> History:
+        """Events of ``channel`` after ``since`` (none when ``since`` is None), at
+        most ``limit``, with the channel's newest position and the recovery verdict."""
+
+
+class Publisher(Protocol):
+    """Stores and announces events (durable before acknowledged)."""
+
+    async def publish(self, request: PublishRequest) -> PublishResult:
+        """Store the event in every channel's history, then announce it live.
+
+        Raises ``BackendUnavailable`` (nothing stored or not known to be stored)
+        or ``IdempotencyConflict``."""
+
+
+class Backend(HistoryReader, Publisher, Protocol):
     """Shared state of a fieldpush cluster. See the module docstring for the guarantees."""
 
     #: ``"memory"`` or ``"redis"``, for logs and ``/readyz``.
@@ -290,24 +324,13 @@ class Backend(Protocol):
     def records(self) -> RecordStore:
         """Records and the change log of delta sync."""
 
-    async def start(
-        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
-    ) -> None:
-        """Connect and begin passing the live feed to ``sink``; requests from
-        other nodes to close a session of node ``node`` go to ``on_kick``."""
+    async def start(self, sink: EventSink) -> None:
+        """Connect and begin passing the live feed to ``sink``. A kick handler
+        registered with :meth:`Presence.on_kick` before is listening once this
+        returns."""
 
     async def close(self) -> None:
         """Stop the live feed and release connections."""
-
-    async def publish(self, request: PublishRequest) -> PublishResult:
-        """Store the event in every channel's history, then announce it live.
-
-        Raises ``BackendUnavailable`` (nothing stored or not known to be stored)
-        or ``IdempotencyConflict``."""
-
-    async def read(self, channel: str, since: Offset | None, limit: int) -> History:
-        """Events of ``channel`` after ``since`` (none when ``since`` is None), at
-        most ``limit``, with the channel's newest position and the recovery verdict."""
 
     async def subscribe(self, channel: str) -> None:
         """Start this node's live feed of ``channel``. When it returns, every
@@ -382,6 +405,9 @@ class Presence(Protocol):
     async def gone(self, node: str) -> None:
         """The node stopped: its entries no longer count."""
 
+    async def sessions_of(self, user: str) -> list[PresenceEntry]:
+        """The user's live sessions, oldest first (what the per-user cap counts)."""
+
     async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
         """The user's live sessions, oldest first, and when the user was last seen
         (now, when online; the last disconnect otherwise; None: never)."""
@@ -391,3 +417,7 @@ class Presence(Protocol):
 
     async def kick(self, node: str, session: str) -> None:
         """Ask ``node`` to close ``session`` (the per-user connection cap)."""
+
+    def on_kick(self, node: str, handler: Callable[[str], None]) -> None:
+        """Requests to close a session of ``node`` (this process's node) go to
+        ``handler``, with the session id. Register before :meth:`Backend.start`."""

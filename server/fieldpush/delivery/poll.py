@@ -11,14 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Protocol
 
+from fieldpush.backend.base import HistoryReader
 from fieldpush.delivery.hub import Hub
 from fieldpush.events.event import Event
 from fieldpush.events.offsets import Offset
-from fieldpush.node import Node
+from fieldpush.settings import Settings
 
-__all__ = ["poll"]
+__all__ = ["PollSources", "poll"]
+
+
+class DeliveryRecorder(Protocol):
+    def delivered(self, event_id: str, user: str, device: str) -> None:
+        """A tracked event reached a device of ``user`` (receipts)."""
+
+
+class PollSources(Protocol):
+    """What a poll reads and reports to (the node has them all)."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def backend(self) -> HistoryReader: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def dispatch(self) -> DeliveryRecorder: ...
 
 
 class _Waiter:
@@ -37,7 +59,7 @@ class _Waiter:
 
 
 async def poll(
-    node: Node, subs: dict[str, str | None], wait_s: float, reader: tuple[str, str]
+    node: PollSources, subs: dict[str, str | None], wait_s: float, reader: tuple[str, str]
 ) -> dict[str, Any]:
     """Events after each channel's offset; waits up to ``wait_s`` when there are none.
 
@@ -47,7 +69,7 @@ async def poll(
     Returns ``{"events": [...], "offsets": {channel: next offset}, "recovered":
     {channel: bool}}``. Raises ``BackendUnavailable``.
     """
-    hub: Hub = node.hub
+    hub = node.hub
     waiter = _Waiter()
     attached: list[str] = []
     try:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import struct
 from typing import Any
+from urllib.parse import quote, unquote
 
 import msgpack
 
 from fieldpush.events.frames import data_frame
 from fieldpush.events.offsets import Offset
 
-__all__ = ["Event", "encode_body", "events_frame"]
+__all__ = ["Event", "decode_origin", "encode_body", "encode_origin", "events_frame"]
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -26,6 +27,19 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 def encode_body(event_id: str, kind: str, priority: str, data: dict[str, Any]) -> bytes:
     """The stored body of an event (compact JSON, UTF-8)."""
     return _dumps({"id": event_id, "kind": kind, "priority": priority, "data": data}).encode()
+
+
+def encode_origin(origin: tuple[str, str]) -> bytes:
+    """An event's origin as stored next to its body: ``<user>/<device>``, each
+    percent-encoded, so the token holds no space and no unescaped ``/``."""
+    user, device = origin
+    return f"{quote(user, safe='')}/{quote(device, safe='')}".encode()
+
+
+def decode_origin(token: bytes) -> tuple[str, str]:
+    """The inverse of :func:`encode_origin`. ValueError when malformed."""
+    user, device = token.decode().split("/")
+    return unquote(user), unquote(device)
 
 
 class Event:
@@ -45,7 +59,14 @@ class Event:
     )
 
     def __init__(
-        self, channel: str, epoch: str, ms: int, seq: int, priority: str, body: bytes
+        self,
+        channel: str,
+        epoch: str,
+        ms: int,
+        seq: int,
+        priority: str,
+        body: bytes,
+        origin: tuple[str, str] | None = None,
     ) -> None:
         self.channel = channel
         self.epoch = epoch
@@ -57,22 +78,13 @@ class Event:
         self._items: list[bytes | None] = [None, None]  # [json, msgpack]
         #: Cached wire frames, [json, msgpack]: read by the delivery hot path.
         self.frames: list[bytes | None] = [None, None]
-        #: ``(user, device)`` that made the record change a ``record.changed``
-        #: event announces: that device does not get it (no echo).
-        self.origin: tuple[str, str] | None = self._origin() if b'"origin"' in body else None
+        #: ``(user, device)`` that made the record change the event announces:
+        #: that device does not get it (no echo). Set by the publisher, stored
+        #: with the event by the backend, restored on every read.
+        self.origin = origin
 
     def __repr__(self) -> str:
         return f"Event({self.channel!r}, {self.offset!r})"
-
-    def _origin(self) -> tuple[str, str] | None:
-        fields = self.fields
-        data = fields.get("data")
-        if fields.get("kind") != "record.changed" or not isinstance(data, dict):
-            return None
-        origin = data.get("origin")
-        if not isinstance(origin, dict):
-            return None
-        return str(origin.get("user")), str(origin.get("device"))
 
     @property
     def offset(self) -> str:

@@ -106,6 +106,7 @@ class Announcer:
                     priority=priority,
                     body=encode_body(event_id, EVENT_KIND, priority, data),
                     tracking=tracking,
+                    origin=(actor.user, actor.device),
                 )
             )
         except BackendUnavailable:

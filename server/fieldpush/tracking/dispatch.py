@@ -34,14 +34,22 @@ import random
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fieldpush.backend.base import Due, Idempotency, PublishRequest, ReceiptStep
+from fieldpush.backend.base import (
+    Due,
+    Idempotency,
+    Ledger,
+    Publisher,
+    PublishRequest,
+    ReceiptStep,
+    ReceiptStepKind,
+)
 from fieldpush.errors import BackendUnavailable
 from fieldpush.events.event import encode_body
-
-if TYPE_CHECKING:
-    from fieldpush.node import Node
+from fieldpush.events.ids import Ids
+from fieldpush.metrics import Metrics
+from fieldpush.settings import Settings
 
 __all__ = ["Dispatch"]
 
@@ -67,9 +75,14 @@ def _now_ms() -> int:
 class Dispatch:
     """Receipts, acks and escalation on one node; see the module docstring."""
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self._new_id = node.new_event_id
+    def __init__(
+        self, ledger: Ledger, publisher: Publisher, ids: Ids, settings: Settings, metrics: Metrics
+    ) -> None:
+        self._ledger = ledger
+        self._publisher = publisher
+        self._settings = settings
+        self._metrics = metrics
+        self._new_id = ids.new_event_id
         self._steps: list[ReceiptStep] = []
         self._waiting: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
@@ -90,7 +103,7 @@ class Dispatch:
         self._flush()
         recording = [task for task in self._tasks if task.get_name() == _RECORDING]
         if recording:
-            await asyncio.wait(recording, timeout=2 * self._node.settings.redis_timeout_s)
+            await asyncio.wait(recording, timeout=2 * self._settings.redis_timeout_s)
         tasks = [*self._tasks, *([self._escalator] if self._escalator else [])]
         for task in tasks:
             task.cancel()
@@ -108,7 +121,9 @@ class Dispatch:
         key = (user, event_id)
         self._written.setdefault(key, time.monotonic())
         if key not in self._deliveries:  # the backend keeps the first one anyway
-            step = ReceiptStep("delivered", event_id, user, device, _now_ms(), self._new_id())
+            step = ReceiptStep(
+                ReceiptStepKind.DELIVERED, event_id, user, device, _now_ms(), self._new_id()
+            )
             self._deliveries[key] = step
         if self._deliveries_timer is None:
             self._deliveries_timer = asyncio.get_running_loop().call_later(
@@ -132,7 +147,9 @@ class Dispatch:
             delivery = self._deliveries.pop((user, event_id), None)
             if delivery is not None:
                 self._add(delivery)
-            self._add(ReceiptStep("acked", event_id, user, device, now, self._new_id()))
+            self._add(
+                ReceiptStep(ReceiptStepKind.ACKED, event_id, user, device, now, self._new_id())
+            )
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
         return future
@@ -159,7 +176,7 @@ class Dispatch:
 
     async def _record(self, steps: list[ReceiptStep], waiting: list[asyncio.Future[None]]) -> None:
         try:
-            await self._node.backend.ledger.record(steps)
+            await self._ledger.record(steps)
         except BackendUnavailable as exc:
             log.warning("%d receipt step(s) not recorded: %s", len(steps), exc)
             for future in waiting:
@@ -167,9 +184,9 @@ class Dispatch:
                     future.set_exception(BackendUnavailable(str(exc)))
             return
         now = time.monotonic()
-        histogram = self._node.metrics.ack_roundtrip
+        histogram = self._metrics.ack_roundtrip
         for step in steps:
-            if step.step == "acked":
+            if step.step is ReceiptStepKind.ACKED:
                 written = self._written.pop((step.user, step.event), None)
                 if written is not None:
                     histogram.observe(now - written)
@@ -181,9 +198,8 @@ class Dispatch:
         self, kind: str, data: dict[str, Any], idempotency: Idempotency | None = None
     ) -> bool:
         """Publish a server event to ``dispatch``; whether it is a new one."""
-        node = self._node
-        event_id = node.new_event_id()
-        result = await node.backend.publish(
+        event_id = self._new_id()
+        result = await self._publisher.publish(
             PublishRequest(
                 channels=("dispatch",),
                 event_id=event_id,
@@ -197,13 +213,13 @@ class Dispatch:
     # ------------------------------------------------------------- escalation
 
     async def _escalate_forever(self) -> None:
-        settings = self._node.settings
+        settings = self._settings
         lease_ms = int(settings.escalation_lease_s * 1000)
         while True:
             # Jittered, so that the nodes of a cluster do not all ask at once.
             await asyncio.sleep(settings.escalation_interval_s * random.uniform(0.5, 1.0))
             try:
-                due = await self._node.backend.ledger.claim_due(lease_ms, CLAIM_BATCH)
+                due = await self._ledger.claim_due(lease_ms, CLAIM_BATCH)
                 for item in due:
                     await self._escalate(item)
             except BackendUnavailable as exc:
@@ -215,21 +231,21 @@ class Dispatch:
         new = await self._publish(
             "escalation", data, Idempotency(SERVER_PUBLISHER, key, fingerprint=key)
         )
-        await self._node.backend.ledger.settle(due.id)
+        await self._ledger.settle(due.id)
         if new:
-            self._node.metrics.escalations += 1
+            self._metrics.escalations += 1
             log.warning(
                 "escalated %s (%s): not acked by %s",
                 due.id,
                 due.kind,
                 ", ".join(due.unacked) or "anyone",
             )
-            if self._node.settings.escalation_webhook_url:
+            if self._settings.escalation_webhook_url:
                 self._spawn(self._call_webhook(data))
 
     async def _call_webhook(self, data: dict[str, Any]) -> None:
         """POST the escalation to the webhook; retry with full-jitter backoff."""
-        settings = self._node.settings
+        settings = self._settings
         url = settings.escalation_webhook_url
         assert url is not None
         body = json.dumps({"type": "escalation", **data}).encode()

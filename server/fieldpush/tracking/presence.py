@@ -11,7 +11,9 @@ making a session wait. A heartbeat renews the node's entries every third of
 The per-user cap (``max_connections_per_user``) is checked at ``hello``
 against the cluster-wide entries: with the ``newest`` policy the new
 connection is refused (4029); with ``oldest`` the oldest sessions beyond the
-cap are closed (4029), wherever they are (other nodes get a ``kick``).
+cap are closed (4029), wherever they are (other nodes get a ``kick``; the
+tracker registers its kick handler with the backend's presence when it is
+made, before the backend starts).
 """
 
 from __future__ import annotations
@@ -19,18 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Collection
+from typing import Protocol
 
-from fieldpush.backend.base import PresenceEntry
+from fieldpush.backend.base import Ledger, Presence, PresenceEntry
 from fieldpush.errors import BackendUnavailable
+from fieldpush.identity.auth import Identity
+from fieldpush.settings import Settings
 from fieldpush_client.protocol import CloseCode
 
-if TYPE_CHECKING:
-    from fieldpush.delivery.session import Session
-    from fieldpush.node import Node
-
-__all__ = ["PresenceTracker"]
+__all__ = ["Member", "PresenceTracker", "Sessions"]
 
 log = logging.getLogger("fieldpush.presence")
 
@@ -39,11 +39,49 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Member(Protocol):
+    """A session as presence sees it (past ``hello``: ``identity`` is set)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def identity(self) -> Identity | None: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def since_ms(self) -> int:
+        """When it opened (ms since the epoch)."""
+
+    @property
+    def subs(self) -> Collection[str]:
+        """The channels it is subscribed to."""
+
+
+class _Closable(Protocol):
+    def close(self, code: CloseCode, reason: str) -> None: ...
+
+
+class Sessions(Protocol):
+    """This node's open sessions by id (the registry)."""
+
+    def session(self, session_id: str) -> _Closable | None: ...
+
+
 class PresenceTracker:
     """See the module docstring."""
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(
+        self, presence: Presence, ledger: Ledger, sessions: Sessions, settings: Settings
+    ) -> None:
+        self._presence = presence
+        self._ledger = ledger
+        self._sessions = sessions
+        self._settings = settings
+        self._node_id = settings.node_id
+        presence.on_kick(self._node_id, self.kicked)
         self._queue: list[Callable[[], Awaitable[None]]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -58,17 +96,17 @@ class PresenceTracker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await self._node.backend.presence.gone(self._node.settings.node_id)
+            await self._presence.gone(self._node_id)
         except BackendUnavailable as exc:
             log.warning("presence entries of this node left to expire: %s", exc)
 
-    def entry(self, session: Session) -> PresenceEntry:
-        assert session.identity is not None
+    def entry(self, session: Member) -> PresenceEntry:
+        assert session.identity is not None  # sessions report only past hello
         return PresenceEntry(
             user=session.identity.user,
             session=session.id,
             device=session.device,
-            node=self._node.settings.node_id,
+            node=self._node_id,
             since=session.since_ms,
             last_seen=_now_ms(),
         )
@@ -90,58 +128,57 @@ class PresenceTracker:
             if failed:
                 log.warning("%d presence update(s) lost: %s", len(failed), failed[0])
 
-    def opened(self, session: Session) -> None:
+    def opened(self, session: Member) -> None:
         """A session passed ``hello``: it is online, on its channels, and a known
         member of its teams (for the receipts of team events)."""
-        assert session.identity is not None
-        identity = session.identity
         entry = self.entry(session)
+        identity = session.identity
+        assert identity is not None  # checked by entry()
         channels = list(session.subs)
-        backend = self._node.backend
+        presence, ledger = self._presence, self._ledger
         audience = [(f"team:{team}", identity.user) for team in identity.teams]
         audience += [(ch, identity.user) for ch in channels if ch == "broadcast"]
-        self._later(lambda: backend.presence.join(entry, channels))
+        self._later(lambda: presence.join(entry, channels))
         if audience:
-            self._later(lambda: backend.ledger.note_audience(audience))
+            self._later(lambda: ledger.note_audience(audience))
 
-    def subscribed(self, session: Session, channel: str) -> None:
-        entry, presence = self.entry(session), self._node.backend.presence
+    def subscribed(self, session: Member, channel: str) -> None:
+        entry, presence, ledger = self.entry(session), self._presence, self._ledger
         self._later(lambda: presence.subscribe(entry, channel))
         if channel == "broadcast":
             pairs = [(channel, entry.user)]
-            self._later(lambda: self._node.backend.ledger.note_audience(pairs))
+            self._later(lambda: ledger.note_audience(pairs))
 
-    def unsubscribed(self, session: Session, channel: str) -> None:
-        entry, presence = self.entry(session), self._node.backend.presence
+    def unsubscribed(self, session: Member, channel: str) -> None:
+        entry, presence = self.entry(session), self._presence
         self._later(lambda: presence.unsubscribe(entry, channel))
 
-    def closed(self, session: Session, channels: list[str]) -> None:
-        entry, presence = self.entry(session), self._node.backend.presence
+    def closed(self, session: Member, channels: list[str]) -> None:
+        entry, presence = self.entry(session), self._presence
         self._later(lambda: presence.leave(entry, channels))
 
     async def _beat(self) -> None:
-        settings = self._node.settings
+        settings = self._settings
         ttl_ms = int(settings.presence_ttl_s * 1000)
         while True:
             try:
-                await self._node.backend.presence.beat(settings.node_id, ttl_ms)
+                await self._presence.beat(self._node_id, ttl_ms)
             except BackendUnavailable as exc:
                 log.warning("presence heartbeat failed: %s", exc)
             await asyncio.sleep(settings.presence_ttl_s / 3)
 
     # -------------------------------------------------------------------- cap
 
-    async def admit(self, session: Session) -> bool:
+    async def admit(self, session: Member) -> bool:
         """Apply the per-user connection cap to a session at ``hello``.
 
         Returns False when the session must be refused (policy ``newest``).
         Raises ``BackendUnavailable``."""
-        settings = self._node.settings
+        settings = self._settings
         cap = settings.max_connections_per_user
         if not cap:
             return True
-        assert session.identity is not None
-        entries, _ = await self._node.backend.presence.of_user(session.identity.user)
+        entries = await self._presence.sessions_of(self.entry(session).user)
         excess = len(entries) + 1 - cap
         if excess <= 0:
             return True
@@ -154,14 +191,15 @@ class PresenceTracker:
                 entry.user,
                 cap,
             )
-            if entry.node == settings.node_id:
+            if entry.node == self._node_id:
                 self.kicked(entry.session)
             else:
-                await self._node.backend.presence.kick(entry.node, entry.session)
+                await self._presence.kick(entry.node, entry.session)
         return True
 
     def kicked(self, session_id: str) -> None:
-        """Close a session of this node on request of the cap (from any node)."""
-        session = self._node.sessions.get(session_id)
+        """Close a session of this node on request of the cap (from any node:
+        registered with :meth:`Presence.on_kick` when the tracker is made)."""
+        session = self._sessions.session(session_id)
         if session is not None:
             session.close(CloseCode.RATE_LIMITED, "too many connections for this user")

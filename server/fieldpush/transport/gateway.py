@@ -20,22 +20,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final, cast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from fieldpush.delivery.registry import Registry
 from fieldpush.delivery.session import Session
 from fieldpush.errors import AuthError
 from fieldpush.events.frames import PING_FRAME, data_frame
+from fieldpush.identity.auth import TokenVerifier
+from fieldpush.metrics import Metrics
+from fieldpush.settings import Settings
 from fieldpush.transport.handshake import HandshakeError, parse_upgrade, reject, switching_protocols
 from fieldpush_client.protocol import SUBPROTOCOL_JSON, CloseCode, DecodeError, codec_for
 
-if TYPE_CHECKING:
-    from fieldpush.node import Node
-
-__all__ = ["WS_PATH", "Connection"]
+__all__ = ["WS_PATH", "Connection", "Gateway"]
 
 log = logging.getLogger("fieldpush.gateway")
 #: websockets logs every open and close at INFO; the session logs its own lines.
@@ -53,18 +56,34 @@ def _token_from_header(value: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """What the connections of a node share; built by the node, found by each
+    :class:`Connection` in the app state (the lifespan yields it as ``"gateway"``)."""
+
+    settings: Settings
+    metrics: Metrics
+    verifier: TokenVerifier
+    registry: Registry[Connection]
+    #: Makes the session of a connection whose upgrade succeeded.
+    new_session: Callable[[Connection], Session]
+
+
 class Connection(asyncio.Protocol):
     """A phone's socket. uvicorn instantiates it with its ``config``,
-    ``server_state`` and ``app_state``; the node comes from the app state
-    (the lifespan yields ``{"node": node}``)."""
+    ``server_state`` and ``app_state``; the :class:`Gateway` comes from the app
+    state. uvicorn's ``server_state.connections`` holds every connection for
+    uvicorn's own shutdown (which calls :meth:`shutdown`); fieldpush keeps
+    upgraded ones in the gateway's registry."""
 
     def __init__(
         self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None
     ) -> None:
-        self.node: Node = app_state["node"]
+        self.gateway: Gateway = app_state["gateway"]
+        self.settings = self.gateway.settings
         self.server_state = server_state
-        self.max_outbox_bytes = self.node.settings.max_outbox_bytes
-        self.max_outbox_messages = self.node.settings.max_outbox_messages
+        self.max_outbox_bytes = self.settings.max_outbox_bytes
+        self.max_outbox_messages = self.settings.max_outbox_messages
         #: Frames written since the transport's buffer was last found empty.
         self.unsent_frames = 0
         #: Set while the transport's buffer is over its high-water mark.
@@ -102,7 +121,7 @@ class Connection(asyncio.Protocol):
             if code is None and self.ws is not None and self.ws.close_rcvd is not None:
                 code = self.ws.close_rcvd.code
             self.session.teardown(code)
-            self.node.connections.discard(self)
+            self.gateway.registry.remove_connection(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -144,7 +163,7 @@ class Connection(asyncio.Protocol):
         if paused is None or self.closing:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(paused), self.node.settings.heartbeat_s)
+            await asyncio.wait_for(asyncio.shield(paused), self.settings.heartbeat_s)
         except TimeoutError:
             log.info("connection %s: too slow, read nothing during a replay", self.peer)
             self.close(CloseCode.TOO_SLOW, "too slow: events not read")
@@ -152,13 +171,13 @@ class Connection(asyncio.Protocol):
     # -------------------------------------------------------------- handshake
 
     def _handshake(self, request: bytes) -> None:
-        node = self.node
+        gateway, settings = self.gateway, self.settings
         transport = self.transport
-        assert transport is not None
+        assert transport is not None  # data comes after connection_made
         try:
             upgrade = parse_upgrade(request, path=WS_PATH)
-            limit = node.settings.max_connections
-            if limit and len(node.connections) >= limit:
+            limit = settings.max_connections
+            if limit and gateway.registry.connection_count >= limit:
                 raise HandshakeError(
                     503, "this node is full; retry on another", (("Retry-After", "5"),)
                 )
@@ -170,19 +189,19 @@ class Connection(asyncio.Protocol):
             return
         transport.write(switching_protocols(upgrade))
         self.ws = ServerProtocol(
-            state=State.OPEN, max_size=node.settings.max_frame_bytes, logger=_WS_LOG
+            state=State.OPEN, max_size=settings.max_frame_bytes, logger=_WS_LOG
         )
         self.subprotocol = upgrade.subprotocol or SUBPROTOCOL_JSON
         self.binary = codec_for(self.subprotocol).binary
         self.header_token = _token_from_header(upgrade.authorization)
-        self.session = Session(node, self)
-        node.connections.add(self)
-        node.metrics.connections_total += 1
+        self.session = gateway.new_session(self)
+        gateway.registry.add_connection(self)
+        gateway.metrics.connections_total += 1
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(node.settings.hello_timeout_s, self._hello_timeout)
+        self.timer = loop.call_later(settings.hello_timeout_s, self._hello_timeout)
         if self.header_token is not None:
             try:
-                node.verifier.verify(self.header_token)
+                gateway.verifier.verify(self.header_token)
             except AuthError as exc:
                 log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
                 self.close(CloseCode.UNAUTHORIZED, str(exc))
@@ -193,7 +212,7 @@ class Connection(asyncio.Protocol):
             log.info(
                 "connection %s refused: no hello within %s s",
                 self.peer,
-                self.node.settings.hello_timeout_s,
+                self.settings.hello_timeout_s,
             )
             self.close(CloseCode.UNAUTHORIZED, "no hello in time")
 
@@ -274,7 +293,7 @@ class Connection(asyncio.Protocol):
             self.closing = True
             self.close_code = ws.close_sent.code
             if ws.close_rcvd is None:
-                self.node.metrics.closed[ws.close_sent.code] += 1
+                self.gateway.metrics.closed[ws.close_sent.code] += 1
                 log.info("connection %s closed: %s", self.peer, ws.close_sent)
         for data in ws.data_to_send():
             if data:
@@ -294,7 +313,7 @@ class Connection(asyncio.Protocol):
             return
         self.closing = True
         self.close_code = int(code)
-        self.node.metrics.closed[int(code)] += 1
+        self.gateway.metrics.closed[int(code)] += 1
         if self.ws is not None and self.ws.state is State.OPEN:
             self.ws.send_close(int(code), reason[:120])
         self._send_pending()
@@ -323,7 +342,7 @@ class Connection(asyncio.Protocol):
             return
         if self.closing:
             return
-        settings = self.node.settings
+        settings = self.settings
         window = [settings.goaway_min_ms, settings.goaway_max_ms]
         self.send_message({"type": "goaway", "reason": "drain", "reconnect_after_ms": window})
         self._cancel_timer()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fieldpush.backend.base import EventSink, History, PublishRequest, PublishResult
@@ -70,11 +69,8 @@ class MemoryBackend:
             log_max_age_s=sync_log_max_age_s,
         )
 
-    async def start(
-        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
-    ) -> None:
+    async def start(self, sink: EventSink) -> None:
         self._sink = sink
-        self.presence.on_kick = on_kick
 
     async def close(self) -> None:
         self._sink = None
@@ -116,7 +112,13 @@ class MemoryBackend:
             channel.ms = max(channel.ms, now_ms)
             channel.seq += 1
             event = Event(
-                name, channel.epoch, channel.ms, channel.seq, request.priority, request.body
+                name,
+                channel.epoch,
+                channel.ms,
+                channel.seq,
+                request.priority,
+                request.body,
+                request.origin,
             )
             channel.events.append(event)
             if len(channel.events) > self._max_events:

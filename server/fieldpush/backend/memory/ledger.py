@@ -17,6 +17,7 @@ from fieldpush.backend.base import (
     Receipt,
     Receipts,
     ReceiptStep,
+    ReceiptStepKind,
     Tracking,
 )
 from fieldpush.events.event import Event
@@ -112,10 +113,10 @@ class MemoryLedger:
                 continue
             tracked, recipient = found
             mark = (step.ms, step.device)
-            if step.step == "acked" and recipient.acked is None:
+            if step.step is ReceiptStepKind.ACKED and recipient.acked is None:
                 recipient.acked = mark
                 self._pending.get(step.user, {}).pop(step.event, None)
-            elif step.step == "delivered" and recipient.delivered is None:
+            elif step.step is ReceiptStepKind.DELIVERED and recipient.delivered is None:
                 recipient.delivered = mark
             else:
                 continue
@@ -183,7 +184,7 @@ class MemoryPresence:
         self._users: dict[str, dict[str, PresenceEntry]] = {}
         self._channels: dict[str, dict[str, PresenceEntry]] = {}
         self._last_seen: dict[str, int] = {}
-        self.on_kick: Callable[[str], None] | None = None
+        self._kicked: Callable[[str], None] | None = None
 
     async def join(self, entry: PresenceEntry, channels: list[str]) -> None:
         self._users.setdefault(entry.user, {})[entry.session] = entry
@@ -225,13 +226,19 @@ class MemoryPresence:
             key=lambda e: (e.since, e.session),
         )
 
+    async def sessions_of(self, user: str) -> list[PresenceEntry]:
+        return self._live(self._users.get(user, {}))
+
     async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
-        entries = self._live(self._users.get(user, {}))
+        entries = await self.sessions_of(user)
         return entries, entries[0].last_seen if entries else self._last_seen.get(user)
 
     async def of_channel(self, channel: str) -> list[PresenceEntry]:
         return self._live(self._channels.get(channel, {}))
 
     async def kick(self, node: str, session: str) -> None:
-        if self.on_kick is not None:
-            self.on_kick(session)
+        if self._kicked is not None:
+            self._kicked(session)
+
+    def on_kick(self, node: str, handler: Callable[[str], None]) -> None:
+        self._kicked = handler

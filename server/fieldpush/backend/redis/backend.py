@@ -3,10 +3,12 @@
 Data model, per channel ``<ch>`` (keys carry the hash tag ``{<ch>}``):
 
 - ``<prefix>:{<ch>}:m``  hash ``e`` (epoch), ``s`` (last seq), ``t`` (last ms);
-- ``<prefix>:{<ch>}:s``  stream; entry id ``<ms>-<seq>``, fields ``p`` (priority)
-  and ``b`` (event body), trimmed to ``history_max_events`` and
-  ``history_max_age_s``;
-- ``<prefix>:<ch>``       pub/sub channel; message ``<seq> <ms> <epoch> <priority> <body>``;
+- ``<prefix>:{<ch>}:s``  stream; entry id ``<ms>-<seq>``, fields ``p`` (priority),
+  ``b`` (event body) and, for an event with an origin, ``o`` (the origin token
+  of :func:`~fieldpush.events.event.encode_origin`; entries without it have no
+  origin), trimmed to ``history_max_events`` and ``history_max_age_s``;
+- ``<prefix>:<ch>``       pub/sub channel; message ``<seq> <ms> <epoch> <priority> <body>``,
+  or ``<seq> <ms> <epoch> <priority> <origin> <body>`` (a body starts with ``{``);
 - ``<prefix>:idem:<len(publisher)>:<publisher>:<key>``  idempotency record
   (fingerprint + result); the length keeps publishers ``a:b`` + key ``c`` and
   ``a`` + key ``b:c`` apart.
@@ -32,7 +34,6 @@ replicas) for now.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from fieldpush.backend.base import EventSink, History, PublishRequest, PublishResult
@@ -41,7 +42,7 @@ from fieldpush.backend.redis.ledger import RedisLedger, RedisPresence, script
 from fieldpush.backend.redis.pubsub import PubSub, RedisAddress
 from fieldpush.backend.redis.records import RedisRecords
 from fieldpush.errors import BackendUnavailable, IdempotencyConflict
-from fieldpush.events.event import Event
+from fieldpush.events.event import Event, decode_origin, encode_origin
 from fieldpush.events.offsets import Offset, can_recover, new_epoch
 
 __all__ = ["RedisBackend"]
@@ -99,14 +100,10 @@ class RedisBackend:
             log_max_entries=sync_log_max_entries,
             log_max_age_s=sync_log_max_age_s,
         )
-        self._control: bytes | None = None
-        self._on_kick: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(
-        self, sink: EventSink, node: str = "", on_kick: Callable[[str], None] | None = None
-    ) -> None:
+    async def start(self, sink: EventSink) -> None:
         self._sink = sink
         self._pubsub = PubSub(
             self._address,
@@ -115,10 +112,8 @@ class RedisBackend:
             timeout_s=self._timeout_s,
         )
         await self._pubsub.start()
-        if on_kick is not None:
-            self._on_kick = on_kick
-            self._control = self.presence.control_channel(node)
-            await self._pubsub.subscribe(self._control)
+        if self.presence.kicks is not None:
+            await self._pubsub.subscribe(self.presence.kicks[0])
 
     async def close(self) -> None:
         if self._pubsub is not None:
@@ -135,16 +130,23 @@ class RedisBackend:
         return self._pubsub_prefix + channel.encode()
 
     def _on_message(self, pubsub_name: bytes, payload: bytes) -> None:
-        """One doorbell, ``<seq> <ms> <epoch> <priority> <body>``: the hot path."""
+        """One doorbell, ``<seq> <ms> <epoch> <priority> [<origin> ]<body>``: the hot path."""
         channel = self._subscribed.get(pubsub_name)
         sink = self._sink
         if channel is None or sink is None:
-            if pubsub_name == self._control and self._on_kick is not None:
-                self._on_kick(payload.decode(errors="replace"))
+            kicks = self.presence.kicks
+            if kicks is not None and pubsub_name == kicks[0]:
+                kicks[1](payload.decode(errors="replace"))
             return  # else: sent before our UNSUBSCRIBE took effect
         try:
             seq, ms, epoch, priority, body = payload.split(b" ", 4)
-            event = Event(channel, epoch.decode(), int(ms), int(seq), priority.decode(), body)
+            origin = None
+            if body[:1] != b"{":
+                token, body = body.split(b" ", 1)
+                origin = decode_origin(token)
+            event = Event(
+                channel, epoch.decode(), int(ms), int(seq), priority.decode(), body, origin
+            )
         except ValueError:
             log.warning("dropped a malformed pub/sub message on %s", channel)
             return
@@ -174,6 +176,7 @@ class RedisBackend:
             tracking.ack_deadline_ms if tracking is not None else 0,
             self._prefix,
             self._receipts_ttl_ms,
+            encode_origin(request.origin) if request.origin is not None else "",
         ]
         for channel in request.channels:
             keys.extend(self._keys(channel))
@@ -205,6 +208,7 @@ class RedisBackend:
         for entry_id, fields in entries:
             entry_ms, _, entry_seq = entry_id.partition(b"-")
             values = dict(zip(fields[::2], fields[1::2], strict=True))
+            origin = values.get(b"o")
             events.append(
                 Event(
                     channel,
@@ -213,6 +217,7 @@ class RedisBackend:
                     int(entry_seq),
                     values[b"p"].decode(),
                     values[b"b"],
+                    decode_origin(origin) if origin is not None else None,
                 )
             )
         if not can_recover(since, top, events[0].seq if events else None):

@@ -206,6 +206,17 @@ class RedisClient:
             raise BackendUnavailable(f"redis at {self._address.safe}: {reply}")
         return reply
 
+    async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``commands`` in one write, in order; their replies (as :meth:`execute`).
+        Cheaper than gathering :meth:`execute` calls: no task per command."""
+        connection = await self._connected()
+        futures = [connection.send(encode_command(*map(_bytes, command))) for command in commands]
+        replies = await asyncio.gather(*futures)  # marks the others' failures retrieved
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_NOT_NOW):
+                raise BackendUnavailable(f"redis at {self._address.safe}: {reply}")
+        return list(replies)
+
     async def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script by SHA1, sending its source when Redis does not have it."""
         tail = [len(keys), *keys, *args]

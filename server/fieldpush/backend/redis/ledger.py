@@ -4,7 +4,8 @@ Ledger keys (``<p>`` is the key prefix):
 
 - ``<p>:crit:<event id>`` hash, written by ``publish.lua`` with the event:
   ``k`` kind, ``t`` publish ms, ``dl`` deadline ms (0: none), ``b`` body,
-  ``o:<channel>`` offset per channel, ``r:<user>`` the channel through which
+  ``og`` origin token (only for an event with an origin), ``o:<channel>``
+  offset per channel, ``r:<user>`` the channel through which
   each recipient receives it, then ``d:<user>`` / ``a:<user>`` =
   ``<ms> <device>`` of the user's first delivery and first ack. Expires
   ``receipts_ttl_s`` after the publish.
@@ -30,8 +31,8 @@ data (recipients), so like ``publish.lua`` this targets a single Redis.
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -41,9 +42,10 @@ from fieldpush.backend.base import (
     Receipt,
     Receipts,
     ReceiptStep,
+    ReceiptStepKind,
 )
 from fieldpush.backend.redis.client import RedisClient, Script
-from fieldpush.events.event import Event
+from fieldpush.events.event import Event, decode_origin
 from fieldpush.events.offsets import Offset, new_epoch
 
 __all__ = ["RedisLedger", "RedisPresence", "script"]
@@ -57,11 +59,6 @@ def script(name: str, *preludes: str) -> Script:
     functions, e.g. ``append.lua``)."""
     folder = files("fieldpush.backend.redis").joinpath("lua")
     return Script("\n".join(folder.joinpath(part).read_text() for part in (*preludes, name)))
-
-
-async def pipelined(client: RedisClient, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Send ``commands`` together (one write) and wait for all their replies."""
-    return list(await asyncio.gather(*(client.execute(*command) for command in commands)))
 
 
 def _step(raw: bytes | None) -> tuple[int, str] | None:
@@ -107,8 +104,8 @@ class RedisLedger:
 
     async def note_audience(self, pairs: list[tuple[str, str]]) -> None:
         prefix = self._prefix
-        await pipelined(
-            self._client, [(b"SADD", f"{prefix}:aud:{channel}", user) for channel, user in pairs]
+        await self._client.pipeline(
+            [(b"SADD", f"{prefix}:aud:{channel}", user) for channel, user in pairs]
         )
 
     async def record(self, steps: list[ReceiptStep]) -> None:
@@ -116,18 +113,26 @@ class RedisLedger:
             return
         args: list[Any] = [self._prefix, *self._history, *self._dispatch, new_epoch()]
         for step in steps:
-            kind = "a" if step.step == "acked" else "d"
+            kind = "a" if step.step is ReceiptStepKind.ACKED else "d"
             args += (kind, step.event, step.user, step.device, step.ms, step.receipt_id)
         await self._client.run(self._receipt, [], args)
 
     async def pending(self, user: str) -> list[Event]:
         reply = await self._client.run(self._pending, [], [self._prefix, user])
         events = []
-        for _, channel, offset, body in reply:
+        for _, channel, offset, body, origin in reply:
             position = Offset.parse(offset.decode())
             assert position is not None  # written by publish.lua
             events.append(
-                Event(channel.decode(), position.epoch, position.ms, position.seq, "critical", body)
+                Event(
+                    channel.decode(),
+                    position.epoch,
+                    position.ms,
+                    position.seq,
+                    "critical",
+                    body,
+                    decode_origin(origin) if origin else None,
+                )
             )
         return events
 
@@ -166,6 +171,13 @@ class RedisPresence:
     def __init__(self, client: RedisClient, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
+        #: The control channel of this node and its kick handler, once registered.
+        self.kicks: tuple[bytes, Callable[[str], None]] | None = None
+
+    def on_kick(self, node: str, handler: Callable[[str], None]) -> None:
+        """See :meth:`~fieldpush.backend.base.Presence.on_kick`; the backend
+        subscribes to the node's control channel at start."""
+        self.kicks = (self.control_channel(node), handler)
 
     def _user_key(self, user: str) -> str:
         return f"{self._prefix}:pres:u:{user}"
@@ -177,24 +189,29 @@ class RedisPresence:
         """The pub/sub channel on which ``node`` receives kick requests."""
         return f"{self._prefix}:ctl:{node}".encode()
 
+    @staticmethod
+    def _values(entry: PresenceEntry) -> tuple[str, str]:
+        """The entry's value in the user hash and in a channel hash (the same
+        JSON list with the user first): one encoding for both."""
+        value = json.dumps([entry.node, entry.device, entry.since])
+        return value, f"[{json.dumps(entry.user)}, {value[1:]}"
+
     def _channel_entry(self, entry: PresenceEntry, channel: str) -> tuple[Any, ...]:
-        value = json.dumps([entry.user, entry.node, entry.device, entry.since])
-        return (b"HSET", self._channel_key(channel), entry.session, value)
+        return (b"HSET", self._channel_key(channel), entry.session, self._values(entry)[1])
 
     async def join(self, entry: PresenceEntry, channels: list[str]) -> None:
-        value = json.dumps([entry.node, entry.device, entry.since])
-        await pipelined(
-            self._client,
+        value, in_channel = self._values(entry)
+        session = entry.session
+        await self._client.pipeline(
             [
-                (b"HSET", self._user_key(entry.user), entry.session, value),
-                *(self._channel_entry(entry, channel) for channel in channels),
+                (b"HSET", self._user_key(entry.user), session, value),
+                *((b"HSET", self._channel_key(ch), session, in_channel) for ch in channels),
             ],
         )
 
     async def leave(self, entry: PresenceEntry, channels: list[str]) -> None:
         seen = f"{self._prefix}:pres:seen:{entry.user}"
-        await pipelined(
-            self._client,
+        await self._client.pipeline(
             [
                 (b"HDEL", self._user_key(entry.user), entry.session),
                 *((b"HDEL", self._channel_key(channel), entry.session) for channel in channels),
@@ -247,13 +264,16 @@ class RedisPresence:
         live.sort(key=lambda e: (e.since, e.session))
         return live
 
-    async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
+    async def sessions_of(self, user: str) -> list[PresenceEntry]:
         key = self._user_key(user)
         raw = await self._client.execute(b"HGETALL", key)
-        entries = [
+        return [
             PresenceEntry(user, e.session, e.device, e.node, e.since, e.last_seen)
             for e in await self._live(key, raw, has_user=False)
         ]
+
+    async def of_user(self, user: str) -> tuple[list[PresenceEntry], int | None]:
+        entries = await self.sessions_of(user)
         if entries:
             return entries, max(e.last_seen for e in entries)
         seen = await self._client.execute(b"GET", f"{self._prefix}:pres:seen:{user}")

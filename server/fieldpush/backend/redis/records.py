@@ -38,7 +38,7 @@ from fieldpush.backend.base import (
     StoredRecord,
 )
 from fieldpush.backend.redis.client import RedisClient
-from fieldpush.backend.redis.ledger import pipelined, script
+from fieldpush.backend.redis.ledger import script
 from fieldpush.errors import InvalidPosition
 
 __all__ = ["RedisRecords"]
@@ -80,7 +80,7 @@ class RedisRecords:
             (b"HMGET", f"{prefix}:sync:rec:{key}", b"v", b"d") for key in records
         ]
         commands += [(b"GET", f"{prefix}:sync:res:{key}") for key in result_keys]
-        replies = await pipelined(self._client, commands)
+        replies = await self._client.pipeline(commands)
         found = [
             StoredRecord(int(version), blob) if version is not None else None
             for version, blob in replies[: len(records)]
@@ -109,8 +109,7 @@ class RedisRecords:
         return [_status(reply) for reply in await self._client.run(_COMMIT, [], args)]
 
     async def log_top(self) -> str:
-        epoch, newest = await pipelined(
-            self._client,
+        epoch, newest = await self._client.pipeline(
             [(b"GET", f"{self._log}:e"), (b"XREVRANGE", self._log, b"+", b"-", b"COUNT", b"1")],
         )
         if not newest:

@@ -2,8 +2,8 @@
 --
 -- ARGV[1]  key prefix, ARGV[2] user
 --
--- Returns {event id, channel, offset, body} per event: the channel through
--- which the user receives it and the event's offset there. Entries whose
+-- Returns {event id, channel, offset, body, origin token or ''} per event: the
+-- channel through which the user receives it and the event's offset there. Entries whose
 -- record expired are removed.
 
 local prefix, user = ARGV[1], ARGV[2]
@@ -11,8 +11,8 @@ local pending = prefix .. ':pend:' .. user
 local out = {}
 for _, event_id in ipairs(redis.call('ZRANGE', pending, 0, -1)) do
   local record = prefix .. ':crit:' .. event_id
-  local found = redis.call('HMGET', record, 'r:' .. user, 'b')
-  local channel, body = found[1], found[2]
+  local found = redis.call('HMGET', record, 'r:' .. user, 'b', 'og')
+  local channel, body, origin = found[1], found[2], found[3] or ''
   if not body then
     redis.call('ZREM', pending, event_id)
   else
@@ -30,7 +30,7 @@ for _, event_id in ipairs(redis.call('ZRANGE', pending, 0, -1)) do
         end
       end
     end
-    out[#out + 1] = {event_id, channel, offset, body}
+    out[#out + 1] = {event_id, channel, offset, body, origin}
   end
 end
 return out

@@ -15,7 +15,8 @@
 -- ARGV[10] kind of a tracked (critical) event, '' when not tracked
 -- ARGV[11] its ack deadline (ms after now; 0: none)
 -- ARGV[12] key prefix, ARGV[13] receipts TTL (ms)
--- ARGV[14 + 3(i-1) ..]  per channel: candidate epoch, pub/sub name, channel name
+-- ARGV[14] encoded origin of the event ('' for none)
+-- ARGV[15 + 3(i-1) ..]  per channel: candidate epoch, pub/sub name, channel name
 --
 -- A tracked event (see redis_ledger.py for the keys) is recorded in the same
 -- step: its hash with every recipient user, a pending entry per recipient and
@@ -48,10 +49,10 @@ local history = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])}
 local offsets = {}
 
 for i = 1, (#KEYS - 1) / 2 do
-  local arg = 14 + 3 * (i - 1)
+  local arg = 15 + 3 * (i - 1)
   offsets[#offsets + 1] = ARGV[arg + 2]
   offsets[#offsets + 1] = append(KEYS[2 * i], KEYS[2 * i + 1], ARGV[arg + 1], ARGV[arg],
-    ARGV[5], ARGV[6], now, history)
+    ARGV[5], ARGV[6], ARGV[14], now, history)
 end
 
 if ARGV[10] ~= '' then
@@ -61,6 +62,9 @@ if ARGV[10] ~= '' then
   if tonumber(ARGV[11]) > 0 then deadline = now + tonumber(ARGV[11]) end
   redis.call('HSET', record, 'k', ARGV[10], 't', string.format('%d', now),
     'dl', string.format('%d', deadline), 'b', ARGV[6])
+  if ARGV[14] ~= '' then
+    redis.call('HSET', record, 'og', ARGV[14])
+  end
   for i = 1, #offsets, 2 do
     local channel = offsets[i]
     redis.call('HSET', record, 'o:' .. channel, offsets[i + 1])

@@ -77,6 +77,6 @@ for _, event_id in ipairs(order) do
     id = entry.id, kind = 'receipt', priority = 'high',
     data = {event = event_id, kind = entry.kind, receipts = receipts},
   })
-  append(ARGV[5], ARGV[6], ARGV[7], ARGV[8], 'high', body, now, history)
+  append(ARGV[5], ARGV[6], ARGV[7], ARGV[8], 'high', body, '', now, history)
 end
 return #order
