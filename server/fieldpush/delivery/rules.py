@@ -14,7 +14,7 @@ from typing import Any
 
 from fieldpush.identity.auth import Identity
 from fieldpush.identity.policy import may_subscribe
-from fieldpush_client.protocol import ErrorCode
+from fieldpush_client.protocol import ErrorCode, Welcome
 
 __all__ = [
     "Rate",
@@ -143,7 +143,7 @@ def welcome(
     poll: Mapping[str, float],
     plan: SubscriptionPlan,
     opened: Mapping[str, tuple[str, bool]],
-) -> dict[str, Any]:
+) -> Welcome:
     """The ``welcome`` message; ``opened`` maps each allowed channel to its
     ``(offset, recovered)``. ``subs`` lists the channels in the order asked."""
     states: dict[str, dict[str, Any]] = {
@@ -151,13 +151,12 @@ def welcome(
     }
     for channel, (offset, recovered) in opened.items():
         states[channel] = {"offset": offset, "recovered": recovered}
-    return {
-        "type": "welcome",
-        "session": session,
-        "user": identity.user,
-        "role": identity.role,
-        "node": node,
-        "heartbeat_s": heartbeat_s,
-        "poll": poll,
-        "subs": {channel: states[channel] for channel in plan.wanted},
-    }
+    return Welcome(
+        session=session,
+        user=identity.user,
+        role=identity.role,
+        node=node,
+        heartbeat_s=heartbeat_s,
+        poll=dict(poll),
+        subs={channel: states[channel] for channel in plan.wanted},
+    )

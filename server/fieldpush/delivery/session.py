@@ -60,18 +60,27 @@ from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
 from fieldpush_client.protocol import (
     Ack,
+    Change,
+    Changes,
     ClientMessage,
     CloseCode,
     ErrorCode,
+    ErrorMsg,
     Hello,
     InvalidMutation,
     Mutate,
+    Mutated,
     Mutation,
+    MutationResult,
     Ping,
+    Pong,
     ProtocolError,
     Pull,
+    ServerMessage,
     Subscribe,
+    Subscribed,
     Unsubscribe,
+    Unsubscribed,
     parse_client_message,
 )
 
@@ -110,7 +119,7 @@ class Link(Protocol):
     def write(self, data: bytes) -> None:
         """Write complete frames; closes a phone that does not read (4008)."""
 
-    def send_message(self, message: dict[str, Any]) -> None:
+    def send_message(self, message: ServerMessage) -> None:
         """Encode one message with the connection's codec and write it."""
 
     def close(self, code: CloseCode, reason: str) -> None:
@@ -211,14 +220,11 @@ class Session:
         if identity is not None:  # criticals are written only past hello
             self._services.dispatch.delivered(event_id, identity.user, self.device)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: ServerMessage) -> None:
         self.conn.send_message(message)
 
     def error(self, code: ErrorCode, message: str, request_id: int | None = None) -> None:
-        reply: dict[str, Any] = {"type": "error", "code": code.value, "message": message}
-        if request_id is not None:
-            reply["id"] = request_id
-        self.send(reply)
+        self.send(ErrorMsg(code=code, message=message, id=request_id))
 
     def refuse(self, refusal: Refusal, request_id: int | None) -> None:
         self.error(refusal.code, refusal.message, request_id)
@@ -290,7 +296,7 @@ class Session:
             self._refuse_before_hello(raw)
             return None
         if isinstance(message, Ping):
-            self.send({"type": "pong", "id": message.id, "ts": time.time_ns() // 1_000_000})
+            self.send(Pong(id=message.id, ts=time.time_ns() // 1_000_000))
         elif isinstance(message, Ack):
             self._services.metrics.acks += len(message.ids)
             self._ack(identity, message)
@@ -352,7 +358,7 @@ class Session:
                 message.id,
             )
             return
-        self.send({"type": "mutated", "id": message.id, "results": results})
+        self.send(Mutated(id=message.id, results=[MutationResult.from_dict(r) for r in results]))
 
     async def _pull(self, identity: Identity, message: Pull) -> None:
         try:
@@ -365,7 +371,15 @@ class Session:
         except BackendUnavailable:
             self.error(ErrorCode.UNAVAILABLE, "backend unavailable; pull again", message.id)
             return
-        self.send({"type": "changes", "id": message.id, **reply})
+        self.send(
+            Changes(
+                id=message.id,
+                changes=[Change.from_dict(change) for change in reply["changes"]],
+                cursor=reply["cursor"],
+                more=reply["more"],
+                snapshot=reply.get("snapshot", False),
+            )
+        )
 
     # ------------------------------------------------------------------- hello
 
@@ -539,15 +553,7 @@ class Session:
         except BackendUnavailable:
             self.error(ErrorCode.UNAVAILABLE, "backend unavailable; retry", message.id)
             return
-        self.send(
-            {
-                "type": "subscribed",
-                "id": message.id,
-                "channel": channel,
-                "offset": str(top),
-                "recovered": recovered,
-            }
-        )
+        self.send(Subscribed(id=message.id, channel=channel, offset=str(top), recovered=recovered))
         services.presence.subscribed(self, channel)
         subscription = self.subs[channel]
         try:
@@ -567,7 +573,7 @@ class Session:
         subscription = self.subs.pop(channel)
         self._services.hub.detach(channel, subscription)
         self._services.presence.unsubscribed(self, channel)
-        self.send({"type": "unsubscribed", "id": message.id, "channel": channel})
+        self.send(Unsubscribed(id=message.id, channel=channel))
 
     # ----------------------------------------------------------------- teardown
 

@@ -36,7 +36,14 @@ from fieldpush.identity.auth import TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
 from fieldpush.transport.handshake import HandshakeError, parse_upgrade, reject, switching_protocols
-from fieldpush_client.protocol import SUBPROTOCOL_JSON, CloseCode, DecodeError, codec_for
+from fieldpush_client.protocol import (
+    SUBPROTOCOL_JSON,
+    CloseCode,
+    DecodeError,
+    Goaway,
+    ServerMessage,
+    codec_for,
+)
 
 __all__ = ["WS_PATH", "Connection", "Gateway"]
 
@@ -271,8 +278,9 @@ class Connection(asyncio.Protocol):
             )
             self.close(CloseCode.TOO_SLOW, "too slow: events not read")
 
-    def send_message(self, message: dict[str, Any]) -> None:
-        payload = codec_for(self.subprotocol).encode(message)
+    def send_message(self, message: ServerMessage) -> None:
+        """Encode one server message (a type of the protocol layer) and write it."""
+        payload = codec_for(self.subprotocol).encode(message.to_wire())
         self.write(data_frame(payload, self.binary))
 
     def ping(self) -> None:
@@ -343,8 +351,8 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         settings = self.settings
-        window = [settings.goaway_min_ms, settings.goaway_max_ms]
-        self.send_message({"type": "goaway", "reason": "drain", "reconnect_after_ms": window})
+        window = (settings.goaway_min_ms, settings.goaway_max_ms)
+        self.send_message(Goaway(reason="drain", reconnect_after_ms=window))
         self._cancel_timer()
         self.timer = asyncio.get_running_loop().call_later(
             settings.goaway_max_ms / 1000 + 1.0,

@@ -285,7 +285,7 @@ def test_welcome_lists_every_channel_in_the_order_asked() -> None:
         plan=plan,
         opened={"user:alice": ("ep:0-0", True), "team:north": ("ep:0-9", False)},
     )
-    assert message == {
+    assert message.to_wire() == {
         "type": "welcome",
         "session": "s1",
         "user": "alice",
@@ -299,4 +299,4 @@ def test_welcome_lists_every_channel_in_the_order_asked() -> None:
             "team:north": {"offset": "ep:0-9", "recovered": False},
         },
     }
-    assert list(message["subs"]) == ["user:alice", "team:south", "team:north"]
+    assert list(message.subs) == ["user:alice", "team:south", "team:north"]
