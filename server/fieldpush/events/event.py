@@ -4,13 +4,13 @@ An :class:`Event` is one event in one channel's history. Its ``body`` is the
 JSON object ``{"id", "kind", "priority", "data"}`` fixed at publish; the
 channel, offset and ``ts`` come from its position. The wire forms are built
 lazily and cached on the event, so a node encodes each event at most once per
-codec however many sessions it reaches (ARCHITECTURE.md: "encode once").
+codec however many sessions it reaches. The bytes are built by the protocol layer
+(:mod:`fieldpush_client.protocol.event_bytes`), the same messages its types describe.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -18,15 +18,14 @@ import msgpack
 
 from fieldpush.events.frames import data_frame
 from fieldpush.events.offsets import Offset
+from fieldpush_client.protocol.event_bytes import (
+    encode_body,
+    event_payload,
+    events_payload,
+    json_event_item,
+)
 
 __all__ = ["Event", "decode_origin", "encode_body", "encode_origin", "events_frame"]
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def encode_body(event_id: str, kind: str, priority: str, data: dict[str, Any]) -> bytes:
-    """The stored body of an event (compact JSON, UTF-8)."""
-    return _dumps({"id": event_id, "kind": kind, "priority": priority, "data": data}).encode()
 
 
 def encode_origin(origin: tuple[str, str]) -> bytes:
@@ -116,10 +115,7 @@ class Event:
             if binary:
                 cached = msgpack.packb(self.as_dict(), use_bin_type=True)
             else:
-                head = (
-                    f'{{"channel":{_dumps(self.channel)},"offset":"{self.offset}","ts":{self.ms},'
-                )
-                cached = head.encode() + self.body[1:]
+                cached = json_event_item(self.channel, self.offset, self.ms, self.body)
             self._items[binary] = cached
         return cached
 
@@ -127,32 +123,11 @@ class Event:
         """The complete WebSocket frame of a single ``event`` message."""
         cached = self.frames[binary]
         if cached is None:
-            item = self.item(binary)
-            if binary:
-                # Same map plus "type": bump the map's entry count (fixmap, < 15 keys).
-                payload = bytes((item[0] + 1,)) + b"\xa4type\xa5event" + item[1:]
-            else:
-                payload = b'{"type":"event",' + item[1:]
+            payload = event_payload(self.item(binary), binary)
             cached = self.frames[binary] = data_frame(payload, binary)
         return cached
 
 
-_MSGPACK_EVENTS_HEAD = b"\x82\xa4type\xa6events\xa6events"
-
-
 def events_frame(events: list[Event], binary: bool) -> bytes:
     """One WebSocket frame carrying several events as an ``events`` message."""
-    if binary:
-        count = len(events)
-        if count < 16:
-            array = bytes((0x90 | count,))
-        elif count < 65536:
-            array = struct.pack("!BH", 0xDC, count)
-        else:
-            array = struct.pack("!BI", 0xDD, count)
-        payload = _MSGPACK_EVENTS_HEAD + array + b"".join([e.item(True) for e in events])
-    else:
-        payload = (
-            b'{"type":"events","events":[' + b",".join([e.item(False) for e in events]) + b"]}"
-        )
-    return data_frame(payload, binary)
+    return data_frame(events_payload([e.item(binary) for e in events], binary), binary)

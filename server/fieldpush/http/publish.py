@@ -21,7 +21,6 @@ from starlette.types import Receive, Scope, Send
 
 from fieldpush.backend.base import Idempotency, PublishRequest, Tracking
 from fieldpush.errors import BackendUnavailable, IdempotencyConflict
-from fieldpush.events.event import encode_body
 from fieldpush.http.toolkit import (
     HTTPError,
     authenticate,
@@ -40,6 +39,7 @@ from fieldpush_client.protocol import (
     ErrorCode,
     Priority,
     ProtocolError,
+    encode_body,
     parse_channel,
 )
 

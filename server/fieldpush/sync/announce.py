@@ -20,12 +20,11 @@ from typing import Protocol
 
 from fieldpush.backend.base import PublishRequest, PublishResult, Tracking
 from fieldpush.errors import BackendUnavailable
-from fieldpush.events.event import encode_body
 from fieldpush.sync.commit import Change
 from fieldpush.sync.mapping import Mappings, Side
 from fieldpush.sync.rules import Actor, scope_of
 from fieldpush.sync.schema import PRIORITIES
-from fieldpush_client.protocol import Priority, is_channel
+from fieldpush_client.protocol import Priority, encode_body, is_channel
 
 __all__ = ["EVENT_KIND", "AckRecorder", "Announcer", "Publisher"]
 

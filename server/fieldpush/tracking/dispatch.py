@@ -46,10 +46,10 @@ from fieldpush.backend.base import (
     ReceiptStepKind,
 )
 from fieldpush.errors import BackendUnavailable
-from fieldpush.events.event import encode_body
 from fieldpush.events.ids import Ids
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
+from fieldpush_client.protocol import encode_body
 
 __all__ = ["Dispatch"]
 
