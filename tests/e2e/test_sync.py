@@ -23,7 +23,7 @@ from tests.support.timing import scaled
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CRM = {"Authorization": f"Bearer {token('crm', 'service')}"}
 
 
