@@ -42,7 +42,7 @@ async def test_sessions_of_users_and_channels(backend: tuple[Any, Sink]) -> None
     store, _ = backend
     presence = store.presence
     await presence.beat(NODE, TTL_MS)
-    start = now_ms()
+    start = now_ms() - 1_000
     a1, a2, b1 = (
         entry("alice", "a1", start),
         entry("alice", "a2", start + 1),
