@@ -19,7 +19,7 @@ from fieldpush_client import (
     backoff_delays,
 )
 from tests.support.node import RunningNode, node_settings, running_node
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 
 def fast_backoff() -> backoff_delays:  # type: ignore[valid-type]
@@ -56,8 +56,7 @@ async def test_receive_subscribe_ack_ping(codec: str) -> None:
             assert (await next_event(events)).channel == "team:east"
             await client.ack(event)
             assert await client.ping() > 0
-            while node.node.metrics.acks < 1:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: node.node.metrics.acks >= 1, message="the ack is counted")
             assert client.offsets["team:north"] == event.offset  # recorded once handled
             assert client.offsets["team:east"] == reply.offset
 
