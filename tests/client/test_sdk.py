@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-from fieldpush.backend.memory.backend import MemoryBackend
 from fieldpush_client import (
     DispatcherClient,
     EventMsg,
@@ -18,6 +17,7 @@ from fieldpush_client import (
     Unauthorized,
     backoff_delays,
 )
+from tests.support.backends import make_backend
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.timing import eventually, scaled
 
@@ -86,7 +86,7 @@ async def test_resume_after_the_server_drops_the_connection() -> None:
 
 
 async def test_recovery_failure_is_reported_and_the_client_continues() -> None:
-    backend = MemoryBackend(history_max_events=100, history_max_age_s=3600, idempotency_ttl_s=60)
+    backend = make_backend("memory", None, history_max_events=100)
     failed: list[str] = []
     store = MemoryOffsetStore({"team:north": "stale-epoch:1-1"})
     async with running_node(backend=backend) as node, dispatcher(node) as disp:
