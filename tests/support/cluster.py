@@ -14,7 +14,9 @@ SETTINGS = Settings()
 
 
 def token(user: str, role: str = "sales", teams: tuple[str, ...] = ()) -> str:
-    return mint_token(SETTINGS, user=user, role=role, teams=teams, ttl_s=600)
+    """A token the nodes accept, valid for an hour (some are made at import time,
+    long before their test runs on a busy machine)."""
+    return mint_token(SETTINGS, user=user, role=role, teams=teams, ttl_s=3600)
 
 
 DISPATCHER = {"Authorization": f"Bearer {token('disp', 'dispatcher')}"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fieldpush.app import build_server
@@ -13,7 +13,7 @@ from fieldpush.backend.base import Backend
 from fieldpush.identity.auth import mint_token
 from fieldpush.node import Node
 from fieldpush.settings import Settings
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 
 @dataclasses.dataclass
@@ -49,15 +49,21 @@ async def running_node(
     settings = settings or node_settings()
     server = build_server(settings, backend=backend)
     task = asyncio.create_task(server.serve())
+
+    def started() -> bool:
+        if task.done():
+            task.result()
+            raise RuntimeError("the server stopped during startup")
+        return bool(server.started)
+
     try:
-        async with asyncio.timeout(scaled(10)):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("the server stopped during startup")
-                await asyncio.sleep(0.01)
+        await eventually(started, timeout=10, message="the node did not start")
         node: Node = server.lifespan.state["node"]
         yield RunningNode(url=server.url, settings=settings, node=node)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, scaled(15))
+
+
+#: The ``start_node`` fixture (tests/conftest.py): ``async with start_node(**settings) as node``.
+NodeFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningNode]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -13,7 +13,7 @@ import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.node import RunningNode
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 
 class Phone:
@@ -123,3 +123,52 @@ async def publish(
     assert reply.status_code == 201, reply.text
     result: dict[str, Any] = reply.json()
     return result
+
+
+async def pong_next(device: Phone, request_id: int = 99) -> None:
+    """Assert that nothing is waiting for the phone: a ping's pong comes next
+    (the server handles a phone's messages in order, so whatever it sent before
+    the pong has arrived by then)."""
+    reply = await device.request({"type": "ping", "id": request_id})
+    assert reply["type"] == "pong", f"expected nothing before the pong, got {reply}"
+
+
+async def next_of_kind(device: Phone, kind: str, timeout: float = 5) -> dict[str, Any]:
+    """The next event of ``kind`` (others, such as receipts, are skipped)."""
+    while True:
+        for event in await device.next_events(timeout):
+            if event["kind"] == kind:
+                return event
+
+
+async def api_get(node: RunningNode, path: str, role: str = "dispatcher") -> httpx.Response:
+    """GET ``path`` from the node's HTTP API as a user of ``role``."""
+    headers = {"Authorization": f"Bearer {node.token('watcher', role)}"}
+    async with httpx.AsyncClient(base_url=node.url, timeout=scaled(10)) as http:
+        return await http.get(path, headers=headers)
+
+
+async def wait_for_presence(node: RunningNode, channel: str, users: set[str]) -> dict[str, Any]:
+    """Presence is written in the background: wait until ``channel`` shows ``users``."""
+
+    async def presence() -> dict[str, Any]:
+        body: dict[str, Any] = (await api_get(node, f"/v1/presence?channel={channel}")).json()
+        return body
+
+    return await eventually(
+        presence,
+        until=lambda body: {u["user"] for u in body["users"]} == users,
+        message=f"the presence of {channel} shows {sorted(users)}",
+    )
+
+
+async def wait_for_user(
+    node: RunningNode, user: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Wait until the presence of ``user`` satisfies ``done``; that presence."""
+
+    async def presence() -> dict[str, Any]:
+        body: dict[str, Any] = (await api_get(node, f"/v1/presence/users/{user}")).json()
+        return body
+
+    return await eventually(presence, until=done, message=f"the presence of {user} as expected")

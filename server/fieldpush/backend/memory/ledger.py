@@ -177,13 +177,17 @@ class MemoryLedger:
 
 
 class MemoryPresence:
-    """:class:`~fieldpush.backend.base.Presence` in memory. One node: its entries
-    never go stale, and a kick goes straight to the node's handler."""
+    """:class:`~fieldpush.backend.base.Presence` in memory, with the Redis
+    backend's rule: an entry counts while its node's last :meth:`beat` is
+    younger than its TTL and the node is not :meth:`gone`. A kick goes
+    straight to the node's handler."""
 
     def __init__(self) -> None:
         self._users: dict[str, dict[str, PresenceEntry]] = {}
         self._channels: dict[str, dict[str, PresenceEntry]] = {}
         self._last_seen: dict[str, int] = {}
+        #: node -> the monotonic time its last beat expires.
+        self._beats: dict[str, float] = {}
         self._kicked: Callable[[str], None] | None = None
 
     async def join(self, entry: PresenceEntry, channels: list[str]) -> None:
@@ -210,18 +214,19 @@ class MemoryPresence:
             self._channels.pop(channel, None)
 
     async def beat(self, node: str, ttl_ms: int) -> None:
-        """Nothing to renew: entries live as long as this process."""
+        self._beats[node] = time.monotonic() + ttl_ms / 1000
 
     async def gone(self, node: str) -> None:
-        """Nothing to do: the entries go with this process."""
+        self._beats.pop(node, None)
 
-    @staticmethod
-    def _live(entries: dict[str, PresenceEntry]) -> list[PresenceEntry]:
-        now = now_ms()
+    def _live(self, entries: dict[str, PresenceEntry]) -> list[PresenceEntry]:
+        now, clock = now_ms(), time.monotonic()
+        alive = {node for node, expires in self._beats.items() if expires > clock}
         return sorted(
             (
                 PresenceEntry(e.user, e.session, e.device, e.node, e.since, now)
                 for e in entries.values()
+                if e.node in alive
             ),
             key=lambda e: (e.since, e.session),
         )

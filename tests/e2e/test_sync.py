@@ -19,11 +19,11 @@ import pytest
 from fieldpush_client import PushClient, SyncClient, SyncStore
 from tests.support.cli import ServeProcess
 from tests.support.cluster import token
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CRM = {"Authorization": f"Bearer {token('crm', 'service')}"}
 
 
@@ -137,10 +137,12 @@ async def test_a_phone_killed_mid_flush_loses_no_edit_and_applies_none_twice(
     alice = token("alice", "sales")
     first = flusher(db, node_a, alice)
     try:
-        async with asyncio.timeout(scaled(30)):
-            while queued(db) == len(edits):
-                assert first.poll() is None, first.communicate()[0]
-                await asyncio.sleep(0.005)
+
+        def flushing() -> bool:
+            assert first.poll() is None, first.communicate()[0]
+            return queued(db) < len(edits)
+
+        await eventually(flushing, timeout=30, interval=0.005, message="the flush began")
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()

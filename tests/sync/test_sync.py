@@ -1,6 +1,7 @@
 """Delta sync through a real node on both backends: mutate/pull over the
-socket, the HTTP calls, the CRM side, idempotency, scopes, realtime events,
-the change log's retention, and the record store's guarantees."""
+socket, the HTTP calls, the CRM side, idempotency, scopes, realtime events and
+the change log's retention. The record store's guarantees are checked on both
+backends by tests/backend/test_records.py."""
 
 from __future__ import annotations
 
@@ -12,11 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fieldpush.backend.base import Applied, RecordWrite, Replayed, Stale
-from fieldpush.backend.memory.backend import MemoryBackend
-from fieldpush.backend.memory.records import MemoryRecords
-from fieldpush.backend.redis.backend import RedisBackend
-from tests.support.node import RunningNode, node_settings, running_node
+from tests.support.node import NodeFactory, RunningNode, node_settings, running_node
 from tests.support.phones import phone
 from tests.support.timing import scaled
 
@@ -25,12 +22,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def node(request: pytest.FixtureRequest) -> AsyncIterator[RunningNode]:
-    overrides: dict[str, Any] = {}
-    if request.param == "redis":
-        overrides["redis_url"] = request.getfixturevalue("redis_url")
-    async with running_node(node_settings(**overrides)) as running:
+@pytest.fixture
+async def node(start_node: NodeFactory) -> AsyncIterator[RunningNode]:
+    """A node on each backend."""
+    async with start_node() as running:
         yield running
 
 
@@ -409,14 +404,8 @@ async def test_the_crm_feed_has_every_change_and_proposal_once_in_order(node: Ru
     assert later["changes"] == [] and later["more"] is False
 
 
-@pytest.mark.parametrize("backend_name", ["memory", "redis"])
-async def test_a_cursor_older_than_the_log_answers_resync(
-    backend_name: str, request: pytest.FixtureRequest
-) -> None:
-    overrides: dict[str, Any] = {"sync_log_max_entries": 3}
-    if backend_name == "redis":
-        overrides["redis_url"] = request.getfixturevalue("redis_url")
-    async with running_node(node_settings(**overrides)) as node:
+async def test_a_cursor_older_than_the_log_answers_resync(start_node: NodeFactory) -> None:
+    async with start_node(sync_log_max_entries=3) as node:
         crm = Api(node, "crm", "service")
         alice = Api(node, "alice", "sales", ("north",))
         await crm.put("customer", "c1", name="A", owner="alice")
@@ -502,58 +491,7 @@ async def test_welcome_advertises_the_poll_interval_of_poll_types(node: RunningN
         assert "low" in alice.welcome["poll"]
 
 
-# ---------------------------------------------------------------- the store
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    common = {
-        "history_max_events": 10,
-        "history_max_age_s": 60,
-        "idempotency_ttl_s": 60,
-        "sync_log_max_entries": 1000,
-    }
-    if request.param == "memory":
-        yield MemoryBackend(**common).records
-        return
-    backend = RedisBackend(
-        url=request.getfixturevalue("redis_url"), history_meta_ttl_s=60, **common
-    )
-    try:
-        yield backend.records
-    finally:
-        await backend.close()
-
-
-async def test_store_commits_by_compare_and_set_and_replays_results(store: Any) -> None:
-    first = RecordWrite("k1", b"r1", "customer:c1", 0, b"state-1", (b"e1",))
-    assert await store.commit([first]) == [Applied()]
-    assert await store.commit([RecordWrite("k1", b"other", "customer:c1", 1, b"x")]) == [
-        Replayed(b"r1")
-    ]
-    behind = RecordWrite("k2", b"r2", "customer:c1", 0, b"state-x")
-    chained = RecordWrite("k3", b"r3", "customer:c1", 1, b"state-y")
-    elsewhere = RecordWrite("k4", b"r4", "customer:c2", 0, b"c2-state", (b"e2",))
-    assert await store.commit([behind, chained, elsewhere]) == [Stale(), Stale(), Applied()]
-    records, results = await store.load(
-        ["customer:c1", "customer:c2", "customer:c9"], ["k1", "k2", "k4"]
-    )
-    assert [(r.version, r.blob) if r else None for r in records] == [
-        (1, b"state-1"),
-        (1, b"c2-state"),
-        None,
-    ]
-    assert results == [b"r1", None, b"r4"]
-    check_only = RecordWrite("k5", b"r5", "customer:c1", 1, b"")
-    assert await store.commit([check_only]) == [Applied()]
-    assert (await store.load(["customer:c1"], []))[0][0].version == 1
-    entries, expired = await store.read_log(None, 10)
-    assert [e for _, e in entries] == [b"e1", b"e2"] and not expired
-    assert await store.log_top() == entries[-1][0]
-    after, _ = await store.read_log(entries[0][0], 10)
-    assert [e for _, e in after] == [b"e2"]
-    assert [rid for rid, _ in await store.scan("customer", "", 10)] == ["c1", "c2"]
-    assert [rid for rid, _ in await store.scan("customer", "c1", 10)] == ["c2"]
+# ---------------------------------------------------------------- two nodes, limits
 
 
 async def test_concurrent_batches_on_one_record_from_two_nodes_both_apply(redis_url: str) -> None:
@@ -624,20 +562,3 @@ async def test_a_stamp_far_ahead_is_clamped_and_does_not_win_forever(redis_url: 
         assert later[0]["status"] == "applied"  # the clamped stamp (now + 1 s) is older
         seen, _ = await alice.pull_all()
         assert seen[("customer", "c1")]["stage"] == "signed"
-
-
-async def test_a_cursor_from_a_lost_log_answers_resync(
-    store: Any, request: pytest.FixtureRequest
-) -> None:
-    await store.commit([RecordWrite(None, b"", None, 0, b"", (b"e1",))])
-    cursor = await store.log_top()
-    _, expired = await store.read_log(cursor, 10)
-    assert not expired
-    if isinstance(store, MemoryRecords):
-        fresh: Any = MemoryRecords(results_ttl_s=60, log_max_entries=10, log_max_age_s=60)
-    else:  # Redis restarted without persistence
-        await store._client.execute(b"FLUSHALL")
-        fresh = store
-    await fresh.commit([RecordWrite(None, b"", None, 0, b"", (b"after-restart",))])
-    entries, expired = await fresh.read_log(cursor, 10)
-    assert expired and [e for _, e in entries] == [b"after-restart"]

@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-from fieldpush.backend.memory.backend import MemoryBackend
 from fieldpush_client import (
     DispatcherClient,
     EventMsg,
@@ -18,8 +17,9 @@ from fieldpush_client import (
     Unauthorized,
     backoff_delays,
 )
+from tests.support.backends import make_backend
 from tests.support.node import RunningNode, node_settings, running_node
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 
 def fast_backoff() -> backoff_delays:  # type: ignore[valid-type]
@@ -56,8 +56,7 @@ async def test_receive_subscribe_ack_ping(codec: str) -> None:
             assert (await next_event(events)).channel == "team:east"
             await client.ack(event)
             assert await client.ping() > 0
-            while node.node.metrics.acks < 1:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: node.node.metrics.acks >= 1, message="the ack is counted")
             assert client.offsets["team:north"] == event.offset  # recorded once handled
             assert client.offsets["team:east"] == reply.offset
 
@@ -87,7 +86,7 @@ async def test_resume_after_the_server_drops_the_connection() -> None:
 
 
 async def test_recovery_failure_is_reported_and_the_client_continues() -> None:
-    backend = MemoryBackend(history_max_events=100, history_max_age_s=3600, idempotency_ttl_s=60)
+    backend = make_backend("memory", None, history_max_events=100)
     failed: list[str] = []
     store = MemoryOffsetStore({"team:north": "stale-epoch:1-1"})
     async with running_node(backend=backend) as node, dispatcher(node) as disp:

@@ -27,7 +27,9 @@ def claims(**changes: Any) -> dict[str, Any]:
         "sub": "alice",
         "role": "sales",
         "teams": ["north"],
-        "exp": time.time() + 60,
+        # An hour: the parametrized tokens are made at collection, and a full run on
+        # a busy machine can take minutes before these tests run.
+        "exp": time.time() + 3600,
     }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}

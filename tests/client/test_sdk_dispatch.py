@@ -14,7 +14,7 @@ import pytest
 from fieldpush_client import DispatcherClient, EventMsg, PushClient, Receipt, backoff_delays
 from fieldpush_client.fallback import http_url_for, token_subject
 from tests.support.node import RunningNode, node_settings, running_node
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 
 def fast_backoff() -> backoff_delays:  # type: ignore[valid-type]
@@ -31,16 +31,6 @@ def alice(node: RunningNode, **options: Any) -> PushClient:
 
 def dispatcher(node: RunningNode) -> DispatcherClient:
     return DispatcherClient(node.url, node.token("disp", "dispatcher"))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait until ``check()`` holds: the server records in the background."""
-    try:
-        async with asyncio.timeout(scaled(5)):
-            while not await check():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting until {what}") from None
 
 
 async def receipt(disp: DispatcherClient, event_id: str, user: str = "alice") -> Receipt:
@@ -60,12 +50,12 @@ async def test_critical_events_are_acked_once_the_handler_returned() -> None:
         # Handed out, not handled yet: delivered, not acked.
         await eventually(
             lambda: _delivered(disp, urgent.id),
-            "the delivery of the critical event is recorded",
+            message="the delivery of the critical event is recorded",
         )
         assert not await acked(disp, urgent.id)
         marker = await disp.publish(["user:alice"], "note", {})
         assert (await next_event(events)).id == marker.id  # the handler returned
-        await eventually(lambda: acked(disp, urgent.id), "the event is acked")
+        await eventually(lambda: acked(disp, urgent.id), message="the event is acked")
         assert (await receipt(disp, urgent.id)).device == "d1"
         assert node.node.metrics.acks == 1  # the normal event was not acked
 
@@ -90,7 +80,7 @@ async def test_a_failed_handler_gets_the_event_again_and_it_is_acked_only_then()
         assert client.offsets.get("user:alice") == offset_before
         marker = await disp.publish(["user:alice"], "note", {})
         assert (await next_event(events)).id == marker.id
-        await eventually(lambda: acked(disp, urgent.id), "the event is acked")
+        await eventually(lambda: acked(disp, urgent.id), message="the event is acked")
         assert client.offsets["user:alice"] == again.offset
 
 
@@ -109,7 +99,7 @@ async def test_manual_mode_acks_only_when_the_app_says_so() -> None:
         await client.ping()  # the server has read everything the client sent
         assert not await acked(disp, urgent.id)
         await client.ack(event)
-        await eventually(lambda: acked(disp, urgent.id), "the manual ack is recorded")
+        await eventually(lambda: acked(disp, urgent.id), message="the manual ack is recorded")
 
 
 async def test_a_handled_critical_event_sent_again_is_acked_not_handed_out() -> None:
@@ -135,7 +125,7 @@ async def test_a_handled_critical_event_sent_again_is_acked_not_handed_out() -> 
         client.auto_ack = True
         for conn in node.node.registry.connections():
             conn.close(1012, "test restart")  # type: ignore[arg-type]
-        await eventually(lambda: acked(disp, urgent.id), "the resent event is acked")
+        await eventually(lambda: acked(disp, urgent.id), message="the resent event is acked")
         marker = await disp.publish(["user:alice"], "note", {})
         assert (await next_event(events)).id == marker.id  # urgent not handed out twice
 
@@ -151,7 +141,7 @@ async def test_dispatchers_read_receipts_and_presence() -> None:
             async def online() -> bool:
                 return (await disp.presence_of_user("alice")).online
 
-            await eventually(online, "alice is online")
+            await eventually(online, message="alice is online")
             user = await disp.presence_of_user("alice")
             (device,) = user.devices
             assert (device.device, device.session, device.node) == (
@@ -218,12 +208,12 @@ async def test_long_poll_fallback_after_socket_failures_then_back_to_the_socket(
                 poll_wait_s=0.2,
             )
             async with client:
-                await eventually(_is(client, "poll"), "the client falls back to polling")
+                await eventually(_is(client, "poll"), message="the client falls back to polling")
 
                 async def polled_once() -> bool:  # its position: "from now" until then
                     return "user:alice" in client.offsets
 
-                await eventually(polled_once, "the first poll answered")
+                await eventually(polled_once, message="the first poll answered")
                 events = client.events()
                 urgent = await disp.publish(
                     ["user:alice"], "work_order.urgent", {}, priority="critical"
@@ -231,7 +221,9 @@ async def test_long_poll_fallback_after_socket_failures_then_back_to_the_socket(
                 assert (await next_event(events)).id == urgent.id
                 marker = await disp.publish(["user:alice"], "note", {})
                 assert (await next_event(events)).id == marker.id
-                await eventually(lambda: acked(disp, urgent.id), "the ack by HTTP is recorded")
+                await eventually(
+                    lambda: acked(disp, urgent.id), message="the ack by HTTP is recorded"
+                )
                 assert (await receipt(disp, urgent.id)).device == "d1"
                 await holder.close()
                 await client.wait_connected(scaled(5))

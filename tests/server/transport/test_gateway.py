@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -10,9 +9,11 @@ import time
 import jwt
 import pytest
 from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
 
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import Phone, phone, publish
+from tests.support.timing import eventually
 
 
 @pytest.fixture
@@ -185,6 +186,21 @@ async def test_upgrade_refusals(node: RunningNode) -> None:
     assert caught.value.response.status_code == 400
 
 
+def count_pongs(device: Phone) -> list[bytes]:
+    """Record every WebSocket ping the phone answers (websockets answers them
+    inside the protocol, as it processes the ping frame)."""
+    answered: list[bytes] = []
+    recv_frame = device.ws.protocol.recv_frame
+
+    def counting(frame: Frame) -> None:
+        recv_frame(frame)
+        if frame.opcode is Opcode.PING:
+            answered.append(frame.data)
+
+    device.ws.protocol.recv_frame = counting  # type: ignore[method-assign]
+    return answered
+
+
 async def test_dead_connections_are_closed_by_the_heartbeat() -> None:
     async with running_node(node_settings(heartbeat_s=0.2)) as node:
         async with phone(node, "alice") as alice:
@@ -192,14 +208,17 @@ async def test_dead_connections_are_closed_by_the_heartbeat() -> None:
             # websockets answers pings inside the protocol; silence it by not reading.
             writer = alice.ws.transport
             writer.pause_reading()
-            deadline = time.monotonic() + 5
-            while node.node.metrics.closed[1011] == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await eventually(
+                lambda: node.node.metrics.closed[1011], message="the silent phone is closed"
+            )
             assert node.node.metrics.closed[1011] == 1
             writer.resume_reading()
         async with phone(node, "bob") as bob:  # a live phone answers pings and stays
-            await asyncio.sleep(0.7)
+            answered = count_pongs(bob)
+            # Three pings answered: the heartbeat checked bob at least twice since.
+            await eventually(lambda: len(answered) >= 3, message="bob answered three pings")
             assert (await bob.request({"type": "ping", "id": 1}))["type"] == "pong"
+            assert node.node.metrics.closed[1011] == 1  # still only alice
 
 
 async def test_drain_sends_goaway_then_closes_those_who_stay() -> None:

@@ -1,35 +1,16 @@
 """Resume without loss: replay from an offset, then live, each event once, in order.
 
-Every test runs on both backends: the in-process node on the memory backend,
-and on a real Redis.
+Every test runs on both backends (``start_node``): the in-process node on the
+memory backend, and on a real Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-import pytest
-
-from tests.support.node import RunningNode, node_settings, running_node
+from tests.support.node import NodeFactory
 from tests.support.phones import phone, publish
-
-NodeFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningNode]]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def start_node(request: pytest.FixtureRequest) -> NodeFactory:
-    """Starts an in-process node on the memory backend or on the test Redis."""
-    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-
-    @contextlib.asynccontextmanager
-    async def start(**settings: Any) -> AsyncIterator[RunningNode]:
-        async with running_node(node_settings(redis_url=redis_url, **settings)) as node:
-            yield node
-
-    return start
+from tests.support.timing import eventually
 
 
 def epoch_start(offset: str) -> str:
@@ -135,11 +116,14 @@ async def test_many_concurrent_first_subscriptions_all_receive(start_node: NodeF
                 got.append((await p.events(1))[0]["id"])
 
         phones = [asyncio.create_task(one_phone(i)) for i in range(200)]
-        while node.node.registry.session_count < 200:
-            await asyncio.sleep(0.01)
+
+        def all_connected() -> bool:
             for task in phones:
                 if task.done():
-                    task.result()
+                    task.result()  # a phone that failed fails the test
+            return node.node.registry.session_count >= 200
+
+        await eventually(all_connected, timeout=30, message="200 phones connected")
         ready.set()
         sent = await publish(node, ["team:fresh"])
         await asyncio.gather(*phones)

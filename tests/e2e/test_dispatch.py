@@ -7,8 +7,6 @@ without loss.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,8 +16,8 @@ from fieldpush.backend.redis.client import RedisClient
 from fieldpush.backend.redis.pubsub import RedisAddress
 from tests.support.cli import ServeProcess
 from tests.support.cluster import DISPATCHER, start_node, token
-from tests.support.phones import Phone, connect_phone
-from tests.support.timing import scaled
+from tests.support.phones import connect_phone, next_of_kind
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.e2e
 
@@ -40,21 +38,6 @@ async def publish_critical(
     return result
 
 
-async def next_of_kind(device: Phone, kind: str) -> dict[str, Any]:
-    while True:
-        for event in await device.next_events(timeout=10):
-            if event["kind"] == kind:
-                return event
-
-
-async def until(check: Callable[[], Any], timeout: float = 10) -> Any:
-    """Poll ``check`` (a coroutine function) until it returns something truthy."""
-    async with asyncio.timeout(scaled(timeout)):
-        while not (result := await check()):
-            await asyncio.sleep(0.02)
-    return result
-
-
 async def test_ack_on_one_node_ends_pending_everywhere_and_receipts_follow(
     redis_url: str,
 ) -> None:
@@ -70,14 +53,14 @@ async def test_ack_on_one_node_ends_pending_everywhere_and_receipts_follow(
                 sent = await publish_critical(http, node_b, ["user:alice"])
                 (event,) = await alice.events(1)
                 assert event["id"] == sent["id"]
-            (delivered,) = (await next_of_kind(console, "receipt"))["data"]["receipts"]
+            (delivered,) = (await next_of_kind(console, "receipt", timeout=10))["data"]["receipts"]
             assert delivered["device"] == "a-phone"
             # Not acked: the phone gets it again on the other node, and acks there.
             async with connect_phone(node_b.ws_url, token("alice"), device="a-tablet") as again:
                 (event,) = await again.events(1)
                 assert event["id"] == sent["id"]
                 await again.send({"type": "ack", "ids": [sent["id"]]})
-                (acked,) = (await next_of_kind(console, "receipt"))["data"]["receipts"]
+                (acked,) = (await next_of_kind(console, "receipt", timeout=10))["data"]["receipts"]
                 assert acked["device"] == "a-tablet" and acked["acked_at"]
             async with connect_phone(node_a.ws_url, token("alice")) as after:
                 pong = await after.request({"type": "ping", "id": 1})
@@ -112,7 +95,7 @@ async def test_escalation_exactly_once_after_the_publishing_node_was_killed(
             async with connect_phone(
                 survivors[1].ws_url, token("disp", "dispatcher"), subs={"dispatch": None}
             ) as console:
-                escalation = await next_of_kind(console, "escalation")
+                escalation = await next_of_kind(console, "escalation", timeout=10)
             assert escalation["data"] == {
                 "event": sent["id"],
                 "kind": "work_order.urgent",
@@ -123,7 +106,11 @@ async def test_escalation_exactly_once_after_the_publishing_node_was_killed(
             # a claim in flight could only end in a duplicate publish (same key).
             redis = RedisClient(RedisAddress.from_url(redis_url), timeout_s=scaled(5))
             try:
-                await until(lambda: _is_none(redis.execute(b"ZSCORE", b"fp:deadlines", sent["id"])))
+                await eventually(
+                    lambda: _is_none(redis.execute(b"ZSCORE", b"fp:deadlines", sent["id"])),
+                    timeout=10,
+                    message="the deadline is gone from Redis",
+                )
             finally:
                 await redis.close()
             body = {"subs": {"dispatch": epoch_start(escalation["offset"])}}
@@ -160,11 +147,15 @@ async def test_presence_of_a_killed_node_expires(redis_url: str) -> None:
                 return body
 
             async with connect_phone(doomed.ws_url, token("alice"), device="a1"):
-                online = await until(lambda: _if(alice(), lambda b: b["online"]))
+                online = await eventually(
+                    alice, until=lambda b: b["online"], timeout=10, message="alice online"
+                )
                 assert [(d["device"], d["node"]) for d in online["devices"]] == [("a1", "node-a")]
                 doomed.kill()
                 # The entry stays until node-a's heartbeat key expires (presence_ttl_s = 1).
-                gone = await until(lambda: _if(alice(), lambda b: not b["online"]), timeout=5)
+                gone = await eventually(
+                    alice, until=lambda b: not b["online"], message="alice's entry expired"
+                )
                 assert gone["devices"] == []
     finally:
         assert watcher.stop() == 0, watcher.output
@@ -172,11 +163,6 @@ async def test_presence_of_a_killed_node_expires(redis_url: str) -> None:
 
 async def _is_none(reply: Any) -> bool:
     return await reply is None
-
-
-async def _if(reply: Any, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-    body: dict[str, Any] = await reply
-    return body if check(body) else None
 
 
 async def test_per_user_cap_closes_the_oldest_connection_on_another_node(
@@ -192,7 +178,7 @@ async def test_per_user_cap_closes_the_oldest_connection_on_another_node(
                 return bool(reply.json()["online"])
 
             async with connect_phone(node_a.ws_url, token("alice"), device="old") as old:
-                await until(online)
+                await eventually(online, timeout=10, message="alice online")
                 async with connect_phone(node_b.ws_url, token("alice"), device="new") as new:
                     assert await old.closed_with() == 4029
                     assert (await new.request({"type": "ping", "id": 1}))["type"] == "pong"

@@ -16,7 +16,7 @@ from fieldpush.sync.mapping import load_mappings, parse_mappings
 from fieldpush.sync.rules import Actor, Edit, RecordState, merge
 from fieldpush.sync.schema import Schema, SchemaError, load_schema, parse_schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = load_schema(ROOT / "config" / "schema.toml")
 CUSTOMER = SCHEMA.types["customer"]
 

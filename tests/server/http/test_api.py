@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import phone, publish
+from tests.support.timing import eventually
 
 
 @pytest.fixture
@@ -162,8 +163,12 @@ async def test_poll_waits_for_a_live_event(node: RunningNode, http: httpx.AsyncC
     waiting = asyncio.create_task(
         http.post("/v1/poll", json={"subs": first["offsets"], "wait_s": 10}, headers=bearer(token))
     )
-    while node.node.hub.feed("team:north") is None or not node.node.hub.feed("team:north").subs:  # type: ignore[union-attr]
-        await asyncio.sleep(0.01)
+
+    def waiting_on_the_feed() -> bool:
+        feed = node.node.hub.feed("team:north")
+        return feed is not None and bool(feed.subs)
+
+    await eventually(waiting_on_the_feed, message="the poll waits on team:north")
     published = await publish(node, ["team:north"], {"n": 1})
     reply = (await waiting).json()
     assert [e["id"] for e in reply["events"]] == [published["id"]]

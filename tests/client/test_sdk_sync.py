@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from fieldpush_client import PushClient, SyncClient, SyncStore
 from fieldpush_client.protocol import MutationResult
 from fieldpush_client.sync import QueuedEdit
 from tests.support.node import RunningNode, node_settings, running_node
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 
 def wall_clock(start: int) -> Any:
@@ -51,12 +50,6 @@ def client_for(node: RunningNode, device: str) -> PushClient:
     return PushClient(node.ws_url, token=node.token("alice", "sales", ("north",)), device=device)
 
 
-async def until(condition: Any, timeout: float = 5) -> None:
-    async with asyncio.timeout(scaled(timeout)):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
 async def test_offline_edits_survive_a_restart_and_flush_in_order_on_connect(
     node: RunningNode, tmp_path: Path
 ) -> None:
@@ -79,12 +72,16 @@ async def test_offline_edits_survive_a_restart_and_flush_in_order_on_connect(
         client_for(node, "a-phone") as client,
         SyncClient(client, store, on_result=lambda edit, result: answers.append((edit, result))),
     ):
-        await until(lambda: len(answers) == 3 and store.cursor is not None)
-        await until(
+        await eventually(
+            lambda: len(answers) == 3 and store.cursor is not None,
+            message="three answers and a cursor",
+        )
+        await eventually(
             lambda: (
                 store.record("customer", "c1") is not None
                 and store.record("customer", "c1")["name"] == "ACME"
-            )
+            ),
+            message="the pulled name",
         )
     assert [r.status for _, r in answers] == ["applied", "applied", "rejected"]
     assert answers[2][1].reason == "mdm_owned"
@@ -200,6 +197,6 @@ async def test_sync_client_edit_flushes_at_once_when_connected(
     async with client_for(node, "p") as client, SyncClient(client, store) as sync:
         await client.wait_connected(scaled(5))
         sync.edit("customer", "c1", {"stage": "lost"})
-        await until(lambda: store.queued() == [])
+        await eventually(lambda: store.queued() == [], message="the queue is flushed")
     assert store.record("customer", "c1") is not None
     assert store.record("customer", "c1")["stage"] == "lost"  # type: ignore[index]
