@@ -95,7 +95,7 @@ class Settings:
     redis_prefix: str = "fp"
     redis_timeout_s: float = 2.0
 
-    # Tokens (PROTOCOL.md section 4)
+    # Tokens (docs/protocol.md section 4)
     jwt_secret: Secret = field(default_factory=lambda: Secret(DEV_JWT_SECRET))
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_public_keys: Mapping[str, str] = field(default_factory=dict)

@@ -20,7 +20,7 @@ what they send and what they receive, so the two sides cannot drift::
          encode                                    decode
     msg.to_wire() -> codec.encode() -> frame -> codec.decode() -> parse_*() -> msg
 
-Every message type has ``to_wire()``, the exact dict PROTOCOL.md (and
+Every message type has ``to_wire()``, the exact dict docs/protocol.md (and
 docs/protocol.md, extensions included) describes; the ``parse_*`` functions are
 its inverse: ``parse(m.to_wire()) == m`` for every message, and
 ``parse(d).to_wire() == d`` for every valid message in canonical form (optional

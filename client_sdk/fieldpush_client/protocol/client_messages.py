@@ -111,7 +111,7 @@ class Ping:
 
 @dataclass(slots=True, frozen=True)
 class Mutation:
-    """One edit of a record (PROTOCOL.md section 3): ``fields`` None deletes it;
+    """One edit of a record (docs/protocol.md section 3): ``fields`` None deletes it;
     ``hlc`` is the device's ``[wall_ms, counter]`` stamp of the edit."""
 
     mid: str

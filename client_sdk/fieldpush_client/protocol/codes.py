@@ -1,6 +1,6 @@
 """Close codes, error codes and priorities: the words both sides agree on.
 
-Close codes (:class:`CloseCode`, PROTOCOL.md section 1) fall into two groups,
+Close codes (:class:`CloseCode`, docs/protocol.md section 1) fall into two groups,
 and :func:`should_reconnect` is the one place that says which is which:
 
 ================  ========================================================
@@ -28,7 +28,7 @@ __all__ = ["FATAL_CLOSE_CODES", "CloseCode", "ErrorCode", "Priority", "should_re
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes. 4xxx are fieldpush's own (PROTOCOL.md section 1)."""
+    """WebSocket close codes. 4xxx are fieldpush's own (docs/protocol.md section 1)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001

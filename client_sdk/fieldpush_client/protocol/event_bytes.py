@@ -3,7 +3,7 @@ are exactly the messages :meth:`EventMsg.to_wire` and :meth:`Events.to_wire`
 describe, without a dict per subscriber.
 
 A node encodes each event once per codec and writes the same bytes to every
-subscriber (ARCHITECTURE.md: "encode once"). The pieces:
+subscriber (docs/architecture.md: "encode once"). The pieces:
 
 - :func:`encode_body`: the part fixed at publish, ``{"id", "kind",
   "priority", "data"}`` as compact UTF-8 JSON (what history stores);

@@ -1,7 +1,7 @@
 """What the server sends: one type per message, each with ``to_wire()``, and
 :func:`parse_server_message`, which turns a decoded message into those types.
 
-Parsing is lenient where the server may grow (PROTOCOL.md: it may add messages
+Parsing is lenient where the server may grow (docs/protocol.md: it may add messages
 and fields): fields this version does not know are ignored, and a message of
 an unknown type becomes :class:`UnknownMsg`, which clients ignore. A known type
 with a missing or mistyped field raises

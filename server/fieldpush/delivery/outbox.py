@@ -1,6 +1,6 @@
 """A connection's outbox: the priority rules of delivery, without I/O.
 
-Priorities (PROTOCOL.md "Priorities")
+Priorities (docs/protocol.md "Priorities")
     ``critical`` and ``high`` events are written at the end of the current
     event-loop iteration; ``normal`` ones too, unless this phone got a write
     less than ``coalesce_ms`` ago: then at the end of the node's coalescing

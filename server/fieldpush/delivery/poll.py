@@ -1,6 +1,6 @@
 """Long-polling: the same events from the same history, for phones without a socket.
 
-``POST /v1/poll`` (PROTOCOL.md section 2). A poll reads each channel after the
+``POST /v1/poll`` (docs/protocol.md section 2). A poll reads each channel after the
 given offset; when nothing is new it waits, up to ``wait_s``, for a live event
 on any of its channels, then reads again. The waiter is attached to the hub
 *before* the first read, so an event published between the read and the wait

@@ -1,4 +1,4 @@
-"""The dispatcher's read calls: receipts and presence (PROTOCOL.md section 2).
+"""The dispatcher's read calls: receipts and presence (docs/protocol.md section 2).
 
 - ``GET /v1/events/{id}/receipts`` (dispatcher, service, admin): per recipient
   user of a critical event, its first delivery and first ack, and the device.
@@ -46,7 +46,7 @@ from fieldpush_client.protocol import (
 
 __all__ = ["dispatch_routes"]
 
-#: Who may read receipts (PROTOCOL.md section 2).
+#: Who may read receipts (docs/protocol.md section 2).
 RECEIPT_ROLES = frozenset({"dispatcher", "service", "admin"})
 _ACK_FIELDS = frozenset({"ids", "device"})
 

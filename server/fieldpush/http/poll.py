@@ -1,4 +1,4 @@
-"""``POST /v1/poll`` (PROTOCOL.md section 2): the long-polling fallback.
+"""``POST /v1/poll`` (docs/protocol.md section 2): the long-polling fallback.
 
 ``{subs: {channel: offset-or-null}, wait_s?, device?}`` -> the events after
 each offset, read from the same history as the socket's, waiting up to

@@ -1,4 +1,4 @@
-"""``POST /v1/publish`` (PROTOCOL.md section 2): check, store and announce one event.
+"""``POST /v1/publish`` (docs/protocol.md section 2): check, store and announce one event.
 
 Publisher roles only (403 before the body is read); each channel must be one
 the role may publish to. The event is durable before the 201: it is in every

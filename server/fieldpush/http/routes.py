@@ -1,4 +1,4 @@
-"""The HTTP API's routes, assembled for the app (PROTOCOL.md section 2).
+"""The HTTP API's routes, assembled for the app (docs/protocol.md section 2).
 
 Every call but health, readiness and metrics needs ``Authorization: Bearer
 <JWT>``; errors are ``{"error": {"code", "message"}}`` (:mod:`fieldpush.http.toolkit`).

@@ -1,4 +1,4 @@
-"""Delta sync over HTTP (PROTOCOL.md sections 2 and 3, docs/sync.md).
+"""Delta sync over HTTP (docs/protocol.md sections 2 and 3, docs/sync.md).
 
 - ``POST /v1/sync/push`` (any role): the body and reply of ``mutate``
   (``{mutations, id?, device?}`` -> ``{id, results}``); ``device`` names the

@@ -1,6 +1,6 @@
 """What every HTTP route uses: one error type, one auth helper, one body reader.
 
-The order of checks is the API's (PROTOCOL.md section 2): authentication and
+The order of checks is the API's (docs/protocol.md section 2): authentication and
 permission before the body, so 401/403 come first; then 413 (too large, also
 when ``Content-Length`` says so before anything is read), 400 (not JSON, or
 nested too deeply to parse) or 422 (JSON, but invalid; the message names the

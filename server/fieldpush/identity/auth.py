@@ -1,6 +1,6 @@
 """Tokens: verify the JWTs phones and dispatchers present; mint development ones.
 
-PROTOCOL.md section 4: claims ``sub``, ``role``, ``teams``, ``exp``; ``iss`` and
+docs/protocol.md section 4: claims ``sub``, ``role``, ``teams``, ``exp``; ``iss`` and
 ``aud`` checked when configured; HS256 with a shared secret or RS256/ES256 with
 public keys by ``kid``. ``exp`` and ``sub`` are required. Only the configured
 algorithms are accepted: never ``none``, and an HMAC check never uses a public
@@ -141,7 +141,7 @@ class TokenVerifier:
         return claims
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
-        """Check the claims (PROTOCOL.md section 4) and build the identity."""
+        """Check the claims (docs/protocol.md section 4) and build the identity."""
         now = time.time()
         expires = claims.get("exp")
         if isinstance(expires, bool) or not isinstance(expires, int | float):

@@ -1,4 +1,4 @@
-"""Who may subscribe to and publish on which channel (PROTOCOL.md section 1).
+"""Who may subscribe to and publish on which channel (docs/protocol.md section 1).
 
 | channel      | subscribe                          | publish                    |
 |--------------|------------------------------------|----------------------------|

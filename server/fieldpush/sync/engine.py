@@ -1,4 +1,4 @@
-"""The sync engine: mutations in, changes out (PROTOCOL.md section 3, docs/sync.md).
+"""The sync engine: mutations in, changes out (docs/protocol.md section 3, docs/sync.md).
 
 :class:`SyncEngine` wires the parts and is what the session and the HTTP routes call:
 

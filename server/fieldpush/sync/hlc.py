@@ -1,4 +1,4 @@
-"""Hybrid logical clock stamps (PROTOCOL.md section 3).
+"""Hybrid logical clock stamps (docs/protocol.md section 3).
 
 A :class:`Stamp` is ``(wall_ms, counter, device)``; stamps compare as tuples,
 so two edits made at the same ``[wall_ms, counter]`` are ordered by device id

@@ -1,4 +1,4 @@
-"""A reader's pull: the changes it may see after its cursor (PROTOCOL.md section 3).
+"""A reader's pull: the changes it may see after its cursor (docs/protocol.md section 3).
 
 With a :class:`~fieldpush.sync.codec.LogCursor`, :meth:`Puller.pull` answers
 from the change log: per record, the fields changed after the cursor that the

@@ -1,4 +1,4 @@
-"""Token checks (PROTOCOL.md section 4), without I/O."""
+"""Token checks (docs/protocol.md section 4), without I/O."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Everything runs on the event loop without awaiting in between, so each
 :meth:`MemoryRecords.commit` is atomic with respect to every other request
-of the process (the "lock in memory" of ARCHITECTURE.md is the event loop's
+of the process (the "lock in memory" of the architecture guide is the event loop's
 single thread). Guarantees: those of :class:`~fieldpush.backend.base.RecordStore`.
 """
 
