@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from fieldpush.backend.base import PublishRequest, PublishResult, RecordStore
-from fieldpush.backend.memory.records import MemoryRecords
-from fieldpush.backend.redis.backend import RedisBackend
+from fieldpush.backend.base import Backend, PublishRequest, PublishResult, RecordStore
 from fieldpush.errors import InvalidPosition
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -23,6 +20,7 @@ from fieldpush.sync.engine import SyncEngine, load_sync_config
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.rules import Actor
 from fieldpush_client.protocol import ErrorCode, Mutation
+from tests.support.backends import Sink
 
 #: Positions no store writes: wrong shape, signs, non-ASCII digits, numbers
 #: beyond 64 bits, empty.
@@ -74,22 +72,10 @@ def engine(records: RecordStore, recorder: Recorder, **settings: Any) -> SyncEng
     )
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def records(request: pytest.FixtureRequest) -> AsyncIterator[RecordStore]:
-    if request.param == "memory":
-        yield MemoryRecords(results_ttl_s=60, log_max_entries=100, log_max_age_s=60)
-        return
-    backend = RedisBackend(
-        url=request.getfixturevalue("redis_url"),
-        history_max_events=10,
-        history_max_age_s=60,
-        history_meta_ttl_s=60,
-        idempotency_ttl_s=60,
-    )
-    try:
-        yield backend.records
-    finally:
-        await backend.close()
+@pytest.fixture
+def records(backend: tuple[Backend, Sink]) -> RecordStore:
+    """The record store of a started backend of each kind (tests/conftest.py)."""
+    return backend[0].records
 
 
 ALICE = Actor("alice", "sales", "phone-1")
@@ -117,9 +103,10 @@ async def test_a_snapshot_cursor_is_not_a_feed_cursor(records: RecordStore) -> N
     assert caught.value.message == "invalid cursor: use one from /v1/changes"
 
 
-async def test_a_critical_change_is_published_and_acked_for_its_author() -> None:
+async def test_a_critical_change_is_published_and_acked_for_its_author(
+    records: RecordStore,
+) -> None:
     recorder = Recorder()
-    records = MemoryRecords(results_ttl_s=60, log_max_entries=100, log_max_age_s=60)
     sync = engine(records, recorder, ack_deadlines_s={"record.changed": 30})
     dispatcher = Actor("disp", "dispatcher", "console")
     now = time.time_ns() // 1_000_000
