@@ -159,6 +159,18 @@ def test_serve_refuses_a_broken_schema_naming_file_record_and_field(tmp_path: Pa
     )
 
 
+def test_the_readme_example_file_imports() -> None:
+    """The README's tour imports config/customers.example.jsonl: it must load."""
+    example = Path(__file__).resolve().parents[2] / "config" / "customers.example.jsonl"
+    server = ServeProcess("--port", "0").start()
+    try:
+        result = run("records", "import", str(example), "--url", server.url)
+        assert result.returncode == 0, result.stderr
+        assert "3 record(s) written" in result.stdout
+    finally:
+        assert server.stop() == 0, server.output
+
+
 def test_records_import_loads_a_jsonl_file_once(tmp_path: Path) -> None:
     lines = [
         {
