@@ -102,6 +102,7 @@ from fieldpush_client.protocol import (
     user_channel,
 )
 from fieldpush_client.store import MemoryOffsetStore, OffsetStore
+from fieldpush_client.tasks import settle
 
 __all__ = ["PushClient"]
 
@@ -178,7 +179,10 @@ class PushClient:
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[Any]] = {}
         self._ws: ClientConnection | None = None
+        #: The poll fallback's HTTP client, while it polls.
         self._http: DispatcherClient | None = None
+        #: Acks under way on ``_http``: it is closed only once they have ended.
+        self._http_acks: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
         #: Set (and replaced) at every ``welcome``.
         self._next_welcome = asyncio.Event()
@@ -218,7 +222,9 @@ class PushClient:
 
     async def close(self) -> None:
         """Disconnect and stop reconnecting. Acks not sent by then are dropped
-        (the server sends those events again on the next connection)."""
+        (the server sends those events again on the next connection). The
+        poll fallback's HTTP connections are closed when this returns,
+        including one still being opened for an ack."""
         tasks = [self._goaway, self._task, self._ack_task, *self._schedule_tasks]
         for task in tasks:
             if task is not None:
@@ -386,20 +392,36 @@ class PushClient:
             self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
 
     async def _flush_acks(self) -> None:
-        """Send the pending acks by whichever transport is up; keep them if none is."""
+        """Send the pending acks by whichever transport is up; keep them if none
+        is, or if sending them failed. On the poll fallback the ``POST /v1/ack``
+        runs as a task that the fallback owns (see :meth:`_poll_for`): a
+        caller cancelled meanwhile stops waiting for it, not the request."""
         if not self._pending_acks:
             return
         ids, self._pending_acks = self._pending_acks, []
-        try:
-            if self._ws is not None and self.connected:
+        if self._ws is not None and self.connected:
+            try:
                 await self._send(self._ws, Ack(ids=tuple(ids)).to_wire())
                 return
-            if self._http is not None:
-                await self._http.ack(ids, self.device)
-                return
-        except (ConnectionClosed, OSError, httpx.HTTPError, PublishError) as exc:
-            log.info("fieldpush acks not sent (%s); sending them after reconnecting", exc)
+            except (ConnectionClosed, OSError) as exc:
+                log.info("fieldpush acks not sent (%s); sending them after reconnecting", exc)
+        elif self._http is not None:
+            task = asyncio.get_running_loop().create_task(self._ack_by_http(self._http, ids))
+            self._http_acks.add(task)
+            task.add_done_callback(self._http_acks.discard)
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.result()  # an exception not caught there is a bug: the caller's
+            return
         self._pending_acks[:0] = ids
+
+    async def _ack_by_http(self, http: DispatcherClient, ids: list[str]) -> None:
+        """``POST /v1/ack`` of ``ids``; they are pending again if it fails."""
+        try:
+            await http.ack(ids, self.device)
+        except (OSError, httpx.HTTPError, PublishError) as exc:
+            log.info("fieldpush acks not sent (%s); sending them after reconnecting", exc)
+            self._pending_acks[:0] = ids
 
     # ------------------------------------------------------------- connection
 
@@ -559,7 +581,15 @@ class PushClient:
         """Receive by long polls for ``duration_s``: the socket failed
         ``fallback_after_failures`` times in a row (``first``: just now).
         Raises :class:`~fieldpush_client.errors.Unauthorized` when the server
-        refuses the token."""
+        refuses the token.
+
+        The HTTP client of the window is closed on every way out, and only
+        once no request on it is under way: the acks sent meanwhile
+        (:meth:`_flush_acks`) are waited for at the end of the window, and
+        cancelled (and still waited for) when the window ends by an error or
+        by cancellation. httpx does not close a connection that is still
+        being opened when its client closes, so closing earlier would leave
+        that socket open."""
         http_url = self._http_url or http_url_for(self.url)
         log.log(
             logging.WARNING if first else logging.INFO,
@@ -596,9 +626,14 @@ class PushClient:
                     delays = self._backoff()
                     await self._polled(reply, positions)
                     await self._flush_acks()
+            except BaseException:
+                for task in self._http_acks:
+                    task.cancel()
+                raise
             finally:
-                self._http = None
+                self._http = None  # no new acks on it
                 self.transport = None
+                await settle(self._http_acks)
 
     def _poll_positions(self) -> dict[str, str | None]:
         """Channel → offset to poll from: the wanted channels and the recorded

@@ -19,6 +19,7 @@ import httpx
 
 from fieldpush_client.errors import PublishError
 from fieldpush_client.protocol import EventMsg
+from fieldpush_client.tasks import run_to_end
 
 __all__ = [
     "ChannelPresence",
@@ -139,8 +140,14 @@ class DispatcherClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the HTTP client if this object made it (not one passed as
+        ``http``), with every connection of its pool. The close runs to its
+        end even if the caller is cancelled meanwhile (the cancellation is
+        re-raised afterwards), so that it leaves no socket open. Requests
+        still under way on the client should have ended first: a connection
+        still being opened is not in the pool yet, and stays open."""
         if self._own:
-            await self._http.aclose()
+            await run_to_end(self._http.aclose())
 
     async def _post(self, path: str, body: dict[str, Any], expected: int) -> dict[str, Any]:
         reply = await self._http.post(self._base + path, json=body, headers=self._headers)

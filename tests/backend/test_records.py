@@ -137,6 +137,23 @@ async def test_log_positions_increase_and_pages_neither_lose_nor_repeat(
     assert await store.read_log(positions[-1], 10) == ([], False)
 
 
+async def test_a_read_of_no_entries_answers_none_and_still_says_whether_it_expired(
+    backend_factory: BackendFactory,
+) -> None:
+    """``limit=0`` reads nothing, on an empty, a live and a trimmed log."""
+    async with backend_factory(sync_log_max_entries=3) as (backend, _):
+        store = backend.records
+        assert await store.read_log(None, 0) == ([], False)
+        assert await store.read_log(await store.log_top(), 0) == ([], False)
+        await store.commit([log_write(b"first")])
+        cursor = await store.log_top()
+        assert await store.read_log(None, 0) == ([], False)
+        assert await store.read_log(cursor, 0) == ([], False)
+        for start in range(0, 400, 50):  # Redis trims whole stream nodes
+            await store.commit([log_write(*(f"e{n}".encode() for n in range(start, start + 50)))])
+        assert await store.read_log(cursor, 0) == ([], True)
+
+
 async def test_a_malformed_log_position_is_a_value_error(backend: tuple[Any, Sink]) -> None:
     store = backend[0].records
     for position in ("garbage", "a:b:c:d"):

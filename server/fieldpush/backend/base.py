@@ -248,8 +248,16 @@ class RecordStore(Protocol):
     Guarantees: each :class:`RecordWrite` is applied atomically (record,
     result and log entries together, or nothing) and only if the record is
     still at ``expected_version`` (compare-and-set across nodes); writes of
-    one :meth:`commit` are applied in order. Log positions are
-    ``<ms>-<seq>`` strings stamped by the store, strictly increasing.
+    one :meth:`commit` are applied in order.
+
+    Log positions are opaque strings stamped by the store: callers only store
+    them and pass them back to :meth:`read_log`, which reads the entries
+    *after* one. Each entry's position comes after the previous entry's
+    (the log is totally ordered), and a position names the log it came
+    from, so that one from a log that was lost (a restarted memory store, a
+    flushed Redis) is recognised as expired rather than misread. Their
+    format belongs to the store (memory ``<epoch>:<ms>-<seq>``, Redis
+    ``<epoch>:<stream id>:<n>``) and may change.
     """
 
     async def load(
@@ -261,13 +269,18 @@ class RecordStore(Protocol):
         """Apply ``writes`` in order; one :data:`CommitStatus` per write."""
 
     async def log_top(self) -> str:
-        """The newest position of the change log (``0-0`` when empty)."""
+        """The newest position of the change log; for an empty log, a position
+        that :meth:`read_log` reads the whole log after (memory
+        ``<epoch>:0-0``; Redis ``<epoch>:0-0:0``, ``:0-0:0`` before the
+        first commit sets its epoch)."""
 
     async def read_log(self, after: str | None, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
         """Up to ``limit`` ``(position, entry)`` of the log after ``after``
         (None: from the oldest retained), oldest first, and whether entries
-        after ``after`` were already trimmed (then the entries start at the
-        oldest one retained). InvalidPosition if ``after`` is not a position
+        after ``after`` were already trimmed or the log ``after`` came from
+        was lost (then the entries start at the oldest one retained).
+        ``limit=0`` reads no entries and still answers that flag:
+        ``([], expired)``. InvalidPosition if ``after`` is not a position
         this kind of store writes."""
 
     async def scan(

@@ -19,8 +19,8 @@ status is the worst of its fields: ``rejected`` (with the first reason), else
 ``conflict``, else ``applied``.
 
 Because ``lww`` keeps, per field, the value of the greatest stamp, any order of
-the same edits ends in the same state (tests/test_sync_rules.py checks it with
-hypothesis).
+the same edits ends in the same state (tests/sync/test_sync_rules.py checks it
+with hypothesis).
 """
 
 from __future__ import annotations
