@@ -1,6 +1,6 @@
 """One phone's session: hello, subscriptions, resume, delta sync — the I/O part.
 
-A :class:`Session` speaks the protocol of PROTOCOL.md section 1 over one
+A :class:`Session` speaks the protocol of docs/protocol.md section 1 over one
 connection (the gateway's :class:`~fieldpush.transport.gateway.Connection`
 does the framing; the session sees it as a :class:`Link`). The decisions
 that need no I/O are elsewhere and tested on their own: rate limit,

@@ -1,7 +1,7 @@
 """The conflict rules, as one pure function: :func:`merge`.
 
 Given a record's stored state, one validated mutation and who sends it,
-:func:`merge` decides field by field (PROTOCOL.md section 3, docs/sync.md):
+:func:`merge` decides field by field (docs/protocol.md section 3, docs/sync.md):
 
 - ``mdm``: the CRM (a ``service`` token, side ``crm``) is master: its value is
   taken whatever the stamps say. A phone's edit is not applied: the field is

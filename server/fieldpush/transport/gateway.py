@@ -9,7 +9,7 @@ straight to the transport. Event frames are pre-encoded once per node (see
 :mod:`fieldpush.events.event`), so writing one to a phone is a single
 ``transport.write`` — no task, no ASGI message, no per-connection encoding.
 
-Close codes follow PROTOCOL.md: an undecodable frame closes with 1007, a frame
+Close codes follow docs/protocol.md: an undecodable frame closes with 1007, a frame
 over ``max_frame_bytes`` with 1009, a missing or invalid hello with 4001, a
 phone whose unsent data exceeds ``max_outbox_bytes`` with 4008, a node that
 shuts down with 1012.

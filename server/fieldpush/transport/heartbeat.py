@@ -1,7 +1,7 @@
 """The node's heartbeat: a WebSocket ping to every connection each ``heartbeat_s``.
 
 A connection that neither answered nor sent anything since the previous ping
-is closed with 1011 (PROTOCOL.md "Heartbeat"). One task for the node,
+is closed with 1011 (docs/protocol.md "Heartbeat"). One task for the node,
 owned by :class:`Heartbeat` (started and cancelled by the node).
 """
 
