@@ -113,7 +113,7 @@ class Node:
             verifier=self.verifier,
             hub=self.hub,
             history=backend,
-            ledger=backend.ledger,
+            opener=backend,
             presence=self.presence,
             dispatch=self.dispatch,
             sync=self.sync,

@@ -32,6 +32,7 @@ from fieldpush.events.offsets import Offset
 __all__ = [
     "Applied",
     "Backend",
+    "ChannelRead",
     "CommitStatus",
     "Due",
     "EventSink",
@@ -51,6 +52,9 @@ __all__ = [
     "RecordStore",
     "RecordWrite",
     "Replayed",
+    "SessionOpened",
+    "SessionOpener",
+    "SessionOpening",
     "Stale",
     "StoredRecord",
     "Tracking",
@@ -191,6 +195,52 @@ class PresenceEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelRead:
+    """One channel's read within :meth:`SessionOpener.open_session`: its newest
+    position and, when ``since`` is set, at most ``limit`` events after it (as
+    :meth:`HistoryReader.read`)."""
+
+    channel: str
+    since: Offset | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpening:
+    """What a new session (past its token check, its live feeds subscribed) asks
+    of the backend in one step: the per-user cap, its presence, its audience and
+    the reads its ``welcome`` and replays need."""
+
+    #: The new session; ``entry.user`` is whose cap, presence and pending events.
+    entry: PresenceEntry
+    #: The channels it is subscribed to, for presence.
+    channels: list[str]
+    #: Channels whose known audience the user joins (:meth:`Ledger.note_audience`).
+    audience: list[str]
+    reads: list[ChannelRead]
+    #: Most live sessions of the user, this one included (0: no cap).
+    cap: int
+    #: Over the cap, refuse this session (policy ``newest``); else admit it and
+    #: let the caller close the oldest ones (policy ``oldest``).
+    refuse_over_cap: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """The answer to a :class:`SessionOpening`."""
+
+    #: False only when ``refuse_over_cap`` and the cap is reached: then nothing
+    #: was written, and ``histories`` and ``pending`` are empty.
+    admitted: bool
+    #: The user's other live sessions before this one, oldest first.
+    others: list[PresenceEntry]
+    #: One per :attr:`SessionOpening.reads`, in order.
+    histories: list[History]
+    #: The user's pending tracked events, as :meth:`Ledger.pending`.
+    pending: list[Event]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRecord:
     """A record as the store holds it: its commit count and its encoded state."""
 
@@ -319,7 +369,20 @@ class Publisher(Protocol):
         or ``IdempotencyConflict``."""
 
 
-class Backend(HistoryReader, Publisher, Protocol):
+class SessionOpener(Protocol):
+    """Opens sessions in one backend step (one round trip on Redis)."""
+
+    async def open_session(self, opening: SessionOpening) -> SessionOpened:
+        """Apply the per-user cap to the user's live sessions; when admitted, in
+        the same atomic step, join the session to presence
+        (:meth:`Presence.join`), record its audience
+        (:meth:`Ledger.note_audience`), and answer the reads and the user's
+        pending events. Call it only after the live feeds of the channels read
+        are subscribed (what is published then is in the read or live).
+        Raises ``BackendUnavailable`` (then it may or may not have written)."""
+
+
+class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
     """Shared state of a fieldpush cluster. See the module docstring for the guarantees."""
 
     #: ``"memory"`` or ``"redis"``, for logs and ``/readyz``.

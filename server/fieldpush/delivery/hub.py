@@ -59,6 +59,7 @@ class Feed:
         "position",
         "ready",
         "subs",
+        "subscribed",
     )
 
     def __init__(self, channel: str) -> None:
@@ -68,7 +69,11 @@ class Feed:
         self.position: Offset | None = None
         #: Live events received while opening or catching up.
         self.backlog: list[Event] = []
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        #: Done once the backend confirmed the live subscription.
+        self.subscribed: asyncio.Future[None] = loop.create_future()
+        #: Done once ``position`` is known (the feed is live from there).
+        self.ready: asyncio.Future[None] = loop.create_future()
         self.catchup: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
         self.idle_since = 0.0
@@ -118,47 +123,110 @@ class Hub:
 
     # ------------------------------------------------------------- subscriptions
 
-    async def attach(self, channel: str, subscriber: Subscriber) -> Feed:
-        """Add ``subscriber`` to ``channel``'s feed, opening it if needed.
+    async def join(self, channel: str, subscriber: Subscriber) -> tuple[Feed, bool]:
+        """Add ``subscriber`` to ``channel``'s feed; return once the feed's live
+        subscription is confirmed by the backend.
 
-        Returns once the feed is live; its ``position`` is then the newest
-        position this node has passed on. Raises ``BackendUnavailable``.
+        Returns ``(feed, True)`` when this call opened the feed: the caller then
+        owes it its position, read from the backend after this returned, by
+        :meth:`opened` (or hands the duty back with :meth:`abandon`); live
+        events wait in the feed's backlog meanwhile. Otherwise ``(feed,
+        False)``: the feed may still wait for its opener (``feed.ready``), so a
+        caller never waits for another feed's ``ready`` before it delivered the
+        positions it owes (two sessions opening each other's channels would
+        wait forever). Raises ``BackendUnavailable``; the subscriber is then
+        not attached.
         """
         while True:
             feed = self._feeds.get(channel)
             if feed is None:
                 feed = self._feeds[channel] = Feed(channel)
                 feed.subs.add(subscriber)
-                await self._open(feed)
-                return feed
+                try:
+                    await self._backend.subscribe(channel)
+                except BackendUnavailable as exc:
+                    self._failed(feed, exc)
+                    raise
+                except BaseException:
+                    self.abandon(feed)
+                    raise
+                feed.subscribed.set_result(None)
+                return feed, True
             if feed.closing is not None:
                 await asyncio.shield(feed.closing)
                 continue
             feed.subs.add(subscriber)
+            if not feed.subscribed.done():
+                try:
+                    await asyncio.shield(feed.subscribed)
+                except BaseException:
+                    feed.subs.discard(subscriber)
+                    raise
+            return feed, False
+
+    async def attach(self, channel: str, subscriber: Subscriber) -> Feed:
+        """Add ``subscriber`` to ``channel``'s feed, opening it if needed.
+
+        Returns once the feed is live; its ``position`` is then the newest
+        position this node has passed on. Raises ``BackendUnavailable``.
+        """
+        feed, opened = await self.join(channel, subscriber)
+        if opened:
+            try:
+                history = await self._backend.read(channel, None, 0)
+            except BackendUnavailable as exc:
+                self._failed(feed, exc)
+                raise
+            except BaseException:
+                self.abandon(feed)
+                raise
+            self.opened(feed, history.top)
+        elif not feed.ready.done():
             try:
                 await asyncio.shield(feed.ready)
             except BaseException:
                 feed.subs.discard(subscriber)
                 raise
-            return feed
+        return feed
 
-    async def _open(self, feed: Feed) -> None:
-        try:
-            await self._backend.subscribe(feed.channel)
-            history = await self._backend.read(feed.channel, None, 0)
-        except BaseException as exc:
-            if self._feeds.get(feed.channel) is feed:
-                del self._feeds[feed.channel]
-            if not isinstance(exc, asyncio.CancelledError):
-                feed.ready.set_exception(exc)
-                feed.ready.exception()  # retrieved: the waiters re-raise it
-            else:
-                feed.ready.cancel()
-            self._spawn(self._unsubscribe_unless_reopened(feed.channel))
-            raise
-        feed.position = history.top
+    def opened(self, feed: Feed, position: Offset) -> None:
+        """The opener of ``feed`` read its channel's ``position`` after :meth:`join`:
+        the feed is live from there (the backlog up to it is dropped)."""
+        feed.position = position
         feed.ready.set_result(None)
         self._drain_backlog(feed)
+
+    def abandon(self, feed: Feed) -> None:
+        """The opener of ``feed`` will not finish opening it (it failed or was
+        cancelled): the hub does, so the feed's other subscribers are not left
+        waiting."""
+        self._spawn(self._finish_open(feed))
+
+    async def _finish_open(self, feed: Feed) -> None:
+        try:
+            if not feed.subscribed.done():
+                await self._backend.subscribe(feed.channel)
+                feed.subscribed.set_result(None)
+            history = await self._backend.read(feed.channel, None, 0)
+        except BaseException as exc:
+            self._failed(feed, exc)
+            if not isinstance(exc, BackendUnavailable | asyncio.CancelledError):
+                raise
+            return
+        self.opened(feed, history.top)
+
+    def _failed(self, feed: Feed, exc: BaseException) -> None:
+        """The feed could not be opened: its waiters get ``exc`` (cancellation as
+        ``BackendUnavailable``), and the backend subscription is undone."""
+        if self._feeds.get(feed.channel) is feed:
+            del self._feeds[feed.channel]
+        if isinstance(exc, asyncio.CancelledError):
+            exc = BackendUnavailable(f"the feed of {feed.channel} was not opened")
+        for future in (feed.subscribed, feed.ready):
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: the waiters re-raise it
+        self._spawn(self._unsubscribe_unless_reopened(feed.channel))
 
     def detach(self, channel: str, subscriber: Subscriber) -> None:
         """Remove ``subscriber``; an empty feed is closed after the linger time."""

@@ -32,9 +32,9 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fieldpush.backend.base import HistoryReader, Ledger
+from fieldpush.backend.base import ChannelRead, HistoryReader, SessionOpener
 from fieldpush.delivery.flusher import Flusher
-from fieldpush.delivery.hub import Hub
+from fieldpush.delivery.hub import Feed, Hub
 from fieldpush.delivery.outbox import Outbox
 from fieldpush.delivery.registry import Registry
 from fieldpush.delivery.rules import (
@@ -159,7 +159,7 @@ class SessionServices:
     verifier: TokenVerifier
     hub: Hub
     history: HistoryReader
-    ledger: Ledger
+    opener: SessionOpener
     presence: PresenceTracker
     dispatch: Dispatch
     sync: SyncService
@@ -168,6 +168,25 @@ class SessionServices:
     metrics: Metrics
     #: ``welcome.poll``.
     poll_intervals: Mapping[str, float]
+
+
+def _offset(text: str | None) -> Offset | None:
+    """A client's offset; None for none, and for one that is not ours."""
+    return Offset.parse(text) if text is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    """What one subscription replays before it goes live."""
+
+    subscription: Subscription
+    #: The offset reported to the client; the replay reaches it.
+    top: Offset
+    recovered: bool
+    #: The first page, read with the feed's opening.
+    first: list[Event]
+    #: The client's offset (None: no replay).
+    since: Offset | None
 
 
 class Session:
@@ -384,6 +403,10 @@ class Session:
     # ------------------------------------------------------------------- hello
 
     async def _hello(self, hello: Hello) -> None:
+        """Token, then the live feeds of the allowed channels, then one backend
+        step (cap, presence, audience, positions, first replay pages, pending
+        events: :meth:`~fieldpush.backend.base.SessionOpener.open_session`),
+        then ``welcome``, the replays and the pending events."""
         services = self._services
         settings = services.settings
         try:
@@ -397,32 +420,20 @@ class Session:
         self.origin = (identity.user, hello.device)
         self.conn.hello_received()
         plan = plan_subscriptions(identity, hello.subs, settings.max_subscriptions)
-        # The per-user cap is checked while the channels open: their round trips
-        # overlap (a refused session's subscriptions go with its teardown).
-        admission = asyncio.ensure_future(services.presence.admit(self))
-        opened = []
         try:
-            # One after the other: most channels open without a round trip (their
-            # feed is live), and a task per channel would cost more than it saves.
-            for channel in plan.allowed:
-                opened.append(await self._open(channel, plan.wanted[channel]))
-            admitted = await admission
+            starts = await self._open_all(plan.allowed, plan.wanted)
         except BackendUnavailable:
             log.warning("session %s: backend unavailable during hello", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; retry")
             return
-        finally:
-            if not admission.done():
-                admission.cancel()
-            elif not admission.cancelled():
-                admission.exception()  # retrieved: raised above, or left with the open's
-        if not admitted:
+        if starts is None:
             limit = settings.max_connections_per_user
             log.info(
                 "session %s refused: user %s has %d connections", self.id, identity.user, limit
             )
             self.close(CloseCode.RATE_LIMITED, f"at most {limit} connections per user")
             return
+        replays, pending = starts
         self.send(
             welcome(
                 session=self.id,
@@ -432,13 +443,12 @@ class Session:
                 poll=services.poll_intervals,
                 plan=plan,
                 opened={
-                    channel: (str(top), recovered)
-                    for channel, (top, recovered, _) in zip(plan.allowed, opened, strict=True)
+                    replay.subscription.channel: (str(replay.top), replay.recovered)
+                    for replay in replays
                 },
             )
         )
         services.registry.add_session(self)
-        services.presence.opened(self)
         log.info(
             "session %s open: user %s role %s device %s from %s, %s, %d channel(s)",
             self.id,
@@ -449,57 +459,96 @@ class Session:
             self.conn.subprotocol,
             len(plan.allowed),
         )
-        subscriptions = [self.subs[channel] for channel in plan.allowed]
         try:
-            for subscription, (top, _, first_page) in zip(subscriptions, opened, strict=True):
-                await self._replay(subscription, first_page, top)
-            await self._send_pending(identity)
+            for replay in replays:
+                await self._replay(replay)
+            # After the replays, before any live event (docs/protocol.md 1.11).
+            await self._write_paced([e for e in pending if self.outbox.first_critical(e)])
         except BackendUnavailable:
             log.warning("session %s: backend unavailable during the replay", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; resume")
         finally:
-            for subscription in subscriptions:
-                subscription.go_live()
+            for replay in replays:
+                replay.subscription.go_live()
 
-    async def _send_pending(self, identity: Identity) -> None:
-        """Write the user's pending critical events not written yet (after the
-        replays, before any live event)."""
-        pending = await self._services.ledger.pending(identity.user)
-        await self._write_paced([e for e in pending if self.outbox.first_critical(e)])
+    async def _open_all(
+        self, channels: Sequence[str], wanted: Mapping[str, str | None]
+    ) -> tuple[list[_Replay], list[Event]] | None:
+        """Attach a replaying subscription to each channel's live feed, then take
+        the hello's one backend step. Returns the replays, in ``channels``
+        order, and the user's pending events; None when the per-user cap
+        refuses the session. Raises ``BackendUnavailable``."""
+        services = self._services
+        hub = services.hub
+        #: (subscription, feed, whether this session opened it, the client's offset text)
+        joined: list[tuple[Subscription, Feed, bool, str | None]] = []
+        owed: list[Feed] = []  # feeds this session opened: it owes them their position
+        try:
+            for channel in channels:
+                subscription = self._subscription(channel)
+                feed, opened = await hub.join(channel, subscription)
+                if opened:
+                    owed.append(feed)
+                joined.append((subscription, feed, opened, wanted[channel]))
+            page = services.settings.replay_page_events
+            reads = [
+                ChannelRead(subscription.channel, _offset(since), page)
+                for subscription, _, opened, since in joined
+                if opened or since is not None
+            ]
+            step = await services.opener.open_session(services.presence.opening(self, reads))
+            if not await services.presence.admit(step):
+                return None
+            found = dict(zip((read.channel for read in reads), step.histories, strict=True))
+            for feed in owed:
+                hub.opened(feed, found[feed.channel].top)
+            owed.clear()
+            for _, feed, _, _ in joined:
+                if not feed.ready.done():  # opened by another session: its step is under way
+                    await asyncio.shield(feed.ready)
+        finally:
+            for feed in owed:
+                hub.abandon(feed)
+        replays = []
+        for subscription, feed, _, since_text in joined:
+            assert feed.position is not None  # the feed is ready
+            since = _offset(since_text)
+            history = found[subscription.channel] if since_text is not None else None
+            top, recovered, first = subscription.begin(since, history, feed.position)
+            replays.append(_Replay(subscription, top, recovered, first, since))
+        return replays, step.pending
 
     # ----------------------------------------------------------- subscriptions
 
     def _feed_lost(self, channel: str) -> None:
         self.close(CloseCode.SERVICE_RESTART, f"events of {channel} were lost; resume")
 
-    async def _open(self, channel: str, since_text: str | None) -> tuple[Offset, bool, list[Event]]:
-        """Attach a replaying subscription and read what it must replay.
-
-        Returns the channel position to report, whether the client's offset was
-        recovered, and the first page of events to replay.
-        """
-        services = self._services
+    def _subscription(self, channel: str) -> Subscription:
+        """A new replaying subscription of this session (left by teardown)."""
         subscription = Subscription(channel, self.outbox.push, self.origin, self._feed_lost)
         self.subs[channel] = subscription
+        return subscription
+
+    async def _open(self, channel: str, since_text: str | None) -> _Replay:
+        """Attach a replaying subscription and read what it must replay
+        (``subscribe``). Raises ``BackendUnavailable``."""
+        services = self._services
+        subscription = self._subscription(channel)
         try:
             feed = await services.hub.attach(channel, subscription)
-            assert feed.position is not None  # set before the feed is ready
-            if since_text is None:
-                subscription.last_seq = feed.position.seq
-                return feed.position, True, []
-            since = Offset.parse(since_text)
-            history = await services.history.read(
-                channel, since, services.settings.replay_page_events
-            )
+            since = _offset(since_text)
+            history = None
+            if since_text is not None:
+                history = await services.history.read(
+                    channel, since, services.settings.replay_page_events
+                )
         except BaseException:
             del self.subs[channel]
             services.hub.detach(channel, subscription)
             raise
-        if not history.recovered or since is None:
-            subscription.last_seq = history.top.seq
-            return history.top, False, []
-        subscription.last_seq = since.seq
-        return history.top, True, history.events
+        assert feed.position is not None  # the feed is ready
+        top, recovered, first = subscription.begin(since, history, feed.position)
+        return _Replay(subscription, top, recovered, first, since)
 
     async def _write_paced(self, events: list[Event]) -> None:
         """Write events in paced frames (module docstring)."""
@@ -515,20 +564,22 @@ class Session:
             conn.write(chunk[0].frame(binary) if len(chunk) == 1 else events_frame(chunk, binary))
             start = end
 
-    async def _replay(self, subscription: Subscription, page: list[Event], top: Offset) -> None:
-        """Write ``page`` and the rest of the history up to ``top``. The caller
-        then makes the subscription go live. Raises ``BackendUnavailable``."""
+    async def _replay(self, replay: _Replay) -> None:
+        """Write the first page and the rest of the history up to ``replay.top``.
+        The caller then makes the subscription go live. Raises ``BackendUnavailable``."""
         services = self._services
-        while page and not self.conn.closing:
-            last = page[-1]
-            page = self.outbox.replayable(page, self.origin)
-            await self._write_paced(page)
-            services.metrics.replayed_events += len(page)
-            subscription.last_seq = last.seq
-            if last.seq >= top.seq:
+        subscription, page, position = replay.subscription, replay.first, replay.since
+        while not self.conn.closing:
+            if page:
+                last = page[-1]
+                page = self.outbox.replayable(page, self.origin)
+                await self._write_paced(page)
+                services.metrics.replayed_events += len(page)
+                subscription.last_seq, position = last.seq, last.position
+            if position is None or subscription.last_seq >= replay.top.seq:
                 break
             history = await services.history.read(
-                subscription.channel, last.position, services.settings.replay_page_events
+                subscription.channel, position, services.settings.replay_page_events
             )
             if not history.recovered:
                 # Trimmed while we read: the client must learn of the gap.
@@ -537,6 +588,8 @@ class Session:
                 )
                 break
             page = history.events
+            if not page:
+                break
 
     async def _subscribe(self, identity: Identity, message: Subscribe) -> None:
         services = self._services
@@ -549,20 +602,23 @@ class Session:
             self.refuse(refusal, message.id)
             return
         try:
-            top, recovered, page = await self._open(channel, message.since)
+            replay = await self._open(channel, message.since)
         except BackendUnavailable:
             self.error(ErrorCode.UNAVAILABLE, "backend unavailable; retry", message.id)
             return
-        self.send(Subscribed(id=message.id, channel=channel, offset=str(top), recovered=recovered))
+        self.send(
+            Subscribed(
+                id=message.id, channel=channel, offset=str(replay.top), recovered=replay.recovered
+            )
+        )
         services.presence.subscribed(self, channel)
-        subscription = self.subs[channel]
         try:
-            await self._replay(subscription, page, top)
+            await self._replay(replay)
         except BackendUnavailable:
             log.warning("session %s: backend unavailable during the replay", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; resume")
         finally:
-            subscription.go_live()
+            replay.subscription.go_live()
 
     def _unsubscribe(self, identity: Identity, message: Unsubscribe) -> None:
         channel = message.channel

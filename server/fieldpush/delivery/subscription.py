@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fieldpush.backend.base import History
 from fieldpush.events.event import Event
+from fieldpush.events.offsets import Offset
 
 __all__ = ["Subscription"]
 
@@ -40,6 +42,36 @@ class Subscription:
         self.last_seq = 0
         #: Live events held back while history is replayed; ``None`` when live.
         self.replaying: list[Event] | None = []
+
+    def begin(
+        self, since: Offset | None, history: History | None, live: Offset
+    ) -> tuple[Offset, bool, list[Event]]:
+        """Settle where this subscription starts, from the client's offset
+        ``since``, the ``history`` read after ``since`` once the feed was
+        subscribed, and the feed's position ``live`` (events after it come
+        live). ``history`` is None when the client gave no offset; ``since``
+        is None with a history when the client's offset is not one of ours.
+
+        Returns the offset to report (the newer of the read's top and ``live``,
+        so that the replay reaches what the feed passes on), whether the
+        client's offset was recovered, and the first page to replay; sets
+        :attr:`last_seq`. A feed in another epoch than the read (the history
+        was reset in between) means ``recovered: false`` from the feed's position.
+        """
+        if history is None:
+            self.last_seq = live.seq
+            return live, True, []
+        top = history.top
+        if live.epoch != top.epoch:
+            self.last_seq = live.seq
+            return live, False, []
+        if live.seq > top.seq:
+            top = live
+        if since is None or not history.recovered:
+            self.last_seq = top.seq
+            return top, False, []
+        self.last_seq = since.seq
+        return top, True, history.events
 
     def deliver(self, event: Event) -> None:
         """The hot path: one call per event per phone, a list append at most."""

@@ -1,19 +1,22 @@
 """Presence of this node's sessions in the cluster, and the per-user connection cap.
 
-One :class:`PresenceTracker` per node. Sessions report when they open, change
-subscriptions and close; the tracker writes that to the backend's
-:class:`~fieldpush.backend.base.Presence` in order, in batches (one pipelined
-round trip per event-loop iteration however many sessions changed), without
-making a session wait. A heartbeat renews the node's entries every third of
+One :class:`PresenceTracker` per node. A session's opening is written by the
+backend step of its ``hello`` (:meth:`PresenceTracker.opening`, applied with
+``Backend.open_session`` together with the cap check). Later, sessions report
+when they change subscriptions and close; the tracker writes that to the
+backend's :class:`~fieldpush.backend.base.Presence` in order, in batches (one
+pipelined round trip per event-loop iteration however many sessions changed),
+without making a session wait; a session's reports start only once its
+``hello`` step returned, so they follow it. A heartbeat renews the node's entries every third of
 ``presence_ttl_s``: the entries of a node that died vanish within
 ``presence_ttl_s``.
 
 The per-user cap (``max_connections_per_user``) is checked at ``hello``
-against the cluster-wide entries: with the ``newest`` policy the new
-connection is refused (4029); with ``oldest`` the oldest sessions beyond the
-cap are closed (4029), wherever they are (other nodes get a ``kick``; the
-tracker registers its kick handler with the backend's presence when it is
-made, before the backend starts).
+against the cluster-wide entries, atomically with the new entry's write: with
+the ``newest`` policy the new connection is refused (4029); with ``oldest``
+the oldest sessions beyond the cap are closed (4029), wherever they are
+(other nodes get a ``kick``; the tracker registers its kick handler with the
+backend's presence when it is made, before the backend starts).
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
-from fieldpush.backend.base import Ledger, Presence, PresenceEntry
+from fieldpush.backend.base import (
+    ChannelRead,
+    Ledger,
+    Presence,
+    PresenceEntry,
+    SessionOpened,
+    SessionOpening,
+)
 from fieldpush.errors import BackendUnavailable
 from fieldpush.identity.auth import Identity
 from fieldpush.settings import Settings
@@ -128,19 +138,25 @@ class PresenceTracker:
             if failed:
                 log.warning("%d presence update(s) lost: %s", len(failed), failed[0])
 
-    def opened(self, session: Member) -> None:
-        """A session passed ``hello``: it is online, on its channels, and a known
-        member of its teams (for the receipts of team events)."""
+    def opening(self, session: Member, reads: list[ChannelRead]) -> SessionOpening:
+        """The backend step of a session's ``hello`` (``Backend.open_session``):
+        its cap, its presence on its channels, and its membership of its teams'
+        audience (for the receipts of team events), with ``reads``."""
         entry = self.entry(session)
         identity = session.identity
         assert identity is not None  # checked by entry()
         channels = list(session.subs)
-        presence, ledger = self._presence, self._ledger
-        audience = [(f"team:{team}", identity.user) for team in identity.teams]
-        audience += [(ch, identity.user) for ch in channels if ch == "broadcast"]
-        self._later(lambda: presence.join(entry, channels))
-        if audience:
-            self._later(lambda: ledger.note_audience(audience))
+        audience = [f"team:{team}" for team in identity.teams]
+        audience += [channel for channel in channels if channel == "broadcast"]
+        settings = self._settings
+        return SessionOpening(
+            entry=entry,
+            channels=channels,
+            audience=audience,
+            reads=reads,
+            cap=settings.max_connections_per_user,
+            refuse_over_cap=settings.connections_per_user_policy == "newest",
+        )
 
     def subscribed(self, session: Member, channel: str) -> None:
         entry, presence, ledger = self.entry(session), self._presence, self._ledger
@@ -169,22 +185,18 @@ class PresenceTracker:
 
     # -------------------------------------------------------------------- cap
 
-    async def admit(self, session: Member) -> bool:
-        """Apply the per-user connection cap to a session at ``hello``.
-
-        Returns False when the session must be refused (policy ``newest``).
-        Raises ``BackendUnavailable``."""
-        settings = self._settings
-        cap = settings.max_connections_per_user
-        if not cap:
-            return True
-        entries = await self._presence.sessions_of(self.entry(session).user)
-        excess = len(entries) + 1 - cap
-        if excess <= 0:
-            return True
-        if settings.connections_per_user_policy == "newest":
+    async def admit(self, opened: SessionOpened) -> bool:
+        """Apply the per-user cap to the answer of :meth:`opening`: False when the
+        session is refused (policy ``newest``; the backend wrote nothing); with
+        policy ``oldest``, close the user's oldest sessions beyond the cap,
+        wherever they are. Raises ``BackendUnavailable``."""
+        if not opened.admitted:
             return False
-        for entry in entries[:excess]:
+        cap = self._settings.max_connections_per_user
+        excess = len(opened.others) + 1 - cap
+        if not cap or excess <= 0:
+            return True
+        for entry in opened.others[:excess]:
             log.info(
                 "session %s of user %s closed: more than %d connections",
                 entry.session,

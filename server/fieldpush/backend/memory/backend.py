@@ -13,7 +13,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from fieldpush.backend.base import EventSink, History, PublishRequest, PublishResult
+from fieldpush.backend.base import (
+    EventSink,
+    History,
+    PublishRequest,
+    PublishResult,
+    SessionOpened,
+    SessionOpening,
+)
 from fieldpush.backend.memory.ledger import MemoryLedger, MemoryPresence
 from fieldpush.backend.memory.records import MemoryRecords
 from fieldpush.errors import IdempotencyConflict
@@ -153,6 +160,19 @@ class MemoryBackend:
         if not can_recover(since, top, first):
             return History(top=top, recovered=False)
         return History(top=top, recovered=True, events=after[:limit])
+
+    async def open_session(self, opening: SessionOpening) -> SessionOpened:
+        """See :meth:`~fieldpush.backend.base.SessionOpener.open_session`; atomic
+        because nothing in it waits."""
+        entry = opening.entry
+        others = await self.presence.sessions_of(entry.user)
+        if opening.refuse_over_cap and opening.cap and len(others) + 1 > opening.cap:
+            return SessionOpened(admitted=False, others=others, histories=[], pending=[])
+        await self.presence.join(entry, opening.channels)
+        await self.ledger.note_audience([(channel, entry.user) for channel in opening.audience])
+        histories = [await self.read(r.channel, r.since, r.limit) for r in opening.reads]
+        pending = await self.ledger.pending(entry.user)
+        return SessionOpened(admitted=True, others=others, histories=histories, pending=pending)
 
     async def subscribe(self, channel: str) -> None:
         """Nothing to do: every publish in this process reaches the sink."""

@@ -36,9 +36,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fieldpush.backend.base import EventSink, History, PublishRequest, PublishResult
+from fieldpush.backend.base import (
+    EventSink,
+    History,
+    PublishRequest,
+    PublishResult,
+    SessionOpened,
+    SessionOpening,
+)
 from fieldpush.backend.redis.client import RedisClient
-from fieldpush.backend.redis.ledger import RedisLedger, RedisPresence, script
+from fieldpush.backend.redis.ledger import (
+    RedisLedger,
+    RedisPresence,
+    live_entries,
+    pending_events,
+    presence_values,
+    script,
+)
 from fieldpush.backend.redis.pubsub import PubSub, RedisAddress
 from fieldpush.backend.redis.records import RedisRecords
 from fieldpush.errors import BackendUnavailable, IdempotencyConflict
@@ -85,7 +99,8 @@ class RedisBackend:
         self._pubsub: PubSub | None = None
         self._receipts_ttl_ms = int(receipts_ttl_s * 1000)
         self._publish = script("publish.lua", "append.lua")
-        self._read = script("read.lua")
+        self._read = script("read.lua", "history.lua")
+        self._open = script("open.lua", "history.lua", "pending_events.lua")
         self.ledger = RedisLedger(
             self._client,
             prefix,
@@ -189,17 +204,21 @@ class RedisBackend:
         offsets = dict(zip(pairs[::2], pairs[1::2], strict=True))
         return PublishResult(event_id, offsets, duplicate=status == b"dup")
 
-    async def read(self, channel: str, since: Offset | None, limit: int) -> History:
-        meta, stream = self._keys(channel)
-        # At least one entry even for limit 0: the first one decides ``recovered``.
-        args = [
+    def _read_args(self, since: Offset | None, limit: int) -> list[Any]:
+        """The arguments of ``read_history`` (history.lua) after its two keys."""
+        return [
             new_epoch(),
             self._meta_ttl_ms,
             since.stream_id if since is not None else "",
+            # At least one entry even for limit 0: the first one decides ``recovered``.
             max(limit, 1) if since is not None else 0,
             since.epoch if since is not None else "",
         ]
-        epoch_raw, seq, ms, entries = await self._client.run(self._read, [meta, stream], args)
+
+    @staticmethod
+    def _history(channel: str, since: Offset | None, limit: int, reply: list[Any]) -> History:
+        """The :class:`History` of a ``read_history`` answer."""
+        epoch_raw, seq, ms, entries = reply
         epoch = epoch_raw.decode()
         top = Offset(epoch, int(ms), int(seq))
         if since is None:
@@ -223,6 +242,45 @@ class RedisBackend:
         if not can_recover(since, top, events[0].seq if events else None):
             return History(top=top, recovered=False)
         return History(top=top, recovered=True, events=events[:limit])
+
+    async def read(self, channel: str, since: Offset | None, limit: int) -> History:
+        reply = await self._client.run(
+            self._read, list(self._keys(channel)), self._read_args(since, limit)
+        )
+        return self._history(channel, since, limit, reply)
+
+    async def open_session(self, opening: SessionOpening) -> SessionOpened:
+        """See :meth:`~fieldpush.backend.base.SessionOpener.open_session`: one
+        ``open.lua``, so one round trip however many channels it reads."""
+        entry = opening.entry
+        user_value, channel_value = presence_values(entry)
+        args: list[Any] = [
+            self._prefix,
+            entry.user,
+            entry.session,
+            user_value,
+            channel_value,
+            opening.cap,
+            "1" if opening.refuse_over_cap else "0",
+            len(opening.channels),
+            *opening.channels,
+            len(opening.audience),
+            *opening.audience,
+            len(opening.reads),
+        ]
+        for read in opening.reads:
+            args += self._keys(read.channel)
+            args += self._read_args(read.since, read.limit)
+        admitted, others, reads, pending = await self._client.run(self._open, [], args)
+        return SessionOpened(
+            admitted=bool(admitted),
+            others=live_entries(entry.user, others),
+            histories=[
+                self._history(read.channel, read.since, read.limit, reply)
+                for read, reply in zip(opening.reads, reads, strict=True)
+            ],
+            pending=pending_events(pending),
+        )
 
     async def subscribe(self, channel: str) -> None:
         """Returns once Redis confirmed the subscription; raises ``BackendUnavailable``

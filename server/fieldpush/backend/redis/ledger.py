@@ -48,7 +48,14 @@ from fieldpush.backend.redis.client import RedisClient, Script
 from fieldpush.events.event import Event, decode_origin
 from fieldpush.events.offsets import Offset, new_epoch
 
-__all__ = ["RedisLedger", "RedisPresence", "script"]
+__all__ = [
+    "RedisLedger",
+    "RedisPresence",
+    "live_entries",
+    "pending_events",
+    "presence_values",
+    "script",
+]
 
 #: How long a user's "last seen" is kept after their last session closed.
 LAST_SEEN_TTL_MS = 30 * 86400 * 1000
@@ -80,6 +87,46 @@ def _receipt(user: str, delivered: bytes | None, acked: bytes | None) -> Receipt
     )
 
 
+def pending_events(reply: list[list[bytes]]) -> list[Event]:
+    """The events of a ``pending_events`` (pending_events.lua) answer."""
+    events = []
+    for _, channel, offset, body, origin in reply:
+        position = Offset.parse(offset.decode())
+        assert position is not None  # written by publish.lua
+        events.append(
+            Event(
+                channel.decode(),
+                position.epoch,
+                position.ms,
+                position.seq,
+                "critical",
+                body,
+                decode_origin(origin) if origin else None,
+            )
+        )
+    return events
+
+
+def presence_values(entry: PresenceEntry) -> tuple[str, str]:
+    """The entry's value in the user hash and in a channel hash (the same JSON
+    list with the user first): one encoding for both."""
+    value = json.dumps([entry.node, entry.device, entry.since])
+    return value, f"[{json.dumps(entry.user)}, {value[1:]}"
+
+
+def live_entries(user: str, raw: list[bytes]) -> list[PresenceEntry]:
+    """The entries of a user hash from ``session, value, beat`` triples (the
+    sessions of live nodes, with their node's last beat), oldest first."""
+    entries = []
+    for session, value, beat in zip(raw[::3], raw[1::3], raw[2::3], strict=True):
+        node, device, since = json.loads(value)
+        entries.append(
+            PresenceEntry(user, session.decode(), device, node, since, max(since, int(beat)))
+        )
+    entries.sort(key=lambda e: (e.since, e.session))
+    return entries
+
+
 class RedisLedger:
     """:class:`~fieldpush.backend.base.Ledger` on Redis; see the module docstring."""
 
@@ -100,7 +147,7 @@ class RedisLedger:
         self._history = history
         self._receipt = script("receipt.lua", "append.lua")
         self._claim = script("claim.lua")
-        self._pending = script("pending.lua")
+        self._pending = script("pending.lua", "pending_events.lua")
 
     async def note_audience(self, pairs: list[tuple[str, str]]) -> None:
         prefix = self._prefix
@@ -118,23 +165,7 @@ class RedisLedger:
         await self._client.run(self._receipt, [], args)
 
     async def pending(self, user: str) -> list[Event]:
-        reply = await self._client.run(self._pending, [], [self._prefix, user])
-        events = []
-        for _, channel, offset, body, origin in reply:
-            position = Offset.parse(offset.decode())
-            assert position is not None  # written by publish.lua
-            events.append(
-                Event(
-                    channel.decode(),
-                    position.epoch,
-                    position.ms,
-                    position.seq,
-                    "critical",
-                    body,
-                    decode_origin(origin) if origin else None,
-                )
-            )
-        return events
+        return pending_events(await self._client.run(self._pending, [], [self._prefix, user]))
 
     async def receipts(self, event_id: str) -> Receipts | None:
         raw = await self._client.execute(b"HGETALL", f"{self._prefix}:crit:{event_id}")
@@ -189,18 +220,11 @@ class RedisPresence:
         """The pub/sub channel on which ``node`` receives kick requests."""
         return f"{self._prefix}:ctl:{node}".encode()
 
-    @staticmethod
-    def _values(entry: PresenceEntry) -> tuple[str, str]:
-        """The entry's value in the user hash and in a channel hash (the same
-        JSON list with the user first): one encoding for both."""
-        value = json.dumps([entry.node, entry.device, entry.since])
-        return value, f"[{json.dumps(entry.user)}, {value[1:]}"
-
     def _channel_entry(self, entry: PresenceEntry, channel: str) -> tuple[Any, ...]:
-        return (b"HSET", self._channel_key(channel), entry.session, self._values(entry)[1])
+        return (b"HSET", self._channel_key(channel), entry.session, presence_values(entry)[1])
 
     async def join(self, entry: PresenceEntry, channels: list[str]) -> None:
-        value, in_channel = self._values(entry)
+        value, in_channel = presence_values(entry)
         session = entry.session
         await self._client.pipeline(
             [
