@@ -272,8 +272,12 @@ class RedisBackend:
             args += self._keys(read.channel)
             args += self._read_args(read.since, read.limit)
         admitted, others, reads, pending = await self._client.run(self._open, [], args)
+        if not admitted:
+            return SessionOpened(
+                admitted=False, others=live_entries(entry.user, others), histories=[], pending=[]
+            )
         return SessionOpened(
-            admitted=bool(admitted),
+            admitted=True,
             others=live_entries(entry.user, others),
             histories=[
                 self._history(read.channel, read.since, read.limit, reply)
