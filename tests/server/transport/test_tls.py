@@ -143,6 +143,11 @@ async def test_an_optional_client_certificate(tls_files: TLSFiles) -> None:
     async with mtls_node(tls_files, "optional") as node:
         await receive_one(node, tls_files.ca)
         await receive_one(node, client_context(tls_files, with_client_cert=True))
+        other = client_context(tls_files)  # a certificate sent must still verify
+        other.load_cert_chain(tls_files.cert, tls_files.key)
+        async with httpx.AsyncClient(verify=other) as http:
+            with pytest.raises(httpx.TransportError):
+                await http.get(node.url + "/healthz")
 
 
 # ------------------------------------------------------------------ configuration
