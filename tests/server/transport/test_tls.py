@@ -64,8 +64,6 @@ async def test_https_and_wss_on_one_port_with_the_ca_file(tls_files: TLSFiles) -
         async with httpx.AsyncClient(verify=client_context(tls_files)) as http:
             reply = await http.get(node.url + "/healthz")
             assert reply.status_code == 200
-            # The URLs behind the proxy-less node say https (uvicorn's scope).
-            assert reply.url.scheme == "https"
 
 
 async def test_a_client_without_the_ca_is_refused(
@@ -148,6 +146,16 @@ async def test_an_optional_client_certificate(tls_files: TLSFiles) -> None:
         async with httpx.AsyncClient(verify=other) as http:
             with pytest.raises(httpx.TransportError):
                 await http.get(node.url + "/healthz")
+
+
+async def test_the_sdk_reads_a_ca_file_at_once_and_takes_one_tls_setting(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        PushClient("wss://h/v1/ws", token="t", device="d", ssl=tmp_path / "missing.pem")
+    with pytest.raises(FileNotFoundError):
+        DispatcherClient("https://h", "t", ssl=str(tmp_path / "missing.pem"))
+    async with httpx.AsyncClient() as own:
+        with pytest.raises(ValueError, match="not both"):
+            DispatcherClient("https://h", "t", http=own, ssl=ssl.create_default_context())
 
 
 # ------------------------------------------------------------------ configuration
