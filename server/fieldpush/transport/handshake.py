@@ -6,8 +6,8 @@ gateway the request re-serialised as ``METHOD target HTTP/1.1`` plus one
 cost a quarter of a handshake's CPU (measured with py-spy), so this module
 reads just the fields a WebSocket handshake needs, refuses a browser page
 whose ``Origin`` is not allowed (cross-site WebSocket hijacking), and writes
-the 101 response from a template. Frames after the handshake are parsed by the ``websockets``
-Sans-I/O protocol.
+the 101 response from a template. Frames after the handshake are parsed by
+the ``websockets`` Sans-I/O protocol.
 """
 
 from __future__ import annotations
