@@ -3,7 +3,7 @@
 Servers start through :mod:`bench.launch`, which pins them to their core
 before they start any thread and raises their open-files limit; redis-server
 has every thread pinned once it answers PING. Servers are started on port 0
-and the port is read from their ``listening on http://HOST:PORT`` line; the
+and the port is read from their ``listening on http(s)://HOST:PORT`` line; the
 rest of their stdout and stderr goes to a log file (a thread drains stdout,
 so a chatty server never blocks on a full pipe).
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
+LISTENING = re.compile(r"listening on https?://([\d.]+):(\d+)")
 
 
 def redis_binary() -> str:
@@ -101,7 +101,7 @@ class Redis:
 
 
 class Server:
-    """A server process that announces ``listening on http://HOST:PORT``."""
+    """A server process that announces ``listening on http(s)://HOST:PORT``."""
 
     def __init__(self, command: list[str], log: Path, timeout_s: float = 30) -> None:
         self.log_path = log

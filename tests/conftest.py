@@ -14,6 +14,7 @@ from tests.support.cli import ServeProcess
 from tests.support.cluster import start_node as serve_node
 from tests.support.node import NodeFactory, RunningNode, node_settings, running_node
 from tests.support.redis_server import RedisServer
+from tests.support.tls import TLSFiles, make_certificates
 
 # ----------------------------------------------------------------------------- redis
 
@@ -111,3 +112,13 @@ def cluster(redis_url: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     finally:
         assert first.stop() == 0, first.output
         assert second.stop() == 0, second.output
+
+
+# ------------------------------------------------------------------------------- tls
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A throwaway CA, a server certificate for localhost/127.0.0.1/::1, a client CA
+    and a client certificate, made once per run (tests/support/tls.py)."""
+    return make_certificates(Path(tmp_path_factory.mktemp("tls")))

@@ -39,6 +39,12 @@ Guarantees to the application
     every ``welcome.poll[data_class]`` seconds, the interval the server
     advertises for data that is not pushed (e.g. visit plans every 900 s).
 
+    **TLS.** ``wss://`` URLs (and the fallback's ``https://``) verify the
+    node's certificate against the system's CAs, or against ``ssl``: a CA file
+    or an :class:`ssl.SSLContext` (with a client certificate, for instance);
+    see :mod:`fieldpush_client.tls`. A certificate that does not verify is a
+    failed attempt like a network error: logged, retried with backoff.
+
     **Backpressure.** At most ``queue_size`` events wait for the application;
     beyond that the client stops reading the socket, and a server that finds
     the phone too slow closes it (4008); the client then resumes without loss.
@@ -103,6 +109,7 @@ from fieldpush_client.protocol import (
 )
 from fieldpush_client.store import MemoryOffsetStore, OffsetStore
 from fieldpush_client.tasks import settle
+from fieldpush_client.tls import SSLOption, ssl_context
 
 __all__ = ["PushClient"]
 
@@ -142,6 +149,7 @@ class PushClient:
         poll_wait_s: float = 25.0,
         http_url: str | None = None,
         on_recovery_failed: Callable[[str], None] | None = None,
+        ssl: SSLOption | None = None,
     ) -> None:
         if codec not in _CODECS:
             raise ValueError(f"codec must be 'json' or 'msgpack', not {codec!r}")
@@ -175,6 +183,8 @@ class PushClient:
         self._socket_retry_s = socket_retry_s
         self._poll_wait_s = poll_wait_s
         self._http_url = http_url
+        #: For ``wss://`` URLs and the fallback's ``https://`` (fieldpush_client.tls).
+        self._ssl = ssl_context(ssl)
         self._on_recovery_failed = on_recovery_failed or _warn_recovery_failed
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[Any]] = {}
@@ -474,8 +484,12 @@ class PushClient:
 
     async def _connection(self) -> None:
         self.url = next(self._url_turn)
+        # websockets verifies wss:// with the system's CAs unless given a context.
+        secure = self._ssl is not None and self.url.startswith("wss://")
+        tls: dict[str, Any] = {"ssl": self._ssl} if secure else {}
         async with connect(
             self.url,
+            **tls,
             subprotocols=[Subprotocol(self._subprotocol)],
             compression=None,
             open_timeout=self._connect_timeout_s,
@@ -602,7 +616,9 @@ class PushClient:
         end = loop.time() + duration_s
         delays = self._backoff()
         positions = self._poll_positions()
-        async with DispatcherClient(http_url, self.token, timeout_s=self._poll_wait_s + 10) as http:
+        async with DispatcherClient(
+            http_url, self.token, timeout_s=self._poll_wait_s + 10, ssl=self._ssl
+        ) as http:
             self._http = http
             self.transport = "poll"
             try:

@@ -20,6 +20,7 @@ import httpx
 from fieldpush_client.errors import PublishError
 from fieldpush_client.protocol import EventMsg
 from fieldpush_client.tasks import run_to_end
+from fieldpush_client.tls import SSLOption, ssl_context
 
 __all__ = [
     "ChannelPresence",
@@ -113,7 +114,12 @@ def _devices(items: list[dict[str, Any]]) -> list[DevicePresence]:
 
 class DispatcherClient:
     """Calls a node's HTTP API with one bearer token. Refusals raise
-    :class:`~fieldpush_client.errors.PublishError` with the HTTP status and error code."""
+    :class:`~fieldpush_client.errors.PublishError` with the HTTP status and error code.
+
+    ``https://`` verifies the node's certificate against the system's CAs, or
+    against ``ssl`` (a CA file or an :class:`ssl.SSLContext`, see
+    :mod:`fieldpush_client.tls`); with an ``http`` client of the caller's own,
+    its TLS settings are the caller's and ``ssl`` must not be given."""
 
     def __init__(
         self,
@@ -122,9 +128,15 @@ class DispatcherClient:
         *,
         timeout_s: float = 35.0,
         http: httpx.AsyncClient | None = None,
+        ssl: SSLOption | None = None,
     ) -> None:
+        if http is not None and ssl is not None:
+            raise ValueError("give ssl or an http client (with its own verify=), not both")
+        context = ssl_context(ssl)
         self._own = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout_s)
+        self._http = http or httpx.AsyncClient(
+            timeout=timeout_s, verify=True if context is None else context
+        )
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
 

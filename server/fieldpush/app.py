@@ -5,7 +5,9 @@ and a lifespan that owns the :class:`~fieldpush.node.Node` (in the app state
 as ``"node"``, and its :class:`~fieldpush.transport.gateway.Gateway` as
 ``"gateway"``). :func:`build_server`
 configures uvicorn with :class:`~fieldpush.transport.gateway.Connection` as its WebSocket
-protocol, so ``/v1/ws`` bypasses ASGI (see :mod:`fieldpush.transport.gateway`).
+protocol, so ``/v1/ws`` bypasses ASGI (see :mod:`fieldpush.transport.gateway`), and
+with the TLS context of :mod:`fieldpush.transport.tls` when a certificate is
+configured: then the one port serves ``https://`` and ``wss://``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fieldpush.http.routes import PublishEndpoint, exception_handlers, routes
 from fieldpush.node import Node, make_backend
 from fieldpush.settings import Settings
 from fieldpush.transport.gateway import WS_PATH, Connection, Gateway
+from fieldpush.transport.tls import server_context
 
 __all__ = ["FieldpushServer", "build_server", "create_app"]
 
@@ -74,7 +77,8 @@ class FieldpushServer(uvicorn.Server):
         if self.started and self.servers:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
-            self.url = f"http://{shown}:{port}"
+            scheme = "https" if self.config.ssl is not None else "http"
+            self.url = f"{scheme}://{shown}:{port}"
             if self._on_listening is not None:
                 self._on_listening(self.url)
 
@@ -86,8 +90,11 @@ def build_server(
     on_listening: Callable[[str], None] | None = None,
     sockets: Sequence[socket.socket] = (),
 ) -> FieldpushServer:
-    """A uvicorn server for ``settings`` (``await server.serve()`` runs it)."""
+    """A uvicorn server for ``settings`` (``await server.serve()`` runs it).
+    Raises :class:`~fieldpush.errors.ConfigError` for an unusable certificate
+    or key, before anything listens."""
     del sockets  # reserved for socket activation
+    context = server_context(settings)
     config = uvicorn.Config(
         create_app(settings, backend),
         host=settings.host,
@@ -103,12 +110,13 @@ def build_server(
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.drain_deadline_s),
         backlog=4096,
+        ssl_context_factory=None if context is None else (lambda _config, _default: context),
     )
     return FieldpushServer(config, on_listening)
 
 
 def describe(url: str, settings: Settings, backend_name: str) -> str:
-    ws_url = url.replace("http://", "ws://", 1) + WS_PATH
+    ws_url = "ws" + url.removeprefix("http") + WS_PATH  # http -> ws, https -> wss
     return (
         f"fieldpush listening on {url} (WebSocket {ws_url}), "
         f"node {settings.node_id}, backend {backend_name}"

@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
     )
+    _tls_arguments(serve)
 
     token = commands.add_parser(
         "token",
@@ -125,6 +126,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tls_arguments(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s TLS flags (docs/security.md, "TLS"); their settings are ``ssl_*``."""
+    tls = serve.add_argument_group("TLS (https:// and wss:// on the same port)")
+    tls.add_argument("--ssl-certfile", metavar="PEM", help="certificate chain, server's first")
+    tls.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
+    tls.add_argument(
+        "--ssl-ca-certs", metavar="PEM", help="CA certificate(s) that sign client certificates"
+    )
+    tls.add_argument(
+        "--ssl-client-cert",
+        choices=["required", "optional"],
+        help="with --ssl-ca-certs: refuse clients without a certificate (default required)",
+    )
+
+
+def _tls_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "ssl_client_cert")
+    return {name: getattr(args, name) for name in names}
+
+
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(config_path=args.config, overrides=overrides)
 
@@ -142,6 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
         node_id=args.node_id,
         dev=args.dev,
         log_level=args.log_level,
+        **_tls_overrides(args),
     )
     logging.basicConfig(
         level=settings.log_level.upper(),

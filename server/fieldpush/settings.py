@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final, get_type_hints
+from urllib.parse import urlsplit
 
 from fieldpush.errors import ConfigError
 
@@ -94,6 +95,21 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "fp"
     redis_timeout_s: float = 2.0
+
+    # TLS and browser origins (docs/security.md)
+    #: PEM certificate chain (the server's certificate first) and its private
+    #: key: with both, the port serves https:// and wss://. Neither: plain TCP.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    #: PEM CA certificate(s) that sign client certificates; only these are
+    #: trusted for them. ``ssl_client_cert``: ``required`` refuses a TLS client
+    #: without a valid certificate, ``optional`` checks one only when it is sent.
+    ssl_ca_certs: str | None = None
+    ssl_client_cert: str = "required"
+    #: Origins (``scheme://host[:port]``) whose pages may open the WebSocket.
+    #: An upgrade carrying another ``Origin`` gets HTTP 403; one without
+    #: ``Origin`` (phones, servers, the SDK) is accepted. Empty: no browser page.
+    allowed_origins: tuple[str, ...] = ()
 
     # Tokens (docs/protocol.md section 4)
     jwt_secret: Secret = field(default_factory=lambda: Secret(DEV_JWT_SECRET))
@@ -290,6 +306,49 @@ class Settings:
             )
         if set(self.jwt_algorithms) - {"HS256"} and not self.jwt_public_keys:
             raise ConfigError("jwt_algorithms lists RS256/ES256 but jwt_public_keys is empty")
+        self._check_tls_and_origins()
+
+    def _check_tls_and_origins(self) -> None:
+        """The TLS settings go together; every allowed origin is written the
+        way browsers send it. (The files are read by
+        :func:`fieldpush.transport.tls.server_context`.)"""
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError(
+                "ssl_certfile and ssl_keyfile go together: give both, or neither for plain "
+                "HTTP (a PEM file that holds the certificate and the key: give it for both)"
+            )
+        if self.ssl_ca_certs is not None and self.ssl_certfile is None:
+            raise ConfigError(
+                "ssl_ca_certs checks client certificates, which needs TLS: "
+                "set ssl_certfile and ssl_keyfile too"
+            )
+        if self.ssl_client_cert not in ("required", "optional"):
+            raise ConfigError(
+                f"ssl_client_cert must be 'required' or 'optional', not {self.ssl_client_cert!r}"
+            )
+        for origin in self.allowed_origins:
+            if not _is_origin(origin):
+                raise ConfigError(
+                    f"allowed_origins: {origin!r} is not an origin; write it as browsers send "
+                    "it, scheme://host[:port] in lower case without a path or a trailing "
+                    "slash, e.g. https://console.example.com"
+                )
+
+
+def _is_origin(text: str) -> bool:
+    """Whether ``text`` is a serialised HTTP(S) origin (RFC 6454 section 6.2)."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and text == text.lower()
+        and text == f"{parts.scheme}://{parts.netloc}"
+        and "@" not in parts.netloc
+    )
 
 
 _TYPES: Final = get_type_hints(Settings)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.support.timing import scaled
 
-_LISTENING = re.compile(r"listening on (http://\S+)")
+_LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 def fieldpush_command() -> list[str]:
@@ -87,7 +87,7 @@ class ServeProcess:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://", 1) + "/v1/ws"
+        return "ws" + self.url.removeprefix("http") + "/v1/ws"  # http -> ws, https -> wss
 
     def stop(self, timeout: float = 15) -> int | None:
         """SIGTERM, wait; SIGKILL if it does not exit in time. Returns the exit code."""

@@ -26,7 +26,7 @@ class RunningNode:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://", 1) + "/v1/ws"
+        return "ws" + self.url.removeprefix("http") + "/v1/ws"  # http -> ws, https -> wss
 
     def token(
         self, user: str, role: str = "sales", teams: tuple[str, ...] = (), ttl_s: float = 600

@@ -182,7 +182,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None  # data comes after connection_made
         try:
-            upgrade = parse_upgrade(request, path=WS_PATH)
+            upgrade = parse_upgrade(request, path=WS_PATH, origins=settings.allowed_origins)
             limit = settings.max_connections
             if limit and gateway.registry.connection_count >= limit:
                 raise HandshakeError(

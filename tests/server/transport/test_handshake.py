@@ -30,6 +30,7 @@ def test_accept_key_and_subprotocol() -> None:
             authorization="Bearer t",
         ),
         path="/v1/ws",
+        origins=(),
     )
     assert upgrade.subprotocol == "fieldpush.v1.msgpack"  # the client's first supported offer
     assert upgrade.authorization == "Bearer t"
@@ -41,7 +42,7 @@ def test_accept_key_and_subprotocol() -> None:
 
 
 def test_no_subprotocol_means_json_and_no_header() -> None:
-    upgrade = parse_upgrade(request(), path="/v1/ws")
+    upgrade = parse_upgrade(request(), path="/v1/ws", origins=())
     assert upgrade.subprotocol is None
     assert b"Sec-WebSocket-Protocol" not in switching_protocols(upgrade)
 
@@ -62,10 +63,54 @@ def test_no_subprotocol_means_json_and_no_header() -> None:
 )
 def test_refusals(raw: bytes, status: int) -> None:
     with pytest.raises(HandshakeError) as caught:
-        parse_upgrade(raw, path="/v1/ws")
+        parse_upgrade(raw, path="/v1/ws", origins=())
     assert caught.value.status == status
     response = reject(caught.value)
     assert response.startswith(f"HTTP/1.1 {status} ".encode())
     assert b"Connection: close\r\n" in response
     if status == 426:
         assert b"Sec-WebSocket-Version: 13\r\n" in response
+
+
+CONSOLE = "https://console.example.com"
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("", ()),  # no Origin: not a browser, accepted whatever the list
+        ("", (CONSOLE,)),
+        (CONSOLE, (CONSOLE,)),
+    ],
+)
+def test_origins_accepted(origin: str, allowed: tuple[str, ...]) -> None:
+    parse_upgrade(request(origin=origin), path="/v1/ws", origins=allowed)
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://evil.example.net", ()),  # empty list: no browser page at all
+        ("https://evil.example.net", (CONSOLE,)),
+        ("http://console.example.com", (CONSOLE,)),  # another scheme is another origin
+        ("https://console.example.com:8443", (CONSOLE,)),  # another port too
+        ("null", (CONSOLE,)),  # sandboxed frames and file:// pages
+    ],
+)
+def test_a_browser_page_of_another_origin_is_refused_with_403(
+    origin: str, allowed: tuple[str, ...]
+) -> None:
+    with pytest.raises(HandshakeError) as caught:
+        parse_upgrade(request(origin=origin), path="/v1/ws", origins=allowed)
+    assert caught.value.status == 403
+    assert reject(caught.value).startswith(b"HTTP/1.1 403 Forbidden\r\n")
+
+
+def test_a_malformed_request_is_refused_for_its_form_before_its_origin() -> None:
+    with pytest.raises(HandshakeError) as caught:
+        parse_upgrade(
+            request(origin="https://evil.example.net", sec_websocket_version="8"),
+            path="/v1/ws",
+            origins=(),
+        )
+    assert caught.value.status == 426
