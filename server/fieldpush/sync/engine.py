@@ -8,9 +8,9 @@
   mutation, compare-and-set across nodes), then changes of ``realtime``
   fields announced as ``record.changed`` events by
   :class:`~fieldpush.sync.announce.Announcer`;
-- :meth:`SyncEngine.pull` answers from the change log, or with a full
-  download (:class:`~fieldpush.sync.pull.Puller`);
-- :meth:`SyncEngine.put_record` and :meth:`SyncEngine.feed` are the CRM's
+- :attr:`SyncEngine.pull` answers from the change log, or with a full
+  download (:meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`);
+- :attr:`SyncEngine.put_record` and :attr:`SyncEngine.feed` are the CRM's
   calls (:class:`~fieldpush.sync.crm.CrmSide`).
 
 It gets its collaborators through the constructor: the record store, a
@@ -91,8 +91,13 @@ class SyncEngine:
                 EVENT_KIND, settings.default_ack_deadline_s
             ),
         )
-        self._puller = Puller(records, schema, mappings, paging)
-        self._crm = CrmSide(records, schema, mappings, self.mutate, paging)
+        crm = CrmSide(records, schema, mappings, self.mutate, paging)
+        #: A pull's ``changes`` reply: :meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`.
+        self.pull = Puller(records, schema, mappings, paging).pull
+        #: ``PUT /v1/records/{type}/{id}``: :meth:`fieldpush.sync.crm.CrmSide.put_record`.
+        self.put_record = crm.put_record
+        #: ``GET /v1/changes``: :meth:`fieldpush.sync.crm.CrmSide.feed`.
+        self.feed = crm.feed
 
     async def mutate(
         self,
@@ -109,26 +114,3 @@ class SyncEngine:
         for result in batch.results:
             self._metrics.mutations[result["status"]] += 1
         return batch.results
-
-    async def pull(
-        self,
-        actor: Actor,
-        cursor: str | None,
-        types: Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> dict[str, Any]:
-        """The ``changes`` reply (without ``id``) for a pull. Raises SyncError
-        (``resync`` when the cursor is older than the retained log)."""
-        return await self._puller.pull(actor, cursor, types, limit)
-
-    async def put_record(
-        self, actor: Actor, record_type: str, rid: str, fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        """The CRM writes a record (``PUT /v1/records/{type}/{id}``): its values
-        after the write, in the CRM's names. SyncError if refused."""
-        return await self._crm.put_record(actor, record_type, rid, fields)
-
-    async def feed(self, cursor: str | None, limit: int | None) -> dict[str, Any]:
-        """``GET /v1/changes``: applied changes and proposals after ``cursor``
-        (none: from the oldest retained), in order, in the CRM's names."""
-        return await self._crm.feed(cursor, limit)
