@@ -205,12 +205,6 @@ async def node() -> AsyncIterator[RunningNode]:
         yield running
 
 
-@pytest.fixture
-async def http(node: RunningNode) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=node.url) as client:
-        yield client
-
-
 #: One route per body path: the plain ASGI endpoint and a Starlette route.
 PATHS = ["/v1/publish", "/v1/poll"]
 
