@@ -36,6 +36,8 @@ def _pinned() -> dict[str, bool]:
 
 PINNED = _pinned()
 OLD_NAMES = [name for name, old in PINNED.items() if old]
+#: How many names the old module offered: none may lose its mark.
+OLD_COUNT = 49
 
 
 def _imports(path: Path) -> set[str]:
@@ -60,6 +62,7 @@ def test_protocol_modules_do_no_io(path: Path) -> None:
 
 
 def test_every_old_name_is_still_exported() -> None:
+    assert len(OLD_NAMES) == OLD_COUNT
     missing = [name for name in OLD_NAMES if not hasattr(protocol, name)]
     assert missing == []
     assert set(OLD_NAMES) <= set(protocol.__all__)
@@ -72,7 +75,6 @@ def test_all_lists_exactly_the_public_names() -> None:
 
 
 def test_the_public_names_are_the_pinned_ones() -> None:
-    assert len(OLD_NAMES) == 49
     assert sorted(protocol.__all__) == sorted(PINNED)
 
 
