@@ -28,6 +28,7 @@ from fieldpush.identity.auth import Identity
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
 from fieldpush.sync.announce import EVENT_KIND, AckRecorder, Announcer, Publisher
+from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.changelog import Paging
 from fieldpush.sync.commit import Committer
 from fieldpush.sync.crm import CrmSide
@@ -75,12 +76,9 @@ class SyncEngine:
         self.clock = HybridClock(f"server:{settings.node_id}")
         self._metrics = metrics
         paging = Paging(settings.sync_page_default, settings.sync_page_max)
+        catalog = Catalog(records, schema, mappings)
         self._committer = Committer(
-            records,
-            schema,
-            mappings,
-            self.clock,
-            max_skew_ms=int(settings.sync_max_skew_s * 1000),
+            catalog, self.clock, max_skew_ms=int(settings.sync_max_skew_s * 1000)
         )
         self._announcer = Announcer(
             publisher,
@@ -91,9 +89,9 @@ class SyncEngine:
                 EVENT_KIND, settings.default_ack_deadline_s
             ),
         )
-        crm = CrmSide(records, schema, mappings, self.mutate, paging)
+        crm = CrmSide(catalog, self.mutate, paging)
         #: A pull's ``changes`` reply: :meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`.
-        self.pull = Puller(records, schema, mappings, paging).pull
+        self.pull = Puller(catalog, paging).pull
         #: ``PUT /v1/records/{type}/{id}``: :meth:`fieldpush.sync.crm.CrmSide.put_record`.
         self.put_record = crm.put_record
         #: ``GET /v1/changes``: :meth:`fieldpush.sync.crm.CrmSide.feed`.
