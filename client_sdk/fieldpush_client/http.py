@@ -11,7 +11,6 @@ async with DispatcherClient("http://127.0.0.1:8080", token) as dispatcher:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -143,12 +142,7 @@ class DispatcherClient:
     async def __aenter__(self) -> DispatcherClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:

@@ -4,14 +4,15 @@ both codecs (encode, decode, parse)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from fieldpush_client.protocol import (
     Change,
-    ClientMessage,
     Codec,
     EventMsg,
     InvalidMutation,
@@ -19,62 +20,36 @@ from fieldpush_client.protocol import (
     MsgpackCodec,
     Mutation,
     MutationResult,
-    ServerMessage,
     parse_client_message,
     parse_mutation,
     parse_server_message,
 )
 from tests.protocol import strategies
 
-CODECS = [JsonCodec(), MsgpackCodec()]
+#: Each side's messages, its valid wire dicts in canonical form, and its parser.
+SIDES: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any], Callable[..., Any]]] = {
+    "client": (strategies.client_messages, strategies.client_wires, parse_client_message),
+    "server": (strategies.server_messages, strategies.server_wires, parse_server_message),
+}
+#: Directly (None), and through each codec: encoded, then decoded.
+CODECS: dict[str, Codec | None] = {"direct": None, "json": JsonCodec(), "msgpack": MsgpackCodec()}
 
 
-def _through(codec: Codec, wire: dict[str, Any]) -> dict[str, Any]:
-    return codec.decode(codec.encode(wire))
+def _through(codec: Codec | None, wire: dict[str, Any]) -> dict[str, Any]:
+    return wire if codec is None else codec.decode(codec.encode(wire))
 
 
-@given(message=strategies.client_messages)
-def test_client_message_survives_to_wire_and_parse(message: ClientMessage) -> None:
-    assert parse_client_message(message.to_wire()) == message
-
-
-@given(wire=strategies.client_wires)
-def test_client_wire_dict_survives_parse_and_to_wire(wire: dict[str, Any]) -> None:
-    assert parse_client_message(wire).to_wire() == wire
-
-
-@given(message=strategies.server_messages)
-def test_server_message_survives_to_wire_and_parse(message: ServerMessage) -> None:
-    assert parse_server_message(message.to_wire()) == message
-
-
-@given(wire=strategies.server_wires)
-def test_server_wire_dict_survives_parse_and_to_wire(wire: dict[str, Any]) -> None:
-    assert parse_server_message(wire).to_wire() == wire
-
-
-@pytest.mark.parametrize("codec", CODECS, ids=lambda codec: codec.subprotocol)
-@given(message=strategies.client_messages)
-def test_client_message_through_the_codec(codec: Codec, message: ClientMessage) -> None:
-    assert parse_client_message(_through(codec, message.to_wire())) == message
-
-
-@pytest.mark.parametrize("codec", CODECS, ids=lambda codec: codec.subprotocol)
-@given(wire=strategies.client_wires)
-def test_client_wire_dict_through_the_codec(codec: Codec, wire: dict[str, Any]) -> None:
-    assert parse_client_message(_through(codec, wire)).to_wire() == wire
-
-
-@pytest.mark.parametrize("codec", CODECS, ids=lambda codec: codec.subprotocol)
-@given(message=strategies.server_messages)
-def test_server_message_through_the_codec(codec: Codec, message: ServerMessage) -> None:
-    assert parse_server_message(_through(codec, message.to_wire())) == message
-
-
-@pytest.mark.parametrize("codec", CODECS, ids=lambda codec: codec.subprotocol)
-@given(wire=strategies.server_wires)
-def test_server_wire_dict_through_the_codec(codec: Codec, wire: dict[str, Any]) -> None:
-    assert parse_server_message(_through(codec, wire)).to_wire() == wire
+@pytest.mark.parametrize("codec", CODECS.values(), ids=CODECS.keys())
+@pytest.mark.parametrize("side", SIDES)
+@given(data=st.data())
+def test_messages_and_wire_dicts_survive_both_ways(
+    side: str, codec: Codec | None, data: st.DataObject
+) -> None:
+    messages, wires, parse = SIDES[side]
+    message = data.draw(messages, label="message")
+    assert parse(_through(codec, message.to_wire())) == message
+    wire = data.draw(wires, label="wire")
+    assert parse(_through(codec, wire)).to_wire() == wire
 
 
 @given(mutation=strategies.mutations | strategies.invalid_mutations)

@@ -3,26 +3,13 @@
 These are properties of the wire format, the same on every node; what an
 operator may tune (frame bytes, subscriptions, mutations per ``mutate``) is a
 server setting instead, and may only be stricter than what is here. Lengths
-count characters.
+count characters. Every public name here is a limit (``MAX_*``), and the
+package exports each of them (:mod:`fieldpush_client.protocol`).
 """
 
 from __future__ import annotations
 
 from typing import Final
-
-__all__ = [
-    "MAX_ACK_IDS",
-    "MAX_CHANNEL_LENGTH",
-    "MAX_CURSOR_LENGTH",
-    "MAX_DEVICE_LENGTH",
-    "MAX_EVENT_ID_LENGTH",
-    "MAX_HTTP_DEVICE_LENGTH",
-    "MAX_IDEMPOTENCY_KEY_LENGTH",
-    "MAX_ID_LENGTH",
-    "MAX_KIND_LENGTH",
-    "MAX_MUTATIONS",
-    "MAX_OFFSET_LENGTH",
-]
 
 #: A channel name, kind and id together (``team:north``).
 MAX_CHANNEL_LENGTH: Final = 200

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,8 +54,7 @@ from fieldpush.events.offsets import Offset
 from fieldpush.identity.auth import Identity, TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
-from fieldpush.sync.engine import SyncError, actor_of
-from fieldpush.sync.rules import Actor
+from fieldpush.sync.engine import SyncEngine, SyncError, actor_of
 from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
 from fieldpush_client.protocol import (
@@ -67,10 +66,8 @@ from fieldpush_client.protocol import (
     ErrorCode,
     ErrorMsg,
     Hello,
-    InvalidMutation,
     Mutate,
     Mutated,
-    Mutation,
     MutationResult,
     Ping,
     Pong,
@@ -84,7 +81,7 @@ from fieldpush_client.protocol import (
     parse_client_message,
 )
 
-__all__ = ["Link", "Session", "SessionServices", "SyncService"]
+__all__ = ["Link", "Session", "SessionServices"]
 
 log = logging.getLogger("fieldpush.session")
 
@@ -132,24 +129,6 @@ class Link(Protocol):
         """Return once the phone has read enough to write more."""
 
 
-class SyncService(Protocol):
-    """Delta sync as a session uses it (:class:`~fieldpush.sync.engine.SyncEngine`)."""
-
-    async def mutate(
-        self, actor: Actor, items: Sequence[Mutation | InvalidMutation]
-    ) -> list[dict[str, Any]]:
-        """One result per mutation. Raises ``BackendUnavailable``."""
-
-    async def pull(
-        self,
-        actor: Actor,
-        cursor: str | None,
-        types: Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> dict[str, Any]:
-        """The ``changes`` reply without ``id``. Raises ``SyncError``, ``BackendUnavailable``."""
-
-
 @dataclass(frozen=True, slots=True)
 class SessionServices:
     """What a session needs of its node, built once by the node."""
@@ -162,7 +141,7 @@ class SessionServices:
     opener: SessionOpener
     presence: PresenceTracker
     dispatch: Dispatch
-    sync: SyncService
+    sync: SyncEngine
     registry: Registry[Any]
     flusher: Flusher
     metrics: Metrics

@@ -25,24 +25,15 @@ from fieldpush.backend.base import PresenceEntry
 from fieldpush.errors import BackendUnavailable
 from fieldpush.http.toolkit import (
     HTTPError,
-    authenticate_request,
+    caller,
+    check_channel,
     device_of,
-    guarded,
     invalid,
-    node_of,
-    read_json_body,
-    reject_unknown,
-    unavailable,
+    read_fields,
+    require_role,
 )
 from fieldpush.identity.policy import VIEWER_ROLES
-from fieldpush_client.protocol import (
-    MAX_ACK_IDS,
-    MAX_EVENT_ID_LENGTH,
-    MAX_HTTP_DEVICE_LENGTH,
-    ErrorCode,
-    ProtocolError,
-    parse_channel,
-)
+from fieldpush_client.protocol import MAX_ACK_IDS, MAX_EVENT_ID_LENGTH, ErrorCode
 
 __all__ = ["dispatch_routes"]
 
@@ -52,15 +43,10 @@ _ACK_FIELDS = frozenset({"ids", "device"})
 
 
 async def receipts(request: Request) -> Response:
-    node = node_of(request)
-    identity = authenticate_request(request)
-    if identity.role not in RECEIPT_ROLES:
-        raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not read receipts")
+    node, identity = caller(request)
+    require_role(identity, RECEIPT_ROLES, "read receipts")
     event_id = request.path_params["id"]
-    try:
-        found = await node.backend.ledger.receipts(event_id)
-    except BackendUnavailable:
-        raise unavailable() from None
+    found = await node.backend.ledger.receipts(event_id)
     if found is None:
         raise HTTPError(
             404,
@@ -81,10 +67,8 @@ async def receipts(request: Request) -> Response:
 
 async def ack(request: Request) -> Response:
     """Record the caller's acks, as the socket's ``ack`` does: 204 once recorded."""
-    node = node_of(request)
-    identity = authenticate_request(request)
-    body = await read_json_body(request, node.settings.max_publish_bytes)
-    reject_unknown(body, _ACK_FIELDS)
+    node, identity = caller(request)
+    body = await read_fields(request, node.settings.max_publish_bytes, _ACK_FIELDS)
     ids = body.get("ids")
     if (
         not isinstance(ids, list)
@@ -92,7 +76,7 @@ async def ack(request: Request) -> Response:
         or not all(isinstance(i, str) and 0 < len(i) <= MAX_EVENT_ID_LENGTH for i in ids)
     ):
         raise invalid("ids", f"must be a list of 1 to {MAX_ACK_IDS} event ids")
-    device = device_of(body, None, MAX_HTTP_DEVICE_LENGTH)
+    device = device_of(body, None)
     node.metrics.acks += len(ids)
     try:
         await node.dispatch.acked(identity.user, device, ids)
@@ -113,26 +97,14 @@ def _device(entry: PresenceEntry) -> dict[str, Any]:
     }
 
 
-def _check_viewer(request: Request) -> None:
-    identity = authenticate_request(request)
-    if identity.role not in VIEWER_ROLES:
-        raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not read presence")
-
-
 async def presence_of_channel(request: Request) -> Response:
-    node = node_of(request)
-    _check_viewer(request)
+    node, identity = caller(request)
+    require_role(identity, VIEWER_ROLES, "read presence")
     channel = request.query_params.get("channel")
     if not channel:
-        raise HTTPError(422, ErrorCode.INVALID, "channel: required query parameter")
-    try:
-        parse_channel(channel)
-    except ProtocolError as exc:
-        raise HTTPError(422, ErrorCode.INVALID, f"channel: {exc}") from None
-    try:
-        entries = await node.backend.presence.of_channel(channel)
-    except BackendUnavailable:
-        raise unavailable() from None
+        raise invalid("channel", "required query parameter")
+    check_channel("channel", channel)
+    entries = await node.backend.presence.of_channel(channel)
     users: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in entries:
         users[entry.user].append(_device(entry))
@@ -145,13 +117,10 @@ async def presence_of_channel(request: Request) -> Response:
 
 
 async def presence_of_user(request: Request) -> Response:
-    node = node_of(request)
-    _check_viewer(request)
+    node, identity = caller(request)
+    require_role(identity, VIEWER_ROLES, "read presence")
     user = request.path_params["id"]
-    try:
-        entries, last_seen = await node.backend.presence.of_user(user)
-    except BackendUnavailable:
-        raise unavailable() from None
+    entries, last_seen = await node.backend.presence.of_user(user)
     return JSONResponse(
         {
             "user": user,
@@ -163,8 +132,8 @@ async def presence_of_user(request: Request) -> Response:
 
 
 dispatch_routes = [
-    Route("/v1/ack", guarded(ack), methods=["POST"]),
-    Route("/v1/events/{id}/receipts", guarded(receipts), methods=["GET"]),
-    Route("/v1/presence", guarded(presence_of_channel), methods=["GET"]),
-    Route("/v1/presence/users/{id}", guarded(presence_of_user), methods=["GET"]),
+    Route("/v1/ack", ack, methods=["POST"]),
+    Route("/v1/events/{id}/receipts", receipts, methods=["GET"]),
+    Route("/v1/presence", presence_of_channel, methods=["GET"]),
+    Route("/v1/presence/users/{id}", presence_of_user, methods=["GET"]),
 ]

@@ -13,25 +13,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fieldpush.delivery.poll import poll
-from fieldpush.errors import BackendUnavailable
 from fieldpush.http.toolkit import (
-    HTTPError,
-    authenticate_request,
+    caller,
+    check_channel,
     device_of,
-    guarded,
+    forbidden,
     invalid,
-    node_of,
-    read_json_body,
-    reject_unknown,
-    unavailable,
+    read_fields,
 )
 from fieldpush.identity.policy import may_subscribe
-from fieldpush_client.protocol import (
-    MAX_HTTP_DEVICE_LENGTH,
-    ErrorCode,
-    ProtocolError,
-    parse_channel,
-)
 
 __all__ = ["poll_routes"]
 
@@ -39,34 +29,26 @@ _POLL_FIELDS = frozenset({"subs", "wait_s", "device"})
 
 
 async def poll_route(request: Request) -> Response:
-    node = node_of(request)
-    identity = authenticate_request(request)
-    body = await read_json_body(request, node.settings.max_publish_bytes)
-    reject_unknown(body, _POLL_FIELDS)
+    node, identity = caller(request)
+    body = await read_fields(request, node.settings.max_publish_bytes, _POLL_FIELDS)
     subs = body.get("subs")
     if not isinstance(subs, dict) or not subs:
         raise invalid("subs", "must be a non-empty object {channel: offset-or-null}")
     if len(subs) > node.settings.max_publish_channels:
         raise invalid("subs", f"at most {node.settings.max_publish_channels} channels per poll")
     for channel, offset in subs.items():
-        try:
-            parse_channel(channel)
-        except ProtocolError as exc:
-            raise invalid("subs", str(exc)) from None
+        check_channel("subs", channel)
         if offset is not None and not isinstance(offset, str):
             raise invalid("subs", f"the offset of {channel} must be a string or null")
         if not may_subscribe(identity, channel):
-            raise HTTPError(403, ErrorCode.FORBIDDEN, f"not allowed to read {channel}")
+            raise forbidden(f"not allowed to read {channel}")
     wait_s = body.get("wait_s", 0)
     if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
         raise invalid("wait_s", "must be a number of seconds >= 0")
     wait_s = min(float(wait_s), node.settings.poll_max_wait_s)
-    device = device_of(body, "poll", MAX_HTTP_DEVICE_LENGTH)
-    try:
-        reply = await poll(node, subs, wait_s, reader=(identity.user, device))
-    except BackendUnavailable:
-        raise unavailable() from None
+    device = device_of(body, "poll")
+    reply = await poll(node, subs, wait_s, reader=(identity.user, device))
     return JSONResponse(reply)
 
 
-poll_routes = [Route("/v1/poll", guarded(poll_route), methods=["POST"])]
+poll_routes = [Route("/v1/poll", poll_route, methods=["POST"])]

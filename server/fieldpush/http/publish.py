@@ -24,10 +24,13 @@ from fieldpush.errors import BackendUnavailable, IdempotencyConflict
 from fieldpush.http.toolkit import (
     HTTPError,
     authenticate,
+    check_channel,
     decode_body,
+    forbidden,
     invalid,
     read_body,
     reject_unknown,
+    require_role,
 )
 from fieldpush.identity.auth import Identity
 from fieldpush.identity.policy import PUBLISHER_ROLES, may_publish
@@ -38,9 +41,7 @@ from fieldpush_client.protocol import (
     MAX_KIND_LENGTH,
     ErrorCode,
     Priority,
-    ProtocolError,
     encode_body,
-    parse_channel,
 )
 
 __all__ = ["PublishEndpoint", "PublishInput", "parse_publish", "publish_routes"]
@@ -83,10 +84,7 @@ def parse_publish(body: dict[str, Any], max_channels: int) -> PublishInput:
     if len(channels) > max_channels:
         raise invalid("channels", f"at most {max_channels} channels per publish")
     for channel in channels:
-        try:
-            parse_channel(channel)
-        except ProtocolError as exc:
-            raise invalid("channels", str(exc)) from None
+        check_channel("channels", channel)
     if len(set(channels)) != len(channels):
         raise invalid("channels", "lists a channel twice")
     kind = body.get("kind")
@@ -131,20 +129,13 @@ def _tracking(settings: Settings, body: PublishInput) -> Tracking | None:
     return Tracking(kind=body.kind, ack_deadline_ms=round(deadline_s * 1000))
 
 
-def _may_publish(identity: Identity) -> None:
-    if identity.role not in PUBLISHER_ROLES:
-        raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not publish")
-
-
 async def _publish(node: Node, identity: Identity, raw: dict[str, Any]) -> dict[str, Any]:
     """Check, store and announce one publish by a publisher; the 201 body. Raises HTTPError."""
     settings = node.settings
     body = parse_publish(raw, settings.max_publish_channels)
     for channel in body.channels:
         if not may_publish(identity, channel):
-            raise HTTPError(
-                403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not publish to {channel}"
-            )
+            raise forbidden(f"role {identity.role!r} may not publish to {channel}")
     event_id = node.new_event_id()
     idempotency = None
     if body.idempotency_key is not None:
@@ -198,7 +189,7 @@ class PublishEndpoint:
                 elif name == b"content-length" and value.isdigit():
                     declared = int(value)
             identity = authenticate(node.verifier, authorization, "POST /v1/publish")
-            _may_publish(identity)  # before reading the body
+            require_role(identity, PUBLISHER_ROLES, "publish")  # before reading the body
             raw = await read_body(receive, declared, node.settings.max_publish_bytes)
             status, reply = 201, await _publish(node, identity, decode_body(raw))
         except HTTPError as exc:

@@ -23,13 +23,11 @@ from starlette.routing import Route
 from fieldpush.errors import BackendUnavailable
 from fieldpush.http.toolkit import (
     HTTPError,
-    authenticate_request,
+    caller,
     device_of,
-    guarded,
+    forbidden,
     invalid,
-    node_of,
-    read_json_body,
-    reject_unknown,
+    read_fields,
     unavailable,
 )
 from fieldpush.sync.engine import actor_of
@@ -75,14 +73,12 @@ async def _answer(work: Awaitable[T], retry: str) -> T:
 
 def _service_only(role: str, what: str) -> None:
     if role != "service":
-        raise HTTPError(403, ErrorCode.FORBIDDEN, f"only the CRM (role service) may {what}")
+        raise forbidden(f"only the CRM (role service) may {what}")
 
 
 async def push(request: Request) -> Response:
-    node = node_of(request)
-    identity = authenticate_request(request)
-    body = await read_json_body(request, node.settings.sync_max_body_bytes)
-    reject_unknown(body, _PUSH_FIELDS)
+    node, identity = caller(request)
+    body = await read_fields(request, node.settings.sync_max_body_bytes, _PUSH_FIELDS)
     device = device_of(body, "http", MAX_DEVICE_LENGTH)
     try:
         message = parse_mutate({"type": "mutate", "id": body.get("id", 0), **body})
@@ -106,10 +102,8 @@ def _optional(body: dict[str, Any], name: str, kind: type, what: str) -> Any:
 
 
 async def pull(request: Request) -> Response:
-    node = node_of(request)
-    identity = authenticate_request(request)
-    body = await read_json_body(request, node.settings.sync_max_body_bytes)
-    reject_unknown(body, _PULL_FIELDS)
+    node, identity = caller(request)
+    body = await read_fields(request, node.settings.sync_max_body_bytes, _PULL_FIELDS)
     cursor = _optional(body, "cursor", str, "must be a cursor from an earlier reply, or null")
     types = _optional(body, "types", list, "must be a list of record types")
     if types is not None and not all(isinstance(t, str) for t in types):
@@ -126,11 +120,9 @@ async def pull(request: Request) -> Response:
 
 
 async def put_record(request: Request) -> Response:
-    node = node_of(request)
-    identity = authenticate_request(request)
+    node, identity = caller(request)
     _service_only(identity.role, "write records")
-    body = await read_json_body(request, node.settings.sync_max_body_bytes)
-    reject_unknown(body, frozenset({"fields"}))
+    body = await read_fields(request, node.settings.sync_max_body_bytes, frozenset({"fields"}))
     fields = body.get("fields")
     if not isinstance(fields, dict) or not fields:
         raise invalid("fields", "must be an object {name: value} with at least one field")
@@ -144,8 +136,7 @@ async def put_record(request: Request) -> Response:
 
 
 async def changes(request: Request) -> Response:
-    node = node_of(request)
-    identity = authenticate_request(request)
+    node, identity = caller(request)
     _service_only(identity.role, "read the change feed")
     cursor = request.query_params.get("cursor") or None
     raw_limit = request.query_params.get("limit")
@@ -159,8 +150,8 @@ async def changes(request: Request) -> Response:
 
 
 sync_routes = [
-    Route("/v1/sync/push", guarded(push), methods=["POST"]),
-    Route("/v1/sync/pull", guarded(pull), methods=["POST"]),
-    Route("/v1/records/{type}/{id}", guarded(put_record), methods=["PUT"]),
-    Route("/v1/changes", guarded(changes), methods=["GET"]),
+    Route("/v1/sync/push", push, methods=["POST"]),
+    Route("/v1/sync/pull", pull, methods=["POST"]),
+    Route("/v1/records/{type}/{id}", put_record, methods=["PUT"]),
+    Route("/v1/changes", changes, methods=["GET"]),
 ]

@@ -4,9 +4,11 @@ The order of checks is the API's (docs/protocol.md section 2): authentication an
 permission before the body, so 401/403 come first; then 413 (too large, also
 when ``Content-Length`` says so before anything is read), 400 (not JSON, or
 nested too deeply to parse) or 422 (JSON, but invalid; the message names the
-field). Every error is ``{"error": {"code", "message"}}``: :class:`HTTPError`
-for the routes' own, :data:`exception_handlers` for Starlette's 404/405 and
-for anything unexpected (500 ``internal``, details only in the log).
+field). Every error is ``{"error": {"code", "message"}}``: a route raises
+:class:`HTTPError` for its own, and :data:`exception_handlers` answers those,
+a backend outage the route does not answer itself (503 ``unavailable``),
+Starlette's 404/405 and anything unexpected (500 ``internal``, details only in
+the log).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,31 +23,36 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
-from fieldpush.errors import AuthError, FieldpushError
+from fieldpush.errors import AuthError, BackendUnavailable, FieldpushError
 from fieldpush.identity.auth import Identity
 from fieldpush.node import Node
-from fieldpush_client.protocol import ErrorCode
+from fieldpush_client.protocol import (
+    MAX_HTTP_DEVICE_LENGTH,
+    ErrorCode,
+    ProtocolError,
+    parse_channel,
+)
 
 __all__ = [
     "HTTPError",
     "Verifier",
     "authenticate",
-    "authenticate_request",
+    "caller",
+    "check_channel",
     "decode_body",
     "device_of",
     "exception_handlers",
-    "guarded",
+    "forbidden",
     "invalid",
     "node_of",
     "read_body",
-    "read_json_body",
+    "read_fields",
     "reject_unknown",
+    "require_role",
     "unavailable",
 ]
 
 log = logging.getLogger("fieldpush.api")
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class HTTPError(FieldpushError):
@@ -74,6 +80,11 @@ class HTTPError(FieldpushError):
 def invalid(field: str, message: str) -> HTTPError:
     """422 ``invalid``, naming the field."""
     return HTTPError(422, ErrorCode.INVALID, f"{field}: {message}")
+
+
+def forbidden(message: str) -> HTTPError:
+    """403 ``forbidden``."""
+    return HTTPError(403, ErrorCode.FORBIDDEN, message)
 
 
 def unavailable(what: str = "retry") -> HTTPError:
@@ -112,11 +123,19 @@ def authenticate(verifier: Verifier, header: str, where: str) -> Identity:
         raise HTTPError(401, ErrorCode.UNAUTHORIZED, str(exc)) from None
 
 
-def authenticate_request(request: Request) -> Identity:
-    """:func:`authenticate` for a Starlette request."""
+def caller(request: Request) -> tuple[Node, Identity]:
+    """A Starlette request's node (:func:`node_of`) and the identity of its
+    token (:func:`authenticate`), or a 401."""
+    node = node_of(request)
     where = f"{request.method} {request.url.path}"
     header = request.headers.get("authorization", "")
-    return authenticate(node_of(request).verifier, header, where)
+    return node, authenticate(node.verifier, header, where)
+
+
+def require_role(identity: Identity, roles: frozenset[str], what: str) -> None:
+    """403 ``role '<role>' may not <what>`` unless the identity's role is in ``roles``."""
+    if identity.role not in roles:
+        raise forbidden(f"role {identity.role!r} may not {what}")
 
 
 # ------------------------------------------------------------------ body
@@ -172,15 +191,21 @@ def decode_body(body: bytes) -> dict[str, Any]:
     return value
 
 
-async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
-    """A Starlette request's JSON object body (:func:`read_body`, :func:`decode_body`)."""
+async def read_fields(request: Request, limit: int, known: frozenset[str]) -> dict[str, Any]:
+    """A Starlette request's JSON object body (:func:`read_body`, :func:`decode_body`)
+    with no field outside ``known`` (:func:`reject_unknown`)."""
     declared = request.headers.get("content-length", "")
     size = int(declared) if declared.isdigit() else None
-    return decode_body(await read_body(request.receive, size, limit))
+    body = decode_body(await read_body(request.receive, size, limit))
+    reject_unknown(body, known)
+    return body
 
 
-def device_of(body: dict[str, Any], default: str | None, limit: int) -> str:
-    """The body's ``device`` (``default`` when absent; required when None), or 422."""
+def device_of(
+    body: dict[str, Any], default: str | None, limit: int = MAX_HTTP_DEVICE_LENGTH
+) -> str:
+    """The body's ``device`` (``default`` when absent; required when None) of 1
+    to ``limit`` characters (by default the protocol's limit for HTTP bodies), or 422."""
     device = body.get("device", default)
     if not isinstance(device, str) or not 0 < len(device) <= limit:
         raise invalid("device", f"must be a string of 1 to {limit} characters")
@@ -194,21 +219,27 @@ def reject_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
         raise invalid(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
 
 
+def check_channel(field: str, channel: object) -> None:
+    """422 naming ``field`` unless ``channel`` is a valid channel name."""
+    try:
+        parse_channel(channel)
+    except ProtocolError as exc:
+        raise invalid(field, str(exc)) from None
+
+
 # ------------------------------------------------------------------ errors
 
 
-def guarded(endpoint: Endpoint) -> Endpoint:
-    """``endpoint`` with its ``HTTPError`` answered as the JSON error body."""
+async def route_error(request: Request, exc: Exception) -> Response:
+    """A route's :class:`HTTPError`, as its status, headers and JSON error body."""
+    assert isinstance(exc, HTTPError)  # registered for that class only
+    return exc.response()
 
-    async def wrapper(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except HTTPError as exc:
-            return exc.response()
 
-    wrapper.__name__ = endpoint.__name__
-    wrapper.__doc__ = endpoint.__doc__
-    return wrapper
+async def backend_unavailable(request: Request, exc: Exception) -> Response:
+    """A ``BackendUnavailable`` the route does not answer itself: :func:`unavailable`
+    (503, ``retry``)."""
+    return unavailable().response()
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
@@ -232,4 +263,10 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=500)
 
 
-exception_handlers = {StarletteHTTPException: http_exception, Exception: internal_error}
+#: For the Starlette app: every route's errors, Starlette's own, and the unexpected.
+exception_handlers = {
+    HTTPError: route_error,
+    BackendUnavailable: backend_unavailable,
+    StarletteHTTPException: http_exception,
+    Exception: internal_error,
+}

@@ -13,6 +13,8 @@ Layers, each depending only on the ones above it in this list:
 - :mod:`fieldpush.sync.view` — what a reader sees of a record;
 - :mod:`fieldpush.sync.codec` — record states, results and log entries as
   msgpack; cursors as typed values and opaque text;
+- :mod:`fieldpush.sync.catalog` — the record store with its schema and
+  mappings, as the parts below share them;
 - :mod:`fieldpush.sync.changelog` — page sizes; log reads from a client's cursor;
 - :mod:`fieldpush.sync.commit` — a mutate batch: idempotency by ``mid``,
   mapping, validation, stamps, merge, the compare-and-set commit loop, the

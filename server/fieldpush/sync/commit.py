@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fieldpush.backend.base import Applied, RecordStore, RecordWrite, Replayed, Stale
+from fieldpush.backend.base import Applied, RecordWrite, Replayed, Stale
 from fieldpush.errors import BackendUnavailable
+from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.codec import EntryKind, decode_state, encode_state, pack, unpack
 from fieldpush.sync.hlc import HybridClock, Stamp, clamp
-from fieldpush.sync.mapping import Mappings, Side, TypeMapping
+from fieldpush.sync.mapping import Side, TypeMapping
 from fieldpush.sync.rules import (
     Actor,
     Edit,
@@ -39,7 +40,7 @@ from fieldpush.sync.rules import (
     merge,
     scope_of,
 )
-from fieldpush.sync.schema import InvalidValue, RecordType, Schema
+from fieldpush.sync.schema import InvalidValue, RecordType
 from fieldpush.sync.view import visible
 from fieldpush_client.protocol import InvalidMutation, Mutation
 
@@ -84,18 +85,8 @@ class Committer:
     """See the module docstring. ``clock`` stamps the CRM's edits and observes
     every phone's accepted stamp."""
 
-    def __init__(
-        self,
-        store: RecordStore,
-        schema: Schema,
-        mappings: Mappings,
-        clock: HybridClock,
-        *,
-        max_skew_ms: int,
-    ) -> None:
-        self._store = store
-        self._schema = schema
-        self._mappings = mappings
+    def __init__(self, catalog: Catalog, clock: HybridClock, *, max_skew_ms: int) -> None:
+        self._catalog = catalog
         self._clock = clock
         self._max_skew_ms = max_skew_ms
 
@@ -104,7 +95,7 @@ class Committer:
     ) -> Batch:
         """Judge and commit ``items`` (idempotent by ``mid`` unless told not to).
         Raises BackendUnavailable when the store cannot be reached."""
-        store = self._store
+        store = self._catalog.store
         keys: list[str | None] = [
             _result_key(actor, item.mid) if idempotent else None for item in items
         ]
@@ -175,10 +166,10 @@ class Committer:
 
         if isinstance(item, InvalidMutation):
             return refuse(item.message)
-        rtype = self._schema.types.get(item.type)
+        rtype = self._catalog.schema.types.get(item.type)
         if rtype is None:
             return refuse(f"unknown record type {item.type!r}")
-        mapping = self._mappings.of(actor.side, rtype.name)
+        mapping = self._catalog.mappings.of(actor.side, rtype.name)
         fields = None
         if item.fields is not None:
             try:

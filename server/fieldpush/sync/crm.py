@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fieldpush.backend.base import RecordStore
+from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.changelog import Paging, read_log
 from fieldpush.sync.codec import LogCursor, decode_cursor, decode_state, encode_cursor, unpack
 from fieldpush.sync.errors import SyncError
-from fieldpush.sync.mapping import Mappings, Side
+from fieldpush.sync.mapping import Side
 from fieldpush.sync.rules import Actor, Reason, Status
-from fieldpush.sync.schema import Schema
 from fieldpush.sync.view import visible
 from fieldpush_client.protocol import ErrorCode, InvalidMutation, Mutation
 
@@ -42,17 +41,8 @@ class Mutator(Protocol):
 class CrmSide:
     """See the module docstring."""
 
-    def __init__(
-        self,
-        store: RecordStore,
-        schema: Schema,
-        mappings: Mappings,
-        mutate: Mutator,
-        paging: Paging,
-    ) -> None:
-        self._store = store
-        self._schema = schema
-        self._mappings = mappings
+    def __init__(self, catalog: Catalog, mutate: Mutator, paging: Paging) -> None:
+        self._catalog = catalog
         self._mutate = mutate
         self._paging = paging
 
@@ -62,7 +52,7 @@ class CrmSide:
         """The CRM writes a record: its values after the write, in the CRM's
         names. SyncError if refused (``not_found``: no such type; ``invalid``:
         a value or a required field; ``forbidden``: any other reason)."""
-        rtype = self._schema.types.get(record_type)
+        rtype = self._catalog.schema.types.get(record_type)
         if rtype is None:
             raise SyncError(ErrorCode.NOT_FOUND, f"no record type {record_type!r}")
         item = Mutation(mid="", type=record_type, rid=rid, fields=fields, hlc=(0, 0))
@@ -71,8 +61,8 @@ class CrmSide:
             invalid = result["reason"] == Reason.VALIDATION
             code = ErrorCode.INVALID if invalid else ErrorCode.FORBIDDEN
             raise SyncError(code, result.get("message") or f"refused: {result['reason']}")
-        stored, _ = await self._store.load([f"{record_type}:{rid}"], [])
-        mapping = self._mappings.of(actor.side, record_type)
+        stored, _ = await self._catalog.store.load([f"{record_type}:{rid}"], [])
+        mapping = self._catalog.mappings.of(actor.side, record_type)
         values = visible(rtype, mapping, actor, decode_state(stored[0]))
         return {"type": record_type, "rid": rid, "fields": values or {}}
 
@@ -87,7 +77,7 @@ class CrmSide:
                 raise SyncError(ErrorCode.BAD_REQUEST, "invalid cursor: use one from /v1/changes")
             after = decoded.position
         size = self._paging.size(limit)
-        entries, expired = await read_log(self._store, after, size)
+        entries, expired = await read_log(self._catalog.store, after, size)
         if expired:
             raise SyncError(
                 ErrorCode.RESYNC,
@@ -96,7 +86,7 @@ class CrmSide:
         changes = []
         for position, blob in entries:
             entry = unpack(blob)
-            mapping = self._mappings.of(Side.CRM, entry["type"])
+            mapping = self._catalog.mappings.of(Side.CRM, entry["type"])
             olds = mapping.outbound({n: pair[0] for n, pair in entry["fields"].items()})
             news = mapping.outbound({n: pair[1] for n, pair in entry["fields"].items()})
             change = {
@@ -115,7 +105,7 @@ class CrmSide:
             changes.append(change)
             after = position
         if after is None:  # an empty log
-            after = await self._store.log_top()
+            after = await self._catalog.store.log_top()
         return {
             "changes": changes,
             "cursor": encode_cursor(LogCursor(after)),

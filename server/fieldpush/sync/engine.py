@@ -8,9 +8,9 @@
   mutation, compare-and-set across nodes), then changes of ``realtime``
   fields announced as ``record.changed`` events by
   :class:`~fieldpush.sync.announce.Announcer`;
-- :meth:`SyncEngine.pull` answers from the change log, or with a full
-  download (:class:`~fieldpush.sync.pull.Puller`);
-- :meth:`SyncEngine.put_record` and :meth:`SyncEngine.feed` are the CRM's
+- :attr:`SyncEngine.pull` answers from the change log, or with a full
+  download (:meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`);
+- :attr:`SyncEngine.put_record` and :attr:`SyncEngine.feed` are the CRM's
   calls (:class:`~fieldpush.sync.crm.CrmSide`).
 
 It gets its collaborators through the constructor: the record store, a
@@ -28,6 +28,7 @@ from fieldpush.identity.auth import Identity
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
 from fieldpush.sync.announce import EVENT_KIND, AckRecorder, Announcer, Publisher
+from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.changelog import Paging
 from fieldpush.sync.commit import Committer
 from fieldpush.sync.crm import CrmSide
@@ -75,12 +76,9 @@ class SyncEngine:
         self.clock = HybridClock(f"server:{settings.node_id}")
         self._metrics = metrics
         paging = Paging(settings.sync_page_default, settings.sync_page_max)
+        catalog = Catalog(records, schema, mappings)
         self._committer = Committer(
-            records,
-            schema,
-            mappings,
-            self.clock,
-            max_skew_ms=int(settings.sync_max_skew_s * 1000),
+            catalog, self.clock, max_skew_ms=int(settings.sync_max_skew_s * 1000)
         )
         self._announcer = Announcer(
             publisher,
@@ -91,8 +89,13 @@ class SyncEngine:
                 EVENT_KIND, settings.default_ack_deadline_s
             ),
         )
-        self._puller = Puller(records, schema, mappings, paging)
-        self._crm = CrmSide(records, schema, mappings, self.mutate, paging)
+        crm = CrmSide(catalog, self.mutate, paging)
+        #: A pull's ``changes`` reply: :meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`.
+        self.pull = Puller(catalog, paging).pull
+        #: ``PUT /v1/records/{type}/{id}``: :meth:`fieldpush.sync.crm.CrmSide.put_record`.
+        self.put_record = crm.put_record
+        #: ``GET /v1/changes``: :meth:`fieldpush.sync.crm.CrmSide.feed`.
+        self.feed = crm.feed
 
     async def mutate(
         self,
@@ -109,26 +112,3 @@ class SyncEngine:
         for result in batch.results:
             self._metrics.mutations[result["status"]] += 1
         return batch.results
-
-    async def pull(
-        self,
-        actor: Actor,
-        cursor: str | None,
-        types: Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> dict[str, Any]:
-        """The ``changes`` reply (without ``id``) for a pull. Raises SyncError
-        (``resync`` when the cursor is older than the retained log)."""
-        return await self._puller.pull(actor, cursor, types, limit)
-
-    async def put_record(
-        self, actor: Actor, record_type: str, rid: str, fields: dict[str, Any]
-    ) -> dict[str, Any]:
-        """The CRM writes a record (``PUT /v1/records/{type}/{id}``): its values
-        after the write, in the CRM's names. SyncError if refused."""
-        return await self._crm.put_record(actor, record_type, rid, fields)
-
-    async def feed(self, cursor: str | None, limit: int | None) -> dict[str, Any]:
-        """``GET /v1/changes``: applied changes and proposals after ``cursor``
-        (none: from the oldest retained), in order, in the CRM's names."""
-        return await self._crm.feed(cursor, limit)

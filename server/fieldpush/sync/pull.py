@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fieldpush.backend.base import RecordStore
+from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.changelog import Paging, read_log
 from fieldpush.sync.codec import (
     EntryKind,
@@ -30,9 +30,8 @@ from fieldpush.sync.codec import (
     unpack,
 )
 from fieldpush.sync.errors import SyncError
-from fieldpush.sync.mapping import Mappings
 from fieldpush.sync.rules import Actor, reaches
-from fieldpush.sync.schema import RecordType, Schema
+from fieldpush.sync.schema import RecordType
 from fieldpush.sync.view import visible
 from fieldpush_client.protocol import ErrorCode
 
@@ -51,12 +50,8 @@ _Merged = dict[tuple[str, str], dict[str, Any]]
 class Puller:
     """See the module docstring."""
 
-    def __init__(
-        self, store: RecordStore, schema: Schema, mappings: Mappings, paging: Paging
-    ) -> None:
-        self._store = store
-        self._schema = schema
-        self._mappings = mappings
+    def __init__(self, catalog: Catalog, paging: Paging) -> None:
+        self._catalog = catalog
         self._paging = paging
 
     async def pull(
@@ -71,7 +66,7 @@ class Puller:
         readable = self._readable_types(actor, types)
         size = self._paging.size(limit)
         if cursor is None:
-            top = await self._store.log_top()
+            top = await self._catalog.store.log_top()
             return await self._snapshot(actor, readable, size, top, 0, "")
         match decode_cursor(cursor):
             case SnapshotCursor(top, type_name, after):
@@ -82,7 +77,7 @@ class Puller:
                 return await self._changes_since(actor, readable, size, position)
 
     def _readable_types(self, actor: Actor, types: Sequence[str] | None) -> list[RecordType]:
-        schema_types = self._schema.types
+        schema_types = self._catalog.schema.types
         if types is not None:
             unknown = [t for t in types if t not in schema_types]
             if unknown:
@@ -104,12 +99,12 @@ class Puller:
         after: str,
     ) -> dict[str, Any]:
         changes: list[dict[str, Any]] = []
-        store = self._store
+        store = self._catalog.store
         while index < len(readable):
             rtype = readable[index]
             scope = rtype.read[actor.role]
             fields = rtype.readable_fields(actor.role)
-            mapping = self._mappings.of(actor.side, rtype.name)
+            mapping = self._catalog.mappings.of(actor.side, rtype.name)
             page = await store.scan(rtype.name, after, size)
             for rid, stored in page:
                 after = rid
@@ -140,7 +135,7 @@ class Puller:
         more = False
         scanned = 0
         while True:
-            entries, expired = await read_log(self._store, after, LOG_CHUNK)
+            entries, expired = await read_log(self._catalog.store, after, LOG_CHUNK)
             scanned += len(entries)
             if expired:
                 raise SyncError(
@@ -196,7 +191,7 @@ class Puller:
             if not before and not entry["created"]:
                 complete.add(key)
         readable = rtype.readable_fields(actor.role)
-        mapping = self._mappings.of(actor.side, rtype.name)
+        mapping = self._catalog.mappings.of(actor.side, rtype.name)
         change["fields"].update(
             mapping.outbound({n: pair[1] for n, pair in entry["fields"].items() if n in readable})
         )
@@ -210,13 +205,13 @@ class Puller:
     ) -> None:
         """Fill in every readable field of the records that entered the reader's scope."""
         ordered = sorted(keys)
-        stored, _ = await self._store.load([f"{t}:{rid}" for t, rid in ordered], [])
+        stored, _ = await self._catalog.store.load([f"{t}:{rid}" for t, rid in ordered], [])
         for key, found in zip(ordered, stored, strict=True):
             rtype = types[key[0]]
             state = decode_state(found)
             scope = rtype.read[actor.role]
             if not reaches(rtype, scope, actor, state):
                 continue  # it left again since: a later page removes it
-            values = visible(rtype, self._mappings.of(actor.side, rtype.name), actor, state)
+            values = visible(rtype, self._catalog.mappings.of(actor.side, rtype.name), actor, state)
             if values is not None:
                 merged[key]["fields"] = {**merged[key]["fields"], **values}  # now's values

@@ -20,12 +20,6 @@ async def node() -> AsyncIterator[RunningNode]:
         yield running
 
 
-@pytest.fixture
-async def http(node: RunningNode) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=node.url) as client:
-        yield client
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -10,14 +10,17 @@ from typing import Any
 import httpx
 import pytest
 
-from fieldpush.errors import AuthError, FieldpushError
+from fieldpush.errors import AuthError, BackendUnavailable, FieldpushError
 from fieldpush.http.toolkit import (
     HTTPError,
     authenticate,
+    check_channel,
     decode_body,
     device_of,
+    exception_handlers,
     read_body,
     reject_unknown,
+    require_role,
 )
 from fieldpush.identity.auth import Identity
 from fieldpush_client.protocol import ErrorCode
@@ -136,6 +139,35 @@ def test_field_checks_name_the_field() -> None:
     with refused(422, ErrorCode.INVALID) as caught:
         reject_unknown({"a": 1, "z": 2, "y": 3}, frozenset({"a", "b"}))
     assert caught.value.message == "y: unknown field (known: a, b)"
+    check_channel("subs", "team:north")
+    for channel in ("nope", 5):
+        with refused(422, ErrorCode.INVALID) as caught:
+            check_channel("subs", channel)
+        assert caught.value.message.startswith("subs: ")
+
+
+def test_a_role_outside_the_allowed_ones_is_403() -> None:
+    identity = Identity(user="u", role="sales", teams=frozenset(), expires_at=0.0)
+    require_role(identity, frozenset({"sales", "admin"}), "read presence")
+    with refused(403, ErrorCode.FORBIDDEN) as caught:
+        require_role(identity, frozenset({"admin"}), "read presence")
+    assert caught.value.message == "role 'sales' may not read presence"
+
+
+async def test_route_errors_and_backend_outages_are_the_api_error_body() -> None:
+    refused_401 = HTTPError(401, ErrorCode.UNAUTHORIZED, "no token")
+    response = await exception_handlers[HTTPError](None, refused_401)
+    assert (response.status_code, response.body) == (
+        401,
+        b'{"error":{"code":"unauthorized","message":"no token"}}',
+    )
+    assert response.headers["www-authenticate"] == "Bearer"
+    outage = BackendUnavailable("redis down")
+    response = await exception_handlers[BackendUnavailable](None, outage)
+    assert (response.status_code, response.body) == (
+        503,
+        b'{"error":{"code":"unavailable","message":"backend unavailable; retry"}}',
+    )
 
 
 # ------------------------------------------------------------------ auth
@@ -171,12 +203,6 @@ def test_a_token_refused_is_401_with_the_reason_and_a_good_one_is_its_identity()
 async def node() -> AsyncIterator[RunningNode]:
     async with running_node(node_settings(max_publish_bytes=4096)) as running:
         yield running
-
-
-@pytest.fixture
-async def http(node: RunningNode) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=node.url) as client:
-        yield client
 
 
 #: One route per body path: the plain ASGI endpoint and a Starlette route.
@@ -220,3 +246,18 @@ async def test_auth_comes_before_the_body(http: httpx.AsyncClient, path: str) ->
     reply = await http.post(path, content=b"x" * 5000)
     assert reply.status_code == 401
     assert reply.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_backend_outage_a_route_does_not_answer_is_503(
+    node: RunningNode, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(user: str) -> Any:
+        raise BackendUnavailable("down")
+
+    monkeypatch.setattr(node.node.backend.presence, "of_user", down)
+    headers = {"Authorization": f"Bearer {node.token('d', 'dispatcher')}"}
+    reply = await http.get("/v1/presence/users/alice", headers=headers)
+    assert reply.status_code == 503
+    assert reply.json() == {
+        "error": {"code": "unavailable", "message": "backend unavailable; retry"}
+    }
