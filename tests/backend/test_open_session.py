@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from fieldpush.backend.base import (
     Backend,
     ChannelRead,
@@ -55,11 +57,14 @@ def opening(
     )
 
 
-async def test_an_admitted_session_is_present_on_its_channels(
-    backend: tuple[Backend, Sink],
-) -> None:
-    store, _ = backend
-    await store.presence.beat(NODE, TTL_MS)
+@pytest.fixture
+async def store(backend: tuple[Backend, Sink]) -> Backend:
+    """The backend, with this test's node beating (its sessions count)."""
+    await backend[0].presence.beat(NODE, TTL_MS)
+    return backend[0]
+
+
+async def test_an_admitted_session_is_present_on_its_channels(store: Backend) -> None:
     start = now_ms() - 1_000
     first = entry("alice", "a1", start)
     opened = await store.open_session(opening(first, channels=["user:alice", "team:north"]))
@@ -79,11 +84,7 @@ async def test_an_admitted_session_is_present_on_its_channels(
     ]
 
 
-async def test_over_the_cap_a_session_is_refused_and_nothing_is_written(
-    backend: tuple[Backend, Sink],
-) -> None:
-    store, _ = backend
-    await store.presence.beat(NODE, TTL_MS)
+async def test_over_the_cap_a_session_is_refused_and_nothing_is_written(store: Backend) -> None:
     start = now_ms() - 1_000
     for n in range(2):
         session = entry("alice", f"a{n}", start + n)
@@ -111,11 +112,7 @@ async def test_over_the_cap_a_session_is_refused_and_nothing_is_written(
     assert await store.ledger.pending("alice") == []
 
 
-async def test_over_the_cap_with_policy_oldest_the_session_is_admitted(
-    backend: tuple[Backend, Sink],
-) -> None:
-    store, _ = backend
-    await store.presence.beat(NODE, TTL_MS)
+async def test_over_the_cap_with_policy_oldest_the_session_is_admitted(store: Backend) -> None:
     start = now_ms() - 1_000
     assert (await store.open_session(opening(entry("alice", "a0", start), cap=1))).admitted
     newest = entry("alice", "a1", start + 1)
@@ -125,11 +122,7 @@ async def test_over_the_cap_with_policy_oldest_the_session_is_admitted(
     assert [e.session for e in users] == ["a0", "a1"]  # closing a0 is the caller's part
 
 
-async def test_sessions_of_a_node_that_stopped_do_not_count(
-    backend: tuple[Backend, Sink],
-) -> None:
-    store, _ = backend
-    await store.presence.beat(NODE, TTL_MS)
+async def test_sessions_of_a_node_that_stopped_do_not_count(store: Backend) -> None:
     await store.presence.beat("node-b", TTL_MS)
     start = now_ms() - 1_000
     await store.open_session(opening(entry("alice", "b0", start, node="node-b")))
@@ -138,11 +131,7 @@ async def test_sessions_of_a_node_that_stopped_do_not_count(
     assert opened.admitted and opened.others == []
 
 
-async def test_audience_reads_and_pending_events_match_the_separate_calls(
-    backend: tuple[Backend, Sink],
-) -> None:
-    store, _ = backend
-    await store.presence.beat(NODE, TTL_MS)
+async def test_audience_reads_and_pending_events_match_the_separate_calls(store: Backend) -> None:
     first = await publish_event(store, "team:north", 1)
     for n in (2, 3, 4):
         await publish_event(store, "team:north", n)

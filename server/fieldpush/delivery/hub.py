@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Protocol
 
 from fieldpush.backend.base import Backend
@@ -142,14 +143,8 @@ class Hub:
             if feed is None:
                 feed = self._feeds[channel] = Feed(channel)
                 feed.subs.add(subscriber)
-                try:
+                with self._owing(feed):
                     await self._backend.subscribe(channel)
-                except BackendUnavailable as exc:
-                    self._failed(feed, exc)
-                    raise
-                except BaseException:
-                    self.abandon(feed)
-                    raise
                 feed.subscribed.set_result(None)
                 return feed, True
             if feed.closing is not None:
@@ -172,14 +167,8 @@ class Hub:
         """
         feed, opened = await self.join(channel, subscriber)
         if opened:
-            try:
+            with self._owing(feed):
                 history = await self._backend.read(channel, None, 0)
-            except BackendUnavailable as exc:
-                self._failed(feed, exc)
-                raise
-            except BaseException:
-                self.abandon(feed)
-                raise
             self.opened(feed, history.top)
         elif not feed.ready.done():
             try:
@@ -188,6 +177,20 @@ class Hub:
                 feed.subs.discard(subscriber)
                 raise
         return feed
+
+    @contextlib.contextmanager
+    def _owing(self, feed: Feed) -> Iterator[None]:
+        """Around the opener's own backend calls for ``feed``: when the backend is
+        unavailable the opening fails (its waiters get the error); when the
+        opener is cancelled (or fails otherwise) the hub finishes the opening."""
+        try:
+            yield
+        except BackendUnavailable as exc:
+            self._failed(feed, exc)
+            raise
+        except BaseException:
+            self.abandon(feed)
+            raise
 
     def opened(self, feed: Feed, position: Offset) -> None:
         """The opener of ``feed`` read its channel's ``position`` after :meth:`join`:
