@@ -3,15 +3,19 @@
 :func:`create_app` builds the Starlette app: HTTP routes from :mod:`fieldpush.http.routes`
 and a lifespan that owns the :class:`~fieldpush.node.Node` (in the app state
 as ``"node"``, and its :class:`~fieldpush.transport.gateway.Gateway` as
-``"gateway"``). :func:`build_server`
-configures uvicorn with :class:`~fieldpush.transport.gateway.Connection` as its WebSocket
-protocol, so ``/v1/ws`` bypasses ASGI (see :mod:`fieldpush.transport.gateway`), and
-with the TLS context of :mod:`fieldpush.transport.tls` when a certificate is
-configured: then the one port serves ``https://`` and ``wss://``.
+``"gateway"``). :func:`build_server` configures uvicorn with
+:class:`~fieldpush.transport.router.ConnectionRouter` as its first protocol
+(a phone's upgrade goes straight to the gateway, everything else to uvicorn's
+HTTP protocol) and :class:`~fieldpush.transport.gateway.Connection` as its
+WebSocket protocol, so ``/v1/ws`` bypasses ASGI (see
+:mod:`fieldpush.transport.gateway`), and with the TLS context of
+:mod:`fieldpush.transport.tls` when a certificate is configured: then the one
+port serves ``https://`` and ``wss://``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import logging
@@ -27,6 +31,7 @@ from fieldpush.http.routes import PublishEndpoint, exception_handlers, routes
 from fieldpush.node import Node, make_backend
 from fieldpush.settings import Settings
 from fieldpush.transport.gateway import WS_PATH, Connection, Gateway
+from fieldpush.transport.router import ConnectionRouter
 from fieldpush.transport.tls import server_context
 
 __all__ = ["FieldpushServer", "build_server", "create_app"]
@@ -62,6 +67,17 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
             await starlette(scope, receive, send)
 
     return app
+
+
+def _http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol: httptools when installed (it is a dependency), else h11."""
+    if importlib.util.find_spec("httptools"):
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return H11Protocol
 
 
 class FieldpushServer(uvicorn.Server):
@@ -100,7 +116,7 @@ def build_server(
         host=settings.host,
         port=settings.port,
         ws=Connection,
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=ConnectionRouter.serving(_http_protocol()),
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         lifespan="on",
         log_config=None,

@@ -37,9 +37,36 @@ async def test_subscriptions_coalesce_into_one_command(
     await start_backend(store, sink)
     try:
         assert redis_server.command("CONFIG", "RESETSTAT") == b"OK"
-        await asyncio.gather(*(store.subscribe(f"user:u{i}") for i in range(200)))
+        await asyncio.gather(*(store.subscribe(f"team:t{i}") for i in range(200)))
         stats = redis_server.command("INFO", "commandstats").decode()
         assert "cmdstat_subscribe:calls=1," in stats
+    finally:
+        await store.close()
+
+
+async def test_user_channels_live_under_one_pattern_subscription(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """A node's user channels need no SUBSCRIBE of their own (the node holds
+    ``fp:user:*``); their events still reach the sink, only while subscribed,
+    and the events of users the node does not serve are dropped."""
+    sink = Sink()
+    store = make_backend("redis", redis_url)
+    await start_backend(store, sink)
+    try:
+        assert redis_server.command("CONFIG", "RESETSTAT") == b"OK"
+        await asyncio.gather(*(store.subscribe(f"user:u{i}") for i in range(200)))
+        stats = redis_server.command("INFO", "commandstats").decode()
+        assert "cmdstat_subscribe:" not in stats and "cmdstat_psubscribe:" not in stats
+        await publish_event(store, "user:nobody-here", 1)
+        mine = await publish_event(store, "user:u7", 2)
+        await eventually(lambda: sink.on("user:u7"), message="the user's event came live")
+        assert [e.offset for e in sink.events] == [str(mine)]
+        await store.unsubscribe("user:u7")
+        await publish_event(store, "user:u7", 3)
+        marker = await publish_event(store, "user:u8", 4)
+        await eventually(lambda: sink.on("user:u8"), message="the marker came live")
+        assert [e.offset for e in sink.events] == [str(mine), str(marker)]
     finally:
         await store.close()
 

@@ -55,6 +55,8 @@ _WS_LOG.setLevel(logging.WARNING)
 WS_PATH: Final = "/v1/ws"
 #: How long a closing handshake may take before the TCP connection is dropped.
 CLOSE_TIMEOUT_S: Final = 2.0
+#: The most bytes of an upgrade request's head (request line and headers).
+MAX_UPGRADE_HEAD_BYTES: Final = 16 * 1024
 
 
 def _token_from_header(value: str | None) -> str | None:
@@ -109,6 +111,8 @@ class Connection(asyncio.Protocol):
         self.last_rx = time.monotonic()
         self.pinged_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        #: The upgrade request's head while it is incomplete.
+        self.head = b""
 
     # ------------------------------------------------------- asyncio.Protocol
 
@@ -118,6 +122,9 @@ class Connection(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
         self.server_state.connections.add(self)
+        # One timer for the upgrade and the hello (hello_timeout_s from the connection).
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.settings.hello_timeout_s, self._hello_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
@@ -134,8 +141,8 @@ class Connection(asyncio.Protocol):
         self.last_rx = time.monotonic()
         ws = self.ws
         if ws is None:
-            if not self.closing:  # uvicorn passes the whole upgrade request first
-                self._handshake(data)
+            if not self.closing:
+                self._upgrade_data(data)
             return
         ws.receive_data(data)
         for event in ws.events_received():
@@ -177,6 +184,32 @@ class Connection(asyncio.Protocol):
 
     # -------------------------------------------------------------- handshake
 
+    def _upgrade_data(self, data: bytes) -> None:
+        """Bytes before the upgrade: the request's head, whole (from uvicorn) or
+        as it arrives (from the router); what follows the head is the client's
+        first frames. A head over ``MAX_UPGRADE_HEAD_BYTES`` is refused (431)."""
+        head = self.head + data if self.head else data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) > MAX_UPGRADE_HEAD_BYTES:
+                self._refuse_upgrade(HandshakeError(431, "request head too large"))
+            else:
+                self.head = head
+            return
+        self.head = b""
+        self._handshake(head[: end + 4])
+        rest = head[end + 4 :]
+        if rest and self.ws is not None:
+            self.data_received(rest)
+
+    def _refuse_upgrade(self, error: HandshakeError) -> None:
+        transport = self.transport
+        assert transport is not None  # data comes after connection_made
+        log.info("connection %s: upgrade refused (%d): %s", self.peer, error.status, error.text)
+        self.closing = True
+        transport.write(reject(error))
+        transport.close()
+
     def _handshake(self, request: bytes) -> None:
         gateway, settings = self.gateway, self.settings
         transport = self.transport
@@ -189,10 +222,7 @@ class Connection(asyncio.Protocol):
                     503, "this node is full; retry on another", (("Retry-After", "5"),)
                 )
         except HandshakeError as exc:
-            log.info("connection %s: upgrade refused (%d): %s", self.peer, exc.status, exc.text)
-            self.closing = True
-            transport.write(reject(exc))
-            transport.close()
+            self._refuse_upgrade(exc)
             return
         transport.write(switching_protocols(upgrade))
         self.ws = ServerProtocol(
@@ -204,8 +234,6 @@ class Connection(asyncio.Protocol):
         self.session = gateway.new_session(self)
         gateway.registry.add_connection(self)
         gateway.metrics.connections_total += 1
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(settings.hello_timeout_s, self._hello_timeout)
         if self.header_token is not None:
             try:
                 gateway.verifier.verify(self.header_token)
@@ -215,6 +243,16 @@ class Connection(asyncio.Protocol):
 
     def _hello_timeout(self) -> None:
         self.timer = None
+        if self.ws is None and not self.closing:
+            log.info(
+                "connection %s closed: no upgrade within %s s",
+                self.peer,
+                self.settings.hello_timeout_s,
+            )
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return
         if self.session is not None and self.session.identity is None and not self.closing:
             log.info(
                 "connection %s refused: no hello within %s s",

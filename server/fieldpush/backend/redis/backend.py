@@ -24,6 +24,13 @@ Commands go through :class:`~fieldpush.backend.redis.client.RedisClient` (one
 pipelined connection, reconnected on demand); the live feed through
 :class:`~fieldpush.backend.redis.pubsub.PubSub` (its own connection, re-subscribed
 after every reconnect, which then calls ``EventSink.on_reconnected``).
+
+User channels (``user:<id>``) are not subscribed one by one: each node holds
+one pattern subscription, ``<prefix>:user:*``, from its start, and drops the
+doorbells of users it has no session of. A ``hello`` then needs no SUBSCRIBE
+for its user's channel (the channel every session has, and the one a node
+rarely has open already), at the cost of every node receiving every user
+channel's doorbells (one dictionary lookup each for users it does not serve).
 Connection failures and timeouts surface as ``BackendUnavailable``.
 
 A multi-channel publish touches several hash slots, so on Redis Cluster it
@@ -93,6 +100,8 @@ class RedisBackend:
         self._idempotency_ttl_ms = int(idempotency_ttl_s * 1000)
         self._sink: EventSink | None = None
         self._pubsub_prefix = f"{prefix}:".encode()
+        #: Every user channel, subscribed once per node (module docstring).
+        self._user_channels = self._pubsub_prefix + b"user:*"
         #: Pub/sub name -> channel, for the channels this node subscribed to.
         self._subscribed: dict[bytes, str] = {}
         self._client = RedisClient(self._address, timeout_s=timeout_s)
@@ -125,6 +134,7 @@ class RedisBackend:
             on_message=self._on_message,
             on_reconnected=sink.on_reconnected,
             timeout_s=self._timeout_s,
+            patterns=[self._user_channels],
         )
         await self._pubsub.start()
         if self.presence.kicks is not None:
@@ -152,7 +162,7 @@ class RedisBackend:
             kicks = self.presence.kicks
             if kicks is not None and pubsub_name == kicks[0]:
                 kicks[1](payload.decode(errors="replace"))
-            return  # else: sent before our UNSUBSCRIBE took effect
+            return  # else: a user this node has no session of, or sent before our UNSUBSCRIBE
         try:
             seq, ms, epoch, priority, body = payload.split(b" ", 4)
             origin = None
@@ -293,6 +303,12 @@ class RedisBackend:
         if self._pubsub is None:
             raise BackendUnavailable("the redis backend is not started")
         name = self._pubsub_name(channel)
+        if channel.startswith("user:"):
+            # Under the node's pattern subscription: nothing to ask of Redis.
+            if not self._pubsub.connected:
+                raise BackendUnavailable("the redis pub/sub connection is down")
+            self._subscribed[name] = channel
+            return
         self._subscribed[name] = channel
         await self._pubsub.subscribe(name)
 
@@ -300,7 +316,7 @@ class RedisBackend:
         """Stops the live feed of ``channel`` at once (late messages are dropped)."""
         name = self._pubsub_name(channel)
         self._subscribed.pop(name, None)
-        if self._pubsub is not None:
+        if self._pubsub is not None and not channel.startswith("user:"):
             await self._pubsub.unsubscribe(name)
 
     async def ready(self) -> bool:

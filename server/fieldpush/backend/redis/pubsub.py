@@ -31,7 +31,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -149,8 +149,11 @@ class _Protocol(asyncio.Protocol):
         on_message = self.on_message
         while (reply := reader.gets()) is not False:
             if type(reply) is list:
-                if reply[0] == b"message":
+                kind = reply[0]
+                if kind == b"message":
                     on_message(reply[1], reply[2])
+                elif kind == b"pmessage":  # [pmessage, pattern, channel, payload]
+                    on_message(reply[2], reply[3])
                 else:
                     self.owner.on_push(reply)
             elif self.replies:
@@ -193,7 +196,11 @@ class PubSub:
         on_message: Callable[[bytes, bytes], None],
         on_reconnected: Callable[[], None],
         timeout_s: float,
+        patterns: Collection[bytes] = (),
     ) -> None:
+        """``patterns``: subscribed on every connection before it counts as up
+        (:attr:`connected`); their messages reach ``on_message`` with the name
+        of the channel that matched."""
         self.address = address
         self._on_message = on_message
         self._on_reconnected = on_reconnected
@@ -201,6 +208,8 @@ class PubSub:
         self._loop = asyncio.get_running_loop()
         #: Channels this client should be subscribed to (re-subscribed on reconnect).
         self._wanted: set[bytes] = set()
+        #: Patterns subscribed with every connection (PSUBSCRIBE), before ``connected``.
+        self._patterns = frozenset(patterns)
         #: subscribe() calls waiting for Redis's confirmation: channel -> (future, asked at).
         self._waiting: dict[bytes, tuple[asyncio.Future[None], float]] = {}
         self._watchdog: asyncio.TimerHandle | None = None
@@ -321,8 +330,8 @@ class PubSub:
             self._watchdog = self._loop.call_later(self._timeout_s / 2, self._check_waiting)
 
     def on_push(self, reply: list[Any]) -> None:
-        """A push other than ``message``: confirmations."""
-        if reply[0] != b"subscribe":
+        """A push other than a message: confirmations."""
+        if reply[0] != b"subscribe" and reply[0] != b"psubscribe":
             return
         channel = reply[1]
         waiting = self._waiting.pop(channel, None)
@@ -361,16 +370,23 @@ class PubSub:
         once Redis confirmed them all. Raises TimeoutError when it did not in
         time, BackendUnavailable when the connection was lost."""
         assert protocol.transport is not None
-        channels = list(self._wanted)
-        if not channels:
+        channels, patterns = list(self._wanted), list(self._patterns)
+        if not channels and not patterns:
             return 0
-        self._resubscribing = set(channels)
+        self._resubscribing = {*channels, *patterns}
         self._resubscribed = self._loop.create_future()
         try:
             protocol.transport.write(
                 b"".join(
-                    encode_command(b"SUBSCRIBE", *channels[start : start + _RESUBSCRIBE_CHUNK])
-                    for start in range(0, len(channels), _RESUBSCRIBE_CHUNK)
+                    [
+                        *(
+                            encode_command(
+                                b"SUBSCRIBE", *channels[start : start + _RESUBSCRIBE_CHUNK]
+                            )
+                            for start in range(0, len(channels), _RESUBSCRIBE_CHUNK)
+                        ),
+                        *([encode_command(b"PSUBSCRIBE", *patterns)] if patterns else []),
+                    ]
                 )
             )
             async with asyncio.timeout(self._timeout_s):
