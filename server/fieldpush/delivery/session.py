@@ -274,6 +274,12 @@ class Session:
                 work = self._handle(self.inbox.popleft())
                 if work is not None:
                     await work
+        except Exception:  # fail closed: a bug ends this connection, never silently
+            log.exception("session %s: unexpected error", self.id)
+            if self.identity is None:
+                self.close(CloseCode.UNAUTHORIZED, "hello failed")
+            else:
+                self.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.worker = None
 

@@ -135,7 +135,11 @@ class Connection(asyncio.Protocol):
         ws = self.ws
         if ws is None:
             if not self.closing:  # uvicorn passes the whole upgrade request first
-                self._handshake(data)
+                try:
+                    self._handshake(data)
+                except Exception:  # fail closed: the upgrade ends, its slot is released
+                    log.exception("connection %s: upgrade failed", self.peer)
+                    self._abort()
             return
         ws.receive_data(data)
         for event in ws.events_received():
@@ -212,6 +216,9 @@ class Connection(asyncio.Protocol):
             except AuthError as exc:
                 log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
                 self.close(CloseCode.UNAUTHORIZED, str(exc))
+            except Exception:  # fail closed: a verifier's bug refuses the token
+                log.exception("connection %s refused: the token broke the verifier", self.peer)
+                self.close(CloseCode.UNAUTHORIZED, "invalid token")
 
     def _hello_timeout(self) -> None:
         self.timer = None
@@ -252,7 +259,11 @@ class Connection(asyncio.Protocol):
             log.info("connection %s: undecodable frame: %s", self.peer, exc)
             self.close(CloseCode.INVALID_DATA, "undecodable frame")
             return
-        session.on_message(message)
+        try:
+            session.on_message(message)
+        except Exception:  # a bug ends this connection (1011), never the node's others
+            log.exception("connection %s: unexpected error handling a message", self.peer)
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # ---------------------------------------------------------------- writing
 
@@ -328,6 +339,14 @@ class Connection(asyncio.Protocol):
         self._cancel_timer()
         if not self.transport.is_closing():
             self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._drop)
+
+    def _abort(self) -> None:
+        """Drop the TCP connection at once; :meth:`connection_lost` releases
+        whatever the upgrade had taken (session, registry slot)."""
+        self.closing = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
 
     def _drop(self) -> None:
         self.timer = None
