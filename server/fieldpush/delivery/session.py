@@ -82,6 +82,7 @@ from fieldpush_client.protocol import (
     Unsubscribe,
     Unsubscribed,
     parse_client_message,
+    request_id_of,
 )
 
 __all__ = ["Link", "Session", "SessionServices", "SyncService"]
@@ -252,9 +253,7 @@ class Session:
             log.info("session %s: closed for sending too fast", self.id)
             self.close(CloseCode.RATE_LIMITED, "too many messages")
             return
-        request_id = message.get("id")
-        if isinstance(request_id, bool) or not isinstance(request_id, int):
-            request_id = None
+        request_id = request_id_of(message)
         if self.rate.strikes == 1:
             log.info("session %s: rate limited", self.id)
         self.error(ErrorCode.RATE_LIMITED, "too many messages; slow down", request_id)

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fieldpush.identity.auth import Identity
 from tests.support.node import RunningNode, node_settings, running_node
@@ -93,3 +93,16 @@ async def test_any_exception_in_the_auth_path_is_a_refusal(
     monkeypatch.undo()
     async with phone(node, "alice") as alice:
         assert alice.welcome["user"] == "alice"
+
+
+async def test_two_authorization_headers_refuse_the_upgrade_401(node: RunningNode) -> None:
+    """Issue 11, defect 8: the upgrade follows the HTTP rule, whichever comes first."""
+    good = f"Bearer {node.token('alice')}"
+    for pair in ((good, "Bearer x"), ("Bearer x", good)):
+        headers = [("Authorization", value) for value in pair]
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(node.ws_url, additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == 401
+        assert b"more than one Authorization header" in refused.value.response.body
+    assert node.node.registry.connection_count == 0
