@@ -10,6 +10,7 @@ protocol, so ``/v1/ws`` bypasses ASGI (see :mod:`fieldpush.transport.gateway`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import logging
@@ -88,12 +89,18 @@ def build_server(
 ) -> FieldpushServer:
     """A uvicorn server for ``settings`` (``await server.serve()`` runs it)."""
     del sockets  # reserved for socket activation
+    http: type[asyncio.Protocol] | str = "h11"  # h11 (no httptools, e.g. PyPy): no head guard
+    if importlib.util.find_spec("httptools"):
+        from fieldpush.transport.listener import GuardedHttpProtocol  # imports httptools
+
+        http = GuardedHttpProtocol
     config = uvicorn.Config(
         create_app(settings, backend),
         host=settings.host,
         port=settings.port,
         ws=Connection,
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=http,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         lifespan="on",
         log_config=None,

@@ -268,13 +268,21 @@ class Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- writing
 
     def write(self, data: bytes) -> None:
-        """Write one or more complete frames. Closes with 4008 when the phone
-        does not read its data: the unsent bytes exceed ``max_outbox_bytes``,
-        or more than ``max_outbox_messages`` writes found data still unsent."""
+        """Write one or more complete frames (events, replies, errors). Closes
+        with 4008 when the phone does not read its data: the unsent bytes exceed
+        ``max_outbox_bytes``, or more than ``max_outbox_messages`` writes found
+        data still unsent. Pongs the protocol writes count the same way."""
         transport = self.transport
         if transport is None or self.closing:
             return
         transport.write(data)
+        self._bound_outbox()
+
+    def _bound_outbox(self) -> None:
+        """After a write: close with 4008 when the unsent data is over the bounds
+        (everything written counts: events, replies, errors, pongs)."""
+        transport = self.transport
+        assert transport is not None  # only called after a write
         unsent = transport.get_write_buffer_size()
         if not unsent:
             self.unsent_frames = 0
@@ -314,13 +322,17 @@ class Connection(asyncio.Protocol):
             if ws.close_rcvd is None:
                 self.gateway.metrics.closed[ws.close_sent.code] += 1
                 log.info("connection %s closed: %s", self.peer, ws.close_sent)
+        wrote = False
         for data in ws.data_to_send():
             if data:
                 transport.write(data)
+                wrote = True
             else:  # the protocol is done with the connection: half-close means close here
                 self._cancel_timer()
                 transport.close()
                 return
+        if wrote and not self.closing:  # pongs count against the outbox bounds too
+            self._bound_outbox()
         if ws.state is State.CLOSED and not transport.is_closing():
             transport.close()
 
