@@ -150,6 +150,9 @@ class SyncService(Protocol):
     ) -> dict[str, Any]:
         """The ``changes`` reply without ``id``. Raises ``SyncError``, ``BackendUnavailable``."""
 
+    def may_read_change(self, role: str, teams: frozenset[str], team: str, data: object) -> bool:
+        """Whether ``role`` with ``teams`` may read a ``records:<team>`` event's ``data``."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionServices:
@@ -207,6 +210,7 @@ class Session:
             on_critical=self._critical_written,
             low_interval_s=settings.poll_intervals_s["low"],
             max_held=settings.max_held_events,
+            readable=self._may_read,
         )
         self.inbox: deque[dict[str, Any]] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -220,6 +224,14 @@ class Session:
         identity = self.identity
         if identity is not None:  # criticals are written only past hello
             self._services.dispatch.delivered(event_id, identity.user, self.device)
+
+    def _may_read(self, event: Event) -> bool:
+        """Whether this session's user may read a ``records:<team>`` event:
+        the schema's read permissions of its type and every field in it."""
+        identity = self.identity
+        return identity is not None and self._services.sync.may_read_change(
+            identity.role, identity.teams, event.channel[8:], event.fields.get("data")
+        )
 
     def send(self, message: ServerMessage) -> None:
         self.conn.send_message(message)

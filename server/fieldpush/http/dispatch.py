@@ -34,7 +34,9 @@ from fieldpush.http.toolkit import (
     reject_unknown,
     unavailable,
 )
-from fieldpush.identity.policy import VIEWER_ROLES
+from fieldpush.identity.auth import Identity
+from fieldpush.identity.policy import VIEWER_ROLES, may_see_presence, presence_teams
+from fieldpush.node import Node
 from fieldpush_client.protocol import (
     MAX_ACK_IDS,
     MAX_EVENT_ID_LENGTH,
@@ -113,15 +115,16 @@ def _device(entry: PresenceEntry) -> dict[str, Any]:
     }
 
 
-def _check_viewer(request: Request) -> None:
+def _check_viewer(request: Request) -> Identity:
     identity = authenticate_request(request)
     if identity.role not in VIEWER_ROLES:
         raise HTTPError(403, ErrorCode.FORBIDDEN, f"role {identity.role!r} may not read presence")
+    return identity
 
 
 async def presence_of_channel(request: Request) -> Response:
     node = node_of(request)
-    _check_viewer(request)
+    identity = _check_viewer(request)
     channel = request.query_params.get("channel")
     if not channel:
         raise HTTPError(422, ErrorCode.INVALID, "channel: required query parameter")
@@ -129,6 +132,8 @@ async def presence_of_channel(request: Request) -> Response:
         parse_channel(channel)
     except ProtocolError as exc:
         raise HTTPError(422, ErrorCode.INVALID, f"channel: {exc}") from None
+    if not may_see_presence(identity, channel):
+        raise HTTPError(403, ErrorCode.FORBIDDEN, f"may not read the presence of {channel}")
     try:
         entries = await node.backend.presence.of_channel(channel)
     except BackendUnavailable:
@@ -146,10 +151,13 @@ async def presence_of_channel(request: Request) -> Response:
 
 async def presence_of_user(request: Request) -> Response:
     node = node_of(request)
-    _check_viewer(request)
+    identity = _check_viewer(request)
     user = request.path_params["id"]
     try:
-        entries, last_seen = await node.backend.presence.of_user(user)
+        if await _may_see_user(node, identity, user):
+            entries, last_seen = await node.backend.presence.of_user(user)
+        else:  # answered as for a user never seen: nothing about other teams leaks
+            entries, last_seen = [], None
     except BackendUnavailable:
         raise unavailable() from None
     return JSONResponse(
@@ -160,6 +168,21 @@ async def presence_of_user(request: Request) -> Response:
             "devices": [_device(entry) for entry in entries],
         }
     )
+
+
+async def _may_see_user(node: Node, identity: Identity, user: str) -> bool:
+    """Whether ``identity`` may read ``user``'s presence: always for
+    dispatchers and admins; for a supervisor, while ``user`` is connected to
+    one of the supervisor's ``team:`` channels. Raises BackendUnavailable."""
+    teams = presence_teams(identity)
+    if teams is None:
+        return True
+    for team in sorted(teams):
+        if any(
+            entry.user == user for entry in await node.backend.presence.of_channel(f"team:{team}")
+        ):
+            return True
+    return False
 
 
 dispatch_routes = [
