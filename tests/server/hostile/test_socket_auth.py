@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from fieldpush.delivery.registry import Registry
 from fieldpush.identity.auth import Identity
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import Phone, phone
@@ -106,3 +108,25 @@ async def test_two_authorization_headers_refuse_the_upgrade_401(node: RunningNod
         assert refused.value.response.status_code == 401
         assert b"more than one Authorization header" in refused.value.response.body
     assert node.node.registry.connection_count == 0
+
+
+async def test_an_exception_after_the_slot_is_taken_releases_it(
+    node: RunningNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed inside the upgrade itself: a bug after the connection took
+    its slot drops that connection and frees the slot at once."""
+    original = Registry.add_connection
+
+    def add_then_fail(registry: Registry[Any], connection: Any) -> None:
+        original(registry, connection)
+        raise RuntimeError("a bug after the slot was taken")
+
+    monkeypatch.setattr(Registry, "add_connection", add_then_fail)
+    for _ in range(8):
+        with contextlib.suppress(ConnectionClosed, OSError):
+            async with connect(node.ws_url) as ws:
+                await ws.recv()
+    await eventually(lambda: node.node.registry.connection_count == 0, message="every slot is free")
+    monkeypatch.undo()
+    async with phone(node, "alice") as alice:
+        assert alice.welcome["user"] == "alice"
