@@ -70,11 +70,14 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
 
 
 def _http_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol: httptools when installed (it is a dependency), else h11."""
+    """The HTTP protocol behind the router: uvicorn's httptools protocol with the
+    head limits of :mod:`fieldpush.transport.listener` when httptools is
+    installed (it is a dependency on CPython), else uvicorn's h11 protocol
+    (e.g. PyPy: only ``h11_max_incomplete_event_size`` guards the head)."""
     if importlib.util.find_spec("httptools"):
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        from fieldpush.transport.listener import GuardedHttpProtocol  # imports httptools
 
-        return HttpToolsProtocol
+        return GuardedHttpProtocol
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     return H11Protocol
@@ -117,6 +120,7 @@ def build_server(
         port=settings.port,
         ws=Connection,
         http=ConnectionRouter.serving(_http_protocol()),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         lifespan="on",
         log_config=None,

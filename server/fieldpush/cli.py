@@ -12,6 +12,7 @@ from typing import Any
 
 from fieldpush import __version__
 from fieldpush.errors import ConfigError
+from fieldpush.logs import LOG_FORMAT, EscapingFormatter
 from fieldpush.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -165,10 +166,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         **_tls_overrides(args),
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter(LOG_FORMAT))  # input cannot forge a log line
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     load_sync_config(settings)  # a broken schema or mapping stops here, with where and why
     backend = make_backend(settings)
 

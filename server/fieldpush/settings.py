@@ -212,6 +212,16 @@ class Settings:
     sync_page_default: int = 500
     sync_page_max: int = 5000
 
+    # Hostile input (docs/security.md): each HTTP request's head, upgrades
+    # included, before any route sees it (transport/listener.py).
+    #: Seconds from the connection, or a keep-alive request's first byte, to
+    #: the end of its headers; slower: 408 and closed.
+    header_timeout_s: float = 10.0
+    #: Bytes of request line and headers at most; more: 431 and closed.
+    max_header_bytes: int = 32768
+    #: Header fields in one request at most; more: 431 and closed.
+    max_header_count: int = 100
+
     @property
     def uses_dev_secret(self) -> bool:
         return "HS256" in self.jwt_algorithms and self.jwt_secret.reveal() == DEV_JWT_SECRET
@@ -307,6 +317,7 @@ class Settings:
         if set(self.jwt_algorithms) - {"HS256"} and not self.jwt_public_keys:
             raise ConfigError("jwt_algorithms lists RS256/ES256 but jwt_public_keys is empty")
         self._check_tls_and_origins()
+        self._check_hostile_input()
 
     def _check_tls_and_origins(self) -> None:
         """The TLS settings go together; every allowed origin is written the
@@ -333,6 +344,21 @@ class Settings:
                     "it, scheme://host[:port] in lower case without a path or a trailing "
                     "slash, e.g. https://console.example.com"
                 )
+
+    def _check_hostile_input(self) -> None:
+        """The settings of docs/security.md: positive head limits, and never
+        the development secret behind a proxy (a loopback bind does not mean
+        local clients then: the proxy forwards anyone)."""
+        for name in ("header_timeout_s", "max_header_bytes", "max_header_count"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+        if self.uses_dev_secret and self.forwarded_allow_ips is not None:
+            raise ConfigError(
+                "refusing the built-in development JWT secret while forwarded headers are "
+                "trusted (forwarded_allow_ips is set: clients come through a proxy): "
+                "set jwt_secret in the config file or FIELDPUSH_JWT_SECRET, "
+                "or remove forwarded_allow_ips"
+            )
 
 
 def _is_origin(text: str) -> bool:

@@ -11,7 +11,8 @@ what they send and what they receive, so the two sides cannot drift::
     ├── errors           DecodeError (close 1007), ProtocolError (error bad_request)
     ├── codec            subprotocols; JsonCodec, MsgpackCodec: dict <-> frame body
     ├── client_messages  Hello Subscribe Unsubscribe Ack Ping Mutate(Mutation) Pull
-    │                    parse_client_message, parse_mutate, parse_mutation (strict)
+    │                    parse_client_message,
+    request_id_of, parse_mutate, parse_mutation (strict)
     ├── server_messages  Welcome Subscribed Unsubscribed EventMsg Events Pong ErrorMsg
     │                    Goaway Mutated(MutationResult) Changes(Change) UnknownMsg
     │                    parse_server_message (lenient: unknown types and fields pass)
@@ -54,6 +55,7 @@ from fieldpush_client.protocol.client_messages import (
     parse_client_message,
     parse_mutate,
     parse_mutation,
+    request_id_of,
 )
 from fieldpush_client.protocol.codec import (
     DEFAULT_SUBPROTOCOL,
@@ -63,6 +65,7 @@ from fieldpush_client.protocol.codec import (
     Codec,
     JsonCodec,
     MsgpackCodec,
+    check_depth,
     codec_for,
 )
 from fieldpush_client.protocol.codes import (
@@ -80,9 +83,11 @@ from fieldpush_client.protocol.event_bytes import (
     json_event_item,
 )
 from fieldpush_client.protocol.limits import (
+    MAX_ACK_DEADLINE_S,
     MAX_ACK_IDS,
     MAX_CHANNEL_LENGTH,
     MAX_CURSOR_LENGTH,
+    MAX_DEPTH,
     MAX_DEVICE_LENGTH,
     MAX_EVENT_ID_LENGTH,
     MAX_HTTP_DEVICE_LENGTH,
@@ -114,9 +119,11 @@ __all__ = [
     "CHANNEL_KINDS",
     "DEFAULT_SUBPROTOCOL",
     "FATAL_CLOSE_CODES",
+    "MAX_ACK_DEADLINE_S",
     "MAX_ACK_IDS",
     "MAX_CHANNEL_LENGTH",
     "MAX_CURSOR_LENGTH",
+    "MAX_DEPTH",
     "MAX_DEVICE_LENGTH",
     "MAX_EVENT_ID_LENGTH",
     "MAX_HTTP_DEVICE_LENGTH",
@@ -161,6 +168,7 @@ __all__ = [
     "Unsubscribe",
     "Unsubscribed",
     "Welcome",
+    "check_depth",
     "codec_for",
     "encode_body",
     "event_payload",
@@ -172,6 +180,7 @@ __all__ = [
     "parse_mutate",
     "parse_mutation",
     "parse_server_message",
+    "request_id_of",
     "should_reconnect",
     "user_channel",
 ]

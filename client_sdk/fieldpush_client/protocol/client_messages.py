@@ -44,6 +44,7 @@ __all__ = [
     "parse_client_message",
     "parse_mutate",
     "parse_mutation",
+    "request_id_of",
 ]
 
 
@@ -204,7 +205,9 @@ def _is_id(value: object) -> bool:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer both codecs carry: not a bool, within 64 bits signed (a
+    bigger one cannot be msgpack-encoded, nor stored)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def parse_mutation(item: object, request_id: int | None) -> Mutation | InvalidMutation:
@@ -276,15 +279,16 @@ def parse_mutate(message: dict[str, Any]) -> Mutate:
     return Mutate(id=request_id, mutations=tuple(parse_mutation(i, request_id) for i in items))
 
 
-def _request_id(message: dict[str, Any]) -> int | None:
+def request_id_of(message: dict[str, Any]) -> int | None:
+    """The message's ``id`` if it is one a reply may echo (a 64-bit integer), else None."""
     value = message.get("id")
     return value if _is_int(value) else None
 
 
 def _require_id(message: dict[str, Any]) -> int:
-    request_id = _request_id(message)
+    request_id = request_id_of(message)
     if request_id is None:
-        raise ProtocolError(f"{message['type']}: 'id' must be an integer")
+        raise ProtocolError(f"{message['type']}: 'id' must be a 64-bit integer")
     return request_id
 
 
@@ -322,7 +326,7 @@ def parse_client_message(message: dict[str, Any]) -> ClientMessage:
     """Validate a decoded client message; raise :class:`ProtocolError` if it
     has an unknown type, a missing or mistyped field, or an unknown field."""
     kind = message.get("type")
-    request_id = _request_id(message)
+    request_id = request_id_of(message)
     if not isinstance(kind, str) or kind not in _CLIENT_FIELDS:
         raise ProtocolError(f"unknown message type {kind!r}", request_id)
     unknown = message.keys() - _CLIENT_FIELDS[kind]

@@ -3,19 +3,23 @@ per frame body, and back.
 
 :class:`JsonCodec` (``fieldpush.v1.json``, text frames) and
 :class:`MsgpackCodec` (``fieldpush.v1.msgpack``, binary frames) carry the same
-keys. Decoding anything that is not one object/map raises
+keys. Decoding anything that is not one object/map, or nested deeper than
+:data:`~fieldpush_client.protocol.limits.MAX_DEPTH`, raises
 :class:`~fieldpush_client.protocol.errors.DecodeError` (the server closes with
-1007). No subprotocol means JSON (:func:`codec_for`).
+1007) and never anything else, whatever the bytes. No subprotocol means JSON
+(:func:`codec_for`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Final, Protocol
 
 import msgpack
 
 from fieldpush_client.protocol.errors import DecodeError
+from fieldpush_client.protocol.limits import MAX_DEPTH
 
 __all__ = [
     "DEFAULT_SUBPROTOCOL",
@@ -25,6 +29,7 @@ __all__ = [
     "Codec",
     "JsonCodec",
     "MsgpackCodec",
+    "check_depth",
     "codec_for",
 ]
 
@@ -32,6 +37,20 @@ SUBPROTOCOL_JSON: Final = "fieldpush.v1.json"
 SUBPROTOCOL_MSGPACK: Final = "fieldpush.v1.msgpack"
 SUBPROTOCOLS: Final = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
 DEFAULT_SUBPROTOCOL: Final = SUBPROTOCOL_JSON
+
+
+def check_depth(value: object, limit: int = MAX_DEPTH) -> None:
+    """Raise :class:`DecodeError` if ``value`` nests lists and dicts deeper
+    than ``limit`` (``value`` itself is depth 1). Iterative: any depth is
+    checked without recursion, in time linear in the number of containers."""
+    stack: list[tuple[object, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        assert isinstance(children, Iterable)  # only containers are pushed
+        if depth > limit:
+            raise DecodeError(f"nested deeper than {limit} levels")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
 
 
 class Codec(Protocol):
@@ -61,8 +80,11 @@ class JsonCodec:
             value = json.loads(frame)
         except (ValueError, TypeError) as exc:
             raise DecodeError(f"not a JSON document: {exc}") from exc
+        except RecursionError:
+            raise DecodeError(f"nested deeper than {MAX_DEPTH} levels") from None
         if not isinstance(value, dict):
             raise DecodeError("a message must be a JSON object")
+        check_depth(value)
         return value
 
 
@@ -82,6 +104,7 @@ class MsgpackCodec:
             raise DecodeError(f"not a msgpack document: {exc}") from exc
         if not isinstance(value, dict):
             raise DecodeError("a message must be a msgpack map")
+        check_depth(value)
         return value
 
 

@@ -31,3 +31,8 @@ MAX_EVENT_ID_LENGTH: Final = 64
 #: ``kind`` and ``idempotency_key`` of ``POST /v1/publish``.
 MAX_KIND_LENGTH: Final = 128
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 200
+#: ``ack_deadline_s`` of ``POST /v1/publish``: a week.
+MAX_ACK_DEADLINE_S: Final = 7 * 24 * 3600
+#: The deepest nesting of arrays and objects (maps) in one message or HTTP
+#: body; the message itself is depth 1. Deeper: close 1007 / 400.
+MAX_DEPTH: Final = 32

@@ -79,6 +79,7 @@ from fieldpush_client.protocol import (
     Unsubscribe,
     Unsubscribed,
     parse_client_message,
+    request_id_of,
 )
 
 __all__ = ["Link", "Session", "SessionServices"]
@@ -204,6 +205,7 @@ class Session:
             on_critical=self._critical_written,
             low_interval_s=settings.poll_intervals_s["low"],
             max_held=settings.max_held_events,
+            readable=self._may_read,
         )
         self.inbox: deque[dict[str, Any]] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -217,6 +219,14 @@ class Session:
         identity = self.identity
         if identity is not None:  # criticals are written only past hello
             self._services.dispatch.delivered(event_id, identity.user, self.device)
+
+    def _may_read(self, event: Event) -> bool:
+        """Whether this session's user may read a ``records:<team>`` event:
+        the schema's read permissions of its type and every field in it."""
+        identity = self.identity
+        return identity is not None and self._services.sync.may_read_change(
+            identity.role, identity.teams, event.channel[8:], event.fields.get("data")
+        )
 
     def send(self, message: ServerMessage) -> None:
         self.conn.send_message(message)
@@ -250,9 +260,7 @@ class Session:
             log.info("session %s: closed for sending too fast", self.id)
             self.close(CloseCode.RATE_LIMITED, "too many messages")
             return
-        request_id = message.get("id")
-        if isinstance(request_id, bool) or not isinstance(request_id, int):
-            request_id = None
+        request_id = request_id_of(message)
         if self.rate.strikes == 1:
             log.info("session %s: rate limited", self.id)
         self.error(ErrorCode.RATE_LIMITED, "too many messages; slow down", request_id)
@@ -272,6 +280,12 @@ class Session:
                 work = self._handle(self.inbox.popleft())
                 if work is not None:
                     await work
+        except Exception:  # fail closed: a bug ends this connection, never silently
+            log.exception("session %s: unexpected error", self.id)
+            if self.identity is None:
+                self.close(CloseCode.UNAUTHORIZED, "hello failed")
+            else:
+                self.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.worker = None
 

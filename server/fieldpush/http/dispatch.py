@@ -28,11 +28,14 @@ from fieldpush.http.toolkit import (
     caller,
     check_channel,
     device_of,
+    forbidden,
     invalid,
     read_fields,
     require_role,
 )
-from fieldpush.identity.policy import VIEWER_ROLES
+from fieldpush.identity.auth import Identity
+from fieldpush.identity.policy import VIEWER_ROLES, may_see_presence, presence_teams
+from fieldpush.node import Node
 from fieldpush_client.protocol import MAX_ACK_IDS, MAX_EVENT_ID_LENGTH, ErrorCode
 
 __all__ = ["dispatch_routes"]
@@ -104,6 +107,8 @@ async def presence_of_channel(request: Request) -> Response:
     if not channel:
         raise invalid("channel", "required query parameter")
     check_channel("channel", channel)
+    if not may_see_presence(identity, channel):
+        raise forbidden(f"may not read the presence of {channel}")
     entries = await node.backend.presence.of_channel(channel)
     users: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in entries:
@@ -120,7 +125,10 @@ async def presence_of_user(request: Request) -> Response:
     node, identity = caller(request)
     require_role(identity, VIEWER_ROLES, "read presence")
     user = request.path_params["id"]
-    entries, last_seen = await node.backend.presence.of_user(user)
+    if await _may_see_user(node, identity, user):
+        entries, last_seen = await node.backend.presence.of_user(user)
+    else:  # answered as for a user never seen: nothing about other teams leaks
+        entries, last_seen = [], None
     return JSONResponse(
         {
             "user": user,
@@ -129,6 +137,21 @@ async def presence_of_user(request: Request) -> Response:
             "devices": [_device(entry) for entry in entries],
         }
     )
+
+
+async def _may_see_user(node: Node, identity: Identity, user: str) -> bool:
+    """Whether ``identity`` may read ``user``'s presence: always for
+    dispatchers and admins; for a supervisor, while ``user`` is connected to
+    one of the supervisor's ``team:`` channels. Raises BackendUnavailable."""
+    teams = presence_teams(identity)
+    if teams is None:
+        return True
+    for team in sorted(teams):
+        if any(
+            entry.user == user for entry in await node.backend.presence.of_channel(f"team:{team}")
+        ):
+            return True
+    return False
 
 
 dispatch_routes = [

@@ -37,6 +37,7 @@ from fieldpush.identity.policy import PUBLISHER_ROLES, may_publish
 from fieldpush.node import Node
 from fieldpush.settings import Settings
 from fieldpush_client.protocol import (
+    MAX_ACK_DEADLINE_S,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     MAX_KIND_LENGTH,
     ErrorCode,
@@ -107,8 +108,15 @@ def parse_publish(body: dict[str, Any], max_channels: int) -> PublishInput:
     if deadline is not None:
         if priority != Priority.CRITICAL.value:
             raise invalid("ack_deadline_s", "is only allowed for critical events")
-        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0:
-            raise invalid("ack_deadline_s", "must be a positive number of seconds")
+        if (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, int | float)
+            or not 0 < deadline <= MAX_ACK_DEADLINE_S
+        ):
+            raise invalid(
+                "ack_deadline_s",
+                f"must be a positive number of seconds, at most {MAX_ACK_DEADLINE_S}",
+            )
     return PublishInput(
         channels=tuple(channels),
         kind=kind,
@@ -181,11 +189,11 @@ class PublishEndpoint:
         node: Node = scope["state"]["node"]
         headers: dict[str, str] = {}
         try:
-            authorization = ""
+            authorization: list[str] = []
             declared = None
             for name, value in scope["headers"]:
                 if name == b"authorization":
-                    authorization = value.decode("latin-1")
+                    authorization.append(value.decode("latin-1"))
                 elif name == b"content-length" and value.isdigit():
                     declared = int(value)
             identity = authenticate(node.verifier, authorization, "POST /v1/publish")

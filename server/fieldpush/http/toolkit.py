@@ -27,9 +27,12 @@ from fieldpush.errors import AuthError, BackendUnavailable, FieldpushError
 from fieldpush.identity.auth import Identity
 from fieldpush.node import Node
 from fieldpush_client.protocol import (
+    MAX_DEPTH,
     MAX_HTTP_DEVICE_LENGTH,
+    DecodeError,
     ErrorCode,
     ProtocolError,
+    check_depth,
     parse_channel,
 )
 
@@ -108,10 +111,15 @@ class Verifier(Protocol):
         """The token's identity; AuthError if it is not valid."""
 
 
-def authenticate(verifier: Verifier, header: str, where: str) -> Identity:
-    """The identity behind an ``Authorization: Bearer`` header, or a 401
-    (logged with ``where``, never with the token)."""
-    scheme, _, token = header.partition(" ")
+def authenticate(verifier: Verifier, headers: list[str], where: str) -> Identity:
+    """The identity behind the request's one ``Authorization: Bearer`` header
+    (``headers``: the values of every ``Authorization`` header sent), or a 401:
+    none, more than one, not a bearer token, or a token the verifier refuses
+    or breaks on (fail closed). Logged with ``where``, never with the token."""
+    if len(headers) > 1:
+        log.info("%s refused: more than one Authorization header", where)
+        raise HTTPError(401, ErrorCode.UNAUTHORIZED, "more than one Authorization header")
+    scheme, _, token = (headers[0] if headers else "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPError(
             401, ErrorCode.UNAUTHORIZED, "missing 'Authorization: Bearer <token>' header"
@@ -121,6 +129,9 @@ def authenticate(verifier: Verifier, header: str, where: str) -> Identity:
     except AuthError as exc:
         log.info("%s refused: %s", where, exc)
         raise HTTPError(401, ErrorCode.UNAUTHORIZED, str(exc)) from None
+    except Exception:
+        log.exception("%s refused: the token broke the verifier", where)
+        raise HTTPError(401, ErrorCode.UNAUTHORIZED, "invalid token") from None
 
 
 def caller(request: Request) -> tuple[Node, Identity]:
@@ -128,8 +139,8 @@ def caller(request: Request) -> tuple[Node, Identity]:
     token (:func:`authenticate`), or a 401."""
     node = node_of(request)
     where = f"{request.method} {request.url.path}"
-    header = request.headers.get("authorization", "")
-    return node, authenticate(node.verifier, header, where)
+    headers = request.headers.getlist("authorization")
+    return node, authenticate(node.verifier, headers, where)
 
 
 def require_role(identity: Identity, roles: frozenset[str], what: str) -> None:
@@ -179,13 +190,18 @@ def _finite_float(text: str) -> float:
 
 def decode_body(body: bytes) -> dict[str, Any]:
     """A JSON object body, or 400 (not JSON: also ``NaN``, ``Infinity``, numbers
-    out of range, nesting too deep to parse) or 422 (not an object)."""
+    out of range, nesting deeper than ``MAX_DEPTH``, the protocol's limit) or
+    422 (not an object). Never another exception, whatever the bytes."""
     try:
         value = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
     except ValueError as exc:  # json's JSONDecodeError, or an int of too many digits
         raise _not_json(str(exc)) from None
     except RecursionError:
-        raise _not_json("nested too deeply") from None
+        raise _not_json(f"nested deeper than {MAX_DEPTH} levels") from None
+    try:
+        check_depth(value)
+    except DecodeError as exc:
+        raise _not_json(str(exc)) from None
     if not isinstance(value, dict):
         raise HTTPError(422, ErrorCode.INVALID, "body must be a JSON object")
     return value

@@ -10,14 +10,15 @@ key (each algorithm family has its own key source).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
+import logging
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import jwt
 
@@ -27,10 +28,16 @@ from fieldpush_client.protocol import is_channel
 
 __all__ = ["ROLES", "Identity", "TokenVerifier", "mint_token"]
 
+log = logging.getLogger("fieldpush.auth")
+
 ROLES: Final = frozenset({"sales", "after_sales", "supervisor", "admin", "dispatcher", "service"})
 _CACHE_SIZE: Final = 4096
 #: Clock skew allowed for ``exp`` and ``nbf``.
 _LEEWAY_S: Final = 5
+#: ``exp``, ``nbf`` and ``iat`` are integers of seconds in ``[0, 2**53)``.
+_MAX_TIME: Final = 2**53
+#: The base64url alphabet, no padding (RFC 7515 section 2).
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +81,13 @@ class TokenVerifier:
             raise AuthError("no token")
         identity = self._cache.get(token)
         if identity is None:
-            identity = self._decode(token)
+            try:
+                identity = self._decode(token)
+            except AuthError:
+                raise
+            except Exception:  # fail closed: a token that breaks the parser is refused
+                log.warning("token refused: it broke the verifier", exc_info=True)
+                raise AuthError("invalid token") from None
             self._cache[token] = identity
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -84,13 +97,17 @@ class TokenVerifier:
         return identity
 
     def _decode(self, token: str) -> Identity:
+        """Every segment canonical base64url, the header's ``alg`` (and ``kid``)
+        configured, the signature valid, the claims valid; else :class:`AuthError`."""
         parts = token.split(".")
         if len(parts) != 3:
             raise AuthError("malformed token: expected three dot-separated parts")
+        for part in parts:
+            _b64decode(part)  # canonical (RFC 7515): PyJWT alone would accept more
         header = _json_segment(parts[0], "header")
         algorithm = header.get("alg")
-        if algorithm not in self._algorithms:
-            raise AuthError(f"token algorithm {algorithm!r} is not accepted")
+        if not isinstance(algorithm, str) or algorithm not in self._algorithms:
+            raise AuthError(f"token algorithm {_shown(algorithm)} is not accepted")
         if "crit" in header:
             raise AuthError("invalid token: critical header parameters are not supported")
         if algorithm == "HS256":
@@ -105,11 +122,8 @@ class TokenVerifier:
         Done here rather than by PyJWT: it is on every handshake, and PyJWT's
         generic path (key preparation, double header parsing) cost about a
         fifth of a handshake's CPU."""
-        try:
-            signing_input = f"{header}.{payload}".encode("ascii")
-            given = _b64decode(signature)
-        except (UnicodeEncodeError, ValueError):
-            raise AuthError("malformed token: bad base64url") from None
+        signing_input = f"{header}.{payload}".encode("ascii")  # checked canonical
+        given = _b64decode(signature)
         expected = hmac.new(self._secret, signing_input, hashlib.sha256).digest()
         if not hmac.compare_digest(expected, given):
             raise AuthError("invalid token: signature verification failed")
@@ -120,8 +134,8 @@ class TokenVerifier:
         the signature: the claims are checked by :meth:`_identity` for every
         algorithm alike."""
         kid = header.get("kid")
-        if kid not in self._public_keys:
-            raise AuthError(f"unknown key id {kid!r}")
+        if not isinstance(kid, str) or kid not in self._public_keys:
+            raise AuthError(f"unknown key id {_shown(kid)}")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -136,24 +150,30 @@ class TokenVerifier:
                     "verify_iss": False,
                 },
             )
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token: {exc}") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("invalid token: signature verification failed") from None
+        except jwt.PyJWTError:  # its messages may show object reprs: a fixed text instead
+            raise AuthError("invalid token: it could not be decoded") from None
+        if not isinstance(claims, dict):
+            raise AuthError("malformed token: the payload is not a JSON object")
         return claims
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
         """Check the claims (docs/protocol.md section 4) and build the identity."""
         now = time.time()
         expires = claims.get("exp")
-        if isinstance(expires, bool) or not isinstance(expires, int | float):
-            raise AuthError("invalid token: 'exp' is required and must be a number")
+        if not _is_time(expires):
+            raise AuthError("invalid token: 'exp' is required and must be an integer time")
         if expires + _LEEWAY_S <= now:
             raise AuthError("token expired")
         not_before = claims.get("nbf")
         if not_before is not None:
-            if isinstance(not_before, bool) or not isinstance(not_before, int | float):
-                raise AuthError("invalid token: 'nbf' must be a number")
+            if not _is_time(not_before):
+                raise AuthError("invalid token: 'nbf' must be an integer time")
             if not_before - _LEEWAY_S > now:
                 raise AuthError("token not valid yet")
+        if "iat" in claims and not _is_time(claims["iat"]):
+            raise AuthError("invalid token: 'iat' must be an integer time")
         if self._issuer is not None and claims.get("iss") != self._issuer:
             raise AuthError("invalid token: wrong issuer")
         audience = claims.get("aud")
@@ -171,8 +191,8 @@ class TokenVerifier:
                 "invalid token: 'sub' is required: a user id without spaces or "
                 "non-printable characters that makes a valid user:<id> channel"
             )
-        if role not in ROLES:
-            raise AuthError(f"invalid token: unknown role {role!r}")
+        if not isinstance(role, str) or role not in ROLES:
+            raise AuthError(f"invalid token: unknown role {_shown(role)}")
         if not isinstance(teams, list) or not all(
             isinstance(t, str) and is_channel(f"team:{t}") for t in teams
         ):
@@ -180,17 +200,40 @@ class TokenVerifier:
         return Identity(user=user, role=role, teams=frozenset(teams), expires_at=float(expires))
 
 
+def _is_time(value: object) -> TypeGuard[int]:
+    """A NumericDate as fieldpush takes it: an integer (not a bool, float or
+    NaN) of seconds in ``[0, 2**53)``."""
+    return type(value) is int and 0 <= value < _MAX_TIME
+
+
+def _shown(value: object) -> str:
+    """A header or claim value for a refusal reason: short printable strings
+    quoted, anything else as its type only (never a repr of an object)."""
+    if isinstance(value, str) and len(value) <= 40 and value.isprintable():
+        return repr(value)
+    return "(missing)" if value is None else f"(a {type(value).__name__})"
+
+
 def _b64decode(segment: str) -> bytes:
-    """Strict base64url without padding (RFC 7515 section 2)."""
-    if "=" in segment:
-        raise ValueError("padding")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """Canonical base64url without padding (RFC 7515 section 2): only the
+    ``A-Za-z0-9-_`` alphabet, no ``=``, unused trailing bits zero, so each
+    token has exactly one spelling. Raises :class:`AuthError`."""
+    if _BASE64URL.fullmatch(segment) is None or len(segment) % 4 == 1:
+        raise AuthError("malformed token: bad base64url")
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != segment:
+        raise AuthError("malformed token: bad base64url (not canonical)")
+    return raw
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _json_segment(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(_b64decode(segment))
-    except (ValueError, binascii.Error):
+        value = json.loads(_b64decode(segment), parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         raise AuthError(f"malformed token: the {what} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise AuthError(f"malformed token: the {what} is not a JSON object")

@@ -18,7 +18,14 @@ from typing import Final
 from fieldpush.identity.auth import Identity
 from fieldpush_client.protocol import parse_channel
 
-__all__ = ["PUBLISHER_ROLES", "VIEWER_ROLES", "may_publish", "may_subscribe"]
+__all__ = [
+    "PUBLISHER_ROLES",
+    "VIEWER_ROLES",
+    "may_publish",
+    "may_see_presence",
+    "may_subscribe",
+    "presence_teams",
+]
 
 #: Roles that may call ``POST /v1/publish`` at all.
 PUBLISHER_ROLES: Final = frozenset({"dispatcher", "service", "admin"})
@@ -47,3 +54,25 @@ def may_publish(identity: Identity, channel: str) -> bool:
     if kind == "dispatch":
         return identity.role in ("service", "admin")
     return identity.role in PUBLISHER_ROLES
+
+
+def may_see_presence(identity: Identity, channel: str) -> bool:
+    """Whether ``identity`` may read who is subscribed to ``channel``
+    (``GET /v1/presence``): dispatchers and admins every channel's;
+    supervisors only their own teams' ``team:<id>`` channels (any other
+    channel would list users of other teams); no one else."""
+    if identity.role in ("dispatcher", "admin"):
+        return True
+    if identity.role != "supervisor":
+        return False
+    kind, ident = parse_channel(channel)
+    return kind == "team" and ident in identity.teams
+
+
+def presence_teams(identity: Identity) -> frozenset[str] | None:
+    """The teams whose users' presence ``identity`` may read
+    (``GET /v1/presence/users/{id}``): None for all users (dispatchers,
+    admins), the own teams for supervisors, none for anyone else."""
+    if identity.role in ("dispatcher", "admin"):
+        return None
+    return identity.teams if identity.role == "supervisor" else frozenset()

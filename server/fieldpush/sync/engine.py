@@ -34,7 +34,7 @@ from fieldpush.sync.commit import Committer
 from fieldpush.sync.crm import CrmSide
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.hlc import HybridClock
-from fieldpush.sync.mapping import Mappings, load_mappings
+from fieldpush.sync.mapping import Mappings, Side, load_mappings
 from fieldpush.sync.pull import Puller
 from fieldpush.sync.rules import Actor
 from fieldpush.sync.schema import Schema, load_schema
@@ -96,6 +96,24 @@ class SyncEngine:
         self.put_record = crm.put_record
         #: ``GET /v1/changes``: :meth:`fieldpush.sync.crm.CrmSide.feed`.
         self.feed = crm.feed
+
+    def may_read_change(self, role: str, teams: frozenset[str], team: str, data: object) -> bool:
+        """Whether a user of ``role`` and ``teams`` may read the ``data`` of a
+        ``record.changed`` event on ``records:<team>``: the record type's read
+        scope reaches that team and every field in it is readable by the role
+        (docs/sync.md). Anything else, a malformed ``data`` included: False."""
+        if not isinstance(data, dict):
+            return False
+        rtype = self.schema.types.get(str(data.get("type")))
+        fields = data.get("fields")
+        if rtype is None or not isinstance(fields, dict):
+            return False
+        scope = rtype.read.get(role)
+        if not (scope == "all" or (scope == "team" and team in teams)):
+            return False
+        mapping = self.mappings.of(Side.PHONE, rtype.name)
+        readable = {mapping.side_name(name) for name in rtype.readable_fields(role)}
+        return readable.issuperset(fields)
 
     async def mutate(
         self,

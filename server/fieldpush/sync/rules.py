@@ -194,10 +194,12 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
 
 
 def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcome:
-    if edit.fields is None:
+    """A mutation of a record that does not exist: a create. Every refusal is
+    ``not_found``, as for a record of others that exists, so that no answer
+    tells whether an id is in use; only an actor who may read every record of
+    the type (read scope ``all``, or the CRM) learns of missing required fields."""
+    if edit.fields is None or actor.role not in rtype.create:
         return _refused(Reason.NOT_FOUND)
-    if actor.role not in rtype.create:
-        return _refused(Reason.NOT_FOUND if actor.role in rtype.write else Reason.FORBIDDEN)
     values = dict(edit.fields)
     scope = rtype.write.get(actor.role) or rtype.read.get(actor.role)
     if values.get(rtype.scope) is None and scope == "own":
@@ -208,6 +210,8 @@ def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcom
         name for name, spec in rtype.fields.items() if spec.required and values.get(name) is None
     ]
     if missing:
+        if actor.side != Side.CRM and rtype.read.get(actor.role) != "all":
+            return _refused(Reason.NOT_FOUND)
         return Outcome(
             Status.REJECTED, Reason.VALIDATION, dict.fromkeys(missing, Reason.VALIDATION)
         )
@@ -223,7 +227,7 @@ def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcom
         if value is not None:
             outcome.changed[name] = (None, value)
     if not reaches(rtype, scope, actor, new) and actor.side != Side.CRM:
-        return _refused(Reason.FORBIDDEN)
+        return _refused(Reason.NOT_FOUND)
     return _conclude(outcome, new)
 
 

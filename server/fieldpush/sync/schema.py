@@ -122,8 +122,12 @@ def _string(spec: FieldSpec, value: Any) -> str:
 
 
 def _int(spec: FieldSpec, value: Any) -> int:
+    """A 64-bit signed integer: what every stored copy (msgpack, Redis, the
+    SDK's SQLite) can hold."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidValue(f"{spec.name} must be an integer")
+    if not -(2**63) <= value < 2**63:
+        raise InvalidValue(f"{spec.name} must be a 64-bit integer")
     return value
 
 

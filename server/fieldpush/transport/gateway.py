@@ -55,8 +55,6 @@ _WS_LOG.setLevel(logging.WARNING)
 WS_PATH: Final = "/v1/ws"
 #: How long a closing handshake may take before the TCP connection is dropped.
 CLOSE_TIMEOUT_S: Final = 2.0
-#: The most bytes of an upgrade request's head (request line and headers).
-MAX_UPGRADE_HEAD_BYTES: Final = 16 * 1024
 
 
 def _token_from_header(value: str | None) -> str | None:
@@ -122,9 +120,6 @@ class Connection(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
         self.server_state.connections.add(self)
-        # One timer for the upgrade and the hello (hello_timeout_s from the connection).
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.settings.hello_timeout_s, self._hello_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
@@ -142,7 +137,11 @@ class Connection(asyncio.Protocol):
         ws = self.ws
         if ws is None:
             if not self.closing:
-                self._upgrade_data(data)
+                try:
+                    self._upgrade_data(data)
+                except Exception:  # fail closed: the upgrade ends, its slot is released
+                    log.exception("connection %s: upgrade failed", self.peer)
+                    self._abort()
             return
         ws.receive_data(data)
         for event in ws.events_received():
@@ -187,20 +186,39 @@ class Connection(asyncio.Protocol):
     def _upgrade_data(self, data: bytes) -> None:
         """Bytes before the upgrade: the request's head, whole (from uvicorn) or
         as it arrives (from the router); what follows the head is the client's
-        first frames. A head over ``MAX_UPGRADE_HEAD_BYTES`` is refused (431)."""
+        first frames. The limits of the HTTP listener hold here too
+        (docs/security.md): a head over ``max_header_bytes`` or with more than
+        ``max_header_count`` fields is refused with 431, one not complete
+        within ``header_timeout_s`` of its first bytes with 408."""
+        settings = self.settings
         head = self.head + data if self.head else data
         end = head.find(b"\r\n\r\n")
         if end < 0:
-            if len(head) > MAX_UPGRADE_HEAD_BYTES:
+            if len(head) > settings.max_header_bytes:
                 self._refuse_upgrade(HandshakeError(431, "request head too large"))
-            else:
-                self.head = head
+                return
+            self.head = head
+            if self.timer is None:  # a head in several reads (rare): bound its time
+                loop = asyncio.get_running_loop()
+                self.timer = loop.call_later(settings.header_timeout_s, self._head_timeout)
             return
         self.head = b""
+        self._cancel_timer()
+        if end > settings.max_header_bytes:
+            self._refuse_upgrade(HandshakeError(431, "request head too large"))
+            return
+        if head.count(b"\r\n", 0, end) > settings.max_header_count:
+            self._refuse_upgrade(HandshakeError(431, "too many header fields"))
+            return
         self._handshake(head[: end + 4])
         rest = head[end + 4 :]
         if rest and self.ws is not None:
             self.data_received(rest)
+
+    def _head_timeout(self) -> None:
+        self.timer = None
+        if self.ws is None and not self.closing:
+            self._refuse_upgrade(HandshakeError(408, "request head not complete in time"))
 
     def _refuse_upgrade(self, error: HandshakeError) -> None:
         transport = self.transport
@@ -234,25 +252,20 @@ class Connection(asyncio.Protocol):
         self.session = gateway.new_session(self)
         gateway.registry.add_connection(self)
         gateway.metrics.connections_total += 1
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(settings.hello_timeout_s, self._hello_timeout)
         if self.header_token is not None:
             try:
                 gateway.verifier.verify(self.header_token)
             except AuthError as exc:
                 log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
                 self.close(CloseCode.UNAUTHORIZED, str(exc))
+            except Exception:  # fail closed: a verifier's bug refuses the token
+                log.exception("connection %s refused: the token broke the verifier", self.peer)
+                self.close(CloseCode.UNAUTHORIZED, "invalid token")
 
     def _hello_timeout(self) -> None:
         self.timer = None
-        if self.ws is None and not self.closing:
-            log.info(
-                "connection %s closed: no upgrade within %s s",
-                self.peer,
-                self.settings.hello_timeout_s,
-            )
-            self.closing = True
-            if self.transport is not None:
-                self.transport.close()
-            return
         if self.session is not None and self.session.identity is None and not self.closing:
             log.info(
                 "connection %s refused: no hello within %s s",
@@ -290,18 +303,30 @@ class Connection(asyncio.Protocol):
             log.info("connection %s: undecodable frame: %s", self.peer, exc)
             self.close(CloseCode.INVALID_DATA, "undecodable frame")
             return
-        session.on_message(message)
+        try:
+            session.on_message(message)
+        except Exception:  # a bug ends this connection (1011), never the node's others
+            log.exception("connection %s: unexpected error handling a message", self.peer)
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # ---------------------------------------------------------------- writing
 
     def write(self, data: bytes) -> None:
-        """Write one or more complete frames. Closes with 4008 when the phone
-        does not read its data: the unsent bytes exceed ``max_outbox_bytes``,
-        or more than ``max_outbox_messages`` writes found data still unsent."""
+        """Write one or more complete frames (events, replies, errors). Closes
+        with 4008 when the phone does not read its data: the unsent bytes exceed
+        ``max_outbox_bytes``, or more than ``max_outbox_messages`` writes found
+        data still unsent. Pongs the protocol writes count the same way."""
         transport = self.transport
         if transport is None or self.closing:
             return
         transport.write(data)
+        self._bound_outbox()
+
+    def _bound_outbox(self) -> None:
+        """After a write: close with 4008 when the unsent data is over the bounds
+        (everything written counts: events, replies, errors, pongs)."""
+        transport = self.transport
+        assert transport is not None  # only called after a write
         unsent = transport.get_write_buffer_size()
         if not unsent:
             self.unsent_frames = 0
@@ -341,13 +366,17 @@ class Connection(asyncio.Protocol):
             if ws.close_rcvd is None:
                 self.gateway.metrics.closed[ws.close_sent.code] += 1
                 log.info("connection %s closed: %s", self.peer, ws.close_sent)
+        wrote = False
         for data in ws.data_to_send():
             if data:
                 transport.write(data)
+                wrote = True
             else:  # the protocol is done with the connection: half-close means close here
                 self._cancel_timer()
                 transport.close()
                 return
+        if wrote and not self.closing:  # pongs count against the outbox bounds too
+            self._bound_outbox()
         if ws.state is State.CLOSED and not transport.is_closing():
             transport.close()
 
@@ -366,6 +395,14 @@ class Connection(asyncio.Protocol):
         self._cancel_timer()
         if not self.transport.is_closing():
             self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._drop)
+
+    def _abort(self) -> None:
+        """Drop the TCP connection at once; :meth:`connection_lost` releases
+        whatever the upgrade had taken (session, registry slot)."""
+        self.closing = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
 
     def _drop(self) -> None:
         self.timer = None

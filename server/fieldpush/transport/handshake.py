@@ -66,6 +66,11 @@ def parse_upgrade(raw: bytes, *, path: str, origins: Collection[str]) -> Upgrade
         value = value.strip()
         if name == "sec-websocket-protocol":
             offered.extend(p.strip() for p in value.split(",") if p.strip())
+        elif name == "authorization" and name in headers:
+            # One rule for every route (docs/protocol.md 2.1): never pick one of two.
+            raise HandshakeError(
+                401, "more than one Authorization header", (("WWW-Authenticate", "Bearer"),)
+            )
         elif name in headers:
             headers[name] += ", " + value
         else:

@@ -13,9 +13,12 @@ bytes read so far, exactly as if it had been there from the start (an upgrade
 that arrives that way still reaches a ``Connection``: it is uvicorn's ``ws``
 protocol).
 
-Guarantees: a connection that sends nothing is closed after uvicorn's
-``timeout_keep_alive``; during shutdown a connection still waiting for its
-first read is closed (it is in ``server_state.connections`` until handed over).
+Guarantees: a connection that sends nothing is closed after
+``header_timeout_s``, and the head limits of docs/security.md apply from the
+first read on, on either path (:mod:`fieldpush.transport.listener` for HTTP,
+the gateway's own for an upgrade); during shutdown a connection still waiting
+for its first read is closed (it is in ``server_state.connections`` until
+handed over).
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class ConnectionRouter(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self._server_state.connections.add(self)
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._config.timeout_keep_alive, self.shutdown)
+        timeout = self._app_state["gateway"].settings.header_timeout_s
+        self._timer = loop.call_later(timeout, self.shutdown)
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport

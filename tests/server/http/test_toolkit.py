@@ -185,15 +185,23 @@ class Verifier:
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer   ", "Basic good", "good"])
 def test_a_missing_bearer_token_is_401(header: str) -> None:
     with refused(401, ErrorCode.UNAUTHORIZED) as caught:
-        authenticate(Verifier(), header, "GET /x")
+        authenticate(Verifier(), [header] if header else [], "GET /x")
     assert caught.value.message == "missing 'Authorization: Bearer <token>' header"
 
 
 def test_a_token_refused_is_401_with_the_reason_and_a_good_one_is_its_identity() -> None:
     with refused(401, ErrorCode.UNAUTHORIZED) as caught:
-        authenticate(Verifier(), "Bearer bad", "GET /x")
+        authenticate(Verifier(), ["Bearer bad"], "GET /x")
     assert caught.value.message == "token expired"
-    assert authenticate(Verifier(), "bearer  good ", "GET /x").user == "u"
+    assert authenticate(Verifier(), ["bearer  good "], "GET /x").user == "u"
+
+
+def test_two_authorization_headers_are_401_whatever_they_hold() -> None:
+    """Issue 11, defect 8: never pick one of two headers."""
+    for pair in (["Bearer good", "Bearer bad"], ["Bearer bad", "Bearer good"]):
+        with refused(401, ErrorCode.UNAUTHORIZED) as caught:
+            authenticate(Verifier(), pair, "GET /x")
+        assert caught.value.message == "more than one Authorization header"
 
 
 # ------------------------------------------------- through a node, both paths
