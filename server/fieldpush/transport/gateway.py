@@ -57,6 +57,10 @@ WS_PATH: Final = "/v1/ws"
 CLOSE_TIMEOUT_S: Final = 2.0
 
 
+def _head_too_large(limit: int) -> HandshakeError:
+    return HandshakeError(431, f"request head over {limit} bytes")
+
+
 def _token_from_header(value: str | None) -> str | None:
     if value and value[:7].lower() == "bearer ":
         return value[7:].strip() or None
@@ -195,7 +199,7 @@ class Connection(asyncio.Protocol):
         end = head.find(b"\r\n\r\n")
         if end < 0:
             if len(head) > settings.max_header_bytes:
-                self._refuse_upgrade(HandshakeError(431, "request head too large"))
+                self._refuse_upgrade(_head_too_large(settings.max_header_bytes))
                 return
             self.head = head
             if self.timer is None:  # a head in several reads (rare): bound its time
@@ -205,10 +209,11 @@ class Connection(asyncio.Protocol):
         self.head = b""
         self._cancel_timer()
         if end > settings.max_header_bytes:
-            self._refuse_upgrade(HandshakeError(431, "request head too large"))
+            self._refuse_upgrade(_head_too_large(settings.max_header_bytes))
             return
         if head.count(b"\r\n", 0, end) > settings.max_header_count:
-            self._refuse_upgrade(HandshakeError(431, "too many header fields"))
+            limit = settings.max_header_count
+            self._refuse_upgrade(HandshakeError(431, f"more than {limit} header fields"))
             return
         self._handshake(head[: end + 4])
         rest = head[end + 4 :]

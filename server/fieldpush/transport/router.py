@@ -13,7 +13,7 @@ bytes read so far, exactly as if it had been there from the start (an upgrade
 that arrives that way still reaches a ``Connection``: it is uvicorn's ``ws``
 protocol).
 
-Guarantees: a connection that sends nothing is closed after
+Guarantees: a connection that sends nothing is answered 408 and closed after
 ``header_timeout_s``, and the head limits of docs/security.md apply from the
 first read on, on either path (:mod:`fieldpush.transport.listener` for HTTP,
 the gateway's own for an upgrade); during shutdown a connection still waiting
@@ -27,6 +27,7 @@ import asyncio
 from typing import Any, ClassVar, Final
 
 from fieldpush.transport.gateway import WS_PATH, Connection
+from fieldpush.transport.handshake import HandshakeError, reject
 
 __all__ = ["ConnectionRouter"]
 
@@ -67,7 +68,7 @@ class ConnectionRouter(asyncio.Protocol):
         self._server_state.connections.add(self)
         loop = asyncio.get_running_loop()
         timeout = self._app_state["gateway"].settings.header_timeout_s
-        self._timer = loop.call_later(timeout, self.shutdown)
+        self._timer = loop.call_later(timeout, self._idle)
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
@@ -93,8 +94,15 @@ class ConnectionRouter(asyncio.Protocol):
         self._leave()
 
     def shutdown(self) -> None:
-        """Called by uvicorn when the node drains, and when nothing came in time."""
+        """Called by uvicorn when the node drains."""
         if self._transport is not None:
+            self._transport.close()
+
+    def _idle(self) -> None:
+        """Nothing came within ``header_timeout_s``: 408, as the listener answers."""
+        self._timer = None
+        if self._transport is not None:
+            self._transport.write(reject(HandshakeError(408, "request head not complete in time")))
             self._transport.close()
 
     def _leave(self) -> None:
