@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import hiredis
 import pytest
@@ -29,63 +30,60 @@ from tests.support.timing import eventually, scaled
 # ------------------------------------------------------------------- redis only
 
 
-async def test_subscriptions_coalesce_into_one_command(
-    redis_server: RedisServer, redis_url: str
-) -> None:
+@pytest.fixture
+async def redis_backend(redis_url: str) -> AsyncIterator[tuple[Any, Sink]]:
+    """A started Redis backend on the shared redis-server, and its sink."""
     sink = Sink()
     store = make_backend("redis", redis_url)
     await start_backend(store, sink)
     try:
-        assert redis_server.command("CONFIG", "RESETSTAT") == b"OK"
-        await asyncio.gather(*(store.subscribe(f"team:t{i}") for i in range(200)))
-        stats = redis_server.command("INFO", "commandstats").decode()
-        assert "cmdstat_subscribe:calls=1," in stats
+        yield store, sink
     finally:
         await store.close()
 
 
+async def test_subscriptions_coalesce_into_one_command(
+    redis_server: RedisServer, redis_backend: tuple[Any, Sink]
+) -> None:
+    store, _ = redis_backend
+    assert redis_server.command("CONFIG", "RESETSTAT") == b"OK"
+    await asyncio.gather(*(store.subscribe(f"team:t{i}") for i in range(200)))
+    stats = redis_server.command("INFO", "commandstats").decode()
+    assert "cmdstat_subscribe:calls=1," in stats
+
+
 async def test_user_channels_live_under_one_pattern_subscription(
-    redis_server: RedisServer, redis_url: str
+    redis_server: RedisServer, redis_backend: tuple[Any, Sink]
 ) -> None:
     """A node's user channels need no SUBSCRIBE of their own (the node holds
     ``fp:user:*``); their events still reach the sink, only while subscribed,
     and the events of users the node does not serve are dropped."""
-    sink = Sink()
-    store = make_backend("redis", redis_url)
-    await start_backend(store, sink)
-    try:
-        assert redis_server.command("CONFIG", "RESETSTAT") == b"OK"
-        await asyncio.gather(*(store.subscribe(f"user:u{i}") for i in range(200)))
-        stats = redis_server.command("INFO", "commandstats").decode()
-        assert "cmdstat_subscribe:" not in stats and "cmdstat_psubscribe:" not in stats
-        await publish_event(store, "user:nobody-here", 1)
-        mine = await publish_event(store, "user:u7", 2)
-        await eventually(lambda: sink.on("user:u7"), message="the user's event came live")
-        assert [e.offset for e in sink.events] == [str(mine)]
-        await store.unsubscribe("user:u7")
-        await publish_event(store, "user:u7", 3)
-        marker = await publish_event(store, "user:u8", 4)
-        await eventually(lambda: sink.on("user:u8"), message="the marker came live")
-        assert [e.offset for e in sink.events] == [str(mine), str(marker)]
-    finally:
-        await store.close()
+    store, sink = redis_backend
+    assert redis_server.command("CONFIG", "RESETSTAT") == b"OK"
+    await asyncio.gather(*(store.subscribe(f"user:u{i}") for i in range(200)))
+    stats = redis_server.command("INFO", "commandstats").decode()
+    assert "cmdstat_subscribe:" not in stats and "cmdstat_psubscribe:" not in stats
+    await publish_event(store, "user:nobody-here", 1)
+    mine = await publish_event(store, "user:u7", 2)
+    await eventually(lambda: sink.on("user:u7"), message="the user's event came live")
+    assert [e.offset for e in sink.events] == [str(mine)]
+    await store.unsubscribe("user:u7")
+    await publish_event(store, "user:u7", 3)
+    marker = await publish_event(store, "user:u8", 4)
+    await eventually(lambda: sink.on("user:u8"), message="the marker came live")
+    assert [e.offset for e in sink.events] == [str(mine), str(marker)]
 
 
-async def test_unsubscribe_stops_the_live_feed(redis_url: str) -> None:
-    sink = Sink()
-    store = make_backend("redis", redis_url)
-    await start_backend(store, sink)
-    try:
-        await store.subscribe("team:a")
-        await store.subscribe("team:b")
-        await store.publish(event_request("team:a", "team:b", n=1))
-        await eventually(lambda: len(sink.on("team:a")) == 1, message="the live event")
-        await store.unsubscribe("team:a")
-        await store.publish(event_request("team:a", "team:b", n=2))
-        await eventually(lambda: len(sink.on("team:b")) == 2, message="both events on team:b")
-        assert [e.id for e in sink.on("team:a")] == ["ev1"]
-    finally:
-        await store.close()
+async def test_unsubscribe_stops_the_live_feed(redis_backend: tuple[Any, Sink]) -> None:
+    store, sink = redis_backend
+    await store.subscribe("team:a")
+    await store.subscribe("team:b")
+    await store.publish(event_request("team:a", "team:b", n=1))
+    await eventually(lambda: len(sink.on("team:a")) == 1, message="the live event")
+    await store.unsubscribe("team:a")
+    await store.publish(event_request("team:a", "team:b", n=2))
+    await eventually(lambda: len(sink.on("team:b")) == 2, message="both events on team:b")
+    assert [e.id for e in sink.on("team:a")] == ["ev1"]
 
 
 async def test_redis_killed_and_restarted(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from fieldpush_client.protocol import (
 )
 from tests.protocol.strategies import client_wires
 from tests.support.cli import ServeProcess
+from tests.support.raw import BODY_ROUTES
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.fuzz
@@ -294,16 +295,6 @@ def test_the_session_answers_any_messages_and_stays_open(
         assert reply.get("code") != "internal", reply
         if reply.get("type") == "pong" and reply.get("id") == -1:
             break
-
-
-BODY_ROUTES = [
-    ("POST", "/v1/publish", "dispatcher"),
-    ("POST", "/v1/poll", "sales"),
-    ("POST", "/v1/ack", "sales"),
-    ("POST", "/v1/sync/push", "sales"),
-    ("POST", "/v1/sync/pull", "sales"),
-    ("PUT", "/v1/records/customer/c1", "service"),
-]
 
 
 @pytest.fixture(scope="module")

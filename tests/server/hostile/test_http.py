@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.node import NodeFactory, RunningNode
 from tests.support.phones import publish
+from tests.support.raw import BODY_ROUTES
 from tests.support.timing import scaled
 
 
@@ -31,17 +32,6 @@ async def call(
 ) -> httpx.Response:
     async with httpx.AsyncClient(base_url=node.url, timeout=scaled(10)) as http:
         return await http.request(method, path, headers=headers, **kwargs)
-
-
-#: Every route that reads a body, with the role that may call it.
-BODY_ROUTES = [
-    ("POST", "/v1/publish", "dispatcher"),
-    ("POST", "/v1/poll", "sales"),
-    ("POST", "/v1/ack", "sales"),
-    ("POST", "/v1/sync/push", "sales"),
-    ("POST", "/v1/sync/pull", "sales"),
-    ("PUT", "/v1/records/customer/c1", "service"),
-]
 
 
 async def test_deep_or_oversized_bodies_are_400_on_every_route(node: RunningNode) -> None:

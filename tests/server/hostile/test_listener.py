@@ -9,7 +9,6 @@ import base64
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import phone, pong_next
+from tests.support.raw import raw
 from tests.support.timing import eventually, scaled
 
 
@@ -27,28 +27,6 @@ async def node() -> AsyncIterator[RunningNode]:
     )
     async with running_node(settings) as running:
         yield running
-
-
-def _address(node: RunningNode) -> tuple[str, int]:
-    host, _, port = node.url.removeprefix("http://").rpartition(":")
-    return host, int(port)
-
-
-@contextlib.asynccontextmanager
-async def raw(
-    node: RunningNode, receive_buffer: int | None = None
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    sock = socket.create_connection(_address(node))
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 async def _answer(reader: asyncio.StreamReader) -> bytes:

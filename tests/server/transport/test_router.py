@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import struct
@@ -16,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.node import RunningNode, node_settings, running_node
+from tests.support.raw import raw
 from tests.support.timing import scaled
 
 
@@ -23,20 +23,6 @@ from tests.support.timing import scaled
 async def node() -> AsyncIterator[RunningNode]:
     async with running_node(node_settings()) as running:
         yield running
-
-
-@contextlib.asynccontextmanager
-async def raw(
-    node: RunningNode,
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    host, _, port = node.url.removeprefix("http://").rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 def upgrade_request() -> bytes:
