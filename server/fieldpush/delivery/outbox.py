@@ -141,7 +141,7 @@ class Outbox:
         """Queue a live event for writing, by its priority (module docstring);
         a ``records:`` event the reader may not read is skipped."""
         readable = self._readable
-        if readable is not None and event.channel[:8] == "records:" and not readable(event):
+        if readable is not None and event.channel.startswith("records:") and not readable(event):
             return
         priority = event.priority
         if priority == "normal" and self.held is None:  # the common case, first
@@ -187,8 +187,8 @@ class Outbox:
         on this connection (reported as delivered), none made by ``origin``, and
         no ``records:`` event the reader may not read."""
         readable = self._readable
-        if readable is not None and any(e.channel[:8] == "records:" for e in page):
-            page = [e for e in page if e.channel[:8] != "records:" or readable(e)]
+        if readable is not None and any(e.channel.startswith("records:") for e in page):
+            page = [e for e in page if not e.channel.startswith("records:") or readable(e)]
         if any(event.priority == "critical" for event in page):
             page = [e for e in page if e.priority != "critical" or self.first_critical(e)]
         if any(event.origin is not None for event in page):
