@@ -81,3 +81,26 @@ async def test_every_connection_asks_the_provider_for_a_fresh_token() -> None:
             await client.welcome_after(1)
             assert len(calls) == 2
             assert client.token == calls[1][1]
+
+
+async def test_a_subscription_the_new_token_does_not_allow_is_dropped() -> None:
+    settings = node_settings(refresh_lead_s=1, refresh_grace_s=1)
+    async with running_node(settings) as node:
+        teams = [("north", "south"), ("north",)]
+
+        def provider() -> str:
+            """North and south for the first connection, then north only."""
+            current = teams.pop(0) if len(teams) > 1 else teams[0]
+            return node.token("alice", teams=current, ttl_s=TTL_S)
+
+        async with PushClient(
+            node.ws_url, token=provider, device="d1", subscriptions=["team:north", "team:south"]
+        ) as client:
+            welcome = await client.wait_connected(scaled(5))
+            assert {"team:north", "team:south"} <= set(welcome.subs)
+            await eventually(
+                lambda: "team:south" not in client.offsets,
+                timeout=TTL_S + 5,
+                message="team:south is dropped after the refresh",
+            )
+            assert "team:north" in client.offsets and client._welcomes == 1
