@@ -168,3 +168,11 @@ async def test_a_refresh_with_a_lesser_role_ends_what_the_role_allowed(node: Run
         await pong_next(device)
         sent = await publish(node, ["team:north"], {"n": 1})
         assert (await device.events(1))[0]["id"] == sent["id"]
+
+
+async def test_refresh_over_msgpack(node: RunningNode) -> None:
+    async with phone(node, binary=True) as device:
+        fresh = node.token("alice", ttl_s=900)
+        reply = await device.request({"type": "refresh", "id": 2**40, "token": fresh})
+        assert reply == {"type": "refreshed", "id": 2**40, "expires_at": _exp_ms(fresh)}
+        await pong_next(device)
