@@ -179,7 +179,8 @@ class PushClient:
         self._url_turn = itertools.cycle(self.urls)
         self.url = self.urls[0]
         self._token_source = token
-        #: The token last sent (``hello``, ``refresh``, the fallback's polls).
+        #: The token last used (``hello``, ``refresh``, the fallback's polls);
+        #: with a provider, "" until its first one.
         self.token = token if isinstance(token, str) else ""
         self.device = device
         self.auto_ack = auto_ack
@@ -623,7 +624,14 @@ class PushClient:
         try:
             token = await self._fresh_token()
             await self.call(partial(Refresh, token=token), Refreshed)
-        except (RequestError, RequestTimeout, NotConnected, ConnectionClosed, OSError) as exc:
+        except (
+            RequestError,
+            RequestTimeout,
+            NotConnected,
+            ProtocolError,
+            ConnectionClosed,
+            OSError,
+        ) as exc:
             # The server closes with 4001 at exp plus its grace; events() then raises.
             log.warning("fieldpush token refresh failed: %s", exc)
         except Exception:  # the provider's: logged, the same outcome
