@@ -7,7 +7,7 @@ shared with the server.
 __version__ = "0.1.0"
 
 from fieldpush_client.backoff import backoff_delays
-from fieldpush_client.client import PushClient
+from fieldpush_client.client import PushClient, TokenProvider
 from fieldpush_client.errors import (
     ConnectionClosedFatal,
     FieldpushClientError,
@@ -52,6 +52,7 @@ __all__ = [
     "RequestTimeout",
     "SyncClient",
     "SyncStore",
+    "TokenProvider",
     "Unauthorized",
     "UserPresence",
     "__version__",

@@ -45,6 +45,16 @@ Guarantees to the application
     see :mod:`fieldpush_client.tls`. A certificate that does not verify is a
     failed attempt like a network error: logged, retried with backoff.
 
+    **Token refresh.** ``token`` is a string, or a provider: a function
+    (plain or ``async``) that returns a current token. With a provider the
+    client asks it for a token before every connection attempt (and every
+    poll fallback window), and answers the server's ``refresh_needed`` by
+    itself with a ``refresh`` carrying a token from it, so the connection
+    outlives any one token (docs/protocol.md 1.16). With a plain string the
+    server closes the socket with 4001 once that token has expired.
+    A subscription the server ends after a refresh (``unsubscribed`` without
+    ``id``: the new token no longer allows it) is dropped like a refused one.
+
     **Backpressure.** At most ``queue_size`` events wait for the application;
     beyond that the client stops reading the socket, and a server that finds
     the phone too slow closes it (4008); the client then resumes without loss.
@@ -94,6 +104,9 @@ from fieldpush_client.protocol import (
     Ping,
     Pong,
     ProtocolError,
+    Refresh,
+    Refreshed,
+    RefreshNeeded,
     ServerMessage,
     Subscribe,
     Subscribed,
@@ -110,11 +123,14 @@ from fieldpush_client.store import MemoryOffsetStore, OffsetStore
 from fieldpush_client.tasks import settle
 from fieldpush_client.tls import SSLOption, ssl_context
 
-__all__ = ["PushClient"]
+__all__ = ["PushClient", "TokenProvider"]
 
 log = logging.getLogger("fieldpush.client")
 
 Reply = TypeVar("Reply", bound=ServerMessage)
+
+#: Returns a current token, at once or awaited (``PushClient(token=...)``).
+TokenProvider = Callable[[], str | Awaitable[str]]
 
 _CODECS = {"json": SUBPROTOCOL_JSON, "msgpack": SUBPROTOCOL_MSGPACK}
 
@@ -132,7 +148,7 @@ class PushClient:
         self,
         url: str | Sequence[str],
         *,
-        token: str,
+        token: str | TokenProvider,
         device: str,
         codec: str = "json",
         store: OffsetStore | None = None,
@@ -162,7 +178,10 @@ class PushClient:
             )
         self._url_turn = itertools.cycle(self.urls)
         self.url = self.urls[0]
-        self.token = token
+        self._token_source = token
+        #: The token last used (``hello``, ``refresh``, the fallback's polls);
+        #: with a provider, "" until its first one.
+        self.token = token if isinstance(token, str) else ""
         self.device = device
         self.auto_ack = auto_ack
         self._subprotocol = _CODECS[codec]
@@ -198,6 +217,8 @@ class PushClient:
         self._welcomes = 0
         self._task: asyncio.Task[None] | None = None
         self._goaway: asyncio.Task[None] | None = None
+        #: Answers the current ``refresh_needed``.
+        self._refresher: asyncio.Task[None] | None = None
         self._reconnect_now = False
         self._pending_acks: list[str] = []
         self._ack_task: asyncio.Task[None] | None = None
@@ -229,13 +250,19 @@ class PushClient:
         (the server sends those events again on the next connection). The
         poll fallback's HTTP connections are closed when this returns,
         including one still being opened for an ack."""
-        tasks = [self._goaway, self._task, self._ack_task, *self._schedule_tasks]
+        tasks = [
+            self._goaway,
+            self._refresher,
+            self._task,
+            self._ack_task,
+            *self._schedule_tasks,
+        ]
         for task in tasks:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._task = self._goaway = self._ack_task = None
+        self._task = self._goaway = self._refresher = self._ack_task = None
         self._schedule_tasks = []
         if self._ws is not None:
             await self._ws.close()
@@ -478,6 +505,7 @@ class PushClient:
 
     async def _connection(self) -> None:
         self.url = next(self._url_turn)
+        token = await self._fresh_token()
         # websockets verifies wss:// with the system's CAs unless given a context.
         secure = self._ssl is not None and self.url.startswith("wss://")
         tls: dict[str, Any] = {"ssl": self._ssl} if secure else {}
@@ -491,7 +519,7 @@ class PushClient:
         ) as ws:
             offsets = self._store.get_all()
             subs = {ch: offsets.get(ch) for ch in self._wanted | offsets.keys()}
-            hello = Hello(device=self.device, token=self.token, subs=subs)
+            hello = Hello(device=self.device, token=token, subs=subs)
             await self._send(ws, hello.to_wire())
             try:
                 welcome = parse_server_message(await self._receive(ws, self._connect_timeout_s))
@@ -551,6 +579,10 @@ class PushClient:
                 log.warning("fieldpush error: %s: %s", message.code, message.message)
         elif isinstance(message, Goaway):
             self._schedule_goaway(message)
+        elif isinstance(message, RefreshNeeded):
+            self._answer_refresh_needed()
+        elif isinstance(message, Unsubscribed) and message.id is None:
+            self._refused(message.channel, "ended by the server after a token refresh")
         elif isinstance(message, UnknownMsg):
             log.debug("fieldpush sent a message of unknown type %r; ignored", message.type)
         else:
@@ -568,6 +600,42 @@ class PushClient:
         if len(self._seen) > self._dedupe_window:
             self._seen.popitem(last=False)
         await self._queue.put(event)
+
+    async def _fresh_token(self) -> str:
+        """A token from the provider (or the plain one); it becomes :attr:`token`."""
+        source = self._token_source
+        if not isinstance(source, str):
+            token = source()
+            if not isinstance(token, str):
+                token = await token
+            self.token = token
+        return self.token
+
+    def _answer_refresh_needed(self) -> None:
+        """Send ``refresh`` with a token from the provider, in a task of the
+        client's (the reading loop goes on meanwhile); one at a time."""
+        if isinstance(self._token_source, str):
+            log.warning("fieldpush token expires soon and no token provider was given")
+            return
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            token = await self._fresh_token()
+            await self.call(partial(Refresh, token=token), Refreshed)
+        except (
+            RequestError,
+            RequestTimeout,
+            NotConnected,
+            ProtocolError,
+            ConnectionClosed,
+            OSError,
+        ) as exc:
+            # The server closes with 4001 at exp plus its grace; events() then raises.
+            log.warning("fieldpush token refresh failed: %s", exc)
+        except Exception:  # the provider's: logged, the same outcome
+            log.exception("fieldpush token provider failed")
 
     def _schedule_goaway(self, goaway: Goaway) -> None:
         """Leave this node at a random point of the server's window."""
@@ -609,9 +677,10 @@ class PushClient:
         loop = asyncio.get_running_loop()
         end = loop.time() + duration_s
         delays = self._backoff()
+        token = await self._fresh_token()
         positions = self._poll_positions()
         async with DispatcherClient(
-            http_url, self.token, timeout_s=self._poll_wait_s + 10, ssl=self._ssl
+            http_url, token, timeout_s=self._poll_wait_s + 10, ssl=self._ssl
         ) as http:
             self._http = http
             self.transport = "poll"

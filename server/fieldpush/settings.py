@@ -122,6 +122,11 @@ class Settings:
     # Sessions
     heartbeat_s: float = 25.0
     hello_timeout_s: float = 10.0
+    #: A connection gets ``refresh_needed`` this long before its token's ``exp``
+    #: (at most half the token's remaining lifetime at ``hello`` or ``refresh``).
+    refresh_lead_s: float = 60.0
+    #: A connection without a valid ``refresh`` by ``exp`` plus this is closed (4001).
+    refresh_grace_s: float = 10.0
     #: On SIGTERM phones get ``goaway`` with this window and reconnect at a
     #: random point of it; those still connected at its end are closed (1012).
     goaway_min_ms: int = 500
@@ -246,6 +251,7 @@ class Settings:
         positive = (
             "heartbeat_s",
             "hello_timeout_s",
+            "refresh_lead_s",
             "max_frame_bytes",
             "max_outbox_bytes",
             "max_outbox_messages",
@@ -276,7 +282,12 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
-        for name in ("max_connections", "max_connections_per_user", "coalesce_ms"):
+        for name in (
+            "max_connections",
+            "max_connections_per_user",
+            "coalesce_ms",
+            "refresh_grace_s",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (off) or positive")
         if self.log_level.lower() not in LOG_LEVELS:

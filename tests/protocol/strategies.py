@@ -26,6 +26,9 @@ from fieldpush_client.protocol import (
     Pong,
     Priority,
     Pull,
+    Refresh,
+    Refreshed,
+    RefreshNeeded,
     Subscribe,
     Subscribed,
     UnknownMsg,
@@ -45,6 +48,8 @@ SERVER_TYPES = frozenset(
         "pong",
         "error",
         "goaway",
+        "refresh_needed",
+        "refreshed",
         "mutated",
         "changes",
     }
@@ -105,6 +110,7 @@ client_messages = st.one_of(
     st.builds(Unsubscribe, id=request_id, channel=channel),
     st.builds(Ack, ids=st.lists(name, max_size=4).map(tuple)),
     st.builds(Ping, id=request_id),
+    st.builds(Refresh, id=request_id, token=name),
     st.builds(
         Mutate,
         id=request_id,
@@ -146,6 +152,7 @@ client_wires = st.one_of(
     _wire({"type": st.just("unsubscribe"), "id": request_id, "channel": channel}),
     _wire({"type": st.just("ack"), "ids": st.lists(name, max_size=4)}),
     _wire({"type": st.just("ping"), "id": request_id}),
+    _wire({"type": st.just("refresh"), "id": request_id, "token": name}),
     _wire(
         {
             "type": st.just("mutate"),
@@ -207,7 +214,9 @@ server_messages = st.one_of(
         subs=st.dictionaries(channel, sub_states, max_size=3),
     ),
     st.builds(Subscribed, id=request_id, channel=channel, offset=offset, recovered=st.booleans()),
-    st.builds(Unsubscribed, id=request_id, channel=channel),
+    st.builds(Unsubscribed, id=st.none() | request_id, channel=channel),
+    st.builds(RefreshNeeded, expires_at=int64),
+    st.builds(Refreshed, id=request_id, expires_at=int64),
     st.builds(Pong, id=request_id, ts=int64),
     st.builds(ErrorMsg, code=error_codes, message=text, id=st.none() | request_id),
     st.builds(Goaway, reason=name, reconnect_after_ms=st.tuples(int64, int64)),
@@ -289,7 +298,9 @@ server_wires = st.one_of(
             "recovered": st.booleans(),
         }
     ),
-    _wire({"type": st.just("unsubscribed"), "id": request_id, "channel": channel}),
+    _wire({"type": st.just("unsubscribed"), "channel": channel}, {"id": request_id}),
+    _wire({"type": st.just("refresh_needed"), "expires_at": int64}),
+    _wire({"type": st.just("refreshed"), "id": request_id, "expires_at": int64}),
     _wire({"type": st.just("pong"), "id": request_id, "ts": int64}),
     _wire(
         {"type": st.just("error"), "code": error_codes.map(str), "message": text},

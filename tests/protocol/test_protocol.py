@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fieldpush.events.event import Event, encode_body, events_frame
 from fieldpush_client.protocol import (
+    MAX_TOKEN_LENGTH,
     Ack,
     CloseCode,
     DecodeError,
@@ -21,8 +22,12 @@ from fieldpush_client.protocol import (
     MsgpackCodec,
     Ping,
     ProtocolError,
+    Refresh,
+    Refreshed,
+    RefreshNeeded,
     Subscribe,
     UnknownMsg,
+    Unsubscribed,
     Welcome,
     codec_for,
     parse_channel,
@@ -78,6 +83,9 @@ def test_parse_client_messages() -> None:
     ) == Subscribe(id=3, channel="broadcast", since="e:1-2")
     assert parse_client_message({"type": "ack", "ids": ["a", "b"]}) == Ack(ids=("a", "b"))
     assert parse_client_message({"type": "ping", "id": 1}) == Ping(id=1)
+    assert parse_client_message({"type": "refresh", "id": 2, "token": "t"}) == Refresh(
+        id=2, token="t"
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,6 +103,14 @@ def test_parse_client_messages() -> None:
         ({"type": "hello", "device": "d", "subs": ["team:a"]}, None),
         ({"type": "hello", "device": "d", "token": 1}, None),
         ({"type": "ack", "ids": "x"}, None),
+        ({"type": "refresh", "id": 5}, 5),
+        ({"type": "refresh", "id": 5, "token": ""}, 5),
+        ({"type": "refresh", "id": 5, "token": 7}, 5),
+        ({"type": "refresh", "id": 5, "token": None}, 5),
+        ({"type": "refresh", "id": 5, "token": "t" * (MAX_TOKEN_LENGTH + 1)}, 5),
+        ({"type": "refresh", "id": 5, "token": "t", "sub": "bob"}, 5),
+        ({"type": "refresh", "token": "t"}, None),
+        ({"type": "refresh", "id": "5", "token": "t"}, None),
     ],
 )
 def test_invalid_client_messages(message: dict[str, object], request_id: int | None) -> None:
@@ -151,6 +167,15 @@ def test_parse_server_messages() -> None:
         {"type": "goaway", "reason": "drain", "reconnect_after_ms": [10, 20]}
     )
     assert goaway == Goaway(reason="drain", reconnect_after_ms=(10, 20))
+    needed = parse_server_message({"type": "refresh_needed", "expires_at": 1_800_000_000_000})
+    assert needed == RefreshNeeded(expires_at=1_800_000_000_000)
+    refreshed = parse_server_message({"type": "refreshed", "id": 3, "expires_at": 9})
+    assert refreshed == Refreshed(id=3, expires_at=9)
+    ended = parse_server_message({"type": "unsubscribed", "channel": "team:a"})
+    assert ended == Unsubscribed(id=None, channel="team:a")
+    assert ended.to_wire() == {"type": "unsubscribed", "channel": "team:a"}
+    with pytest.raises(ProtocolError):
+        parse_server_message({"type": "refreshed", "expires_at": 9})
     with pytest.raises(ProtocolError):
         parse_server_message({"type": "welcome"})
     later = parse_server_message({"type": "sync.v2", "cursor": "c1"})

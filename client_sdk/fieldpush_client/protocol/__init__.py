@@ -11,10 +11,12 @@ what they send and what they receive, so the two sides cannot drift::
     ├── errors           DecodeError (close 1007), ProtocolError (error bad_request)
     ├── codec            subprotocols; JsonCodec, MsgpackCodec: dict <-> frame body
     ├── client_messages  Hello Subscribe Unsubscribe Ack Ping Mutate(Mutation) Pull
+    │                    Refresh
     │                    parse_client_message,
     request_id_of, parse_mutate, parse_mutation (strict)
     ├── server_messages  Welcome Subscribed Unsubscribed EventMsg Events Pong ErrorMsg
-    │                    Goaway Mutated(MutationResult) Changes(Change) UnknownMsg
+    │                    Goaway RefreshNeeded Refreshed Mutated(MutationResult)
+    │                    Changes(Change) UnknownMsg
     │                    parse_server_message (lenient: unknown types and fields pass)
     └── event_bytes      the events' pre-encoded fast path, the same messages as bytes
 
@@ -50,6 +52,7 @@ from fieldpush_client.protocol.client_messages import (
     Mutation,
     Ping,
     Pull,
+    Refresh,
     Subscribe,
     Unsubscribe,
     parse_client_message,
@@ -96,6 +99,7 @@ from fieldpush_client.protocol.limits import (
     MAX_KIND_LENGTH,
     MAX_MUTATIONS,
     MAX_OFFSET_LENGTH,
+    MAX_TOKEN_LENGTH,
 )
 from fieldpush_client.protocol.server_messages import (
     Change,
@@ -107,6 +111,8 @@ from fieldpush_client.protocol.server_messages import (
     Mutated,
     MutationResult,
     Pong,
+    Refreshed,
+    RefreshNeeded,
     ServerMessage,
     Subscribed,
     UnknownMsg,
@@ -132,6 +138,7 @@ __all__ = [
     "MAX_KIND_LENGTH",
     "MAX_MUTATIONS",
     "MAX_OFFSET_LENGTH",
+    "MAX_TOKEN_LENGTH",
     "SUBPROTOCOLS",
     "SUBPROTOCOL_JSON",
     "SUBPROTOCOL_MSGPACK",
@@ -161,6 +168,9 @@ __all__ = [
     "Priority",
     "ProtocolError",
     "Pull",
+    "Refresh",
+    "RefreshNeeded",
+    "Refreshed",
     "ServerMessage",
     "Subscribe",
     "Subscribed",

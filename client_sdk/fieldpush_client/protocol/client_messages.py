@@ -27,6 +27,7 @@ from fieldpush_client.protocol.limits import (
     MAX_ID_LENGTH,
     MAX_MUTATIONS,
     MAX_OFFSET_LENGTH,
+    MAX_TOKEN_LENGTH,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Mutation",
     "Ping",
     "Pull",
+    "Refresh",
     "Subscribe",
     "Unsubscribe",
     "parse_client_message",
@@ -183,9 +185,22 @@ class Pull:
         return wire
 
 
-ClientMessage = Hello | Subscribe | Unsubscribe | Ack | Ping | Mutate | Pull
+@dataclass(slots=True, frozen=True)
+class Refresh:
+    """A new token for the open connection (the answer to ``refresh_needed``,
+    or sent earlier): the same user's, else ``error`` ``unauthorized``."""
+
+    id: int
+    token: str
+    type: ClassVar[str] = "refresh"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "refresh", "id": self.id, "token": self.token}
+
+
+ClientMessage = Hello | Subscribe | Unsubscribe | Ack | Ping | Mutate | Pull | Refresh
 #: The client messages that carry an ``id`` and get a reply (or an ``error``) echoing it.
-ClientRequest = Subscribe | Unsubscribe | Ping | Mutate | Pull
+ClientRequest = Subscribe | Unsubscribe | Ping | Mutate | Pull | Refresh
 
 _MUTATION_FIELDS: Final = frozenset({"mid", "type", "rid", "fields", "hlc"})
 
@@ -197,6 +212,7 @@ _CLIENT_FIELDS: Final[dict[str, frozenset[str]]] = {
     "ping": frozenset({"type", "id"}),
     "mutate": frozenset({"type", "id", "mutations"}),
     "pull": frozenset({"type", "id", "cursor", "types", "limit"}),
+    "refresh": frozenset({"type", "id", "token"}),
 }
 
 
@@ -266,6 +282,16 @@ def _parse_pull(message: dict[str, Any]) -> Pull:
     return Pull(
         id=request_id, cursor=cursor, types=tuple(types) if types is not None else None, limit=limit
     )
+
+
+def _parse_refresh(message: dict[str, Any]) -> Refresh:
+    request_id = _require_id(message)
+    token = message.get("token")
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        raise ProtocolError(
+            f"refresh: 'token' must be a string of 1 to {MAX_TOKEN_LENGTH} characters", request_id
+        )
+    return Refresh(id=request_id, token=token)
 
 
 def parse_mutate(message: dict[str, Any]) -> Mutate:
@@ -353,4 +379,6 @@ def parse_client_message(message: dict[str, Any]) -> ClientMessage:
         return parse_mutate(message)
     if kind == "pull":
         return _parse_pull(message)
+    if kind == "refresh":
+        return _parse_refresh(message)
     return Ping(id=_require_id(message))

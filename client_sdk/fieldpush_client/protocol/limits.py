@@ -13,6 +13,8 @@ from typing import Final
 
 #: A channel name, kind and id together (``team:north``).
 MAX_CHANNEL_LENGTH: Final = 200
+#: ``refresh.token`` (a JWT; real ones are far shorter).
+MAX_TOKEN_LENGTH: Final = 8192
 #: ``hello.device``.
 MAX_DEVICE_LENGTH: Final = 128
 #: An offset a client sends back (``hello.subs`` values, ``subscribe.since``).

@@ -42,6 +42,8 @@ __all__ = [
     "Mutated",
     "MutationResult",
     "Pong",
+    "RefreshNeeded",
+    "Refreshed",
     "ServerMessage",
     "Subscribed",
     "UnknownMsg",
@@ -160,12 +162,43 @@ class Subscribed:
 
 @dataclass(slots=True, frozen=True)
 class Unsubscribed:
-    id: int
+    """The answer to ``unsubscribe`` (with its ``id``), or, without ``id``, a
+    subscription the server ended: a refreshed token no longer allows it."""
+
+    id: int | None
     channel: str
     type: ClassVar[str] = "unsubscribed"
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": "unsubscribed", "id": self.id, "channel": self.channel}
+        wire: dict[str, Any] = {"type": "unsubscribed", "channel": self.channel}
+        if self.id is not None:
+            wire["id"] = self.id
+        return wire
+
+
+@dataclass(slots=True, frozen=True)
+class RefreshNeeded:
+    """The connection's token expires at ``expires_at`` (ms since the Unix
+    epoch): send ``refresh`` before then (plus the grace), or be closed with 4001."""
+
+    expires_at: int
+    type: ClassVar[str] = "refresh_needed"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "refresh_needed", "expires_at": self.expires_at}
+
+
+@dataclass(slots=True, frozen=True)
+class Refreshed:
+    """The answer to ``refresh``: the connection now runs on the new token,
+    which expires at ``expires_at`` (ms since the Unix epoch)."""
+
+    id: int
+    expires_at: int
+    type: ClassVar[str] = "refreshed"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "refreshed", "id": self.id, "expires_at": self.expires_at}
 
 
 @dataclass(slots=True, frozen=True)
@@ -355,6 +388,8 @@ ServerMessage = (
     | Pong
     | ErrorMsg
     | Goaway
+    | RefreshNeeded
+    | Refreshed
     | Mutated
     | Changes
     | UnknownMsg
@@ -391,7 +426,7 @@ def parse_server_message(message: dict[str, Any]) -> ServerMessage:
                 recovered=message["recovered"],
             )
         if kind == "unsubscribed":
-            return Unsubscribed(id=message["id"], channel=message["channel"])
+            return Unsubscribed(id=message.get("id"), channel=message["channel"])
         if kind == "pong":
             return Pong(id=message["id"], ts=message["ts"])
         if kind == "error":
@@ -409,6 +444,10 @@ def parse_server_message(message: dict[str, Any]) -> ServerMessage:
                 more=bool(message["more"]),
                 snapshot=bool(message.get("snapshot", False)),
             )
+        if kind == "refresh_needed":
+            return RefreshNeeded(expires_at=message["expires_at"])
+        if kind == "refreshed":
+            return Refreshed(id=message["id"], expires_at=message["expires_at"])
         if kind == "goaway":
             low, high = message["reconnect_after_ms"]
             return Goaway(reason=message["reason"], reconnect_after_ms=(int(low), int(high)))

@@ -1,4 +1,5 @@
-"""The session's protocol rules that need no I/O: rate limit, subscriptions, welcome.
+"""The session's protocol rules that need no I/O: rate limit, subscriptions,
+token refresh, welcome.
 
 Pure decisions, each a function of its inputs (and of an injected clock for
 the rate limit), so they are tested without sockets; the session
@@ -22,8 +23,11 @@ __all__ = [
     "Refusal",
     "SubscriptionPlan",
     "plan_subscriptions",
+    "refresh_due_at",
+    "refuse_refresh",
     "refuse_subscribe",
     "refuse_unsubscribe",
+    "revoked_channels",
     "user_channel",
     "welcome",
 ]
@@ -132,6 +136,29 @@ def refuse_unsubscribe(
     if channel not in subscribed:
         return Refusal(ErrorCode.BAD_REQUEST, f"not subscribed to {channel}")
     return None
+
+
+def refresh_due_at(expires_at: float, now: float, lead_s: float) -> float:
+    """When (same clock as ``now``) a connection whose token expires at
+    ``expires_at`` gets ``refresh_needed``: ``lead_s`` before it, but never
+    earlier than half of the lifetime left at ``now``; ``now`` for a token
+    that has no lifetime left (it is within the verifier's leeway)."""
+    remaining = max(expires_at - now, 0.0)
+    return now + remaining - min(lead_s, remaining / 2)
+
+
+def refuse_refresh(current: Identity, fresh: Identity) -> Refusal | None:
+    """Why a verified ``refresh`` token may not replace the connection's, or
+    None: a connection belongs to one user (the token's ``sub``) for its life."""
+    if fresh.user != current.user:
+        return Refusal(ErrorCode.UNAUTHORIZED, "refresh refused: the token is another user's")
+    return None
+
+
+def revoked_channels(identity: Identity, subscribed: Collection[str]) -> list[str]:
+    """The channels of ``subscribed`` that ``identity`` may no longer read
+    (after a refresh changed its role or teams), in ``subscribed``'s order."""
+    return [channel for channel in subscribed if not may_subscribe(identity, channel)]
 
 
 def welcome(

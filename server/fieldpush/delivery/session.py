@@ -15,6 +15,13 @@ Inbound messages are handled strictly in order: quick ones (``ping``,
 by a worker task that exists only while there is such work, so an idle phone
 costs no task. The worker is owned by the session: cancelled at teardown.
 
+A connection lives on its token's ``exp`` (docs/protocol.md 1.16): one timer
+per session (a loop handle, no task; cancelled at teardown) sends
+``refresh_needed`` ahead of it and closes with 4001 at ``exp`` plus
+``refresh_grace_s`` unless a ``refresh`` of the same user arrived; a refresh
+re-arms it, and ends the subscriptions the new token no longer allows.
+Nothing per event.
+
 Replays are paced: written in frames of at most ``REPLAY_FRAME_EVENTS``
 events and about ``REPLAY_FRAME_BYTES``, each once the phone has read enough
 of the previous ones (:meth:`Link.drained`), so a long replay never trips the
@@ -28,7 +35,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,8 +49,11 @@ from fieldpush.delivery.rules import (
     RateLimit,
     Refusal,
     plan_subscriptions,
+    refresh_due_at,
+    refuse_refresh,
     refuse_subscribe,
     refuse_unsubscribe,
+    revoked_channels,
     welcome,
 )
 from fieldpush.delivery.subscription import Subscription
@@ -73,6 +83,9 @@ from fieldpush_client.protocol import (
     Pong,
     ProtocolError,
     Pull,
+    Refresh,
+    Refreshed,
+    RefreshNeeded,
     ServerMessage,
     Subscribe,
     Subscribed,
@@ -150,6 +163,11 @@ class SessionServices:
     poll_intervals: Mapping[str, float]
 
 
+def _ms(seconds: float) -> int:
+    """A time of the Unix epoch in the protocol's unit, ms."""
+    return int(seconds * 1000)
+
+
 def _offset(text: str | None) -> Offset | None:
     """A client's offset; None for none, and for one that is not ours."""
     return Offset.parse(text) if text is not None else None
@@ -176,6 +194,7 @@ class Session:
         "_services",
         "conn",
         "device",
+        "expiry",
         "id",
         "identity",
         "inbox",
@@ -209,6 +228,8 @@ class Session:
         )
         self.inbox: deque[dict[str, Any]] = deque()
         self.worker: asyncio.Task[None] | None = None
+        #: The token's timer past hello: ``refresh_needed``, then the close.
+        self.expiry: asyncio.TimerHandle | None = None
         self.opened_at = time.monotonic()
         self.since_ms = time.time_ns() // 1_000_000
         self.rate = RateLimit(settings.rate_limit_per_s, settings.rate_limit_burst, time.monotonic)
@@ -320,6 +341,8 @@ class Session:
             return self._mutate(identity, message)
         elif isinstance(message, Pull):
             return self._pull(identity, message)
+        elif isinstance(message, Refresh):
+            self._refresh(identity, message)
         elif isinstance(message, Hello):
             self.error(ErrorCode.BAD_REQUEST, "hello was already received")
         return None
@@ -441,6 +464,7 @@ class Session:
                 },
             )
         )
+        self._watch_expiry(identity)
         services.registry.add_session(self)
         log.info(
             "session %s open: user %s role %s device %s from %s, %s, %d channel(s)",
@@ -624,6 +648,59 @@ class Session:
         self._services.presence.unsubscribed(self, channel)
         self.send(Unsubscribed(id=message.id, channel=channel))
 
+    # ------------------------------------------------------------ token expiry
+
+    def _watch_expiry(self, identity: Identity) -> None:
+        """(Re)arm the session's one timer for ``identity``'s token:
+        ``refresh_needed`` at :func:`~fieldpush.delivery.rules.refresh_due_at`."""
+        now = time.time()
+        lead = self._services.settings.refresh_lead_s
+        self._arm(refresh_due_at(identity.expires_at, now, lead) - now, self._refresh_due)
+
+    def _arm(self, delay_s: float, callback: Callable[[], None]) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        self.expiry = asyncio.get_running_loop().call_later(max(delay_s, 0.0), callback)
+
+    def _refresh_due(self) -> None:
+        """Ask for a new token; close at ``exp`` plus ``refresh_grace_s`` without one."""
+        identity = self.identity
+        assert identity is not None  # armed only past hello
+        self.send(RefreshNeeded(expires_at=_ms(identity.expires_at)))
+        grace = self._services.settings.refresh_grace_s
+        self._arm(identity.expires_at + grace - time.time(), self._expired)
+
+    def _expired(self) -> None:
+        self.expiry = None
+        log.info("session %s: token expired, not refreshed", self.id)
+        self.close(CloseCode.UNAUTHORIZED, "token expired")
+
+    def _refresh(self, identity: Identity, message: Refresh) -> None:
+        """A new token of the same user: the session runs on its identity from
+        now on (permissions, expiry) and ends the subscriptions it no longer
+        allows (``unsubscribed`` without ``id``, after ``refreshed``). A
+        refused token changes nothing: ``error`` ``unauthorized``."""
+        try:
+            fresh = self._services.verifier.verify(message.token)
+        except AuthError as exc:
+            log.info("session %s: refresh refused: %s", self.id, exc)
+            self.error(ErrorCode.UNAUTHORIZED, f"refresh refused: {exc}", message.id)
+            return
+        refusal = refuse_refresh(identity, fresh)
+        if refusal is not None:
+            log.info("session %s: %s (%s)", self.id, refusal.message, fresh.user)
+            self.refuse(refusal, message.id)
+            return
+        self.identity = fresh
+        self._watch_expiry(fresh)
+        self.send(Refreshed(id=message.id, expires_at=_ms(fresh.expires_at)))
+        services = self._services
+        for channel in revoked_channels(fresh, self.subs):
+            log.info("session %s: %s ended: the new token does not allow it", self.id, channel)
+            services.hub.detach(channel, self.subs.pop(channel))
+            services.presence.unsubscribed(self, channel)
+            self.send(Unsubscribed(id=None, channel=channel))
+
     # ----------------------------------------------------------------- teardown
 
     def teardown(self, code: int | None) -> None:
@@ -631,6 +708,9 @@ class Session:
         services = self._services
         if self.worker is not None:
             self.worker.cancel()
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         self.outbox.discard()
         channels = list(self.subs)
         for channel, subscription in self.subs.items():

@@ -10,9 +10,9 @@ straight to the transport. Event frames are pre-encoded once per node (see
 ``transport.write`` — no task, no ASGI message, no per-connection encoding.
 
 Close codes follow docs/protocol.md: an undecodable frame closes with 1007, a frame
-over ``max_frame_bytes`` with 1009, a missing or invalid hello with 4001, a
-phone whose unsent data exceeds ``max_outbox_bytes`` with 4008, a node that
-shuts down with 1012.
+over ``max_frame_bytes`` with 1009, a missing or invalid hello with 4001 (and, from
+the session, a token that expired without a ``refresh``), a phone whose unsent
+data exceeds ``max_outbox_bytes`` with 4008, a node that shuts down with 1012.
 """
 
 from __future__ import annotations

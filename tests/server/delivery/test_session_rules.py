@@ -11,8 +11,11 @@ from fieldpush.delivery.rules import (
     Rate,
     RateLimit,
     plan_subscriptions,
+    refresh_due_at,
+    refuse_refresh,
     refuse_subscribe,
     refuse_unsubscribe,
+    revoked_channels,
     welcome,
 )
 from fieldpush.events.event import Event, encode_body
@@ -300,3 +303,25 @@ def test_welcome_lists_every_channel_in_the_order_asked() -> None:
         },
     }
     assert list(message.subs) == ["user:alice", "team:south", "team:north"]
+
+
+# ------------------------------------------------------------ token refresh
+
+
+def test_refresh_is_due_the_lead_before_exp_but_not_before_half_the_lifetime_left() -> None:
+    assert refresh_due_at(expires_at=1000, now=100, lead_s=60) == 940
+    assert refresh_due_at(expires_at=160, now=100, lead_s=60) == 130  # half of 60 s left
+    assert refresh_due_at(expires_at=90, now=100, lead_s=60) == 100  # already past exp: now
+
+
+def test_a_refresh_must_keep_the_user() -> None:
+    promoted = Identity(user="alice", role="admin", teams=frozenset(), expires_at=9)
+    assert refuse_refresh(ALICE, promoted) is None
+    bob = Identity(user="bob", role="sales", teams=frozenset({"north"}), expires_at=9)
+    refusal = refuse_refresh(ALICE, bob)
+    assert refusal is not None and refusal.code is ErrorCode.UNAUTHORIZED
+
+
+def test_revoked_channels_are_those_the_new_identity_may_not_read() -> None:
+    subscribed = ["user:alice", "team:north", "team:south", "broadcast", "dispatch"]
+    assert revoked_channels(ALICE, subscribed) == ["team:south", "dispatch"]
