@@ -91,7 +91,6 @@ class Outbox:
         "_low_interval_s",
         "_max_held",
         "_on_critical",
-        "_readable",
         "_sink",
         "binary",
         "critical_sent",
@@ -109,12 +108,8 @@ class Outbox:
         on_critical: Callable[[str], None],
         low_interval_s: float,
         max_held: int,
-        readable: Callable[[Event], bool] | None = None,
     ) -> None:
         self._sink = sink
-        #: Decides whether a ``records:`` event may reach this connection (its
-        #: reader's read permissions); the others are skipped, live and replayed.
-        self._readable = readable
         self.binary = binary
         self._flusher = flusher
         self._on_critical = on_critical
@@ -138,11 +133,7 @@ class Outbox:
         return len(self._events)
 
     def push(self, event: Event) -> None:
-        """Queue a live event for writing, by its priority (module docstring);
-        a ``records:`` event the reader may not read is skipped."""
-        readable = self._readable
-        if readable is not None and event.channel.startswith("records:") and not readable(event):
-            return
+        """Queue a live event for writing, by its priority (module docstring)."""
         priority = event.priority
         if priority == "normal" and self.held is None:  # the common case, first
             self._events.append(event)
@@ -184,11 +175,7 @@ class Outbox:
 
     def replayable(self, page: list[Event], origin: tuple[str, str] | None) -> list[Event]:
         """The events of a replay page to write: critical ones not written yet
-        on this connection (reported as delivered), none made by ``origin``, and
-        no ``records:`` event the reader may not read."""
-        readable = self._readable
-        if readable is not None and any(e.channel.startswith("records:") for e in page):
-            page = [e for e in page if not e.channel.startswith("records:") or readable(e)]
+        on this connection (reported as delivered), and none made by ``origin``."""
         if any(event.priority == "critical" for event in page):
             page = [e for e in page if e.priority != "critical" or self.first_critical(e)]
         if any(event.origin is not None for event in page):

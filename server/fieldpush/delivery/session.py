@@ -224,7 +224,6 @@ class Session:
             on_critical=self._critical_written,
             low_interval_s=settings.poll_intervals_s["low"],
             max_held=settings.max_held_events,
-            readable=self._may_read,
         )
         self.inbox: deque[dict[str, Any]] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -240,6 +239,11 @@ class Session:
         identity = self.identity
         if identity is not None:  # criticals are written only past hello
             self._services.dispatch.delivered(event_id, identity.user, self.device)
+
+    def _push_readable(self, event: Event) -> None:
+        """The outbox's push for a ``records:`` subscription: only readable events."""
+        if self._may_read(event):
+            self.outbox.push(event)
 
     def _may_read(self, event: Event) -> bool:
         """Whether this session's user may read a ``records:<team>`` event:
@@ -541,8 +545,11 @@ class Session:
         self.close(CloseCode.SERVICE_RESTART, f"events of {channel} were lost; resume")
 
     def _subscription(self, channel: str) -> Subscription:
-        """A new replaying subscription of this session (left by teardown)."""
-        subscription = Subscription(channel, self.outbox.push, self.origin, self._feed_lost)
+        """A new replaying subscription of this session (left by teardown). A
+        ``records:`` channel's events pass the reader's read permissions first
+        (decided once here, so other channels' deliveries pay nothing)."""
+        push = self._push_readable if channel.startswith("records:") else self.outbox.push
+        subscription = Subscription(channel, push, self.origin, self._feed_lost)
         self.subs[channel] = subscription
         return subscription
 
@@ -590,6 +597,8 @@ class Session:
             if page:
                 last = page[-1]
                 page = self.outbox.replayable(page, self.origin)
+                if subscription.channel.startswith("records:"):
+                    page = [event for event in page if self._may_read(event)]
                 await self._write_paced(page)
                 services.metrics.replayed_events += len(page)
                 subscription.last_seq, position = last.seq, last.position

@@ -325,17 +325,15 @@ class Connection(asyncio.Protocol):
         if transport is None or self.closing:
             return
         transport.write(data)
-        self._bound_outbox()
-
-    def _bound_outbox(self) -> None:
-        """After a write: close with 4008 when the unsent data is over the bounds
-        (everything written counts: events, replies, errors, pongs)."""
-        transport = self.transport
-        assert transport is not None  # only called after a write
         unsent = transport.get_write_buffer_size()
-        if not unsent:
+        if unsent:
+            self._bound_outbox(unsent)
+        else:  # the common case: the phone reads, nothing more to do
             self.unsent_frames = 0
-            return
+
+    def _bound_outbox(self, unsent: int) -> None:
+        """After a write that left ``unsent`` bytes: close with 4008 when that is
+        over the bounds (everything written counts: events, replies, errors, pongs)."""
         self.unsent_frames += 1
         if unsent > self.max_outbox_bytes or self.unsent_frames > self.max_outbox_messages:
             log.info(
@@ -381,7 +379,11 @@ class Connection(asyncio.Protocol):
                 transport.close()
                 return
         if wrote and not self.closing:  # pongs count against the outbox bounds too
-            self._bound_outbox()
+            unsent = transport.get_write_buffer_size()
+            if unsent:
+                self._bound_outbox(unsent)
+            else:
+                self.unsent_frames = 0
         if ws.state is State.CLOSED and not transport.is_closing():
             transport.close()
 
