@@ -8,6 +8,7 @@ of Starlette (see :func:`fieldpush.app.create_app`).
 
 from __future__ import annotations
 
+from fieldpush.http.admin import admin_routes
 from fieldpush.http.dispatch import dispatch_routes
 from fieldpush.http.health import health_routes
 from fieldpush.http.poll import poll_routes
@@ -17,4 +18,11 @@ from fieldpush.http.toolkit import exception_handlers
 
 __all__ = ["PublishEndpoint", "exception_handlers", "routes"]
 
-routes = [*publish_routes, *poll_routes, *health_routes, *dispatch_routes, *sync_routes]
+routes = [
+    *publish_routes,
+    *poll_routes,
+    *health_routes,
+    *dispatch_routes,
+    *sync_routes,
+    *admin_routes,
+]
