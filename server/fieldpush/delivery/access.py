@@ -81,14 +81,15 @@ class AccessControl:
 
     async def set_active(self, user: str, active: bool, *, actor: str) -> AccountState:
         """Enable or disable ``user`` cluster-wide. Disabling also refuses every
-        token issued up to this second, so re-enabling needs a new token."""
+        token issued up to the end of this second (``iat`` counts whole
+        seconds), so re-enabling needs a token issued after the disable."""
         now = _now_ms()
         change = AccountChange(
             user,
             at=now,
             by=actor,
             active=active,
-            tokens_valid_after=0 if active else now // 1000 * 1000,
+            tokens_valid_after=0 if active else (now // 1000 + 1) * 1000,
         )
         state = await self._change(change)
         log.info("user %s %s by %s", user, "enabled" if active else "disabled", actor)
