@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from fieldpush.backend.base import SessionOpened, SessionOpening
 from tests.conftest import NodeFactory
@@ -92,6 +94,17 @@ async def test_disable_closes_every_socket_of_the_user_and_refuses_the_token(
     async with phone(node, "alice", token=token, hello=False) as again:
         await again.send({"type": "hello", "token": token, "device": "phone-1"})
         assert await again.closed_with() == 4003
+
+
+async def test_a_disabled_users_token_in_the_upgrade_header_closes_4003(
+    node: RunningNode, http: httpx.AsyncClient
+) -> None:
+    token = node.token("alice")
+    await http.post("/v1/admin/users/alice/disable", headers=admin(node))
+    async with connect(node.ws_url, additional_headers=bearer(token)) as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), scaled(5))
+    assert ws.close_code == 4003 and ws.close_reason == "account disabled"
 
 
 async def test_enable_lets_new_tokens_in_but_not_the_old_ones(
