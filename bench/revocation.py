@@ -20,6 +20,12 @@ first and are not counted. Reported per node: p50, p99 and max in ms from t0,
 and the HTTP reply time p50 and p99. ``--runs`` starts fresh nodes (and a
 flushed Redis) for each run and pools the samples; ``--json PATH`` writes
 every sample.
+
+Each sample also records how long the four processes involved (the two
+nodes, redis-server, this load generator) waited on a run queue meanwhile
+(``/proc/PID/task/*/schedstat``, second field: runnable but not running).
+On this shared machine that names the usual cause of a slow sample: another
+process held the core until the next scheduler tick (4 ms at ``HZ=250``).
 """
 
 from __future__ import annotations
@@ -74,6 +80,24 @@ class Samples:
     reply: list[float] = field(default_factory=list)
     closed: dict[str, list[float]] = field(default_factory=lambda: {n: [] for n in NODES})
     errors: list[str] = field(default_factory=list)
+    #: Run-queue wait of the nodes, redis-server and the load generator, by process.
+    waited: list[dict[str, float]] = field(default_factory=list)
+
+
+def run_queue_s(pid: int) -> float:
+    """Seconds the threads of ``pid`` have waited on a run queue so far."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def run_queues(pids: dict[str, int]) -> dict[str, float]:
+    return {name: run_queue_s(pid) for name, pid in pids.items()}
 
 
 def token(settings: Any, user: str, role: str) -> str:
@@ -102,7 +126,7 @@ async def connect(
 
 
 async def measure(
-    args: argparse.Namespace, servers: dict[str, Server], run_index: int
+    args: argparse.Namespace, servers: dict[str, Server], redis_pid: int, run_index: int
 ) -> tuple[Samples, dict[str, Any]]:
     from fieldpush.settings import Settings
 
@@ -116,6 +140,7 @@ async def measure(
         for node, server in servers.items()
     }
     samples = Samples()
+    pids = {**{node: s.pid for node, s in servers.items()}, "redis": redis_pid, "load": os.getpid()}
     url = f"http://{servers['A'].host}:{servers['A'].port}"
     steal_start = steal_seconds()
     started = time.perf_counter()
@@ -125,10 +150,12 @@ async def measure(
             for index, user in enumerate(users):
                 measured = index >= args.warmup
                 closed = {node: phones[node][index].closed for node in NODES}
+                queued = run_queues(pids)
                 t0 = time.perf_counter()
                 reply = await http.post(f"/v1/admin/users/{user}/disable", headers=admin)
                 replied = time.perf_counter()
                 done, _ = await asyncio.wait(closed.values(), timeout=args.timeout)
+                waited = {k: v - queued[k] for k, v in run_queues(pids).items()}
                 problems = []
                 if reply.status_code != 200:
                     problems.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
@@ -146,6 +173,7 @@ async def measure(
                     samples.errors.append(f"{user}: {'; '.join(problems)}")
                 if measured:
                     samples.reply.append(replied - t0)
+                    samples.waited.append(waited)
                 if args.gap_ms:
                     await asyncio.sleep(args.gap_ms / 1000)
     finally:
@@ -164,14 +192,14 @@ async def measure(
 
 
 def start_node(name: str, redis: Redis, directory: Path, args: argparse.Namespace) -> Server:
-    command = server_command("fieldpush", args.loop, SERVER_CORE, redis.url, args.server_log_level)
+    core = args.node_b_core if name == "B" else SERVER_CORE
+    command = server_command("fieldpush", args.loop, core, redis.url, args.server_log_level)
     command[command.index("--node-id") + 1] = f"bench-{name}"
     server = Server(command, directory / f"node-{name}-{time.monotonic_ns()}.log")
-    if loaded_uvloop(server.pid) != (args.loop == "uvloop") or os.sched_getaffinity(server.pid) != {
-        SERVER_CORE
-    }:
+    on_uvloop = loaded_uvloop(server.pid)
+    if on_uvloop != (args.loop == "uvloop") or os.sched_getaffinity(server.pid) != {core}:
         server.stop()
-        raise SystemExit(f"bench.revocation: node {name} is not on {args.loop} and core 0")
+        raise SystemExit(f"bench.revocation: node {name} is not on {args.loop} and core {core}")
     return server
 
 
@@ -203,6 +231,24 @@ def summary(samples: Samples) -> dict[str, Any]:
         "p99_ms": percentile(samples.reply, 0.99),
         "max_ms": ms(max(samples.reply)) if samples.reply else float("nan"),
     }
+    waits = [sum(w.values()) for w in samples.waited]
+    rows["run_queue_wait"] = {
+        "n": len(waits),
+        "p50_ms": percentile(waits, 0.5),
+        "p99_ms": percentile(waits, 0.99),
+        "max_ms": ms(max(waits)) if waits else float("nan"),
+    }
+    # Slow samples: the other node's close more than 2 ms after its median.
+    other = samples.closed["B"]
+    if other and len(other) == len(waits):
+        limit = sorted(other)[len(other) // 2] + 0.002
+        slow = [i for i, value in enumerate(other) if value > limit]
+        fast = [i for i in range(len(other)) if i not in slow]
+        rows["slow_other_node"] = {
+            "n": len(slow),
+            "run_queue_wait_p50_ms": percentile([waits[i] for i in slow], 0.5),
+            "others_run_queue_wait_p50_ms": percentile([waits[i] for i in fast], 0.5),
+        }
     rows["errors"] = len(samples.errors)
     return rows
 
@@ -218,11 +264,18 @@ def table(title: str, rows: dict[str, Any]) -> str:
         "same_node": "close frame, same node (A)",
         "other_node": "close frame, other node (B)",
         "http_reply": "HTTP reply from A",
+        "run_queue_wait": "(run-queue wait meanwhile, 4 processes)",
     }
     for key, name in names.items():
         row = rows[key]
         lines.append(
             f"| {name} | {row['n']} | {row['p50_ms']} | {row['p99_ms']} | {row['max_ms']} |"
+        )
+    if (slow := rows.get("slow_other_node")) and slow["n"]:
+        lines.append(
+            f"\nslow samples (other node > its p50 + 2 ms): {slow['n']}, run-queue wait p50 "
+            f"{slow['run_queue_wait_p50_ms']} ms (the other samples: "
+            f"{slow['others_run_queue_wait_p50_ms']} ms)"
         )
     lines.append(f"\nerrors: {rows['errors']}")
     return "\n".join(lines)
@@ -260,6 +313,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--gap-ms", type=float, default=20, help="pause between two users' disables (20)")
     add("--timeout", type=float, default=10, help="seconds to wait for a close or reply (10)")
     add("--concurrency", type=int, default=50, help="handshakes in flight while connecting (50)")
+    add(
+        "--node-b-core",
+        type=int,
+        choices=(SERVER_CORE, LOAD_CORE),
+        default=SERVER_CORE,
+        help="node B's core (0: beside node A; 1: beside redis-server and the load generator)",
+    )
     add("--loop", choices=LOOPS, default=default_loop(), help="the nodes' event loop")
     add("--server-log-level", default="warning", help="the nodes' --log-level (warning)")
     add("--json", type=Path, metavar="PATH", help="also write the summary and every sample")
@@ -284,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         redis = Redis(LOAD_CORE, Path(directory))
         env = environment(args, redis)
         print(
-            f"bench.revocation: nodes A and B ({args.loop}) on core {SERVER_CORE}, this load "
+            f"bench.revocation: node A on core {SERVER_CORE}, node B on core {args.node_b_core} "
+            f"({args.loop}), this load "
             f"generator and {Path(redis.binary).name} on core {LOAD_CORE}; "
             f"{args.users} users (+{args.warmup} warm-up), {args.runs} run(s)",
             flush=True,
@@ -296,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     for node in NODES:
                         servers[node] = start_node(node, redis, Path(directory), args)
-                    samples, extra = run(measure(args, servers, run_index))
+                    samples, extra = run(measure(args, servers, redis.pid, run_index))
                 finally:
                     for server in servers.values():
                         server.stop()
@@ -304,9 +365,10 @@ def main(argv: list[str] | None = None) -> int:
                 for node in NODES:
                     pooled.closed[node] += samples.closed[node]
                 pooled.errors += samples.errors
+                pooled.waited += samples.waited
                 result = {"run": run_index, **extra, **summary(samples)}
-                runs.append(result | {"samples_s": {"reply": samples.reply, **samples.closed},
-                                      "error_list": samples.errors})  # fmt: skip
+                raw = {"reply": samples.reply, **samples.closed, "run_queue": samples.waited}
+                runs.append(result | {"samples_s": raw, "error_list": samples.errors})
                 print(f"  run {run_index}: {json.dumps(result)}", flush=True)
         finally:
             redis.stop()
@@ -315,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     title = (
         f"disable-to-closed: {args.users} users x {args.runs} run(s), one socket on each of "
-        f"two nodes, disable sent to A ({env['date']}, {env['commit']})"
+        f"two nodes, disable sent to A, node B on core {args.node_b_core}\n"
+        f"({env['date']}, commit {env['commit']}, {env['loop']})"
     )
     print(table(title, rows))
     for error in pooled.errors[:20]:
