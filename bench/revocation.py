@@ -1,9 +1,10 @@
 """``python -m bench.revocation``: disable-to-closed latency across two nodes (issue 11).
 
 One redis-server and two fieldpush nodes on it, node A and node B (both pinned
-to core 0; redis-server and this load generator on core 1, as in
-``python -m bench``). Every one of ``--users`` users (100) holds one socket on
-each node (``hello`` with the user's token, ``welcome`` awaited). Then, one
+to core 0, or B on core 1 with ``--node-b-core 1``; redis-server and this load
+generator on core 1, as in ``python -m bench``). Every one of ``--users``
+users (100) holds one socket on each node (``hello`` with the user's token,
+``welcome`` awaited). Then, one
 user at a time (latency, not throughput), t0 = ``time.perf_counter()``, an
 admin ``POST /v1/admin/users/{user}/disable`` goes to node A (one keep-alive
 ``httpx.AsyncClient``), and the time at which each of the user's two sockets
