@@ -61,6 +61,13 @@ Guarantees to the application
     becomes ``dealer-app/2.3 fieldpush_client/<version>`` (the SDK's alone
     without it), which admins see in ``GET /v1/admin/users/{id}/devices``.
 
+    **Remote wipe.** When an admin wipes this device, the server sends
+    ``wipe``: the client forgets its offsets, awaits ``on_wipe`` (plain or
+    ``async``: erase the app's stores and key material there, e.g.
+    ``SyncStore``'s file), confirms with ``wiped``, and ``events()`` then ends
+    with :class:`~fieldpush_client.errors.AccessRevoked` (4003, ``device
+    wiped``); the device cannot connect again.
+
     **Backpressure.** At most ``queue_size`` events wait for the application;
     beyond that the client stops reading the socket, and a server that finds
     the phone too slow closes it (4008); the client then resumes without loss.
@@ -123,6 +130,8 @@ from fieldpush_client.protocol import (
     Unsubscribe,
     Unsubscribed,
     Welcome,
+    Wipe,
+    Wiped,
     codec_for,
     parse_server_message,
     should_reconnect,
@@ -175,6 +184,7 @@ class PushClient:
         on_recovery_failed: Callable[[str], None] | None = None,
         ssl: SSLOption | None = None,
         app: str | None = None,
+        on_wipe: Callable[[], Awaitable[None] | None] | None = None,
     ) -> None:
         if codec not in _CODECS:
             raise ValueError(f"codec must be 'json' or 'msgpack', not {codec!r}")
@@ -220,6 +230,7 @@ class PushClient:
         #: For ``wss://`` URLs and the fallback's ``https://`` (fieldpush_client.tls).
         self._ssl = ssl_context(ssl)
         self._on_recovery_failed = on_recovery_failed or _warn_recovery_failed
+        self._on_wipe = on_wipe
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[Any]] = {}
         self._ws: ClientConnection | None = None
@@ -599,6 +610,8 @@ class PushClient:
             self._schedule_goaway(message)
         elif isinstance(message, RefreshNeeded):
             self._answer_refresh_needed()
+        elif isinstance(message, Wipe):
+            await self._wipe(message)
         elif isinstance(message, Unsubscribed) and message.id is None:
             self._refused(message.channel, "ended by the server after a token refresh")
         elif isinstance(message, UnknownMsg):
@@ -607,6 +620,29 @@ class PushClient:
             future = self._replies.get(getattr(message, "id", -1))
             if future is not None and not future.done():
                 future.set_result(message)
+
+    async def _wipe(self, message: Wipe) -> None:
+        """Erase what this client holds (its offsets, the ids it has seen),
+        run the application's ``on_wipe`` (which erases the app's stores and
+        keys), then confirm with ``wiped``; the server then closes with 4003.
+        If ``on_wipe`` fails, nothing is confirmed: the server keeps the wipe
+        pending and asks again after the next ``hello``."""
+        for channel in self._store.get_all():
+            self._store.forget(channel)
+        self._seen.clear()
+        if self._on_wipe is not None:
+            try:
+                done = self._on_wipe()
+                if done is not None:
+                    await done
+            except Exception:
+                log.exception("fieldpush on_wipe failed; the wipe is not confirmed")
+                return
+        else:
+            log.warning("fieldpush wipe %s: no on_wipe given; erased the offsets only", message.id)
+        ws = self._ws
+        if ws is not None:
+            await self._send(ws, Wiped(id=message.id).to_wire())
 
     async def _hand_out(self, event: EventMsg) -> None:
         handled = self._seen.get(event.id)

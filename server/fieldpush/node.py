@@ -126,6 +126,7 @@ class Node:
             hub=self.hub,
             history=backend,
             opener=backend,
+            devices=backend.devices,
             presence=self.presence,
             dispatch=self.dispatch,
             sync=self.sync,

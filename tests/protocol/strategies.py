@@ -35,6 +35,7 @@ from fieldpush_client.protocol import (
     Unsubscribe,
     Unsubscribed,
     Welcome,
+    Wipe,
     parse_mutation,
 )
 
@@ -50,6 +51,7 @@ SERVER_TYPES = frozenset(
         "goaway",
         "refresh_needed",
         "refreshed",
+        "wipe",
         "mutated",
         "changes",
     }
@@ -157,6 +159,7 @@ client_wires = st.one_of(
     _wire({"type": st.just("ack"), "ids": st.lists(name, max_size=4)}),
     _wire({"type": st.just("ping"), "id": request_id}),
     _wire({"type": st.just("refresh"), "id": request_id, "token": name}),
+    _wire({"type": st.just("wiped"), "id": name}),
     _wire(
         {
             "type": st.just("mutate"),
@@ -221,6 +224,7 @@ server_messages = st.one_of(
     st.builds(Unsubscribed, id=st.none() | request_id, channel=channel),
     st.builds(RefreshNeeded, expires_at=int64),
     st.builds(Refreshed, id=request_id, expires_at=int64),
+    st.builds(Wipe, id=name),
     st.builds(Pong, id=request_id, ts=int64),
     st.builds(ErrorMsg, code=error_codes, message=text, id=st.none() | request_id),
     st.builds(Goaway, reason=name, reconnect_after_ms=st.tuples(int64, int64)),
@@ -305,6 +309,7 @@ server_wires = st.one_of(
     _wire({"type": st.just("unsubscribed"), "channel": channel}, {"id": request_id}),
     _wire({"type": st.just("refresh_needed"), "expires_at": int64}),
     _wire({"type": st.just("refreshed"), "id": request_id, "expires_at": int64}),
+    _wire({"type": st.just("wipe"), "id": name}),
     _wire({"type": st.just("pong"), "id": request_id, "ts": int64}),
     _wire(
         {"type": st.just("error"), "code": error_codes.map(str), "message": text},

@@ -57,6 +57,10 @@ class Sink:
         self.accounts: list[AccountState] = []
         self.revoked: list[RevokedToken] = []
         self.resyncs = 0
+        self.wipes: list[tuple[str, str, str]] = []
+
+    def on_wipe(self, user: str, device: str, wipe_id: str) -> None:
+        self.wipes.append((user, device, wipe_id))
 
     def on_account(self, state: AccountState) -> None:
         self.accounts.append(state)

@@ -11,11 +11,11 @@ what they send and what they receive, so the two sides cannot drift::
     ├── errors           DecodeError (close 1007), ProtocolError (error bad_request)
     ├── codec            subprotocols; JsonCodec, MsgpackCodec: dict <-> frame body
     ├── client_messages  Hello Subscribe Unsubscribe Ack Ping Mutate(Mutation) Pull
-    │                    Refresh
+    │                    Refresh Wiped
     │                    parse_client_message,
     request_id_of, parse_mutate, parse_mutation (strict)
     ├── server_messages  Welcome Subscribed Unsubscribed EventMsg Events Pong ErrorMsg
-    │                    Goaway RefreshNeeded Refreshed Mutated(MutationResult)
+    │                    Goaway RefreshNeeded Refreshed Wipe Mutated(MutationResult)
     │                    Changes(Change) UnknownMsg
     │                    parse_server_message (lenient: unknown types and fields pass)
     └── event_bytes      the events' pre-encoded fast path, the same messages as bytes
@@ -55,6 +55,7 @@ from fieldpush_client.protocol.client_messages import (
     Refresh,
     Subscribe,
     Unsubscribe,
+    Wiped,
     parse_client_message,
     parse_mutate,
     parse_mutation,
@@ -119,6 +120,7 @@ from fieldpush_client.protocol.server_messages import (
     UnknownMsg,
     Unsubscribed,
     Welcome,
+    Wipe,
     parse_server_message,
 )
 
@@ -180,6 +182,8 @@ __all__ = [
     "Unsubscribe",
     "Unsubscribed",
     "Welcome",
+    "Wipe",
+    "Wiped",
     "check_depth",
     "codec_for",
     "encode_body",

@@ -44,6 +44,7 @@ __all__ = [
     "Refresh",
     "Subscribe",
     "Unsubscribe",
+    "Wiped",
     "parse_client_message",
     "parse_mutate",
     "parse_mutation",
@@ -203,7 +204,19 @@ class Refresh:
         return {"type": "refresh", "id": self.id, "token": self.token}
 
 
-ClientMessage = Hello | Subscribe | Unsubscribe | Ack | Ping | Mutate | Pull | Refresh
+@dataclass(slots=True, frozen=True)
+class Wiped:
+    """The device erased its local store after ``wipe`` ``id`` (an answer the
+    server does not reply to: it closes the connection with 4003)."""
+
+    id: str
+    type: ClassVar[str] = "wiped"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "wiped", "id": self.id}
+
+
+ClientMessage = Hello | Subscribe | Unsubscribe | Ack | Ping | Mutate | Pull | Refresh | Wiped
 #: The client messages that carry an ``id`` and get a reply (or an ``error``) echoing it.
 ClientRequest = Subscribe | Unsubscribe | Ping | Mutate | Pull | Refresh
 
@@ -218,6 +231,7 @@ _CLIENT_FIELDS: Final[dict[str, frozenset[str]]] = {
     "mutate": frozenset({"type", "id", "mutations"}),
     "pull": frozenset({"type", "id", "cursor", "types", "limit"}),
     "refresh": frozenset({"type", "id", "token"}),
+    "wiped": frozenset({"type", "id"}),
 }
 
 
@@ -389,4 +403,9 @@ def parse_client_message(message: dict[str, Any]) -> ClientMessage:
         return _parse_pull(message)
     if kind == "refresh":
         return _parse_refresh(message)
+    if kind == "wiped":
+        wipe_id = message.get("id")
+        if not isinstance(wipe_id, str) or not _is_id(wipe_id):
+            raise ProtocolError(f"wiped: 'id' must be a string of 1 to {MAX_ID_LENGTH} characters")
+        return Wiped(id=wipe_id)
     return Ping(id=_require_id(message))

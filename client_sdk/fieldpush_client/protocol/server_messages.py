@@ -49,6 +49,7 @@ __all__ = [
     "UnknownMsg",
     "Unsubscribed",
     "Welcome",
+    "Wipe",
     "parse_server_message",
 ]
 
@@ -186,6 +187,18 @@ class RefreshNeeded:
 
     def to_wire(self) -> dict[str, Any]:
         return {"type": "refresh_needed", "expires_at": self.expires_at}
+
+
+@dataclass(slots=True, frozen=True)
+class Wipe:
+    """Erase the local store (records, queued edits, offsets, key material),
+    then answer ``wiped`` with this ``id`` (docs/protocol.md 1.17)."""
+
+    id: str
+    type: ClassVar[str] = "wipe"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "wipe", "id": self.id}
 
 
 @dataclass(slots=True, frozen=True)
@@ -390,6 +403,7 @@ ServerMessage = (
     | Goaway
     | RefreshNeeded
     | Refreshed
+    | Wipe
     | Mutated
     | Changes
     | UnknownMsg
@@ -448,6 +462,11 @@ def parse_server_message(message: dict[str, Any]) -> ServerMessage:
             return RefreshNeeded(expires_at=message["expires_at"])
         if kind == "refreshed":
             return Refreshed(id=message["id"], expires_at=message["expires_at"])
+        if kind == "wipe":
+            wipe_id = message["id"]
+            if not isinstance(wipe_id, str):
+                raise TypeError("'id'")
+            return Wipe(id=wipe_id)
         if kind == "goaway":
             low, high = message["reconnect_after_ms"]
             return Goaway(reason=message["reason"], reconnect_after_ms=(int(low), int(high)))

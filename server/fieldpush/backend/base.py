@@ -335,6 +335,9 @@ class AccessListener(Protocol):
     def on_revoked(self, token: RevokedToken) -> None:
         """A token was revoked (on any node)."""
 
+    def on_wipe(self, user: str, device: str, wipe_id: str) -> None:
+        """A device was marked for wipe (on any node): tell it if it is here."""
+
     def on_access_resync(self) -> None:
         """Changes may have been missed (the live feed was interrupted): read
         :meth:`Accounts.snapshot` again."""
@@ -388,6 +391,8 @@ class Device:
     node: str
     app: str
     state: DeviceState = DeviceState.ACTIVE
+    #: The wipe asked for (``wipe_pending``, ``wiped``): the id of its ``wipe``.
+    wipe_id: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -397,6 +402,7 @@ class Device:
             "node": self.node,
             "app": self.app,
             "state": self.state.value,
+            "wipe_id": self.wipe_id,
         }
 
 
@@ -406,6 +412,15 @@ class Devices(Protocol):
 
     async def of_user(self, user: str) -> list[Device]:
         """The user's devices, first seen first."""
+
+    async def mark_wipe(self, user: str, device: str, wipe_id: str) -> Device | None:
+        """Mark a registered device ``wipe_pending`` with ``wipe_id`` and
+        announce it to every node's :meth:`AccessListener.on_wipe` (a device
+        already ``wiped`` stays so, unannounced). None: no such device."""
+
+    async def confirm_wipe(self, user: str, device: str, wipe_id: str) -> Device | None:
+        """The device answered ``wiped`` ``wipe_id``: ``wiped`` if that is the
+        wipe pending. Returns the device as stored (None: no such device)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The ``fieldpush`` command: ``serve``, ``token``, ``publish``, ``records import``,
-``users``, ``tokens revoke``; one module per command (docs/configuration.md, docs/security.md)."""
+``users``, ``tokens revoke``, ``devices``; one module per command
+(docs/configuration.md, docs/security.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import sys
 
 from fieldpush import __version__
+from fieldpush.cli.devices import add_devices
 from fieldpush.cli.publish import add_publish
 from fieldpush.cli.records import add_records
 from fieldpush.cli.serve import add_serve
@@ -31,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     add_publish(commands)
     add_records(commands)
     add_users(commands)
+    add_devices(commands)
     return parser
 
 

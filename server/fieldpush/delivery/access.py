@@ -46,6 +46,9 @@ __all__ = ["AccessControl"]
 
 log = logging.getLogger("fieldpush.access")
 
+#: Wipes a node remembers for sessions opening while they were marked.
+_MAX_WIPES_HELD = 10_000
+
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -73,6 +76,8 @@ class AccessControl:
         self._polls: dict[str, dict[asyncio.Future[None], Identity]] = {}
         self._task: asyncio.Task[None] | None = None
         self._resync = asyncio.Event()
+        #: Wipes heard, by (user, device): the id (oldest out beyond the bound).
+        self._wipes: dict[tuple[str, str], str] = {}
         #: While a re-read waits for its snapshot: the announcements heard meanwhile.
         self._heard: list[AccountState | RevokedToken] | None = None
         accounts.listen(self)
@@ -142,6 +147,15 @@ class AccessControl:
             self._heard.append(token)
         self._enforce(self._access.revoke(token))
 
+    def on_wipe(self, user: str, device: str, wipe_id: str) -> None:
+        self._wipes[(user, device)] = wipe_id
+        while len(self._wipes) > _MAX_WIPES_HELD:
+            del self._wipes[next(iter(self._wipes))]
+        for session in self._registry.sessions_of(user):
+            if session.device == device:
+                log.info("session %s of %s: device %s told to wipe", session.id, user, device)
+                session.wipe(wipe_id)
+
     def on_access_resync(self) -> None:
         self._resync.set()
 
@@ -152,6 +166,11 @@ class AccessControl:
         that arrived while it opened found nothing to close); raises
         :class:`AccessRevoked`."""
         return self._access.check(identity)
+
+    def wipe_pending(self, user: str, device: str) -> str | None:
+        """The id of a wipe of that device heard since this node started (a
+        session that opened while the wipe was marked finds it here)."""
+        return self._wipes.get((user, device))
 
     @contextlib.contextmanager
     def guard(self, identity: Identity) -> Iterator[asyncio.Future[None]]:

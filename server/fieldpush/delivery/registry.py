@@ -37,6 +37,14 @@ class RegisteredSession(Closable, Protocol):
     def identity(self) -> Identity | None:
         """Who it acts for (set before it is registered)."""
 
+    @property
+    def device(self) -> str:
+        """``hello.device``."""
+
+    def wipe(self, wipe_id: str) -> None:
+        """Tell the device to erase its local store (``wipe``), and serve it
+        nothing more; idempotent."""
+
 
 C = TypeVar("C", bound=Closable)
 

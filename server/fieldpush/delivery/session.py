@@ -39,7 +39,14 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fieldpush.backend.base import ChannelRead, HistoryReader, SessionOpener
+from fieldpush.backend.base import (
+    ChannelRead,
+    Device,
+    Devices,
+    DeviceState,
+    HistoryReader,
+    SessionOpener,
+)
 from fieldpush.delivery.access import AccessControl
 from fieldpush.delivery.flusher import Flusher
 from fieldpush.delivery.hub import Feed, Hub
@@ -93,6 +100,8 @@ from fieldpush_client.protocol import (
     Subscribed,
     Unsubscribe,
     Unsubscribed,
+    Wipe,
+    Wiped,
     parse_client_message,
     request_id_of,
 )
@@ -156,6 +165,7 @@ class SessionServices:
     hub: Hub
     history: HistoryReader
     opener: SessionOpener
+    devices: Devices
     presence: PresenceTracker
     dispatch: Dispatch
     sync: SyncEngine
@@ -174,6 +184,10 @@ def _ms(seconds: float) -> int:
 def _offset(text: str | None) -> Offset | None:
     """A client's offset; None for none, and for one that is not ours."""
     return Offset.parse(text) if text is not None else None
+
+
+class _DeviceWiped(Exception):
+    """The hello came from a device that was wiped: close 4003."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +222,7 @@ class Session:
         "rate",
         "since_ms",
         "subs",
+        "wiping",
         "worker",
     )
 
@@ -222,6 +237,8 @@ class Session:
         #: ``(user, device)`` once past hello: record changes it made are not echoed.
         self.origin: tuple[str, str] | None = None
         self.subs: dict[str, Subscription] = {}
+        #: The id of the ``wipe`` sent to this device (then it gets nothing more).
+        self.wiping: str | None = None
         self.outbox = Outbox(
             conn,
             conn.binary,
@@ -339,6 +356,11 @@ class Session:
             return None
         if isinstance(message, Ping):
             self.send(Pong(id=message.id, ts=time.time_ns() // 1_000_000))
+        elif isinstance(message, Wiped):
+            return self._wiped(identity, message)
+        elif self.wiping is not None and not isinstance(message, Refresh):
+            request_id = getattr(message, "id", None)
+            self.error(ErrorCode.FORBIDDEN, "this device is being wiped; answer wipe", request_id)
         elif isinstance(message, Ack):
             self._services.metrics.acks += len(message.ids)
             self._ack(identity, message)
@@ -448,6 +470,12 @@ class Session:
         plan = plan_subscriptions(identity, hello.subs, settings.max_subscriptions)
         try:
             starts = await self._open_all(plan.allowed, plan.wanted)
+        except _DeviceWiped:
+            log.info(
+                "session %s refused: device %s of %s was wiped", self.id, self.device, identity.user
+            )
+            self.close(CloseCode.FORBIDDEN, "device wiped")
+            return
         except BackendUnavailable:
             log.warning("session %s: backend unavailable during hello", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; retry")
@@ -459,7 +487,7 @@ class Session:
             )
             self.close(CloseCode.RATE_LIMITED, f"at most {limit} connections per user")
             return
-        replays, pending = starts
+        replays, pending, device = starts
         self.send(
             welcome(
                 session=self.id,
@@ -481,6 +509,12 @@ class Session:
         except AuthError as exc:
             log.info("session %s refused once open: %s", self.id, exc)
             self.close(close_code_for(exc), str(exc))
+            return
+        wipe_id = services.access.wipe_pending(identity.user, self.device)
+        if wipe_id is None and device is not None and device.state is DeviceState.WIPE_PENDING:
+            wipe_id = device.wipe_id
+        if wipe_id is not None:  # before anything else: no replay, no pending event
+            self.wipe(wipe_id)
             return
         log.info(
             "session %s open: user %s role %s device %s from %s, %s, %d channel(s)",
@@ -506,11 +540,12 @@ class Session:
 
     async def _open_all(
         self, channels: Sequence[str], wanted: Mapping[str, str | None]
-    ) -> tuple[list[_Replay], list[Event]] | None:
+    ) -> tuple[list[_Replay], list[Event], Device | None] | None:
         """Attach a replaying subscription to each channel's live feed, then take
         the hello's one backend step. Returns the replays, in ``channels``
-        order, and the user's pending events; None when the per-user cap
-        refuses the session. Raises ``BackendUnavailable``."""
+        order, the user's pending events and the device's registry entry;
+        None when the per-user cap refuses the session. Raises
+        ``BackendUnavailable``, and ``_DeviceWiped`` for a wiped device."""
         services = self._services
         hub = services.hub
         #: (subscription, feed, whether this session opened it, the client's offset text)
@@ -530,6 +565,8 @@ class Session:
                 if opened or since is not None
             ]
             step = await services.opener.open_session(services.presence.opening(self, reads))
+            if step.device is not None and step.device.state is DeviceState.WIPED:
+                raise _DeviceWiped
             if not await services.presence.admit(step):
                 return None
             found = dict(zip((read.channel for read in reads), step.histories, strict=True))
@@ -549,7 +586,7 @@ class Session:
             history = found[subscription.channel] if since_text is not None else None
             top, recovered, first = subscription.begin(since, history, feed.position)
             replays.append(_Replay(subscription, top, recovered, first, since))
-        return replays, step.pending
+        return replays, step.pending, step.device
 
     # ----------------------------------------------------------- subscriptions
 
@@ -668,6 +705,42 @@ class Session:
         self._services.hub.detach(channel, subscription)
         self._services.presence.unsubscribed(self, channel)
         self.send(Unsubscribed(id=message.id, channel=channel))
+
+    # -------------------------------------------------------------- remote wipe
+
+    def wipe(self, wipe_id: str) -> None:
+        """Send ``wipe`` and serve nothing more: every subscription ends (no
+        ``unsubscribed``), events not yet written are dropped, and any request
+        but ``wiped``, ``ping`` and ``refresh`` gets ``error`` ``forbidden``."""
+        if self.wiping is not None:
+            return
+        self.wiping = wipe_id
+        services = self._services
+        for channel, subscription in self.subs.items():
+            services.hub.detach(channel, subscription)
+            services.presence.unsubscribed(self, channel)
+        self.subs.clear()
+        self.outbox.discard()
+        self.send(Wipe(id=wipe_id))
+
+    async def _wiped(self, identity: Identity, message: Wiped) -> None:
+        """The device erased its store: record it, then close with 4003 (its
+        later hellos are refused with 4003 too)."""
+        if message.id != self.wiping:
+            self.error(ErrorCode.BAD_REQUEST, "wiped: no wipe with that id was sent")
+            return
+        try:
+            await self._services.devices.confirm_wipe(identity.user, self.device, message.id)
+        except BackendUnavailable:
+            log.warning(
+                "session %s: wipe %s not recorded: backend unavailable", self.id, message.id
+            )
+            self.error(
+                ErrorCode.UNAVAILABLE, "wipe not recorded: backend unavailable; send wiped again"
+            )
+            return
+        log.info("session %s: device %s of %s wiped", self.id, self.device, identity.user)
+        self.close(CloseCode.FORBIDDEN, "device wiped")
 
     # ------------------------------------------------------------ token expiry
 

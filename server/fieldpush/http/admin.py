@@ -9,7 +9,12 @@
   user issued before then (403 ``token_revoked``, open sockets 4003).
 - ``GET /v1/admin/users/{id}``: the user's state and devices online.
 - ``GET /v1/admin/users/{id}/devices``: every device the user opened a
-  session from: ``[{device, first_seen, last_seen, node, app, state, online}]``.
+  session from: ``[{device, first_seen, last_seen, node, app, state, wipe_id,
+  online}]``.
+- ``POST /v1/admin/users/{id}/devices/{device}/wipe`` (admin only): the
+  device is marked ``wipe_pending`` and gets ``wipe`` at once wherever it is
+  connected, else right after its next ``hello``; its ``wiped`` makes it
+  ``wiped``, and its later hellos are refused with 4003.
 
 Admin and service tokens only. Each answer is the state after the change,
 stored in the backend before the reply; a 503 means it may not be stored
@@ -18,7 +23,9 @@ stored in the backend before the reply; a 503 means it may not be stored
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -30,12 +37,16 @@ from fieldpush.errors import BackendUnavailable
 from fieldpush.http.toolkit import HTTPError, caller, invalid, read_fields, require_role
 from fieldpush.identity.auth import MAX_TOKEN_ID_LENGTH, Identity
 from fieldpush.node import Node
-from fieldpush_client.protocol import ErrorCode, is_channel
+from fieldpush_client.protocol import MAX_DEVICE_LENGTH, ErrorCode, is_channel
 
 __all__ = ["ADMIN_ROLES", "admin_routes"]
 
+log = logging.getLogger("fieldpush.api")
+
 #: Who may call the admin API.
 ADMIN_ROLES = frozenset({"admin", "service"})
+#: Who may wipe a device: people, not integrations.
+_WIPE_ROLES = frozenset({"admin"})
 _REVOKE_FIELDS = frozenset({"jti", "user", "issued_before"})
 #: Times are ms since the epoch, integers below 2**53 (exact in JSON everywhere).
 _MAX_MS = 2**53
@@ -139,9 +150,27 @@ async def devices(request: Request) -> Response:
     )
 
 
+async def wipe(request: Request) -> Response:
+    node, identity = caller(request)
+    require_role(identity, _WIPE_ROLES, "wipe devices")
+    user = _user_id(request.path_params["id"], "id")
+    device = request.path_params["device"]
+    if not 0 < len(device) <= MAX_DEVICE_LENGTH:
+        raise invalid("device", f"must be a device id of 1 to {MAX_DEVICE_LENGTH} characters")
+    try:
+        marked = await node.backend.devices.mark_wipe(user, device, f"w-{uuid.uuid4().hex}")
+    except BackendUnavailable:
+        raise _not_stored("the wipe") from None
+    if marked is None:
+        raise HTTPError(404, ErrorCode.NOT_FOUND, f"user {user} has no device {device}")
+    log.info("device %s of %s marked for wipe by %s", device, user, _actor(identity))
+    return JSONResponse(marked.as_dict(), status_code=202)
+
+
 admin_routes = [
     Route("/v1/admin/users/{id}", show, methods=["GET"]),
     Route("/v1/admin/users/{id}/devices", devices, methods=["GET"]),
+    Route("/v1/admin/users/{id}/devices/{device}/wipe", wipe, methods=["POST"]),
     Route("/v1/admin/users/{id}/disable", disable, methods=["POST"]),
     Route("/v1/admin/users/{id}/enable", enable, methods=["POST"]),
     Route("/v1/admin/tokens/revoke", revoke, methods=["POST"]),

@@ -79,3 +79,20 @@ async def test_a_change_no_announcement_carried_is_found_by_the_periodic_re_read
         # Written as a lost announcement would leave it: stored, never published.
         redis_server.command("HSET", "fp:acct", "alice", json.dumps(state))
         assert await device.closed_with(timeout=5) == 4003
+
+
+async def test_a_wipe_reaches_the_device_on_another_node(redis_url: str) -> None:
+    async with (
+        running_node(node_settings(redis_url=redis_url, node_id="a")) as a,
+        running_node(node_settings(redis_url=redis_url, node_id="b")) as b,
+        phone(b, "alice", device="lost") as on_b,
+    ):
+        async with httpx.AsyncClient(base_url=a.url, timeout=scaled(10)) as http:
+            reply = await http.post("/v1/admin/users/alice/devices/lost/wipe", headers=_admin(a))
+        assert reply.status_code == 202, reply.text
+        wipe_id = reply.json()["wipe_id"]
+        assert await on_b.recv() == {"type": "wipe", "id": wipe_id}
+        await on_b.send({"type": "wiped", "id": wipe_id})
+        assert await on_b.closed_with() == 4003
+        devices = await a.node.backend.devices.of_user("alice")
+        assert [d.state.value for d in devices] == ["wiped"]

@@ -55,6 +55,11 @@ class MemoryAccounts:
         if self._listener is not None:
             self._listener.on_revoked(token)
 
+    def wiping(self, user: str, device: str, wipe_id: str) -> None:
+        """A device was marked for wipe (by the device registry)."""
+        if self._listener is not None:
+            self._listener.on_wipe(user, device, wipe_id)
+
     async def state(self, user: str) -> AccountState:
         return self._accounts.get(user) or AccountState(user)
 

@@ -78,7 +78,7 @@ class MemoryBackend:
             log_max_age_s=sync_log_max_age_s,
         )
         self.accounts = MemoryAccounts()
-        self.devices = MemoryDevices()
+        self.devices = MemoryDevices(announce=self.accounts.wiping)
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
@@ -169,6 +169,9 @@ class MemoryBackend:
         """See :meth:`~fieldpush.backend.base.SessionOpener.open_session`; atomic
         because nothing in it waits."""
         entry = opening.entry
+        wiped = self.devices.wiped(entry.user, entry.device)
+        if wiped is not None:  # refused before the cap: nothing written
+            return SessionOpened(admitted=False, others=[], histories=[], pending=[], device=wiped)
         others = await self.presence.sessions_of(entry.user)
         if opening.refuse_over_cap and opening.cap and len(others) + 1 > opening.cap:
             return SessionOpened(admitted=False, others=others, histories=[], pending=[])

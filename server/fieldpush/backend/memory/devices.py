@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from fieldpush.backend.base import Device, DeviceState
 
@@ -11,10 +12,35 @@ __all__ = ["MemoryDevices"]
 
 
 class MemoryDevices:
-    """See the module docstring."""
+    """See the module docstring. ``announce`` tells the node of a wipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: Callable[[str, str, str], None]) -> None:
         self._devices: dict[str, dict[str, Device]] = {}
+        self._announce = announce
+
+    async def mark_wipe(self, user: str, device: str, wipe_id: str) -> Device | None:
+        known = self._devices.get(user, {}).get(device)
+        if known is None or known.state is DeviceState.WIPED:
+            return known
+        marked = dataclasses.replace(known, state=DeviceState.WIPE_PENDING, wipe_id=wipe_id)
+        self._devices[user][device] = marked
+        self._announce(user, device, wipe_id)
+        return marked
+
+    async def confirm_wipe(self, user: str, device: str, wipe_id: str) -> Device | None:
+        known = self._devices.get(user, {}).get(device)
+        if known is None or known.state is not DeviceState.WIPE_PENDING:
+            return known
+        if known.wipe_id != wipe_id:
+            return known
+        wiped = dataclasses.replace(known, state=DeviceState.WIPED)
+        self._devices[user][device] = wiped
+        return wiped
+
+    def wiped(self, user: str, device: str) -> Device | None:
+        """The device, if it is ``wiped`` (its hellos are refused)."""
+        known = self._devices.get(user, {}).get(device)
+        return known if known is not None and known.state is DeviceState.WIPED else None
 
     async def of_user(self, user: str) -> list[Device]:
         return sorted(self._devices.get(user, {}).values(), key=lambda d: (d.first_seen, d.device))

@@ -10,7 +10,9 @@ Keys (``<p>`` is the key prefix):
   and :meth:`RedisAccounts.snapshot`;
 - ``<p>:ctl:access`` pub/sub: ``a <state JSON>`` after a change, ``r <until>
   <jti>`` after a revocation. Every node subscribes; a node whose pub/sub link
-  was down is told to resync (:meth:`RedisAccounts.resync`).
+  was down is told to resync (:meth:`RedisAccounts.resync`); and ``w {user,
+  device, id}`` after a device was marked for wipe (by
+  :class:`~fieldpush.backend.redis.devices.RedisDevices`).
 
 A user's state is a few dozen bytes; the hash holds every user ever changed
 (a firm's departed employees, over the years: thousands, read in one
@@ -133,6 +135,9 @@ class RedisAccounts:
             elif payload.startswith(b"r "):
                 until, jti = payload[2:].decode().split(" ", 1)
                 listener.on_revoked(RevokedToken(jti, int(until)))
+            elif payload.startswith(b"w "):
+                wipe = json.loads(payload[2:])
+                listener.on_wipe(str(wipe["user"]), str(wipe["device"]), str(wipe["id"]))
             else:
                 raise ValueError("unknown kind")
         except Exception:  # whatever it is: read the stored state instead

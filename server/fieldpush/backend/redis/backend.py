@@ -120,7 +120,7 @@ class RedisBackend:
         )
         self.presence = RedisPresence(self._client, prefix)
         self.accounts = RedisAccounts(self._client, prefix)
-        self.devices = RedisDevices(self._client, prefix)
+        self.devices = RedisDevices(self._client, prefix, self.accounts.channel)
         self.records = RedisRecords(
             self._client,
             prefix,
@@ -299,6 +299,14 @@ class RedisBackend:
             args += self._read_args(read.since, read.limit)
         args += [entry.device, entry.node, opening.app, opening.max_devices]
         admitted, others, reads, pending, *device = await self._client.run(self._open, [], args)
+        if not admitted and device:  # a wiped device: refused before the cap
+            return SessionOpened(
+                admitted=False,
+                others=[],
+                histories=[],
+                pending=[],
+                device=device_of(entry.user, entry.device, device[0]),
+            )
         if not admitted:
             return SessionOpened(
                 admitted=False, others=live_entries(entry.user, others), histories=[], pending=[]

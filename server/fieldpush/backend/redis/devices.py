@@ -2,8 +2,10 @@
 :class:`~fieldpush.backend.base.Devices`.
 
 ``<p>:dev:<user>`` is a hash: device id -> JSON ``{first_seen, last_seen,
-node, app, state}`` (ms since the epoch). ``open.lua`` writes it, in the
-hello's one step; entries stay until a newer device evicts the least
+node, app, state, wipe_id?}`` (ms since the epoch). ``open.lua`` writes it,
+in the hello's one step, and refuses a ``wiped`` device; ``device.lua`` marks
+a wipe (announced on the access channel, ``w {user, device, id}``) and
+confirms it; entries stay until a newer device evicts the least
 recently seen ``active`` one beyond ``max_devices_per_user``.
 """
 
@@ -13,6 +15,7 @@ import json
 
 from fieldpush.backend.base import Device, DeviceState
 from fieldpush.backend.redis.client import RedisClient
+from fieldpush.backend.redis.ledger import script
 
 __all__ = ["RedisDevices", "device_of"]
 
@@ -28,15 +31,35 @@ def device_of(user: str, device: str, raw: bytes | str) -> Device:
         node=str(fields["node"]),
         app=str(fields.get("app") or ""),
         state=DeviceState(fields.get("state", "active")),
+        wipe_id=fields.get("wipe_id"),
     )
 
 
-class RedisDevices:
-    """See the module docstring."""
+_DEVICE = script("device.lua")
 
-    def __init__(self, client: RedisClient, prefix: str) -> None:
+
+class RedisDevices:
+    """See the module docstring. A wipe is announced on ``access_channel``."""
+
+    def __init__(self, client: RedisClient, prefix: str, access_channel: bytes) -> None:
         self._client = client
         self._prefix = prefix
+        self._access_channel = access_channel
+
+    async def mark_wipe(self, user: str, device: str, wipe_id: str) -> Device | None:
+        announcement = "w " + json.dumps({"user": user, "device": device, "id": wipe_id})
+        return await self._change(user, device, "mark", wipe_id, announcement)
+
+    async def confirm_wipe(self, user: str, device: str, wipe_id: str) -> Device | None:
+        return await self._change(user, device, "confirm", wipe_id, "")
+
+    async def _change(
+        self, user: str, device: str, mode: str, wipe_id: str, announcement: str
+    ) -> Device | None:
+        key = f"{self._prefix}:dev:{user}"
+        args = [key, device, mode, wipe_id, self._access_channel, announcement]
+        raw = await self._client.run(_DEVICE, [], args)
+        return None if raw is None else device_of(user, device, raw)
 
     async def of_user(self, user: str) -> list[Device]:
         raw = await self._client.execute(b"HGETALL", f"{self._prefix}:dev:{user}")

@@ -16,9 +16,16 @@
 -- beat are removed), reads one read_history answer per read, pending as
 -- pending_events, device the registry's JSON of the session's device
 -- ({first_seen, last_seen, node, app, state}) after this hello.
--- Refused: nothing is written and reads and pending are empty.
+-- Refused: nothing is written and reads and pending are empty; a wiped
+-- device is refused first, with its entry as the fifth element.
 
 local prefix, user, session = ARGV[1], ARGV[2], ARGV[3]
+local device_at = #ARGV - 3  -- the device, node, app, max devices come last
+local devices_key = prefix .. ':dev:' .. user
+local known = redis.call('HGET', devices_key, ARGV[device_at])
+if known and cjson.decode(known).state == 'wiped' then
+  return {0, {}, {}, {}, known}  -- a wiped device: refused, nothing written
+end
 local user_key = prefix .. ':pres:u:' .. user
 local raw = redis.call('HGETALL', user_key)
 local others, count = {}, 0
@@ -62,10 +69,8 @@ end
 
 -- The device registry: <prefix>:dev:<user>, device -> JSON.
 local device, node, app, max_devices = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
-local devices_key = prefix .. ':dev:' .. user
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local known = redis.call('HGET', devices_key, device)
 local record
 if known then
   record = cjson.decode(known)

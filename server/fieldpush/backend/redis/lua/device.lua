@@ -1,0 +1,27 @@
+-- A device's wipe state, changed atomically (Devices.mark_wipe, confirm_wipe).
+--
+-- ARGV[1]  the user's device hash (<prefix>:dev:<user>)
+-- ARGV[2]  the device
+-- ARGV[3]  'mark' or 'confirm'
+-- ARGV[4]  the wipe id
+-- ARGV[5]  the access control pub/sub channel (for 'mark')
+-- ARGV[6]  the announcement of a 'mark' ('w <json>')
+-- Returns the device's JSON as stored afterwards, or nil when it is unknown.
+-- 'mark': wipe_pending with the id, announced (a wiped device stays wiped);
+-- 'confirm': wiped, if the wipe pending has that id.
+
+local raw = redis.call('HGET', ARGV[1], ARGV[2])
+if not raw then return nil end
+local record = cjson.decode(raw)
+if ARGV[3] == 'mark' then
+  if record.state == 'wiped' then return raw end
+  record.state, record.wipe_id = 'wipe_pending', ARGV[4]
+  raw = cjson.encode(record)
+  redis.call('HSET', ARGV[1], ARGV[2], raw)
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+elseif record.state == 'wipe_pending' and record.wipe_id == ARGV[4] then
+  record.state = 'wiped'
+  raw = cjson.encode(record)
+  redis.call('HSET', ARGV[1], ARGV[2], raw)
+end
+return raw
