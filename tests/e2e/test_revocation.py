@@ -74,3 +74,26 @@ async def test_the_commands_say_what_went_wrong(
     assert both.returncode == 2 and "not allowed with" in both.stderr
     for result in (bad_id, sales, unreachable, both):
         assert "Traceback" not in result.stderr
+
+
+async def test_devices_commands_list_and_wipe_through_any_node(
+    cluster: tuple[ServeProcess, ServeProcess],
+) -> None:
+    node_a, node_b = cluster
+    async with connect_phone(node_b.ws_url, token("gus"), device="lost-phone") as phone:
+        listed = await fieldpush("devices", "list", "gus", "--url", node_a.url)
+        assert listed.returncode == 0, listed.stderr
+        [device] = json.loads(listed.stdout)
+        assert (device["device"], device["state"], device["online"]) == (
+            "lost-phone",
+            "active",
+            True,
+        )
+        wiped = await fieldpush("devices", "wipe", "gus", "lost-phone", "--url", node_a.url)
+        assert wiped.returncode == 0, wiped.stderr
+        wipe_id = json.loads(wiped.stdout)["wipe_id"]
+        assert await phone.recv() == {"type": "wipe", "id": wipe_id}
+        await phone.send({"type": "wiped", "id": wipe_id})
+        assert await phone.closed_with() == 4003
+    unknown = await fieldpush("devices", "wipe", "gus", "no-such", "--url", node_a.url)
+    assert unknown.returncode == 1 and "404" in unknown.stderr
