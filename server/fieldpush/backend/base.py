@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
+from fieldpush.backend.directory import Directory
 from fieldpush.events.event import Event
 from fieldpush.events.offsets import Offset
 
@@ -399,6 +400,10 @@ class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
     @property
     def records(self) -> RecordStore:
         """Records and the change log of delta sync."""
+
+    @property
+    def directory(self) -> Directory:
+        """The SCIM user resources (:mod:`fieldpush.backend.directory`)."""
 
     async def start(self, sink: EventSink) -> None:
         """Connect and begin passing the live feed to ``sink``. A kick handler

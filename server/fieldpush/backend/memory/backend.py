@@ -21,6 +21,7 @@ from fieldpush.backend.base import (
     SessionOpened,
     SessionOpening,
 )
+from fieldpush.backend.memory.directory import MemoryDirectory
 from fieldpush.backend.memory.ledger import MemoryLedger, MemoryPresence
 from fieldpush.backend.memory.records import MemoryRecords
 from fieldpush.errors import IdempotencyConflict
@@ -75,6 +76,7 @@ class MemoryBackend:
             log_max_entries=sync_log_max_entries,
             log_max_age_s=sync_log_max_age_s,
         )
+        self.directory = MemoryDirectory()
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink

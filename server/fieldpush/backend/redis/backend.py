@@ -52,6 +52,7 @@ from fieldpush.backend.base import (
     SessionOpening,
 )
 from fieldpush.backend.redis.client import RedisClient
+from fieldpush.backend.redis.directory import RedisDirectory
 from fieldpush.backend.redis.ledger import (
     RedisLedger,
     RedisPresence,
@@ -124,6 +125,7 @@ class RedisBackend:
             log_max_entries=sync_log_max_entries,
             log_max_age_s=sync_log_max_age_s,
         )
+        self.directory = RedisDirectory(self._client, prefix)
 
     # ------------------------------------------------------------- lifecycle
 
