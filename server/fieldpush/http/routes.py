@@ -12,9 +12,17 @@ from fieldpush.http.dispatch import dispatch_routes
 from fieldpush.http.health import health_routes
 from fieldpush.http.poll import poll_routes
 from fieldpush.http.publish import PublishEndpoint, publish_routes
+from fieldpush.http.scim import scim_routes
 from fieldpush.http.sync import sync_routes
 from fieldpush.http.toolkit import exception_handlers
 
 __all__ = ["PublishEndpoint", "exception_handlers", "routes"]
 
-routes = [*publish_routes, *poll_routes, *health_routes, *dispatch_routes, *sync_routes]
+routes = [
+    *publish_routes,
+    *poll_routes,
+    *health_routes,
+    *dispatch_routes,
+    *sync_routes,
+    *scim_routes,
+]
