@@ -61,13 +61,14 @@ def backend_url(backend_kind: str, request: pytest.FixtureRequest) -> str | None
 def backend_factory(backend_kind: str, backend_url: str | None) -> BackendFactory:
     """``async with backend_factory(**limits) as (backend, sink)``: a started
     backend of ``backend_kind`` (tests/support/backends.py builds and starts it),
-    closed afterwards; ``sink`` records its live feed and kick requests."""
+    closed afterwards; ``sink`` records its live feed, kick requests and access
+    announcements."""
 
     @contextlib.asynccontextmanager
     async def open_backend(**limits: Any) -> AsyncIterator[tuple[Any, Sink]]:
         sink = Sink()
         backend = make_backend(backend_kind, backend_url, **limits)
-        await start_backend(backend, sink, on_kick=sink.on_kick)
+        await start_backend(backend, sink, on_kick=sink.on_kick, access=sink)
         try:
             yield backend, sink
         finally:

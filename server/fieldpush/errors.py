@@ -7,6 +7,8 @@ and the errors shared by several layers::
     ├── ConfigError                      settings or config files are invalid (no start)
     │   └── SchemaError                  fieldpush.sync.schema: schema.toml / mappings.toml
     ├── AuthError                        a token is missing, malformed, expired or wrongly signed
+    │   └── AccessRevoked                the token is valid, but its user is disabled or it is
+    │                                    revoked (``reason``: account_disabled, token_revoked)
     ├── BackendUnavailable               the shared state (Redis) cannot be reached; nothing stored
     ├── IdempotencyConflict              an idempotency key was reused with a different body
     ├── InvalidPosition                  a change-log position no store wrote (a forged cursor)
@@ -26,6 +28,7 @@ them where it parses what a client sent and answers with one of the above.
 from __future__ import annotations
 
 __all__ = [
+    "AccessRevoked",
     "AuthError",
     "BackendUnavailable",
     "ConfigError",
@@ -48,6 +51,19 @@ class AuthError(FieldpushError):
 
     The message is safe to show to the client and to log: it never contains the token.
     """
+
+
+class AccessRevoked(AuthError):
+    """A valid token that may no longer be used: its user is disabled, or the
+    token was revoked (by ``jti``, or issued before the user's
+    ``tokens_valid_after``). Answered 403 over HTTP and close 4003 on a socket.
+
+    ``reason`` is the protocol's error code: ``account_disabled`` or ``token_revoked``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class BackendUnavailable(FieldpushError):

@@ -15,11 +15,14 @@ import logging
 from typing import Any
 
 from fieldpush.backend.base import Backend
+from fieldpush.delivery.access import AccessControl
 from fieldpush.delivery.flusher import Flusher
 from fieldpush.delivery.hub import Hub
 from fieldpush.delivery.registry import Registry
 from fieldpush.delivery.session import Session, SessionServices
+from fieldpush.errors import BackendUnavailable
 from fieldpush.events.ids import Ids
+from fieldpush.identity.access import AccessList
 from fieldpush.identity.auth import TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -74,10 +77,19 @@ class Node:
         self.settings = settings
         self.backend = backend
         self.ids = Ids()
-        self.verifier = TokenVerifier(settings)
+        access = AccessList()
+        self.verifier = TokenVerifier(settings, access)
         self.hub = Hub(backend, page_events=settings.replay_page_events)
         self.registry: Registry[Connection] = Registry()
         registry = self.registry
+        #: Disable, enable and revoke, cluster-wide (the admin API and SCIM call it).
+        self.accounts = AccessControl(
+            backend.accounts,
+            access,
+            registry,
+            reread_s=settings.access_reread_s,
+            revoked_ttl_s=settings.revoked_token_ttl_s,
+        )
         self.metrics = Metrics(
             gauges={
                 "connections": (
@@ -111,6 +123,7 @@ class Node:
             settings=settings,
             ids=self.ids,
             verifier=self.verifier,
+            access=self.accounts,
             hub=self.hub,
             history=backend,
             opener=backend,
@@ -133,8 +146,11 @@ class Node:
 
     async def start(self) -> None:
         """Start the parts, lowest first: the backend (with the hub as its event
-        sink), the hub, receipts, presence, the heartbeat."""
+        sink), access control (its first read of the access state), the hub,
+        receipts, presence, the heartbeat."""
         await self.backend.start(self.hub)
+        await self._read_access()
+        self.accounts.start()
         self.hub.start()
         self.dispatch.start()
         self.presence.start()
@@ -147,6 +163,14 @@ class Node:
             self.settings.mappings_path or "none",
         )
 
+    async def _read_access(self) -> None:
+        """The access state before the first connection: with Redis down the
+        node starts anyway (as it does for events) and reads it once Redis is back."""
+        try:
+            await self.accounts.reread()
+        except BackendUnavailable as exc:
+            log.warning("access state not read at start: %s; retrying in the background", exc)
+
     async def close(self) -> None:
         """Stop in the reverse order, after closing the connections still open
         after the drain deadline (1012)."""
@@ -155,6 +179,7 @@ class Node:
         await self.heartbeat.close()
         await self.dispatch.close()
         await self.presence.close()
+        await self.accounts.close()
         await self.hub.close()
         await self.backend.close()
         log.info("node %s stopped", self.settings.node_id)

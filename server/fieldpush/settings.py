@@ -122,6 +122,15 @@ class Settings:
     #: at least 32 bytes. None: SCIM is off (every SCIM path answers 404).
     scim_token: Secret | None = None
 
+    # Revocation (docs/security.md, "Revocation")
+    #: Each node re-reads the cluster's disabled users and revoked tokens this
+    #: often (and after every reconnect to Redis), whatever pub/sub delivered:
+    #: the longest a missed announcement can leave a revoked token working.
+    access_reread_s: float = 10.0
+    #: A token revoked by its ``jti`` is remembered this long; revoke tokens that
+    #: live longer by user and issue time (``{user, issued_before}``).
+    revoked_token_ttl_s: float = 30 * 86400
+
     # Sessions
     heartbeat_s: float = 25.0
     hello_timeout_s: float = 10.0
@@ -281,6 +290,8 @@ class Settings:
             "sync_max_body_bytes",
             "sync_page_default",
             "sync_page_max",
+            "access_reread_s",
+            "revoked_token_ttl_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

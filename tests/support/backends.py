@@ -12,10 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from fieldpush.backend.base import (
+    AccessListener,
+    AccountState,
     Backend,
     CommitStatus,
     Idempotency,
     PublishRequest,
+    RevokedToken,
     Stale,
     Tracking,
 )
@@ -44,12 +47,25 @@ TIMEOUT_S = 1.0
 
 
 class Sink:
-    """Records the live feed, the reconnects and the kick requests of a backend."""
+    """Records the live feed, the reconnects, the kick requests and the access
+    announcements of a backend."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.reconnects = 0
         self.kicks: list[str] = []
+        self.accounts: list[AccountState] = []
+        self.revoked: list[RevokedToken] = []
+        self.resyncs = 0
+
+    def on_account(self, state: AccountState) -> None:
+        self.accounts.append(state)
+
+    def on_revoked(self, token: RevokedToken) -> None:
+        self.revoked.append(token)
+
+    def on_access_resync(self) -> None:
+        self.resyncs += 1
 
     def on_event(self, event: Event) -> None:
         self.events.append(event)
@@ -89,12 +105,15 @@ async def start_backend(
     *,
     node: str = NODE,
     on_kick: Callable[[str], None] | None = None,
+    access: AccessListener | None = None,
 ) -> None:
     """Start ``backend`` as node ``node``: its live feed goes to ``sink``
-    (``on_event``, ``on_reconnected``), kick requests to ``on_kick``.
-    The only call of ``Backend.start`` in the tests."""
+    (``on_event``, ``on_reconnected``), kick requests to ``on_kick``, access
+    announcements to ``access``. The only call of ``Backend.start`` in the tests."""
     if on_kick is not None:
         backend.presence.on_kick(node, on_kick)
+    if access is not None:
+        backend.accounts.listen(access)
     await backend.start(sink)
 
 

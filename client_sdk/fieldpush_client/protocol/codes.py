@@ -61,6 +61,10 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
+    #: The token is valid but its user is disabled (HTTP 403; socket close 4003).
+    ACCOUNT_DISABLED = "account_disabled"
+    #: The token was revoked, by its ``jti`` or as issued too early (HTTP 403; close 4003).
+    TOKEN_REVOKED = "token_revoked"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     TOO_LARGE = "too_large"

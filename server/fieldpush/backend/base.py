@@ -24,13 +24,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import Final, Literal, Protocol, TypeAlias
 
 from fieldpush.backend.directory import Directory
 from fieldpush.events.event import Event
 from fieldpush.events.offsets import Offset
 
 __all__ = [
+    "AccessListener",
+    "AccessSnapshot",
+    "AccountChange",
+    "AccountState",
+    "Accounts",
     "Applied",
     "Backend",
     "ChannelRead",
@@ -53,6 +58,7 @@ __all__ = [
     "RecordStore",
     "RecordWrite",
     "Replayed",
+    "RevokedToken",
     "SessionOpened",
     "SessionOpener",
     "SessionOpening",
@@ -242,6 +248,116 @@ class SessionOpened:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountState:
+    """What the cluster knows of one user's access (docs/security.md,
+    "Revocation"). A user never changed has the defaults: active, every token
+    valid, role and teams from the token."""
+
+    user: str
+    active: bool = True
+    #: Tokens issued (``iat``) before this time, ms since the epoch, are refused (0: none).
+    tokens_valid_after: int = 0
+    #: The directory's role for the user (SCIM); None: the token's ``role`` claim.
+    role: str | None = None
+    #: The directory's teams for the user (SCIM); None: the token's ``teams`` claim.
+    teams: tuple[str, ...] | None = None
+    #: When it last changed (ms since the epoch; 0: never) and who changed it.
+    changed_at: int = 0
+    changed_by: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "user": self.user,
+            "active": self.active,
+            "tokens_valid_after": self.tokens_valid_after,
+            "role": self.role,
+            "teams": None if self.teams is None else list(self.teams),
+            "changed_at": self.changed_at,
+            "changed_by": self.changed_by,
+        }
+
+
+#: Marks a field of :class:`AccountChange` that the change leaves as it is.
+KEEP: Final = "keep"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChange:
+    """A change of one user's :class:`AccountState`, applied atomically to
+    what is stored (so two admins changing different fields lose nothing).
+    ``active``: set (None: keep); ``tokens_valid_after``: raised to at least
+    this (never lowered; 0: keep); ``role`` and ``teams``: set, None clears,
+    :data:`KEEP` keeps."""
+
+    user: str
+    at: int
+    by: str
+    active: bool | None = None
+    tokens_valid_after: int = 0
+    role: str | Literal["keep"] | None = KEEP
+    teams: tuple[str, ...] | Literal["keep"] | None = KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedToken:
+    """A token revoked by its ``jti``; remembered until ``until`` (ms since the
+    epoch), after which the token would have expired anyway."""
+
+    jti: str
+    until: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSnapshot:
+    """Everything :class:`Accounts` holds: each user whose state was ever
+    changed, and the revoked tokens not yet past their ``until``."""
+
+    accounts: list[AccountState]
+    revoked: list[RevokedToken]
+
+
+class AccessListener(Protocol):
+    """Hears every node's access changes (:meth:`Accounts.listen`)."""
+
+    def on_account(self, state: AccountState) -> None:
+        """A user's state changed (on any node); it is the whole new state."""
+
+    def on_revoked(self, token: RevokedToken) -> None:
+        """A token was revoked (on any node)."""
+
+    def on_access_resync(self) -> None:
+        """Changes may have been missed (the live feed was interrupted): read
+        :meth:`Accounts.snapshot` again."""
+
+
+class Accounts(Protocol):
+    """Users' access, cluster-wide: disabled accounts, ``tokens_valid_after``,
+    revoked tokens, the directory's role and teams.
+
+    Guarantees: each change is stored before the call returns and then
+    announced to every node's listener, this node's included (before the
+    call returns on the memory backend); announcements may be lost (Redis
+    pub/sub), and after an interruption the listener is told to resync, so a
+    node that re-reads :meth:`snapshot` after :meth:`AccessListener.on_access_resync`
+    and at an interval misses no change for longer than that interval."""
+
+    def listen(self, listener: AccessListener) -> None:
+        """Announcements go to ``listener``. Register before :meth:`Backend.start`."""
+
+    async def change(self, change: AccountChange) -> AccountState:
+        """Apply ``change`` to the user's stored state and announce the result."""
+
+    async def revoke(self, token: RevokedToken) -> None:
+        """Remember ``token`` as revoked until its ``until`` and announce it."""
+
+    async def state(self, user: str) -> AccountState:
+        """The user's stored state (the defaults when never changed)."""
+
+    async def snapshot(self) -> AccessSnapshot:
+        """Every changed user's state and every revoked token still remembered."""
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRecord:
     """A record as the store holds it: its commit count and its encoded state."""
 
@@ -404,6 +520,10 @@ class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
     @property
     def directory(self) -> Directory:
         """The SCIM user resources (:mod:`fieldpush.backend.directory`)."""
+
+    @property
+    def accounts(self) -> Accounts:
+        """Users' access: disabled accounts, revoked tokens."""
 
     async def start(self, sink: EventSink) -> None:
         """Connect and begin passing the live feed to ``sink``. A kick handler

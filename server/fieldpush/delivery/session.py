@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fieldpush.backend.base import ChannelRead, HistoryReader, SessionOpener
+from fieldpush.delivery.access import AccessControl
 from fieldpush.delivery.flusher import Flusher
 from fieldpush.delivery.hub import Feed, Hub
 from fieldpush.delivery.outbox import Outbox
@@ -57,10 +58,11 @@ from fieldpush.delivery.rules import (
     welcome,
 )
 from fieldpush.delivery.subscription import Subscription
-from fieldpush.errors import AuthError, BackendUnavailable
+from fieldpush.errors import AccessRevoked, AuthError, BackendUnavailable
 from fieldpush.events.event import Event, events_frame
 from fieldpush.events.ids import Ids
 from fieldpush.events.offsets import Offset
+from fieldpush.identity.access import close_code_for
 from fieldpush.identity.auth import Identity, TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -150,6 +152,7 @@ class SessionServices:
     settings: Settings
     ids: Ids
     verifier: TokenVerifier
+    access: AccessControl
     hub: Hub
     history: HistoryReader
     opener: SessionOpener
@@ -433,7 +436,7 @@ class Session:
             identity = services.verifier.verify(hello.token or self.conn.header_token)
         except AuthError as exc:
             log.info("connection %s refused: %s (device %s)", self.conn.peer, exc, hello.device)
-            self.close(CloseCode.UNAUTHORIZED, str(exc))
+            self.close(close_code_for(exc), str(exc))
             return
         self.identity = identity
         self.device = hello.device
@@ -469,7 +472,13 @@ class Session:
             )
         )
         self._watch_expiry(identity)
-        services.registry.add_session(self)
+        services.registry.add_session(self, identity.user)
+        try:  # a disable that arrived while the session opened found nothing to close
+            services.access.admit(identity)
+        except AuthError as exc:
+            log.info("session %s refused once open: %s", self.id, exc)
+            self.close(close_code_for(exc), str(exc))
+            return
         log.info(
             "session %s open: user %s role %s device %s from %s, %s, %d channel(s)",
             self.id,
@@ -691,6 +700,10 @@ class Session:
         refused token changes nothing: ``error`` ``unauthorized``."""
         try:
             fresh = self._services.verifier.verify(message.token)
+        except AccessRevoked as exc:  # the user is disabled, or this token revoked
+            log.info("session %s: refresh refused: %s", self.id, exc)
+            self.close(CloseCode.FORBIDDEN, str(exc))
+            return
         except AuthError as exc:
             log.info("session %s: refresh refused: %s", self.id, exc)
             self.error(ErrorCode.UNAUTHORIZED, f"refresh refused: {exc}", message.id)
@@ -726,7 +739,7 @@ class Session:
             services.hub.detach(channel, subscription)
         self.subs.clear()
         if self.identity is not None:
-            services.registry.remove_session(self)
+            services.registry.remove_session(self, self.identity.user)
             services.presence.closed(self, channels)
             services.dispatch.forget(self.identity.user, list(self.outbox.critical_sent))
             log.info(

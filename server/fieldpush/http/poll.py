@@ -3,17 +3,25 @@
 ``{subs: {channel: offset-or-null}, wait_s?, device?}`` -> the events after
 each offset, read from the same history as the socket's, waiting up to
 ``wait_s`` (at most ``poll_max_wait_s``) for the first one. Every channel must
-be one the caller may subscribe to.
+be one the caller may subscribe to. A poll whose user is disabled (or whose
+token is revoked) while it waits ends at once with 403 ``account_disabled``
+/ ``token_revoked``.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fieldpush.delivery.poll import poll
+from fieldpush.errors import AccessRevoked
 from fieldpush.http.toolkit import (
+    HTTPError,
     caller,
     check_channel,
     device_of,
@@ -22,6 +30,7 @@ from fieldpush.http.toolkit import (
     read_fields,
 )
 from fieldpush.identity.policy import may_subscribe
+from fieldpush_client.protocol import ErrorCode
 
 __all__ = ["poll_routes"]
 
@@ -47,8 +56,21 @@ async def poll_route(request: Request) -> Response:
         raise invalid("wait_s", "must be a number of seconds >= 0")
     wait_s = min(float(wait_s), node.settings.poll_max_wait_s)
     device = device_of(body, "poll")
-    reply = await poll(node, subs, wait_s, reader=(identity.user, device))
-    return JSONResponse(reply)
+    with node.accounts.guard(identity) as revoked:
+        polling = asyncio.ensure_future(poll(node, subs, wait_s, reader=(identity.user, device)))
+        try:
+            waits: list[asyncio.Future[Any]] = [polling, revoked]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not polling.done():
+                polling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await polling
+        if revoked.done():  # the user was disabled or the token revoked meanwhile
+            exc = revoked.exception()
+            assert isinstance(exc, AccessRevoked)
+            raise HTTPError(403, ErrorCode(exc.reason), str(exc))
+        return JSONResponse(polling.result())
 
 
 poll_routes = [Route("/v1/poll", poll_route, methods=["POST"])]

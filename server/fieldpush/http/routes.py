@@ -8,6 +8,7 @@ of Starlette (see :func:`fieldpush.app.create_app`).
 
 from __future__ import annotations
 
+from fieldpush.http.admin import admin_routes
 from fieldpush.http.dispatch import dispatch_routes
 from fieldpush.http.health import health_routes
 from fieldpush.http.poll import poll_routes
@@ -24,5 +25,6 @@ routes = [
     *health_routes,
     *dispatch_routes,
     *sync_routes,
+    *admin_routes,
     *scim_routes,
 ]

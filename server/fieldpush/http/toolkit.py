@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
-from fieldpush.errors import AuthError, BackendUnavailable, FieldpushError
+from fieldpush.errors import AccessRevoked, AuthError, BackendUnavailable, FieldpushError
 from fieldpush.identity.auth import Identity
 from fieldpush.node import Node
 from fieldpush_client.protocol import (
@@ -115,7 +115,9 @@ def authenticate(verifier: Verifier, headers: list[str], where: str) -> Identity
     """The identity behind the request's one ``Authorization: Bearer`` header
     (``headers``: the values of every ``Authorization`` header sent), or a 401:
     none, more than one, not a bearer token, or a token the verifier refuses
-    or breaks on (fail closed). Logged with ``where``, never with the token."""
+    or breaks on (fail closed); a 403 ``account_disabled`` / ``token_revoked``
+    for a valid token that may no longer act. Logged with ``where``, never
+    with the token."""
     if len(headers) > 1:
         log.info("%s refused: more than one Authorization header", where)
         raise HTTPError(401, ErrorCode.UNAUTHORIZED, "more than one Authorization header")
@@ -126,6 +128,9 @@ def authenticate(verifier: Verifier, headers: list[str], where: str) -> Identity
         )
     try:
         return verifier.verify(token.strip())
+    except AccessRevoked as exc:
+        log.info("%s refused: %s", where, exc)
+        raise HTTPError(403, ErrorCode(exc.reason), str(exc)) from None
     except AuthError as exc:
         log.info("%s refused: %s", where, exc)
         raise HTTPError(401, ErrorCode.UNAUTHORIZED, str(exc)) from None

@@ -16,9 +16,10 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Final, TypeGuard
+from typing import Any, Final, Protocol, TypeGuard
 
 import jwt
 
@@ -26,7 +27,7 @@ from fieldpush.errors import AuthError, ConfigError
 from fieldpush.settings import Settings
 from fieldpush_client.protocol import is_channel
 
-__all__ = ["ROLES", "Identity", "TokenVerifier", "mint_token"]
+__all__ = ["MAX_TOKEN_ID_LENGTH", "ROLES", "Identity", "TokenVerifier", "mint_token"]
 
 log = logging.getLogger("fieldpush.auth")
 
@@ -36,6 +37,8 @@ _CACHE_SIZE: Final = 4096
 _LEEWAY_S: Final = 5
 #: ``exp``, ``nbf`` and ``iat`` are integers of seconds in ``[0, 2**53)``.
 _MAX_TIME: Final = 2**53
+#: The longest ``jti`` accepted (a UUID is 36).
+MAX_TOKEN_ID_LENGTH: Final = 200
 #: The base64url alphabet, no padding (RFC 7515 section 2).
 _BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -48,6 +51,17 @@ class Identity:
     role: str
     teams: frozenset[str]
     expires_at: float
+    #: The token's ``iat`` (seconds), if it has one.
+    issued_at: int | None = None
+    #: The token's ``jti``, if it has one (what ``POST /v1/admin/tokens/revoke`` names).
+    token_id: str | None = None
+
+
+class AccessCheck(Protocol):
+    """What a verified token must also pass (:class:`fieldpush.identity.access.AccessList`)."""
+
+    def check(self, identity: Identity) -> Identity:
+        """The identity as it may act; raises :class:`AccessRevoked` if it may not."""
 
 
 class TokenVerifier:
@@ -58,7 +72,9 @@ class TokenVerifier:
     for the signature check once; expiry is still checked on every use.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, access: AccessCheck | None = None) -> None:
+        #: Asked about every token accepted (disabled users, revoked tokens).
+        self._access = access
         self._algorithms = list(settings.jwt_algorithms)
         self._secret = settings.jwt_secret.reveal().encode()
         self._public_keys: dict[str, Any] = {}
@@ -76,7 +92,9 @@ class TokenVerifier:
         self._cache: OrderedDict[str, Identity] = OrderedDict()
 
     def verify(self, token: str | None) -> Identity:
-        """The identity of a valid token; raises :class:`AuthError` otherwise."""
+        """The identity of a valid token, as the access check lets it act;
+        raises :class:`AuthError` otherwise (:class:`AccessRevoked` when the
+        token is valid but its user is disabled or it is revoked)."""
         if not token:
             raise AuthError("no token")
         identity = self._cache.get(token)
@@ -94,7 +112,7 @@ class TokenVerifier:
         if identity.expires_at + _LEEWAY_S <= time.time():
             self._cache.pop(token, None)
             raise AuthError("token expired")
-        return identity
+        return identity if self._access is None else self._access.check(identity)
 
     def _decode(self, token: str) -> Identity:
         """Every segment canonical base64url, the header's ``alg`` (and ``kid``)
@@ -172,8 +190,16 @@ class TokenVerifier:
                 raise AuthError("invalid token: 'nbf' must be an integer time")
             if not_before - _LEEWAY_S > now:
                 raise AuthError("token not valid yet")
-        if "iat" in claims and not _is_time(claims["iat"]):
+        issued_at = claims.get("iat")
+        if issued_at is not None and not _is_time(issued_at):
             raise AuthError("invalid token: 'iat' must be an integer time")
+        token_id = claims.get("jti")
+        if token_id is not None and not (
+            isinstance(token_id, str) and 0 < len(token_id) <= MAX_TOKEN_ID_LENGTH
+        ):
+            raise AuthError(
+                f"invalid token: 'jti' must be a string of 1 to {MAX_TOKEN_ID_LENGTH} characters"
+            )
         if self._issuer is not None and claims.get("iss") != self._issuer:
             raise AuthError("invalid token: wrong issuer")
         audience = claims.get("aud")
@@ -197,7 +223,14 @@ class TokenVerifier:
             isinstance(t, str) and is_channel(f"team:{t}") for t in teams
         ):
             raise AuthError("invalid token: 'teams' must be a list of valid team ids")
-        return Identity(user=user, role=role, teams=frozenset(teams), expires_at=float(expires))
+        return Identity(
+            user=user,
+            role=role,
+            teams=frozenset(teams),
+            expires_at=float(expires),
+            issued_at=issued_at,
+            token_id=token_id,
+        )
 
 
 def _is_time(value: object) -> TypeGuard[int]:
@@ -248,7 +281,8 @@ def mint_token(
     teams: list[str] | tuple[str, ...] = (),
     ttl_s: float | None = None,
 ) -> str:
-    """A signed HS256 token with the configured secret (development and tests)."""
+    """A signed HS256 token with the configured secret (development and tests),
+    with ``iat`` and a random ``jti`` (so it can be revoked alone)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(sorted(ROLES))}")
     if not is_channel(f"user:{user}") or not all(is_channel(f"team:{t}") for t in teams):
@@ -260,6 +294,7 @@ def mint_token(
         "teams": list(teams),
         "iat": now,
         "exp": now + int(ttl_s if ttl_s is not None else settings.token_ttl_s),
+        "jti": str(uuid.uuid4()),
     }
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer

@@ -32,6 +32,7 @@ from fieldpush.delivery.registry import Registry
 from fieldpush.delivery.session import Session
 from fieldpush.errors import AuthError
 from fieldpush.events.frames import PING_FRAME, data_frame
+from fieldpush.identity.access import close_code_for
 from fieldpush.identity.auth import TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -264,7 +265,7 @@ class Connection(asyncio.Protocol):
                 gateway.verifier.verify(self.header_token)
             except AuthError as exc:
                 log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
-                self.close(CloseCode.UNAUTHORIZED, str(exc))
+                self.close(close_code_for(exc), str(exc))
             except Exception:  # fail closed: a verifier's bug refuses the token
                 log.exception("connection %s refused: the token broke the verifier", self.peer)
                 self.close(CloseCode.UNAUTHORIZED, "invalid token")

@@ -33,20 +33,24 @@ def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
 
 class RecordingAccounts:
     """Records the account calls of SCIM (``node.accounts``), and passes them
-    on to ``inner`` (the node's own service) when there is one; ``failing``
+    on to ``inner`` (the node's own service, which still does everything
+    else: the node closes it); ``failing``
     makes every call raise BackendUnavailable first."""
 
-    def __init__(self, inner: Any = None) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.calls: list[tuple[Any, ...]] = []
         self.failing = False
+
+    def __getattr__(self, name: str) -> Any:
+        """The rest of the service (``close``, ...) is the node's own."""
+        return getattr(self.inner, name)
 
     async def set_active(self, user: str, active: bool, *, actor: str) -> None:
         if self.failing:
             raise BackendUnavailable("test: accounts unavailable")
         self.calls.append(("set_active", user, active, actor))
-        if self.inner is not None:
-            await self.inner.set_active(user, active, actor=actor)
+        await self.inner.set_active(user, active, actor=actor)
 
     async def assign(
         self, user: str, *, role: str | None, teams: tuple[str, ...] | None, actor: str
@@ -54,14 +58,13 @@ class RecordingAccounts:
         if self.failing:
             raise BackendUnavailable("test: accounts unavailable")
         self.calls.append(("assign", user, role, teams, actor))
-        if self.inner is not None:
-            await self.inner.assign(user, role=role, teams=teams, actor=actor)
+        await self.inner.assign(user, role=role, teams=teams, actor=actor)
 
 
 def record_accounts(node: RunningNode) -> RecordingAccounts:
     """Put a recorder in front of the node's account service."""
-    recorder = RecordingAccounts(getattr(node.node, "accounts", None))
-    node.node.accounts = recorder  # type: ignore[attr-defined]
+    recorder = RecordingAccounts(node.node.accounts)
+    node.node.accounts = recorder  # type: ignore[assignment]
     return recorder
 
 

@@ -21,6 +21,7 @@ from fieldpush.backend.base import (
     SessionOpened,
     SessionOpening,
 )
+from fieldpush.backend.memory.accounts import MemoryAccounts
 from fieldpush.backend.memory.directory import MemoryDirectory
 from fieldpush.backend.memory.ledger import MemoryLedger, MemoryPresence
 from fieldpush.backend.memory.records import MemoryRecords
@@ -77,6 +78,7 @@ class MemoryBackend:
             log_max_age_s=sync_log_max_age_s,
         )
         self.directory = MemoryDirectory()
+        self.accounts = MemoryAccounts()
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink

@@ -51,6 +51,7 @@ from fieldpush.backend.base import (
     SessionOpened,
     SessionOpening,
 )
+from fieldpush.backend.redis.accounts import RedisAccounts
 from fieldpush.backend.redis.client import RedisClient
 from fieldpush.backend.redis.directory import RedisDirectory
 from fieldpush.backend.redis.ledger import (
@@ -118,6 +119,7 @@ class RedisBackend:
             history=(self._max_events, self._max_age_ms, self._meta_ttl_ms),
         )
         self.presence = RedisPresence(self._client, prefix)
+        self.accounts = RedisAccounts(self._client, prefix)
         self.records = RedisRecords(
             self._client,
             prefix,
@@ -134,13 +136,23 @@ class RedisBackend:
         self._pubsub = PubSub(
             self._address,
             on_message=self._on_message,
-            on_reconnected=sink.on_reconnected,
+            on_reconnected=self._reconnected,
             timeout_s=self._timeout_s,
             patterns=[self._user_channels],
+            # Subscribed before the link counts as up, on every (re)connect.
+            channels=[
+                self.accounts.channel,
+                *([] if self.presence.kicks is None else [self.presence.kicks[0]]),
+            ],
         )
         await self._pubsub.start()
-        if self.presence.kicks is not None:
-            await self._pubsub.subscribe(self.presence.kicks[0])
+
+    def _reconnected(self) -> None:
+        """The pub/sub link is back: the hub catches up from history, the
+        accounts' listener re-reads what it may have missed."""
+        if self._sink is not None:
+            self._sink.on_reconnected()
+        self.accounts.resync()
 
     async def close(self) -> None:
         if self._pubsub is not None:
@@ -164,6 +176,8 @@ class RedisBackend:
             kicks = self.presence.kicks
             if kicks is not None and pubsub_name == kicks[0]:
                 kicks[1](payload.decode(errors="replace"))
+            elif pubsub_name == self.accounts.channel:
+                self.accounts.announced(payload)
             return  # else: a user this node has no session of, or sent before our UNSUBSCRIBE
         try:
             seq, ms, epoch, priority, body = payload.split(b" ", 4)

@@ -197,17 +197,19 @@ class PubSub:
         on_reconnected: Callable[[], None],
         timeout_s: float,
         patterns: Collection[bytes] = (),
+        channels: Collection[bytes] = (),
     ) -> None:
         """``patterns``: subscribed on every connection before it counts as up
         (:attr:`connected`); their messages reach ``on_message`` with the name
-        of the channel that matched."""
+        of the channel that matched. ``channels``: wanted from the start, as
+        if :meth:`subscribe` had been called (without waiting for Redis)."""
         self.address = address
         self._on_message = on_message
         self._on_reconnected = on_reconnected
         self._timeout_s = timeout_s
         self._loop = asyncio.get_running_loop()
         #: Channels this client should be subscribed to (re-subscribed on reconnect).
-        self._wanted: set[bytes] = set()
+        self._wanted: set[bytes] = set(channels)
         #: Patterns subscribed with every connection (PSUBSCRIBE), before ``connected``.
         self._patterns = frozenset(patterns)
         #: subscribe() calls waiting for Redis's confirmation: channel -> (future, asked at).

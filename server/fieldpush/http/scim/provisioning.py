@@ -56,13 +56,13 @@ _SCAN_PAGE = 500
 class Accounts(Protocol):
     """The node's account service (``node.accounts``): enable, disable, assign."""
 
-    async def set_active(self, user: str, active: bool, *, actor: str) -> None:
+    async def set_active(self, user: str, active: bool, *, actor: str) -> object:
         """Enable or disable ``user`` (disable: their sockets close with 4003 on
         every node, their tokens get 403). Raises BackendUnavailable."""
 
     async def assign(
         self, user: str, *, role: str | None, teams: tuple[str, ...] | None, actor: str
-    ) -> None:
+    ) -> object:
         """The directory's role and teams of ``user`` (None: the token's claims
         decide). Raises BackendUnavailable."""
 

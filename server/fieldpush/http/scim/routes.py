@@ -90,7 +90,7 @@ def endpoint(**handlers: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 
 def provisioning(node: Node) -> Provisioning:
-    return Provisioning(node.backend.directory, node.accounts)  # type: ignore[attr-defined]
+    return Provisioning(node.backend.directory, node.accounts)
 
 
 def base_url(request: Request) -> str:
