@@ -274,3 +274,15 @@ async def test_accounts_unavailable_is_503(node: RunningNode, http: httpx.AsyncC
     )
     assert reply.status_code == 200
     assert accounts.calls[-1] == ("set_active", "frank", False, "scim")
+
+
+async def test_an_unexpected_error_is_a_scim_500_without_details(
+    node: RunningNode, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(entry_id: str) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(node.node.backend.directory, "get", broken)
+    reply = await http.get(f"{BASE}/Users/x", headers=auth())
+    assert_scim_error(reply, 500, None)
+    assert "secret detail" not in reply.text

@@ -44,16 +44,14 @@ def scim_response(
 
 class ScimError(FieldpushError):
     """Ends a SCIM request with ``status``, the RFC's ``scimType`` (None for the
-    statuses that have none: 401, 404, 412, 413, 503, ...) and ``detail``."""
+    statuses that have none: 401, 404, 412, 413, 503, ...) and ``detail``; a
+    401 also carries ``WWW-Authenticate: Bearer``."""
 
-    def __init__(
-        self, status: int, scim_type: str | None, detail: str, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, scim_type: str | None, detail: str) -> None:
         super().__init__(detail)
         self.status = status
         self.scim_type = scim_type
         self.detail = detail
-        self.headers = headers or {}
 
     @classmethod
     def of(cls, exc: SCIMException | ValidationError | HTTPError) -> ScimError:
@@ -72,7 +70,5 @@ class ScimError(FieldpushError):
 
     def response(self) -> Response:
         body = Error(status=self.status, scim_type=self.scim_type, detail=self.detail)
-        headers = (
-            {"WWW-Authenticate": "Bearer", **self.headers} if self.status == 401 else self.headers
-        )
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
         return scim_response(body.model_dump(), self.status, headers)

@@ -2,7 +2,7 @@
 and what each write does to the fieldpush account.
 
 Order of a write: the resource is stored first (compare-and-set on its
-version), then the account is told (:class:`Accounts`): ``assign`` the role and
+version), then the account is told (:class:`AccountService`): ``assign`` the role and
 teams, then ``set_active``. If that fails (``BackendUnavailable``), the request
 answers 503 and the identity provider retries; a retried PUT or PATCH writes the
 same resource again and tells the account again. ``active: false`` and DELETE
@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from scim2_models import InvalidFilterException, SCIMException, ScimFilter
+from scim2_models import SCIMException, ScimFilter
 from scim2_models.path.expressions import Comparison
 
 from fieldpush.backend.directory import (
@@ -43,7 +43,7 @@ from fieldpush.http.scim.resources import (
     user_key,
 )
 
-__all__ = ["ACTOR", "ATTEMPTS", "Accounts", "Provisioning"]
+__all__ = ["ACTOR", "ATTEMPTS", "AccountService", "Provisioning"]
 
 #: Writes judged again after losing a race, at most.
 ATTEMPTS = 3
@@ -53,7 +53,7 @@ ACTOR = "scim"
 _SCAN_PAGE = 500
 
 
-class Accounts(Protocol):
+class AccountService(Protocol):
     """The node's account service (``node.accounts``): enable, disable, assign."""
 
     async def set_active(self, user: str, active: bool, *, actor: str) -> object:
@@ -76,7 +76,7 @@ class Provisioning:
     raises :class:`ScimError` for what the request got wrong, and
     ``BackendUnavailable`` when the backend cannot answer."""
 
-    def __init__(self, directory: Directory, accounts: Accounts) -> None:
+    def __init__(self, directory: Directory, accounts: AccountService) -> None:
         self._directory = directory
         self._accounts = accounts
 
@@ -214,11 +214,8 @@ class Provisioning:
         while page := await self._directory.page(offset, _SCAN_PAGE):
             offset += len(page)
             for entry in page:
-                try:
-                    if scim_filter.match(decode(entry)):
-                        yield entry
-                except InvalidFilterException as exc:
-                    raise ScimError.of(exc) from None
+                if scim_filter.match(decode(entry)):
+                    yield entry
 
     async def _apply(self, account: Account) -> None:
         await self._accounts.assign(

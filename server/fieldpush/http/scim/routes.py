@@ -38,8 +38,10 @@ from starlette.routing import Route
 
 from fieldpush.backend.directory import DirectoryEntry
 from fieldpush.errors import BackendUnavailable
-from fieldpush.http.scim import discovery
 from fieldpush.http.scim.auth import authorize
+from fieldpush.http.scim.discovery import MAX_RESULTS, config, listing
+from fieldpush.http.scim.discovery import resource_types as resource_type_documents
+from fieldpush.http.scim.discovery import schemas as schema_documents
 from fieldpush.http.scim.errors import ScimError, scim_response
 from fieldpush.http.scim.provisioning import Provisioning
 from fieldpush.http.scim.resources import UserResource, etag, with_meta
@@ -151,8 +153,8 @@ async def list_users(request: Request, node: Node) -> Response:
         {k: query[k] for k in _SEARCH_PARAMETERS if k in query}, scim_ctx=Context.SEARCH_REQUEST
     )
     start = max(search.start_index or 1, 1)
-    count = discovery.MAX_RESULTS if search.count is None else search.count
-    count = min(max(count, 0), discovery.MAX_RESULTS)
+    count = MAX_RESULTS if search.count is None else search.count
+    count = min(max(count, 0), MAX_RESULTS)
     total, entries = await provisioning(node).search(search.filter, start - 1, count)
     answer = ListResponse[UserResource](
         total_results=total,
@@ -205,15 +207,15 @@ async def delete_user(request: Request, node: Node) -> Response:
 
 
 async def service_provider_config(request: Request, node: Node) -> Response:
-    return scim_response(discovery.config(base_url(request)))
+    return scim_response(config(base_url(request)))
 
 
 async def resource_types(request: Request, node: Node) -> Response:
-    return scim_response(discovery.listing(discovery.resource_types(base_url(request))))
+    return scim_response(listing(resource_type_documents(base_url(request))))
 
 
 async def schemas(request: Request, node: Node) -> Response:
-    return scim_response(discovery.listing(discovery.schemas(base_url(request))))
+    return scim_response(listing(schema_documents(base_url(request))))
 
 
 def one_of(documents: Callable[[str], list[dict[str, Any]]], what: str) -> Handler:
@@ -247,13 +249,11 @@ scim_routes = [
     Route(f"{BASE}/ResourceTypes", endpoint(GET=resource_types), methods=_ANY),
     Route(
         f"{BASE}/ResourceTypes/{{id}}",
-        endpoint(GET=one_of(discovery.resource_types, "ResourceType")),
+        endpoint(GET=one_of(resource_type_documents, "ResourceType")),
         methods=_ANY,
     ),
     Route(f"{BASE}/Schemas", endpoint(GET=schemas), methods=_ANY),
-    Route(
-        f"{BASE}/Schemas/{{id}}", endpoint(GET=one_of(discovery.schemas, "Schema")), methods=_ANY
-    ),
+    Route(f"{BASE}/Schemas/{{id}}", endpoint(GET=one_of(schema_documents, "Schema")), methods=_ANY),
     Route(BASE, endpoint(**_no_such_path), methods=_ANY),
     Route(f"{BASE}/{{rest:path}}", endpoint(**_no_such_path), methods=_ANY),
 ]
