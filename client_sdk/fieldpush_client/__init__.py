@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from fieldpush_client.backoff import backoff_delays
 from fieldpush_client.client import PushClient, TokenProvider
 from fieldpush_client.errors import (
+    AccessRevoked,
     ConnectionClosedFatal,
     FieldpushClientError,
     NotConnected,
@@ -32,6 +33,7 @@ from fieldpush_client.store import MemoryOffsetStore, OffsetStore
 from fieldpush_client.sync import QueuedEdit, SyncClient, SyncStore
 
 __all__ = [
+    "AccessRevoked",
     "ChannelPresence",
     "ConnectionClosedFatal",
     "DevicePresence",

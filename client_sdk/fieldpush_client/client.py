@@ -26,7 +26,9 @@ Guarantees to the application
     :func:`~fieldpush_client.backoff.backoff_delays` between attempts (a ``goaway``
     instead makes it reconnect at a random point of the server's window). Close
     codes that retrying cannot fix (4001, 4003, 1007, 1009) end ``events()``
-    with :class:`~fieldpush_client.errors.Unauthorized` or
+    with :class:`~fieldpush_client.errors.Unauthorized` (4003, a disabled
+    account or revoked token: its subclass
+    :class:`~fieldpush_client.errors.AccessRevoked`) or
     :class:`~fieldpush_client.errors.ConnectionClosedFatal`.
 
     **Long-poll fallback.** After ``fallback_after_failures`` connection
@@ -81,6 +83,7 @@ from websockets.typing import Subprotocol
 
 from fieldpush_client.backoff import backoff_delays
 from fieldpush_client.errors import (
+    AccessRevoked,
     ConnectionClosedFatal,
     NotConnected,
     PublishError,
@@ -535,7 +538,9 @@ class PushClient:
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 reason = exc.rcvd.reason if exc.rcvd is not None else ""
-                if code in (CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN):
+                if code == CloseCode.FORBIDDEN:
+                    raise AccessRevoked(code, reason) from exc
+                if code == CloseCode.UNAUTHORIZED:
                     raise Unauthorized(code, reason) from exc
                 if not should_reconnect(code):
                     raise ConnectionClosedFatal(code, reason) from exc

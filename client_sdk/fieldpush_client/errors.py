@@ -3,6 +3,7 @@
 FieldpushClientError
 ├── ConnectionClosedFatal     the server closed with a code that retrying cannot fix
 │   └── Unauthorized          4001/4003: the token is missing, invalid, expired or revoked
+│       └── AccessRevoked     4003: the account is disabled or the token revoked
 ├── RequestError              the server answered a request with ``error`` (``.code``)
 ├── RequestTimeout            no answer to a request in time
 ├── NotConnected              a request needs a connection and there is none
@@ -12,6 +13,7 @@ FieldpushClientError
 from __future__ import annotations
 
 __all__ = [
+    "AccessRevoked",
     "ConnectionClosedFatal",
     "FieldpushClientError",
     "NotConnected",
@@ -37,6 +39,12 @@ class ConnectionClosedFatal(FieldpushClientError):
 
 class Unauthorized(ConnectionClosedFatal):
     """The token was refused (close 4001 or 4003): get a new one."""
+
+
+class AccessRevoked(Unauthorized):
+    """Close 4003: the account is disabled, or the token revoked (``reason``
+    says which). Do not reconnect until given a new token; an app may take it
+    as the sign to lock the local data."""
 
 
 class RequestError(FieldpushClientError):

@@ -20,7 +20,6 @@ from fieldpush.delivery.flusher import Flusher
 from fieldpush.delivery.hub import Hub
 from fieldpush.delivery.registry import Registry
 from fieldpush.delivery.session import Session, SessionServices
-from fieldpush.errors import BackendUnavailable
 from fieldpush.events.ids import Ids
 from fieldpush.identity.access import AccessList
 from fieldpush.identity.auth import TokenVerifier
@@ -149,8 +148,7 @@ class Node:
         sink), access control (its first read of the access state), the hub,
         receipts, presence, the heartbeat."""
         await self.backend.start(self.hub)
-        await self._read_access()
-        self.accounts.start()
+        await self.accounts.start()
         self.hub.start()
         self.dispatch.start()
         self.presence.start()
@@ -162,14 +160,6 @@ class Node:
             self.settings.schema_path,
             self.settings.mappings_path or "none",
         )
-
-    async def _read_access(self) -> None:
-        """The access state before the first connection: with Redis down the
-        node starts anyway (as it does for events) and reads it once Redis is back."""
-        try:
-            await self.accounts.reread()
-        except BackendUnavailable as exc:
-            log.warning("access state not read at start: %s; retrying in the background", exc)
 
     async def close(self) -> None:
         """Stop in the reverse order, after closing the connections still open

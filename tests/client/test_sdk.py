@@ -8,6 +8,7 @@ import random
 import pytest
 
 from fieldpush_client import (
+    AccessRevoked,
     DispatcherClient,
     EventMsg,
     MemoryOffsetStore,
@@ -136,6 +137,28 @@ async def test_expired_token_is_fatal_and_not_retried() -> None:
                 await next_event(client.events())
         assert caught.value.code == 4001
         assert attempts == 1  # created once, never used for a retry
+
+
+async def test_a_disabled_account_ends_events_with_access_revoked_and_no_retry() -> None:
+    attempts = 0
+
+    def counting_backoff() -> backoff_delays:  # type: ignore[valid-type]
+        nonlocal attempts
+        attempts += 1
+        return fast_backoff()
+
+    async with running_node(node_settings()) as node:
+        client = PushClient(
+            node.ws_url, token=node.token("alice"), device="d1", backoff=counting_backoff
+        )
+        async with client:
+            await client.wait_connected(scaled(5))
+            await node.node.accounts.set_active("alice", False, actor="test")
+            with pytest.raises(AccessRevoked) as caught:
+                await next_event(client.events())
+        assert (caught.value.code, caught.value.reason) == (4003, "account disabled")
+        assert isinstance(caught.value, Unauthorized)  # what older apps catch
+        assert attempts == 1  # never retried
 
 
 async def test_dispatcher_errors_carry_status_and_code() -> None:

@@ -17,7 +17,7 @@ SECRET = "an-operator-secret-of-at-least-32-bytes!"
 def test_help_lists_the_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("serve", "token", "publish", "records"):
+    for command in ("serve", "token", "publish", "records", "users", "tokens"):
         assert command in result.stdout
 
 

@@ -18,6 +18,7 @@ BODY_ROUTES = [
     ("POST", "/v1/sync/push", "sales"),
     ("POST", "/v1/sync/pull", "sales"),
     ("PUT", "/v1/records/customer/c1", "service"),
+    ("POST", "/v1/admin/tokens/revoke", "admin"),
 ]
 
 

@@ -73,20 +73,23 @@ class AccessControl:
         self._polls: dict[str, dict[asyncio.Future[None], Identity]] = {}
         self._task: asyncio.Task[None] | None = None
         self._resync = asyncio.Event()
+        #: While a re-read waits for its snapshot: the announcements heard meanwhile.
+        self._heard: list[AccountState | RevokedToken] | None = None
         accounts.listen(self)
 
     # ---------------------------------------------------------------- changes
 
     async def set_active(self, user: str, active: bool, *, actor: str) -> AccountState:
         """Enable or disable ``user`` cluster-wide. Disabling also refuses every
-        token issued up to this second, so re-enabling needs a new token."""
+        token issued up to the end of this second (``iat`` counts whole
+        seconds), so re-enabling needs a token issued after the disable."""
         now = _now_ms()
         change = AccountChange(
             user,
             at=now,
             by=actor,
             active=active,
-            tokens_valid_after=0 if active else now // 1000 * 1000,
+            tokens_valid_after=0 if active else (now // 1000 + 1) * 1000,
         )
         state = await self._change(change)
         log.info("user %s %s by %s", user, "enabled" if active else "disabled", actor)
@@ -130,9 +133,13 @@ class AccessControl:
     # ------------------------------------------- announcements (AccessListener)
 
     def on_account(self, state: AccountState) -> None:
+        if self._heard is not None:
+            self._heard.append(state)
         self._enforce(self._access.apply(state))
 
     def on_revoked(self, token: RevokedToken) -> None:
+        if self._heard is not None:
+            self._heard.append(token)
         self._enforce(self._access.revoke(token))
 
     def on_access_resync(self) -> None:
@@ -203,10 +210,16 @@ class AccessControl:
 
     # ------------------------------------------------------------- re-reading
 
-    def start(self) -> None:
-        """Read the whole state now and then every ``access_reread_s``, and
-        after each resync request."""
-        self._resync.set()
+    async def start(self) -> None:
+        """Read the whole state now (before the node takes connections), then
+        every ``access_reread_s`` and after each resync request. With the
+        backend down the node starts anyway, as it does for events, and reads
+        it as soon as the backend is back."""
+        try:
+            await self.reread()
+        except BackendUnavailable as exc:
+            log.warning("access state not read at start: %s; retrying in the background", exc)
+            self._resync.set()
         self._task = asyncio.get_running_loop().create_task(self._reread(), name="access")
 
     async def close(self) -> None:
@@ -217,8 +230,22 @@ class AccessControl:
             self._task = None
 
     async def reread(self) -> None:
-        """Replace the access list with the backend's state and enforce what changed."""
-        self._enforce(self._access.replace(await self._accounts.snapshot()))
+        """Replace the access list with the backend's state and enforce what
+        changed. Announcements heard while the snapshot was read may be newer
+        than it: they are applied again after it, in order."""
+        heard: list[AccountState | RevokedToken] = []
+        self._heard = heard
+        try:
+            snapshot = await self._accounts.snapshot()
+        finally:
+            self._heard = None
+        changes = self._access.replace(snapshot)
+        for item in heard:
+            if isinstance(item, AccountState):
+                changes.merge(self._access.apply(item))
+            else:
+                changes.merge(self._access.revoke(item))
+        self._enforce(changes)
 
     async def _reread(self) -> None:
         while True:

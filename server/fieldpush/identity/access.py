@@ -115,6 +115,12 @@ class Changes:
     permissions: set[str] = field(default_factory=set)
     any_token: bool = False
 
+    def merge(self, other: Changes) -> None:
+        """Add what ``other`` changed."""
+        self.users |= other.users
+        self.permissions |= other.permissions
+        self.any_token |= other.any_token
+
     @classmethod
     def between(
         cls, before: Mapping[str, AccountState], after: Mapping[str, AccountState]

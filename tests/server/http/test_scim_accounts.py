@@ -16,11 +16,14 @@ from fieldpush.settings import Secret
 from tests.server.http.scim_support import BASE, EXTENSION, TOKEN, auth, patch_body, user_body
 from tests.support.node import NodeFactory, RunningNode, node_settings, running_node
 from tests.support.phones import phone
+from tests.support.timing import eventually
 
 DISABLE_FORMS: dict[str, tuple[str, Any]] = {
     "patch-entra": ("PATCH", patch_body({"op": "Replace", "value": {"active": False}})),
     "patch-rfc": ("PATCH", patch_body({"op": "replace", "path": "active", "value": False})),
     "put": ("PUT", user_body("alice", active=False)),
+    # A new role in the same write: still 4003 (the disable comes first), not 1012.
+    "put-new-role": ("PUT", user_body("alice", active=False, roles=[{"value": "supervisor"}])),
     "delete": ("DELETE", None),
 }
 
@@ -78,8 +81,15 @@ async def test_enable_again_and_role_and_teams_from_scim(
     state = await node.node.accounts.state("bob")
     assert (state.active, state.role, state.teams) == (True, "dispatcher", ("north",))
     # A token minted as "sales" acts as the directory's dispatcher: it may read
-    # presence, which sales may not (a token issued after the disable is valid).
-    assert (await presence_as(node, node.token("bob", "sales"))).status_code == 200
+    # presence, which sales may not. Tokens issued up to the second of the
+    # disable stay refused (token_revoked): a token of a later second is needed.
+    reply = await eventually(
+        lambda: presence_as(node, node.token("bob", "sales")),
+        until=lambda r: r.status_code == 200,
+        timeout=3,
+        message="a new token of bob is accepted, as a dispatcher",
+    )
+    assert reply.json()["user"] == "someone"
     assert (await presence_as(node, node.token("sam", "sales"))).status_code == 403
 
 

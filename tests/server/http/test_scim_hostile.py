@@ -273,7 +273,10 @@ async def test_accounts_unavailable_is_503(node: RunningNode, http: httpx.AsyncC
         headers=auth(),
     )
     assert reply.status_code == 200
-    assert accounts.calls[-1] == ("set_active", "frank", False, "scim")
+    assert accounts.calls == [
+        ("set_active", "frank", False, "scim"),
+        ("assign", "frank", None, None, "scim"),
+    ]
 
 
 async def test_an_unexpected_error_is_a_scim_500_without_details(

@@ -2,8 +2,9 @@
 and what each write does to the fieldpush account.
 
 Order of a write: the resource is stored first (compare-and-set on its
-version), then the account is told (:class:`AccountService`): ``assign`` the role and
-teams, then ``set_active``. If that fails (``BackendUnavailable``), the request
+version), then the account is told (:class:`AccountService`): ``assign`` the
+role and teams and ``set_active`` (a disable before the assignment, an enable
+after it). If that fails (``BackendUnavailable``), the request
 answers 503 and the identity provider retries; a retried PUT or PATCH writes the
 same resource again and tells the account again. ``active: false`` and DELETE
 disable the account exactly as the admin API does: every socket of the user, on
@@ -218,10 +219,16 @@ class Provisioning:
                     yield entry
 
     async def _apply(self, account: Account) -> None:
+        """Tell the account service; a disable first (so the user's sockets close
+        with 4003, not first with 1012 for changed permissions), an enable last
+        (so the user comes back with the new role and teams)."""
+        if not account.active:
+            await self._accounts.set_active(account.user, False, actor=ACTOR)
         await self._accounts.assign(
             account.user, role=account.role, teams=account.teams, actor=ACTOR
         )
-        await self._accounts.set_active(account.user, account.active, actor=ACTOR)
+        if account.active:
+            await self._accounts.set_active(account.user, True, actor=ACTOR)
 
 
 def _now_ms() -> int:
