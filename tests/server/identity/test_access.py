@@ -21,6 +21,11 @@ SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 NOW = int(time.time())
 
 
+def later_ms() -> int:
+    """An hour from now, in ms (taken when the test runs, not at collection)."""
+    return (int(time.time()) + 3600) * 1000
+
+
 def identity(user: str = "ann", iat: int | None = NOW, jti: str | None = "t1") -> Identity:
     return Identity(user, "sales", frozenset({"north"}), NOW + 600.0, iat, jti)
 
@@ -41,7 +46,7 @@ def test_a_user_never_changed_passes_unchanged() -> None:
 def test_disabled_users_and_revoked_tokens_are_refused() -> None:
     access = AccessList()
     access.apply(AccountState("ann", active=False))
-    access.revoke(RevokedToken("t9", (NOW + 60) * 1000))
+    access.revoke(RevokedToken("t9", later_ms()))
     assert refusal(access, identity()) == "account_disabled"
     assert refusal(access, identity("bob", jti="t9")) == "token_revoked"
     assert refusal(access, identity("bob", jti="t1")) is None
@@ -89,23 +94,23 @@ def test_updates_report_what_changed() -> None:
     )
     assert access.apply(AccountState("ann")) == Changes(users={"ann"}, permissions={"ann"})
     assert access.state("ann") == AccountState("ann")  # back to the defaults: forgotten
-    assert access.revoke(RevokedToken("t1", (NOW + 60) * 1000)) == Changes(any_token=True)
-    assert access.revoke(RevokedToken("t1", (NOW + 90) * 1000)) == Changes()
+    assert access.revoke(RevokedToken("t1", later_ms())) == Changes(any_token=True)
+    assert access.revoke(RevokedToken("t1", later_ms() + 30_000)) == Changes()
 
 
 def test_a_snapshot_replaces_everything_and_reports_the_difference() -> None:
     access = AccessList()
     access.apply(AccountState("ann", active=False))
     access.apply(AccountState("bob", active=False))
-    access.revoke(RevokedToken("t1", (NOW + 60) * 1000))
+    access.revoke(RevokedToken("t1", later_ms()))
     snapshot = AccessSnapshot(
         accounts=[AccountState("bob", active=False), AccountState("cy", role="admin")],
-        revoked=[RevokedToken("t1", (NOW + 60) * 1000)],
+        revoked=[RevokedToken("t1", later_ms())],
     )
     assert access.replace(snapshot) == Changes(users={"ann", "cy"}, permissions={"cy"})
     assert refusal(access, identity("ann", jti=None)) is None  # enabled elsewhere meanwhile
     assert refusal(access, identity("bob", jti=None)) == "account_disabled"
-    new_token = AccessSnapshot(accounts=[], revoked=[RevokedToken("t2", (NOW + 60) * 1000)])
+    new_token = AccessSnapshot(accounts=[], revoked=[RevokedToken("t2", later_ms())])
     assert access.replace(new_token).any_token is True
 
 
@@ -125,7 +130,7 @@ def test_the_verifier_asks_the_access_list_about_every_token_even_cached_ones() 
     verifier = TokenVerifier(Settings(jwt_secret=Secret(SECRET)), access)
     valid = token(iat=NOW, jti="j-1")
     assert verifier.verify(valid).token_id == "j-1"
-    access.revoke(RevokedToken("j-1", (NOW + 60) * 1000))
+    access.revoke(RevokedToken("j-1", later_ms()))
     with pytest.raises(AccessRevoked) as caught:
         verifier.verify(valid)  # cached by now: still refused
     assert caught.value.reason == "token_revoked"
