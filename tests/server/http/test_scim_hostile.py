@@ -227,6 +227,7 @@ async def test_bad_patches(http: httpx.AsyncClient, alice: str, case: str) -> No
         ({"filter": "userName eq"}, "invalidFilter"),
         ({"filter": 'userName eq "a" and'}, "invalidFilter"),
         ({"filter": "((((((((((("}, "invalidFilter"),
+        ({"filter": "not (" * 40 + 'userName eq "a"' + ")" * 40}, "invalidFilter"),
         ({"filter": 'isAdmin eq "x"'}, "invalidFilter"),
         ({"filter": "active gt 10"}, "invalidFilter"),
         ({"filter": 'userName eq "' + "a" * 10_000}, "invalidFilter"),
