@@ -64,7 +64,7 @@ Handler = Callable[[Request, Node], Awaitable[Response]]
 
 def endpoint(**handlers: Handler) -> Callable[[Request], Awaitable[Response]]:
     """One path's ASGI endpoint: SCIM enabled and the caller authorized, then
-    the handler of the request's method (405 for another), every error
+    the handler of the request's method (405 with ``Allow`` for another), every error
     answered as a SCIM error (503 for a backend outage, 500 with the traceback
     in the log for anything unexpected)."""
     allowed = ", ".join(handlers)
@@ -76,7 +76,12 @@ def endpoint(**handlers: Handler) -> Callable[[Request], Awaitable[Response]]:
             authorize(node.settings.scim_token, request.headers.getlist("authorization"), where)
             handler = handlers.get(request.method)
             if handler is None:
-                raise ScimError(405, None, f"{request.method} is not allowed here; use {allowed}")
+                refusal = ScimError(
+                    405, None, f"{request.method} is not allowed here; use {allowed}"
+                )
+                response = refusal.response()
+                response.headers["Allow"] = allowed
+                return response
             return await handler(request, node)
         except ScimError as exc:
             return exc.response()
