@@ -57,6 +57,10 @@ Guarantees to the application
     A subscription the server ends after a refresh (``unsubscribed`` without
     ``id``: the new token no longer allows it) is dropped like a refused one.
 
+    **Device registry.** ``hello`` names the app: ``app="dealer-app/2.3"``
+    becomes ``dealer-app/2.3 fieldpush_client/<version>`` (the SDK's alone
+    without it), which admins see in ``GET /v1/admin/users/{id}/devices``.
+
     **Backpressure.** At most ``queue_size`` events wait for the application;
     beyond that the client stops reading the socket, and a server that finds
     the phone too slow closes it (4008); the client then resumes without loss.
@@ -81,6 +85,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from fieldpush_client import __version__
 from fieldpush_client.backoff import backoff_delays
 from fieldpush_client.errors import (
     AccessRevoked,
@@ -94,6 +99,7 @@ from fieldpush_client.errors import (
 from fieldpush_client.fallback import http_url_for, token_subject
 from fieldpush_client.http import DispatcherClient, PollReply
 from fieldpush_client.protocol import (
+    MAX_APP_LENGTH,
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
     Ack,
@@ -168,6 +174,7 @@ class PushClient:
         http_url: str | None = None,
         on_recovery_failed: Callable[[str], None] | None = None,
         ssl: SSLOption | None = None,
+        app: str | None = None,
     ) -> None:
         if codec not in _CODECS:
             raise ValueError(f"codec must be 'json' or 'msgpack', not {codec!r}")
@@ -186,6 +193,12 @@ class PushClient:
         #: with a provider, "" until its first one.
         self.token = token if isinstance(token, str) else ""
         self.device = device
+        #: ``hello.app``: the application's name and version, then the SDK's.
+        self.app = (
+            f"{app} fieldpush_client/{__version__}" if app else f"fieldpush_client/{__version__}"
+        )
+        if len(self.app) > MAX_APP_LENGTH:
+            raise ValueError(f"app is too long: hello.app has at most {MAX_APP_LENGTH} characters")
         self.auto_ack = auto_ack
         self._subprotocol = _CODECS[codec]
         self._codec = codec_for(self._subprotocol)
@@ -522,7 +535,7 @@ class PushClient:
         ) as ws:
             offsets = self._store.get_all()
             subs = {ch: offsets.get(ch) for ch in self._wanted | offsets.keys()}
-            hello = Hello(device=self.device, token=token, subs=subs)
+            hello = Hello(device=self.device, token=token, subs=subs, app=self.app)
             await self._send(ws, hello.to_wire())
             try:
                 welcome = parse_server_message(await self._receive(ws, self._connect_timeout_s))

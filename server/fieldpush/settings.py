@@ -165,6 +165,9 @@ class Settings:
     #: ``connections_per_user_policy`` decides: ``oldest`` closes the oldest
     #: (4029), ``newest`` refuses the new one (4029).
     max_connections_per_user: int = 10
+    #: Devices the registry keeps per user (``GET /v1/admin/users/{id}/devices``);
+    #: a new one beyond evicts the ``active`` device seen least recently (0: no limit).
+    max_devices_per_user: int = 50
     connections_per_user_policy: str = "oldest"
     #: ``normal`` events for one phone that arrive within this window share one
     #: frame (0: only those of the same event-loop iteration). Never delays
@@ -299,6 +302,7 @@ class Settings:
         for name in (
             "max_connections",
             "max_connections_per_user",
+            "max_devices_per_user",
             "coalesce_ms",
             "refresh_grace_s",
         ):

@@ -13,6 +13,7 @@ import pytest
 from fieldpush.backend.base import (
     Backend,
     ChannelRead,
+    DeviceState,
     History,
     PresenceEntry,
     SessionOpening,
@@ -182,3 +183,76 @@ async def test_what_is_published_after_the_step_comes_live_and_in_later_reads(
         opening(entry("bob", "b0", now_ms()), reads=[ChannelRead("team:north", top, 10)])
     )
     assert [e.offset for e in later.histories[0].events] == [str(published)]
+
+
+def from_device(user: str, session: str, device: str, since: int) -> PresenceEntry:
+    return PresenceEntry(user, session, device, NODE, since, since)
+
+
+async def test_each_hello_registers_its_device(store: Backend) -> None:
+    before = now_ms()
+    first = await store.open_session(
+        SessionOpening(
+            entry=from_device("alice", "s1", "pixel-7", before),
+            channels=[],
+            audience=[],
+            reads=[],
+            cap=0,
+            refuse_over_cap=False,
+            app="dealer/2.3 fieldpush_client/0.1.0",
+        )
+    )
+    assert first.device is not None
+    assert (first.device.device, first.device.node, first.device.app, first.device.state) == (
+        "pixel-7",
+        NODE,
+        "dealer/2.3 fieldpush_client/0.1.0",
+        DeviceState.ACTIVE,
+    )
+    assert before <= first.device.first_seen == first.device.last_seen <= now_ms()
+    await eventually(lambda: now_ms() > first.device.last_seen, message="a ms later")  # type: ignore[union-attr]
+    again = await store.open_session(
+        SessionOpening(
+            entry=from_device("alice", "s2", "pixel-7", now_ms()),
+            channels=[],
+            audience=[],
+            reads=[],
+            cap=0,
+            refuse_over_cap=False,
+            app="dealer/2.4 fieldpush_client/0.1.0",
+        )
+    )
+    assert again.device is not None
+    assert again.device.first_seen == first.device.first_seen
+    assert again.device.last_seen > first.device.last_seen
+    assert again.device.app == "dealer/2.4 fieldpush_client/0.1.0"
+    assert await store.devices.of_user("alice") == [again.device]
+    assert await store.devices.of_user("nobody") == []
+
+
+async def test_beyond_the_limit_the_device_seen_least_recently_goes(store: Backend) -> None:
+    for n, device in enumerate(["old", "mid", "new", "old", "newest"]):
+        opened = await store.open_session(
+            SessionOpening(
+                entry=from_device("bob", f"s{n}", device, now_ms()),
+                channels=[],
+                audience=[],
+                reads=[],
+                cap=0,
+                refuse_over_cap=False,
+                max_devices=3,
+            )
+        )
+        assert opened.admitted
+        await eventually(
+            lambda d=opened.device: d is not None and now_ms() > d.last_seen, message="a ms later"
+        )
+    # "mid" was seen least recently when "newest" came ("old" came back after it).
+    assert [d.device for d in await store.devices.of_user("bob")] == ["old", "new", "newest"]
+
+
+async def test_a_refused_hello_registers_no_device(store: Backend) -> None:
+    await store.open_session(opening(entry("carl", "c1", now_ms())))
+    refused = await store.open_session(opening(entry("carl", "c2", now_ms()), cap=1))
+    assert not refused.admitted and refused.device is None
+    assert [d.device for d in await store.devices.of_user("carl")] == ["c1-device"]

@@ -186,3 +186,16 @@ def test_backoff_grows_to_the_cap_with_full_jitter() -> None:
     assert min(drawn[4:]) < 2  # full jitter: small delays stay possible
     with pytest.raises(ValueError):
         next(backoff_delays(base_s=0))
+
+
+async def test_the_hello_names_the_app_and_the_sdk_for_the_device_registry() -> None:
+    from fieldpush_client import __version__
+
+    async with running_node(node_settings()) as node:
+        client = PushClient(node.ws_url, token=node.token("alice"), device="d1", app="dealer/2.3")
+        async with client:
+            await client.wait_connected(scaled(5))
+            devices = await node.node.backend.devices.of_user("alice")
+        assert [d.app for d in devices] == [f"dealer/2.3 fieldpush_client/{__version__}"]
+    with pytest.raises(ValueError, match="app is too long"):
+        PushClient("ws://x/v1/ws", token="t", device="d", app="x" * 100)

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.typing import Subprotocol
 
-from fieldpush_client import PushClient, SyncClient, SyncStore
+from fieldpush_client import PushClient, SyncClient, SyncStore, __version__
 from fieldpush_client.protocol import (
     SUBPROTOCOLS,
     Change,
@@ -106,7 +106,13 @@ async def test_every_message_the_sdk_sends_is_a_protocol_type_on_the_wire(
 
     mutation = {"mid": edit.mid, "type": "customer", "rid": "c1", "fields": {"stage": "lost"}}
     assert server.frames == [
-        {"type": "hello", "device": "pixel", "token": "t0k", "subs": {"team:a": None}},
+        {
+            "type": "hello",
+            "device": "pixel",
+            "token": "t0k",
+            "subs": {"team:a": None},
+            "app": f"fieldpush_client/{__version__}",
+        },
         {"type": "subscribe", "id": 1, "channel": "team:b"},
         {"type": "ping", "id": 2},
         {"type": "ack", "ids": ["e1"]},

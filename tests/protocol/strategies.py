@@ -146,7 +146,11 @@ mutation_wires = _wire(
 client_wires = st.one_of(
     _wire(
         {"type": st.just("hello"), "device": name},
-        {"token": text, "subs": st.dictionaries(channel, st.none() | offset, min_size=1)},
+        {
+            "token": text,
+            "subs": st.dictionaries(channel, st.none() | offset, min_size=1),
+            "app": name,
+        },
     ),
     _wire({"type": st.just("subscribe"), "id": request_id, "channel": channel}, {"since": offset}),
     _wire({"type": st.just("unsubscribe"), "id": request_id, "channel": channel}),

@@ -88,6 +88,7 @@ from fieldpush_client.protocol.event_bytes import (
 from fieldpush_client.protocol.limits import (
     MAX_ACK_DEADLINE_S,
     MAX_ACK_IDS,
+    MAX_APP_LENGTH,
     MAX_CHANNEL_LENGTH,
     MAX_CURSOR_LENGTH,
     MAX_DEPTH,
@@ -127,6 +128,7 @@ __all__ = [
     "FATAL_CLOSE_CODES",
     "MAX_ACK_DEADLINE_S",
     "MAX_ACK_IDS",
+    "MAX_APP_LENGTH",
     "MAX_CHANNEL_LENGTH",
     "MAX_CURSOR_LENGTH",
     "MAX_DEPTH",

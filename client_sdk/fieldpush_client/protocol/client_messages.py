@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Final
 from fieldpush_client.protocol.channels import parse_channel
 from fieldpush_client.protocol.errors import ProtocolError
 from fieldpush_client.protocol.limits import (
+    MAX_APP_LENGTH,
     MAX_CURSOR_LENGTH,
     MAX_DEVICE_LENGTH,
     MAX_ID_LENGTH,
@@ -59,6 +60,8 @@ class Hello:
     token: str | None = None
     #: Channel → the last offset processed, or None for "from now".
     subs: dict[str, str | None] = field(default_factory=dict)
+    #: The app and SDK version, for the device registry (an extension; optional).
+    app: str | None = None
     type: ClassVar[str] = "hello"
 
     def to_wire(self) -> dict[str, Any]:
@@ -67,6 +70,8 @@ class Hello:
             wire["token"] = self.token
         if self.subs:
             wire["subs"] = self.subs
+        if self.app is not None:
+            wire["app"] = self.app
         return wire
 
 
@@ -205,7 +210,7 @@ ClientRequest = Subscribe | Unsubscribe | Ping | Mutate | Pull | Refresh
 _MUTATION_FIELDS: Final = frozenset({"mid", "type", "rid", "fields", "hlc"})
 
 _CLIENT_FIELDS: Final[dict[str, frozenset[str]]] = {
-    "hello": frozenset({"type", "token", "device", "subs"}),
+    "hello": frozenset({"type", "token", "device", "subs", "app"}),
     "subscribe": frozenset({"type", "id", "channel", "since"}),
     "unsubscribe": frozenset({"type", "id", "channel"}),
     "ack": frozenset({"type", "ids"}),
@@ -345,7 +350,10 @@ def _parse_hello(message: dict[str, Any]) -> Hello:
     if not isinstance(subs, dict):
         raise ProtocolError("hello: 'subs' must be an object {channel: offset-or-null}")
     checked = {_channel(ch, None): _offset(off, "hello.subs", None) for ch, off in subs.items()}
-    return Hello(device=device, token=token, subs=checked)
+    app = message.get("app")
+    if app is not None and not (isinstance(app, str) and 0 < len(app) <= MAX_APP_LENGTH):
+        raise ProtocolError(f"hello: 'app' must be a string of 1 to {MAX_APP_LENGTH} characters")
+    return Hello(device=device, token=token, subs=checked, app=app)
 
 
 def parse_client_message(message: dict[str, Any]) -> ClientMessage:

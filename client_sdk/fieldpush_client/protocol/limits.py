@@ -17,6 +17,8 @@ MAX_CHANNEL_LENGTH: Final = 200
 MAX_TOKEN_LENGTH: Final = 8192
 #: ``hello.device``.
 MAX_DEVICE_LENGTH: Final = 128
+#: ``hello.app``: the app and SDK version (``dealer-app/2.3 fieldpush_client/0.1.0``).
+MAX_APP_LENGTH: Final = 100
 #: An offset a client sends back (``hello.subs`` values, ``subscribe.since``).
 MAX_OFFSET_LENGTH: Final = 200
 #: A ``mid``, a record type and a record id.

@@ -40,6 +40,9 @@ __all__ = [
     "Backend",
     "ChannelRead",
     "CommitStatus",
+    "Device",
+    "DeviceState",
+    "Devices",
     "Due",
     "EventSink",
     "History",
@@ -230,6 +233,11 @@ class SessionOpening:
     #: Over the cap, refuse this session (policy ``newest``); else admit it and
     #: let the caller close the oldest ones (policy ``oldest``).
     refuse_over_cap: bool
+    #: ``hello.app`` (``""``: not sent), for the device registry.
+    app: str = ""
+    #: Devices the registry keeps per user at most; a new one beyond evicts the
+    #: ``active`` device seen least recently (0: no limit).
+    max_devices: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +253,9 @@ class SessionOpened:
     histories: list[History]
     #: The user's pending tracked events, as :meth:`Ledger.pending`.
     pending: list[Event]
+    #: The session's device as the registry holds it after this hello (when
+    #: admitted: ``last_seen``, ``node`` and ``app`` are this hello's).
+    device: Device | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +366,47 @@ class Accounts(Protocol):
 
     async def snapshot(self) -> AccessSnapshot:
         """Every changed user's state and every revoked token still remembered."""
+
+
+class DeviceState(enum.StrEnum):
+    """Where a device is in its life (docs/compliance.md, "Devices")."""
+
+    ACTIVE = "active"
+    WIPE_PENDING = "wipe_pending"
+    WIPED = "wiped"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One device of a user, as the registry keeps it: times in ms since the
+    epoch, ``last_seen`` its latest ``hello``, ``node`` and ``app`` that
+    hello's."""
+
+    user: str
+    device: str
+    first_seen: int
+    last_seen: int
+    node: str
+    app: str
+    state: DeviceState = DeviceState.ACTIVE
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "device": self.device,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "node": self.node,
+            "app": self.app,
+            "state": self.state.value,
+        }
+
+
+class Devices(Protocol):
+    """The device registry: every device a user opened a session from,
+    cluster-wide. Written by :meth:`SessionOpener.open_session`."""
+
+    async def of_user(self, user: str) -> list[Device]:
+        """The user's devices, first seen first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,9 +545,11 @@ class SessionOpener(Protocol):
         """Apply the per-user cap to the user's live sessions; when admitted, in
         the same atomic step, join the session to presence
         (:meth:`Presence.join`), record its audience
-        (:meth:`Ledger.note_audience`), and answer the reads and the user's
-        pending events. Call it only after the live feeds of the channels read
-        are subscribed (what is published then is in the read or live).
+        (:meth:`Ledger.note_audience`), register its device (:class:`Devices`:
+        first seen kept, last seen, node and app this hello's, the state
+        kept), and answer the reads, the user's pending events and the
+        device. Call it only after the live feeds of the channels read are
+        subscribed (what is published then is in the read or live).
         Raises ``BackendUnavailable`` (then it may or may not have written)."""
 
 
@@ -524,6 +578,10 @@ class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
     @property
     def accounts(self) -> Accounts:
         """Users' access: disabled accounts, revoked tokens."""
+
+    @property
+    def devices(self) -> Devices:
+        """The device registry."""
 
     async def start(self, sink: EventSink) -> None:
         """Connect and begin passing the live feed to ``sink``. A kick handler

@@ -195,6 +195,7 @@ class Session:
 
     __slots__ = (
         "_services",
+        "app",
         "conn",
         "device",
         "expiry",
@@ -217,6 +218,7 @@ class Session:
         self.id = services.ids.new_session_id()
         self.identity: Identity | None = None
         self.device = ""
+        self.app = ""
         #: ``(user, device)`` once past hello: record changes it made are not echoed.
         self.origin: tuple[str, str] | None = None
         self.subs: dict[str, Subscription] = {}
@@ -440,6 +442,7 @@ class Session:
             return
         self.identity = identity
         self.device = hello.device
+        self.app = hello.app or ""
         self.origin = (identity.user, hello.device)
         self.conn.hello_received()
         plan = plan_subscriptions(identity, hello.subs, settings.max_subscriptions)

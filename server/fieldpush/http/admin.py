@@ -8,6 +8,8 @@
   ``{"user": ..., "issued_before": ms}`` (default: now) every token of the
   user issued before then (403 ``token_revoked``, open sockets 4003).
 - ``GET /v1/admin/users/{id}``: the user's state and devices online.
+- ``GET /v1/admin/users/{id}/devices``: every device the user opened a
+  session from: ``[{device, first_seen, last_seen, node, app, state, online}]``.
 
 Admin and service tokens only. Each answer is the state after the change,
 stored in the backend before the reply; a 503 means it may not be stored
@@ -127,8 +129,19 @@ async def show(request: Request) -> Response:
     )
 
 
+async def devices(request: Request) -> Response:
+    node, _ = _admin(request, "read devices")
+    user = _user_id(request.path_params["id"], "id")
+    registered = await node.backend.devices.of_user(user)
+    online = {entry.device for entry in (await node.backend.presence.of_user(user))[0]}
+    return JSONResponse(
+        [{**device.as_dict(), "online": device.device in online} for device in registered]
+    )
+
+
 admin_routes = [
     Route("/v1/admin/users/{id}", show, methods=["GET"]),
+    Route("/v1/admin/users/{id}/devices", devices, methods=["GET"]),
     Route("/v1/admin/users/{id}/disable", disable, methods=["POST"]),
     Route("/v1/admin/users/{id}/enable", enable, methods=["POST"]),
     Route("/v1/admin/tokens/revoke", revoke, methods=["POST"]),

@@ -62,6 +62,10 @@ class Member(Protocol):
     def device(self) -> str: ...
 
     @property
+    def app(self) -> str:
+        """``hello.app`` (``""``: not sent)."""
+
+    @property
     def since_ms(self) -> int:
         """When it opened (ms since the epoch)."""
 
@@ -156,6 +160,8 @@ class PresenceTracker:
             reads=reads,
             cap=settings.max_connections_per_user,
             refuse_over_cap=settings.connections_per_user_policy == "newest",
+            app=session.app,
+            max_devices=settings.max_devices_per_user,
         )
 
     def subscribed(self, session: Member, channel: str) -> None:

@@ -338,3 +338,32 @@ async def test_user_ids_in_the_path_are_checked(
     ):
         assert (reply.status_code, reply.json()["error"]["code"]) == (422, "invalid"), user
     assert (await node.node.backend.accounts.snapshot()).accounts == []
+
+
+async def test_devices_lists_every_device_of_the_user_with_its_app(
+    node: RunningNode, http: httpx.AsyncClient
+) -> None:
+    async with phone(node, "erin", device="tablet", hello=False) as tablet:
+        hello = {"type": "hello", "token": node.token("erin"), "device": "tablet", "app": "a/1"}
+        assert (await tablet.request(hello))["type"] == "welcome"
+    async with phone(node, "erin", device="pixel-7"):
+        reply = await http.get("/v1/admin/users/erin/devices", headers=admin(node))
+        assert reply.status_code == 200
+        devices = reply.json()
+    assert [(d["device"], d["app"], d["state"], d["online"]) for d in devices] == [
+        ("tablet", "a/1", "active", False),
+        ("pixel-7", "", "active", True),
+    ]
+    assert all(d["node"] == node.settings.node_id for d in devices)
+    assert devices[0]["first_seen"] <= devices[0]["last_seen"] <= devices[1]["first_seen"]
+    other = await http.get("/v1/admin/users/erin/devices", headers=bearer(node.token("x")))
+    assert other.status_code == 403
+    assert (await http.get("/v1/admin/users/nobody/devices", headers=admin(node))).json() == []
+
+
+@pytest.mark.parametrize("app", ["", "x" * 101, 5, ["a"], {"v": 1}])
+async def test_a_hello_with_a_malformed_app_is_refused(node: RunningNode, app: object) -> None:
+    async with phone(node, "fred", hello=False) as device:
+        await device.send({"type": "hello", "token": node.token("fred"), "device": "d", "app": app})
+        assert await device.closed_with() == 4001
+    assert await node.node.backend.devices.of_user("fred") == []

@@ -22,6 +22,7 @@ from fieldpush.backend.base import (
     SessionOpening,
 )
 from fieldpush.backend.memory.accounts import MemoryAccounts
+from fieldpush.backend.memory.devices import MemoryDevices
 from fieldpush.backend.memory.directory import MemoryDirectory
 from fieldpush.backend.memory.ledger import MemoryLedger, MemoryPresence
 from fieldpush.backend.memory.records import MemoryRecords
@@ -79,6 +80,7 @@ class MemoryBackend:
         )
         self.directory = MemoryDirectory()
         self.accounts = MemoryAccounts()
+        self.devices = MemoryDevices()
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
@@ -176,7 +178,17 @@ class MemoryBackend:
         await self.ledger.note_audience([(channel, entry.user) for channel in opening.audience])
         histories = [await self.read(r.channel, r.since, r.limit) for r in opening.reads]
         pending = await self.ledger.pending(entry.user)
-        return SessionOpened(admitted=True, others=others, histories=histories, pending=pending)
+        device = self.devices.seen(
+            entry.user,
+            entry.device,
+            node=entry.node,
+            app=opening.app,
+            at=_now_ms(),
+            max_devices=opening.max_devices,
+        )
+        return SessionOpened(
+            admitted=True, others=others, histories=histories, pending=pending, device=device
+        )
 
     async def subscribe(self, channel: str) -> None:
         """Nothing to do: every publish in this process reaches the sink."""

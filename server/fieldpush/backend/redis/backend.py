@@ -53,6 +53,7 @@ from fieldpush.backend.base import (
 )
 from fieldpush.backend.redis.accounts import RedisAccounts
 from fieldpush.backend.redis.client import RedisClient
+from fieldpush.backend.redis.devices import RedisDevices, device_of
 from fieldpush.backend.redis.directory import RedisDirectory
 from fieldpush.backend.redis.ledger import (
     RedisLedger,
@@ -120,6 +121,7 @@ class RedisBackend:
         )
         self.presence = RedisPresence(self._client, prefix)
         self.accounts = RedisAccounts(self._client, prefix)
+        self.devices = RedisDevices(self._client, prefix)
         self.records = RedisRecords(
             self._client,
             prefix,
@@ -297,7 +299,8 @@ class RedisBackend:
         for read in opening.reads:
             args += self._keys(read.channel)
             args += self._read_args(read.since, read.limit)
-        admitted, others, reads, pending = await self._client.run(self._open, [], args)
+        args += [entry.device, entry.node, opening.app, opening.max_devices]
+        admitted, others, reads, pending, *device = await self._client.run(self._open, [], args)
         if not admitted:
             return SessionOpened(
                 admitted=False, others=live_entries(entry.user, others), histories=[], pending=[]
@@ -310,6 +313,7 @@ class RedisBackend:
                 for read, reply in zip(opening.reads, reads, strict=True)
             ],
             pending=pending_events(pending),
+            device=device_of(entry.user, entry.device, device[0]),
         )
 
     async def subscribe(self, channel: str) -> None:

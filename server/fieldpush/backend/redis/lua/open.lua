@@ -8,11 +8,14 @@
 --       n, then n presence channels,
 --       m, then m audience channels (of this user),
 --       r, then 7 arguments per read as read.lua's (meta, stream, candidate
---       epoch, meta TTL, since id, limit, since epoch).
+--       epoch, meta TTL, since id, limit, since epoch),
+--       then the device, node, app and the most devices per user (0: no limit).
 --
--- Returns {admitted (1/0), others, reads, pending}: others is {session, value,
--- beat, ...} for the user's live sessions (entries of nodes without a beat are
--- removed), reads one read_history answer per read, pending as pending_events.
+-- Returns {admitted (1/0), others, reads, pending, device}: others is {session,
+-- value, beat, ...} for the user's live sessions (entries of nodes without a
+-- beat are removed), reads one read_history answer per read, pending as
+-- pending_events, device the registry's JSON of the session's device
+-- ({first_seen, last_seen, node, app, state}) after this hello.
 -- Refused: nothing is written and reads and pending are empty.
 
 local prefix, user, session = ARGV[1], ARGV[2], ARGV[3]
@@ -56,4 +59,31 @@ for _ = 1, count_reads do
     ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6])
   at = at + 7
 end
-return {1, others, reads, pending_events(prefix, user)}
+
+-- The device registry: <prefix>:dev:<user>, device -> JSON.
+local device, node, app, max_devices = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
+local devices_key = prefix .. ':dev:' .. user
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local known = redis.call('HGET', devices_key, device)
+local record
+if known then
+  record = cjson.decode(known)
+else
+  if max_devices > 0 and redis.call('HLEN', devices_key) >= max_devices then
+    local all = redis.call('HGETALL', devices_key)
+    local oldest, oldest_seen = nil, nil
+    for i = 1, #all, 2 do
+      local other = cjson.decode(all[i + 1])
+      if other.state == 'active' and (oldest_seen == nil or other.last_seen < oldest_seen) then
+        oldest, oldest_seen = all[i], other.last_seen
+      end
+    end
+    if oldest then redis.call('HDEL', devices_key, oldest) end
+  end
+  record = {first_seen = now, state = 'active'}
+end
+record.last_seen, record.node, record.app = now, node, app
+local encoded = cjson.encode(record)
+redis.call('HSET', devices_key, device, encoded)
+return {1, others, reads, pending_events(prefix, user), encoded}
