@@ -18,6 +18,8 @@ and the errors shared by several layers::
     │                                    engine refuses, with the protocol's error code
     ├── HTTPError                        fieldpush.http.toolkit: ends an HTTP request with a status
     │                                    and the API's error body
+    ├── ScimError                        fieldpush.http.scim.errors: ends a SCIM request with a
+    │                                    status and the RFC 7644 §3.12 error body
     └── HandshakeError                   fieldpush.transport.handshake: a WebSocket upgrade refused
 
 The wire codec's ``ProtocolError`` / ``DecodeError`` belong to the SDK

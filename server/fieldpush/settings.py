@@ -118,6 +118,9 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     token_ttl_s: int = 3600
+    #: The bearer secret of SCIM provisioning (``/scim/v2/...``, docs/security.md),
+    #: at least 32 bytes. None: SCIM is off (every SCIM path answers 404).
+    scim_token: Secret | None = None
 
     # Revocation (docs/security.md, "Revocation")
     #: Each node re-reads the cluster's disabled users and revoked tokens this
@@ -333,6 +336,8 @@ class Settings:
             raise ConfigError(
                 "jwt_secret must be at least 32 bytes for HS256 (RFC 7518 section 3.2)"
             )
+        if self.scim_token is not None and len(self.scim_token.reveal().encode()) < 32:
+            raise ConfigError("scim_token must be at least 32 bytes")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0 to 65535, not {self.port}")
         unknown = set(self.jwt_algorithms) - {"HS256", "RS256", "ES256"}
@@ -430,6 +435,8 @@ def _cast(name: str, value: Any, source: str) -> Any:
             return float(value)
         if hint is Secret:
             return Secret(str(value))
+        if hint == Secret | None:
+            return None if value in ("", None) else Secret(str(value))
         if hint == tuple[str, ...]:
             items = value.split(",") if text is not None else list(value)
             return tuple(str(item).strip() for item in items if str(item).strip())

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeAlias
 
+from fieldpush.backend.directory import Directory
 from fieldpush.events.event import Event
 from fieldpush.events.offsets import Offset
 
@@ -584,6 +585,10 @@ class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
     @property
     def records(self) -> RecordStore:
         """Records and the change log of delta sync."""
+
+    @property
+    def directory(self) -> Directory:
+        """The SCIM user resources (:mod:`fieldpush.backend.directory`)."""
 
     @property
     def accounts(self) -> Accounts:

@@ -13,6 +13,7 @@ from fieldpush.http.dispatch import dispatch_routes
 from fieldpush.http.health import health_routes
 from fieldpush.http.poll import poll_routes
 from fieldpush.http.publish import PublishEndpoint, publish_routes
+from fieldpush.http.scim import scim_routes
 from fieldpush.http.sync import sync_routes
 from fieldpush.http.toolkit import exception_handlers
 
@@ -25,4 +26,5 @@ routes = [
     *dispatch_routes,
     *sync_routes,
     *admin_routes,
+    *scim_routes,
 ]

@@ -35,3 +35,20 @@ def test_startup_refuses_it_from_the_environment(tmp_path: Path) -> None:
 def test_head_limits_must_be_positive(name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings(**{name: 0}).check()
+
+
+def test_scim_token_is_a_secret_of_32_bytes_or_more(tmp_path: Path) -> None:
+    """SCIM's bearer secret (docs/configuration.md): from the environment or the
+    file, never printed, refused when short; empty means SCIM is off."""
+    config = tmp_path / "fieldpush.toml"
+    config.write_text('scim_token = "short"\n')
+    with pytest.raises(ConfigError, match="scim_token must be at least 32 bytes"):
+        load_settings(config_path=config, environ={})
+    long = "s" * 32
+    settings = load_settings(config_path=config, environ={"FIELDPUSH_SCIM_TOKEN": long})
+    assert settings.scim_token == Secret(long)
+    assert long not in repr(settings)
+    config.write_text("")
+    assert (
+        load_settings(config_path=config, environ={"FIELDPUSH_SCIM_TOKEN": ""}).scim_token is None
+    )

@@ -23,6 +23,7 @@ from fieldpush.backend.base import (
 )
 from fieldpush.backend.memory.accounts import MemoryAccounts
 from fieldpush.backend.memory.devices import MemoryDevices
+from fieldpush.backend.memory.directory import MemoryDirectory
 from fieldpush.backend.memory.ledger import MemoryLedger, MemoryPresence
 from fieldpush.backend.memory.records import MemoryRecords
 from fieldpush.errors import IdempotencyConflict
@@ -77,6 +78,7 @@ class MemoryBackend:
             log_max_entries=sync_log_max_entries,
             log_max_age_s=sync_log_max_age_s,
         )
+        self.directory = MemoryDirectory()
         self.accounts = MemoryAccounts()
         self.devices = MemoryDevices(announce=self.accounts.wiping)
 

@@ -54,6 +54,7 @@ from fieldpush.backend.base import (
 from fieldpush.backend.redis.accounts import RedisAccounts
 from fieldpush.backend.redis.client import RedisClient
 from fieldpush.backend.redis.devices import RedisDevices, device_of
+from fieldpush.backend.redis.directory import RedisDirectory
 from fieldpush.backend.redis.ledger import (
     RedisLedger,
     RedisPresence,
@@ -128,6 +129,7 @@ class RedisBackend:
             log_max_entries=sync_log_max_entries,
             log_max_age_s=sync_log_max_age_s,
         )
+        self.directory = RedisDirectory(self._client, prefix)
 
     # ------------------------------------------------------------- lifecycle
 
