@@ -38,7 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from fieldpush_client.client import PushClient
-from fieldpush_client.errors import RequestError
+from fieldpush_client.errors import (
+    RequestError,
+    StoreError,
+    StoreIntegrityError,
+    StoreKeyError,
+)
 from fieldpush_client.protocol import (
     Changes,
     ErrorCode,
@@ -48,22 +53,29 @@ from fieldpush_client.protocol import (
     MutationResult,
     Pull,
 )
+from fieldpush_client.vault import KeySource, RecordCipher, aad, resolve_key
 
 __all__ = ["QueuedEdit", "SyncClient", "SyncStore"]
 
 log = logging.getLogger("fieldpush.sdk.sync")
 
+#: ``PRAGMA user_version`` of an encrypted store (0: a plaintext store of SDK 0.1, or new).
+FORMAT = 1
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    type TEXT NOT NULL, rid TEXT NOT NULL, fields TEXT NOT NULL, PRIMARY KEY (type, rid)
+CREATE TABLE records (
+    type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL,
+    PRIMARY KEY (type_tag, rid_tag)
+) WITHOUT ROWID;
+CREATE TABLE queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, mid TEXT NOT NULL UNIQUE,
+    type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    mid TEXT NOT NULL UNIQUE, type TEXT NOT NULL, rid TEXT NOT NULL,
-    fields TEXT, wall_ms INTEGER NOT NULL, counter INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX queue_by_record ON queue (type_tag, rid_tag, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL);
 """
+_LEGACY_TABLES = {"records", "queue", "meta"}
+#: The plaintext sealed at creation: a wrong key fails to open it before anything is read.
+_KEY_CHECK = b"fieldpush store key check"
 #: Most bytes of mutations sent in one ``mutate`` (the server's frame limit is 64 KiB).
 MAX_BATCH_BYTES = 48 * 1024
 #: First wait before sending a batch again that the server refused as ``rate_limited``.
@@ -85,17 +97,130 @@ def _now_ms() -> int:
 
 
 class SyncStore:
-    """See the module docstring. ``path`` is the SQLite file (``":memory:"`` for tests)."""
+    """See the module docstring. ``path`` is the SQLite file (``":memory:"`` for tests).
 
-    def __init__(self, path: str | Path, *, wall_ms: Callable[[], int] = _now_ms) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+    ``key`` is the store key: 32 bytes, or a synchronous callable returning
+    them (a lookup in the platform keystore), called once, here. Every record
+    value and every queued edit is sealed with it (:mod:`fieldpush_client.vault`;
+    what stays in clear: docs/sdk.md, "What the file holds"). A new file is
+    created under that key; an existing one opens only with the key it was
+    created with (:class:`~fieldpush_client.errors.StoreKeyError`, ``reason``
+    ``"wrong_key"``, before anything is read). A plaintext store written by an
+    SDK without encryption is encrypted in place, once, keeping its queue.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        key: KeySource,
+        wall_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._cipher = RecordCipher(resolve_key(key))
+        self._type_tags: dict[str, bytes] = {}
         self._wall_ms = wall_ms
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            # Freed pages are zeroed: no old value lingers in the file's free space.
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if self._open_format(str(path)):
+                self._db.execute("VACUUM")  # rewrite every page: the plaintext ones go
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
+
+    # ------------------------------------------------------------ format and key
+
+    def _open_format(self, path: str) -> bool:
+        """Create, check or migrate the file; True if plaintext was encrypted in place."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            tables = {
+                str(name)
+                for (name,) in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if version == FORMAT:
+                self._check_key()
+                return False
+            if version != 0:
+                raise StoreError(
+                    f"{path}: store format {version} is not one this SDK knows ({FORMAT})"
+                )
+            if not tables:
+                self._db.executescript(_SCHEMA)
+                self._write_key_check()
+                return False
+            if not tables <= _LEGACY_TABLES or "records" not in tables:
+                raise StoreError(f"{path}: not a fieldpush store (tables {sorted(tables)})")
+            self._encrypt_legacy(path)
+            return True
+
+    def _write_key_check(self) -> None:
+        sealed = self._cipher.seal(_KEY_CHECK, aad(b"key-check"))
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('key_check', ?)", (sealed,))
+        self._db.execute(f"PRAGMA user_version = {FORMAT}")
+
+    def _check_key(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        if row is None:
+            raise StoreIntegrityError("the store's key check is missing")
+        try:
+            plain = self._cipher.open(row[0], aad(b"key-check"))
+        except StoreIntegrityError as exc:
+            raise StoreKeyError(
+                "this store was created with another key (nothing was read):"
+                " use the key it was created with, or erase it and download again",
+                reason="wrong_key",
+            ) from exc
+        if plain != _KEY_CHECK:
+            raise StoreIntegrityError("the store's key check holds another value")
+
+    def _encrypt_legacy(self, path: str) -> None:
+        """Seal the rows of a plaintext store (SDK 0.1) in place, in this transaction."""
+        records = self._db.execute("SELECT type, rid, fields FROM records").fetchall()
+        queue = self._db.execute(
+            "SELECT mid, type, rid, fields, wall_ms, counter FROM queue ORDER BY seq"
+        ).fetchall()
+        self._db.execute("DROP TABLE records")
+        self._db.execute("DROP TABLE queue")
+        self._db.executescript(_SCHEMA)
+        for record_type, rid, fields in records:
+            self._put(record_type, rid, json.loads(fields))
+        for mid, record_type, rid, fields, wall, counter in queue:
+            edit = QueuedEdit(
+                mid,
+                record_type,
+                rid,
+                None if fields is None else json.loads(fields),
+                (wall, counter),
+            )
+            self._queue(edit)
+        self._write_key_check()
+        log.warning(
+            "fieldpush store %s was not encrypted: sealed %d records and %d queued edits in place",
+            path,
+            len(records),
+            len(queue),
+        )
+
+    def _tags(self, record_type: str, rid: str) -> tuple[bytes, bytes]:
+        return self._type_tag(record_type), self._cipher.tag("record", record_type, rid)
+
+    def _type_tag(self, record_type: str) -> bytes:
+        tag = self._type_tags.get(record_type)
+        if tag is None:
+            tag = self._type_tags[record_type] = self._cipher.tag("type", record_type)
+        return tag
 
     # ------------------------------------------------------------ meta
 
@@ -130,31 +255,37 @@ class SyncStore:
             raise ValueError("an edit needs at least one field (or None to delete)")
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            stamp = self._tick()
-            edit = QueuedEdit(uuid.uuid4().hex, record_type, rid, fields, stamp)
-            self._db.execute(
-                "INSERT INTO queue (mid, type, rid, fields, wall_ms, counter)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    edit.mid,
-                    record_type,
-                    rid,
-                    None if fields is None else json.dumps(fields),
-                    *stamp,
-                ),
-            )
+            edit = QueuedEdit(uuid.uuid4().hex, record_type, rid, fields, self._tick())
+            self._queue(edit)
         return edit
+
+    def _queue(self, edit: QueuedEdit) -> None:
+        type_tag, rid_tag = self._tags(edit.type, edit.rid)
+        payload = json.dumps([edit.type, edit.rid, edit.fields, *edit.hlc]).encode()
+        sealed = self._cipher.seal(payload, aad(b"mutation", edit.mid.encode(), type_tag, rid_tag))
+        self._db.execute(
+            "INSERT INTO queue (mid, type_tag, rid_tag, sealed) VALUES (?, ?, ?, ?)",
+            (edit.mid, type_tag, rid_tag, sealed),
+        )
+
+    def _queued_edit(self, mid: str, type_tag: bytes, rid_tag: bytes, sealed: bytes) -> QueuedEdit:
+        payload = self._cipher.open(sealed, aad(b"mutation", mid.encode(), type_tag, rid_tag))
+        record_type, rid, fields, wall, counter = json.loads(payload)
+        return QueuedEdit(mid, record_type, rid, fields, (wall, counter))
 
     def queued(self, limit: int | None = None) -> list[QueuedEdit]:
         """The edits not answered yet, oldest first."""
         rows = self._db.execute(
-            "SELECT mid, type, rid, fields, wall_ms, counter FROM queue ORDER BY seq LIMIT ?",
+            "SELECT mid, type_tag, rid_tag, sealed FROM queue ORDER BY seq LIMIT ?",
             (-1 if limit is None else limit,),
         )
-        return [
-            QueuedEdit(mid, t, rid, None if f is None else json.loads(f), (wall, counter))
-            for mid, t, rid, f, wall, counter in rows
-        ]
+        return [self._queued_edit(*row) for row in rows]
+
+    def _queued_for(self, where: str, params: tuple[bytes, ...]) -> list[QueuedEdit]:
+        rows = self._db.execute(
+            f"SELECT mid, type_tag, rid_tag, sealed FROM queue WHERE {where} ORDER BY seq", params
+        )
+        return [self._queued_edit(*row) for row in rows]
 
     def settle(self, edits: Sequence[QueuedEdit], results: Sequence[MutationResult]) -> None:
         """Store the server's answers to ``edits`` and drop them from the queue,
@@ -192,19 +323,35 @@ class SyncStore:
 
     # ------------------------------------------------------------ server copy
 
+    def _opened_record(
+        self, record_type: str, type_tag: bytes, rid_tag: bytes, sealed: bytes
+    ) -> tuple[str, dict[str, Any]]:
+        payload = self._cipher.open(sealed, aad(b"record", type_tag, rid_tag))
+        stored_type, rid, fields = json.loads(payload)
+        if stored_type != record_type or self._cipher.tag("record", record_type, rid) != rid_tag:
+            raise StoreIntegrityError("a sealed record names another record than its row")
+        return str(rid), dict(fields)
+
     def _server_copy(self, record_type: str, rid: str) -> dict[str, Any] | None:
+        type_tag, rid_tag = self._tags(record_type, rid)
         row = self._db.execute(
-            "SELECT fields FROM records WHERE type = ? AND rid = ?", (record_type, rid)
+            "SELECT sealed FROM records WHERE type_tag = ? AND rid_tag = ?", (type_tag, rid_tag)
         ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        if row is None:
+            return None
+        return self._opened_record(record_type, type_tag, rid_tag, row[0])[1]
 
     def _put(self, record_type: str, rid: str, fields: dict[str, Any] | None) -> None:
+        type_tag, rid_tag = self._tags(record_type, rid)
         if fields is None:
-            self._db.execute("DELETE FROM records WHERE type = ? AND rid = ?", (record_type, rid))
-        else:
             self._db.execute(
-                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
-                (record_type, rid, json.dumps(fields)),
+                "DELETE FROM records WHERE type_tag = ? AND rid_tag = ?", (type_tag, rid_tag)
+            )
+        else:
+            payload = json.dumps([record_type, rid, fields]).encode()
+            sealed = self._cipher.seal(payload, aad(b"record", type_tag, rid_tag))
+            self._db.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (type_tag, rid_tag, sealed)
             )
 
     def apply_changes(self, changes: Changes, pulled_types: Iterable[str] | None = None) -> None:
@@ -216,7 +363,9 @@ class SyncStore:
                 if pulled_types is None:
                     self._db.execute("DELETE FROM records")
                 for record_type in pulled_types or ():
-                    self._db.execute("DELETE FROM records WHERE type = ?", (record_type,))
+                    self._db.execute(
+                        "DELETE FROM records WHERE type_tag = ?", (self._type_tag(record_type),)
+                    )
                 self._set_meta("snapshot", "1")
             if not changes.snapshot:
                 self._set_meta("snapshot", None)
@@ -243,20 +392,23 @@ class SyncStore:
         """The record as the app should show it: the server copy with the
         queued edits over it (None: unknown, or deleted by a queued edit)."""
         view = self._server_copy(record_type, rid)
-        for edit in self.queued():
-            if (edit.type, edit.rid) == (record_type, rid):
-                view = None if edit.fields is None else {**(view or {}), **edit.fields}
+        for edit in self._queued_for("type_tag = ? AND rid_tag = ?", self._tags(record_type, rid)):
+            view = None if edit.fields is None else {**(view or {}), **edit.fields}
         return view
 
     def records(self, record_type: str) -> dict[str, dict[str, Any]]:
         """Every record of a type, as :meth:`record` shows them."""
-        rows = self._db.execute("SELECT rid, fields FROM records WHERE type = ?", (record_type,))
-        view: dict[str, dict[str, Any] | None] = {rid: json.loads(f) for rid, f in rows}
-        for edit in self.queued():
-            if edit.type == record_type:
-                view[edit.rid] = (
-                    None if edit.fields is None else {**(view.get(edit.rid) or {}), **edit.fields}
-                )
+        type_tag = self._type_tag(record_type)
+        rows = self._db.execute(
+            "SELECT rid_tag, sealed FROM records WHERE type_tag = ?", (type_tag,)
+        )
+        view: dict[str, dict[str, Any] | None] = dict(
+            self._opened_record(record_type, type_tag, rid_tag, sealed) for rid_tag, sealed in rows
+        )
+        for edit in self._queued_for("type_tag = ?", (type_tag,)):
+            view[edit.rid] = (
+                None if edit.fields is None else {**(view.get(edit.rid) or {}), **edit.fields}
+            )
         return {rid: fields for rid, fields in view.items() if fields is not None}
 
 
