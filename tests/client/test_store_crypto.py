@@ -27,6 +27,7 @@ TYPED = "Quarry-Budget-8812-Zebra"
 PULLED = "Drawing-7731-Heron-Contract"
 TYPED_RID = "wo-Kestrel-4410"
 PULLED_RID = "cust-Osprey-9902"
+SENT = "Sent-Long-Ago-Walrus-3301"
 
 
 def page(*changes: Change, cursor: str = "cur-1", snapshot: bool = False) -> Changes:
@@ -126,6 +127,20 @@ def test_nothing_typed_or_pulled_is_readable_in_the_files(tmp_path: Path) -> Non
     store.close()  # checkpoints the WAL into the database file
     assert b"cursor-Plain-5150" in db.read_bytes()
     assert_absent(db, TYPED, PULLED, TYPED_RID, PULLED_RID)
+
+
+def test_a_deleted_record_leaves_no_old_blob_in_the_free_pages(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    store = SyncStore(db, key=STORE_KEY)
+    store.apply_changes(page(*(Change("customer", f"c{i}", {"n": "x" * 500}) for i in range(40))))
+    store.close()
+    old = [sealed for (sealed,) in rows(db, "SELECT sealed FROM records")]
+    store = SyncStore(db, key=STORE_KEY)
+    removed = [Change("customer", f"c{i}", {}, removed=True) for i in range(40)]
+    store.apply_changes(page(*removed, cursor="cur-2"))
+    store.close()
+    data = db.read_bytes()
+    assert len(old) == 40 and not any(blob in data for blob in old)  # secure_delete
 
 
 def test_the_tables_hold_tags_and_sealed_blobs_only(tmp_path: Path) -> None:
@@ -359,6 +374,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 def plaintext_store(db: Path) -> None:
     connection = sqlite3.connect(db, isolation_level=None)
+    connection.execute("PRAGMA secure_delete=OFF")  # SQLite's default (this build's is ON)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.executescript(PLAINTEXT_SCHEMA)
     connection.execute(
@@ -372,6 +388,12 @@ def plaintext_store(db: Path) -> None:
         ],
     )
     connection.execute("INSERT INTO meta VALUES ('cursor', 'cur-7'), ('hlc', '[10, 1]')")
+    # Edits the old SDK sent and dropped: their plaintext stays in the file's free pages.
+    connection.executemany(
+        "INSERT INTO queue (mid, type, rid, fields, wall_ms, counter) VALUES (?, ?, ?, ?, 1, 0)",
+        [(f"old{i}", "customer", "c1", f'{{"note": "{SENT} {i}"}}') for i in range(300)],
+    )
+    connection.execute("DELETE FROM queue WHERE mid LIKE 'old%'")
     connection.close()
 
 
@@ -380,7 +402,8 @@ def test_a_plaintext_store_of_the_previous_sdk_is_encrypted_in_place_once(
 ) -> None:
     db = tmp_path / "old.db"
     plaintext_store(db)
-    assert TYPED.encode() in db.read_bytes()  # the scan sees plaintext where there is some
+    old = db.read_bytes()
+    assert TYPED.encode() in old and SENT.encode() in old  # the scan sees plaintext
     with caplog.at_level(logging.WARNING, logger="fieldpush.sdk.sync"):
         store = SyncStore(db, key=STORE_KEY, wall_ms=lambda: 5)
     assert "was not encrypted: sealed 1 records and 2 queued edits" in caplog.text
@@ -391,9 +414,9 @@ def test_a_plaintext_store_of_the_previous_sdk_is_encrypted_in_place_once(
     assert store.cursor == "cur-7"
     assert store.record("customer", PULLED_RID) is None  # deleted by the queued edit
     assert store.edit("customer", "c3", {"a": 1}).hlc == (10, 2)  # the clock went on
-    assert_absent(db, TYPED, PULLED, TYPED_RID, PULLED_RID)
+    assert_absent(db, TYPED, PULLED, TYPED_RID, PULLED_RID, SENT)
     store.close()
-    assert_absent(db, TYPED, PULLED, TYPED_RID, PULLED_RID)
+    assert_absent(db, TYPED, PULLED, TYPED_RID, PULLED_RID, SENT)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fieldpush.sdk.sync"):
         store = SyncStore(db, key=STORE_KEY)  # once: now it is an encrypted store
