@@ -324,13 +324,15 @@ class SyncStore:
     # ------------------------------------------------------------ server copy
 
     def _opened_record(
-        self, record_type: str, type_tag: bytes, rid_tag: bytes, sealed: bytes
+        self, record_type: str, type_tag: bytes, rid_tag: bytes, sealed: bytes, rid: str | None
     ) -> tuple[str, dict[str, Any]]:
+        """A record's id and fields. The associated data binds the blob to its
+        row's tags; the ids inside are compared too (only this key wrote them)."""
         payload = self._cipher.open(sealed, aad(b"record", type_tag, rid_tag))
-        stored_type, rid, fields = json.loads(payload)
-        if stored_type != record_type or self._cipher.tag("record", record_type, rid) != rid_tag:
+        stored_type, stored_rid, fields = json.loads(payload)
+        if stored_type != record_type or rid not in (None, stored_rid):
             raise StoreIntegrityError("a sealed record names another record than its row")
-        return str(rid), dict(fields)
+        return str(stored_rid), dict(fields)
 
     def _server_copy(self, record_type: str, rid: str) -> dict[str, Any] | None:
         type_tag, rid_tag = self._tags(record_type, rid)
@@ -339,7 +341,7 @@ class SyncStore:
         ).fetchone()
         if row is None:
             return None
-        return self._opened_record(record_type, type_tag, rid_tag, row[0])[1]
+        return self._opened_record(record_type, type_tag, rid_tag, row[0], rid)[1]
 
     def _put(self, record_type: str, rid: str, fields: dict[str, Any] | None) -> None:
         type_tag, rid_tag = self._tags(record_type, rid)
@@ -403,7 +405,8 @@ class SyncStore:
             "SELECT rid_tag, sealed FROM records WHERE type_tag = ?", (type_tag,)
         )
         view: dict[str, dict[str, Any] | None] = dict(
-            self._opened_record(record_type, type_tag, rid_tag, sealed) for rid_tag, sealed in rows
+            self._opened_record(record_type, type_tag, rid_tag, sealed, None)
+            for rid_tag, sealed in rows
         )
         for edit in self._queued_for("type_tag = ?", (type_tag,)):
             view[edit.rid] = (

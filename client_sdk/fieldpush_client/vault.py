@@ -22,7 +22,6 @@ under one key (NIST SP 800-38D, 8.3), far beyond what a phone writes.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -141,4 +140,4 @@ class RecordCipher:
     def tag(self, *parts: str) -> bytes:
         """A keyed 16-byte tag of an identifier (the same parts give the same tag)."""
         message = aad(*(part.encode() for part in parts))
-        return hmac.new(self._id_key, message, hashlib.sha256).digest()[:ID_TAG_BYTES]
+        return hmac.digest(self._id_key, message, "sha256")[:ID_TAG_BYTES]
