@@ -8,6 +8,14 @@
   ``mid`` and the device's HLC stamp, kept until the server has answered it;
 - the device's hybrid logical clock.
 
+The file is encrypted under the application's key (``key=``): every record
+value and every queued edit is an AES-256-GCM blob bound to its row
+(:mod:`fieldpush_client.vault`), and rows are found by keyed HMAC tags of
+their type and id, so neither what a user typed nor which records the phone
+holds can be read from the file. In clear: the pull cursor, the device's clock
+(the time of its last edit), each queued edit's random ``mid``, and how many
+records and edits there are and their sizes.
+
 The application reads :meth:`SyncStore.record` / :meth:`SyncStore.records`:
 the server copy with the queued edits laid over it, so an edit shows at once
 and disappears again if the server refuses it.
