@@ -315,7 +315,8 @@ class SyncStore:
             if result.status == "applied":
                 self._put(edit.type, edit.rid, None)
             return
-        copy = self._server_copy(edit.type, edit.rid) or {}
+        tags = self._tags(edit.type, edit.rid)
+        copy = self._server_copy(edit.type, edit.rid, tags) or {}
         if result.record is not None:
             copy.update(result.record)
         outcomes = result.fields or {}
@@ -327,7 +328,7 @@ class SyncStore:
         if applied and result.record is None:
             copy.update(applied)
         if copy:
-            self._put(edit.type, edit.rid, copy)
+            self._put(edit.type, edit.rid, copy, tags)
 
     # ------------------------------------------------------------ server copy
 
@@ -342,8 +343,10 @@ class SyncStore:
             raise StoreIntegrityError("a sealed record names another record than its row")
         return str(stored_rid), dict(fields)
 
-    def _server_copy(self, record_type: str, rid: str) -> dict[str, Any] | None:
-        type_tag, rid_tag = self._tags(record_type, rid)
+    def _server_copy(
+        self, record_type: str, rid: str, tags: tuple[bytes, bytes] | None = None
+    ) -> dict[str, Any] | None:
+        type_tag, rid_tag = tags or self._tags(record_type, rid)
         row = self._db.execute(
             "SELECT sealed FROM records WHERE type_tag = ? AND rid_tag = ?", (type_tag, rid_tag)
         ).fetchone()
@@ -351,8 +354,14 @@ class SyncStore:
             return None
         return self._opened_record(record_type, type_tag, rid_tag, row[0], rid)[1]
 
-    def _put(self, record_type: str, rid: str, fields: dict[str, Any] | None) -> None:
-        type_tag, rid_tag = self._tags(record_type, rid)
+    def _put(
+        self,
+        record_type: str,
+        rid: str,
+        fields: dict[str, Any] | None,
+        tags: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        type_tag, rid_tag = tags or self._tags(record_type, rid)
         if fields is None:
             self._db.execute(
                 "DELETE FROM records WHERE type_tag = ? AND rid_tag = ?", (type_tag, rid_tag)
@@ -383,9 +392,10 @@ class SyncStore:
                 if change.removed:
                     self._put(change.type, change.rid, None)
                     continue
-                copy = self._server_copy(change.type, change.rid) or {}
+                tags = self._tags(change.type, change.rid)
+                copy = self._server_copy(change.type, change.rid, tags) or {}
                 copy.update(change.fields)
-                self._put(change.type, change.rid, copy)
+                self._put(change.type, change.rid, copy, tags)
             self._set_meta("cursor", changes.cursor)
             if not changes.more:
                 self._set_meta("snapshot", None)
