@@ -69,18 +69,19 @@ log = logging.getLogger("fieldpush.sdk.sync")
 
 #: ``PRAGMA user_version`` of an encrypted store (0: a plaintext store of SDK 0.1, or new).
 FORMAT = 1
-_SCHEMA = """
-CREATE TABLE records (
-    type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL,
-    PRIMARY KEY (type_tag, rid_tag)
-) WITHOUT ROWID;
-CREATE TABLE queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, mid TEXT NOT NULL UNIQUE,
-    type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL
-);
-CREATE INDEX queue_by_record ON queue (type_tag, rid_tag, seq);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL);
-"""
+#: Statement by statement: ``executescript`` would commit the open transaction first.
+_SCHEMA = (
+    """CREATE TABLE records (
+        type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL,
+        PRIMARY KEY (type_tag, rid_tag)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE queue (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, mid TEXT NOT NULL UNIQUE,
+        type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL
+    )""",
+    "CREATE INDEX queue_by_record ON queue (type_tag, rid_tag, seq)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)",
+)
 _LEGACY_TABLES = {"records", "queue", "meta"}
 #: The plaintext sealed at creation: a wrong key fails to open it before anything is read.
 _KEY_CHECK = b"fieldpush store key check"
@@ -165,13 +166,17 @@ class SyncStore:
                     f"{path}: store format {version} is not one this SDK knows ({FORMAT})"
                 )
             if not tables:
-                self._db.executescript(_SCHEMA)
+                self._create_tables()
                 self._write_key_check()
                 return False
-            if not tables <= _LEGACY_TABLES or "records" not in tables:
+            if tables != _LEGACY_TABLES:
                 raise StoreError(f"{path}: not a fieldpush store (tables {sorted(tables)})")
             self._encrypt_legacy(path)
             return True
+
+    def _create_tables(self) -> None:
+        for statement in _SCHEMA:
+            self._db.execute(statement)
 
     def _write_key_check(self) -> None:
         sealed = self._cipher.seal(_KEY_CHECK, aad(b"key-check"))
@@ -201,7 +206,7 @@ class SyncStore:
         ).fetchall()
         self._db.execute("DROP TABLE records")
         self._db.execute("DROP TABLE queue")
-        self._db.executescript(_SCHEMA)
+        self._create_tables()
         for record_type, rid, fields in records:
             self._put(record_type, rid, json.loads(fields))
         for mid, record_type, rid, fields, wall, counter in queue:

@@ -427,6 +427,21 @@ def test_a_plaintext_store_of_the_previous_sdk_is_encrypted_in_place_once(
         SyncStore(db, key=OTHER_KEY)
 
 
+def test_a_migration_that_fails_leaves_the_plaintext_store_as_it_was(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    plaintext_store(db)
+    execute(db, "INSERT INTO records VALUES ('customer', 'broken', 'not json')")
+    with pytest.raises(ValueError):
+        SyncStore(db, key=STORE_KEY)
+    assert rows(db, "SELECT mid FROM queue ORDER BY seq") == [("m1",), ("m2",)]
+    assert rows(db, "SELECT count(*) FROM records") == [(2,)]
+    assert rows(db, "PRAGMA user_version") == [(0,)]
+    execute(db, "DELETE FROM records WHERE rid = 'broken'")
+    store = SyncStore(db, key=STORE_KEY)  # the next open encrypts it
+    assert [edit.mid for edit in store.queued()] == ["m1", "m2"]
+    store.close()
+
+
 def test_a_store_of_an_unknown_format_or_another_file_is_refused(tmp_path: Path) -> None:
     newer = tmp_path / "newer.db"
     SyncStore(newer, key=STORE_KEY).close()
