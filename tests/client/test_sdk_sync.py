@@ -14,7 +14,7 @@ from fieldpush_client import PushClient, SyncClient, SyncStore
 from fieldpush_client.protocol import MutationResult
 from fieldpush_client.sync import QueuedEdit
 from tests.support.node import RunningNode, node_settings, running_node
-from tests.support.stores import STORE_KEY
+from tests.support.stores import STORE_KEY, raw_bytes
 from tests.support.timing import eventually, scaled
 
 
@@ -92,7 +92,12 @@ async def test_offline_edits_survive_a_restart_and_flush_in_order_on_connect(
     assert view["name"] == "ACME" and view["stage"] == "negotiation" and view["model_pref"] == "X9"
     assert view["budget"] == 100  # from the pull
     assert store.records("follow_up")["f1"]["note"] == "call back"
+    # Typed (the note, the stage), pulled (the name) and answered: none of it in clear.
+    for name, data in raw_bytes(path).items():
+        for typed in (b"call back", b"negotiation", b"ACME", b"ACME Ltd"):
+            assert typed not in data, f"{typed!r} in {name}"
     store.close()
+    assert not any(b"call back" in data or b"ACME" in data for data in raw_bytes(path).values())
 
 
 async def test_two_phones_edit_one_customer_offline_and_the_newest_stamp_wins(
