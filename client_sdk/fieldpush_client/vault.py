@@ -89,7 +89,7 @@ def _check_bytes(value: object, what: str) -> bytes:
     raw = bytes(value)
     if len(raw) != KEY_BYTES:
         raise StoreKeyError(
-            f"{what} {len(raw)} bytes long; AES-256 needs exactly {KEY_BYTES}",
+            f"{what} {len(raw)} bytes; AES-256 needs exactly {KEY_BYTES}",
             reason="malformed",
         )
     return raw

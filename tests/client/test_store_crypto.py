@@ -221,14 +221,14 @@ def _raises() -> bytes:
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        (bytes(31), "31 bytes long; AES-256 needs exactly 32"),
-        (bytes(33), "33 bytes long; AES-256 needs exactly 32"),
-        (b"", "0 bytes long"),
+        (bytes(31), "31 bytes; AES-256 needs exactly 32"),
+        (bytes(33), "33 bytes; AES-256 needs exactly 32"),
+        (b"", "is 0 bytes;"),
         ("k" * 32, "a str, not 32 bytes"),
         (None, "a NoneType, not 32 bytes"),
         (12345, "an? int, not 32 bytes"),
         (lambda: "k" * 32, "the key provider returned a str"),
-        (lambda: bytes(16), "the key provider returned 16 bytes long"),
+        (lambda: bytes(16), "the key provider returned 16 bytes;"),
         (lambda: None, "the key provider returned a NoneType"),
     ],
     ids=["31", "33", "empty", "str", "none", "int", "provider-str", "provider-16", "provider-none"],
