@@ -16,6 +16,9 @@ from fieldpush_client.errors import (
     PublishError,
     RequestError,
     RequestTimeout,
+    StoreError,
+    StoreIntegrityError,
+    StoreKeyError,
     Unauthorized,
 )
 from fieldpush_client.http import (
@@ -31,6 +34,7 @@ from fieldpush_client.http import (
 from fieldpush_client.protocol import EventMsg
 from fieldpush_client.store import MemoryOffsetStore, OffsetStore
 from fieldpush_client.sync import QueuedEdit, SyncClient, SyncStore
+from fieldpush_client.vault import KeySource, generate_key
 
 __all__ = [
     "AccessRevoked",
@@ -40,6 +44,7 @@ __all__ = [
     "DispatcherClient",
     "EventMsg",
     "FieldpushClientError",
+    "KeySource",
     "MemoryOffsetStore",
     "NotConnected",
     "OffsetStore",
@@ -52,6 +57,9 @@ __all__ = [
     "Receipts",
     "RequestError",
     "RequestTimeout",
+    "StoreError",
+    "StoreIntegrityError",
+    "StoreKeyError",
     "SyncClient",
     "SyncStore",
     "TokenProvider",
@@ -59,4 +67,5 @@ __all__ = [
     "UserPresence",
     "__version__",
     "backoff_delays",
+    "generate_key",
 ]

@@ -7,7 +7,11 @@ FieldpushClientError
 ├── RequestError              the server answered a request with ``error`` (``.code``)
 ├── RequestTimeout            no answer to a request in time
 ├── NotConnected              a request needs a connection and there is none
-└── PublishError              an HTTP call was refused (``.status``, ``.code``)
+├── PublishError              an HTTP call was refused (``.status``, ``.code``)
+└── StoreError                the local store (``SyncStore``) cannot be used as it is
+    ├── StoreKeyError         the key is malformed, its provider failed, or it is not
+    │                         this store's key (``.reason``)
+    └── StoreIntegrityError   a sealed value does not authenticate: changed, moved, cut short
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ __all__ = [
     "PublishError",
     "RequestError",
     "RequestTimeout",
+    "StoreError",
+    "StoreIntegrityError",
+    "StoreKeyError",
     "Unauthorized",
 ]
 
@@ -72,3 +79,25 @@ class PublishError(FieldpushClientError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class StoreError(FieldpushClientError):
+    """The local store cannot be used as it is (a format this SDK does not know,
+    or one of the subclasses)."""
+
+
+class StoreKeyError(StoreError):
+    """The store key cannot open the store. ``reason``: ``"malformed"`` (not 32
+    bytes: a programming or keystore error), ``"provider_failed"`` (the key
+    provider raised; ``__cause__`` is its exception) or ``"wrong_key"`` (32
+    bytes, but not the key this store was created with: nothing was read)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreIntegrityError(StoreError):
+    """A sealed value in the store does not authenticate: a byte of it was
+    changed, it was moved to another row, or it was cut short. Nothing of it is
+    returned; the store is not to be trusted (erase it and download again)."""

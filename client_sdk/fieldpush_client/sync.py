@@ -8,6 +8,14 @@
   ``mid`` and the device's HLC stamp, kept until the server has answered it;
 - the device's hybrid logical clock.
 
+The file is encrypted under the application's key (``key=``): every record
+value and every queued edit is an AES-256-GCM blob bound to its row
+(:mod:`fieldpush_client.vault`), and rows are found by keyed HMAC tags of
+their type and id, so neither what a user typed nor which records the phone
+holds can be read from the file. In clear: the pull cursor, the device's clock
+(the time of its last edit), each queued edit's random ``mid``, and how many
+records and edits there are and their sizes.
+
 The application reads :meth:`SyncStore.record` / :meth:`SyncStore.records`:
 the server copy with the queued edits laid over it, so an edit shows at once
 and disappears again if the server refuses it.
@@ -38,7 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from fieldpush_client.client import PushClient
-from fieldpush_client.errors import RequestError
+from fieldpush_client.errors import (
+    RequestError,
+    StoreError,
+    StoreIntegrityError,
+    StoreKeyError,
+)
 from fieldpush_client.protocol import (
     Changes,
     ErrorCode,
@@ -48,22 +61,30 @@ from fieldpush_client.protocol import (
     MutationResult,
     Pull,
 )
+from fieldpush_client.vault import KeySource, RecordCipher, aad, resolve_key
 
 __all__ = ["QueuedEdit", "SyncClient", "SyncStore"]
 
 log = logging.getLogger("fieldpush.sdk.sync")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    type TEXT NOT NULL, rid TEXT NOT NULL, fields TEXT NOT NULL, PRIMARY KEY (type, rid)
-);
-CREATE TABLE IF NOT EXISTS queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    mid TEXT NOT NULL UNIQUE, type TEXT NOT NULL, rid TEXT NOT NULL,
-    fields TEXT, wall_ms INTEGER NOT NULL, counter INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+#: ``PRAGMA user_version`` of an encrypted store (0: a plaintext store of SDK 0.1, or new).
+FORMAT = 1
+#: Statement by statement: ``executescript`` would commit the open transaction first.
+_SCHEMA = (
+    """CREATE TABLE records (
+        type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL,
+        PRIMARY KEY (type_tag, rid_tag)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE queue (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, mid TEXT NOT NULL UNIQUE,
+        type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL
+    )""",
+    "CREATE INDEX queue_by_record ON queue (type_tag, rid_tag, seq)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)",
+)
+_LEGACY_TABLES = {"records", "queue", "meta"}
+#: The plaintext sealed at creation: a wrong key fails to open it before anything is read.
+_KEY_CHECK = b"fieldpush store key check"
 #: Most bytes of mutations sent in one ``mutate`` (the server's frame limit is 64 KiB).
 MAX_BATCH_BYTES = 48 * 1024
 #: First wait before sending a batch again that the server refused as ``rate_limited``.
@@ -85,17 +106,134 @@ def _now_ms() -> int:
 
 
 class SyncStore:
-    """See the module docstring. ``path`` is the SQLite file (``":memory:"`` for tests)."""
+    """See the module docstring. ``path`` is the SQLite file (``":memory:"`` for tests).
 
-    def __init__(self, path: str | Path, *, wall_ms: Callable[[], int] = _now_ms) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+    ``key`` is the store key: 32 bytes, or a synchronous callable returning
+    them (a lookup in the platform keystore), called once, here. Every record
+    value and every queued edit is sealed with it (:mod:`fieldpush_client.vault`;
+    what stays in clear: docs/sdk.md, "What the file holds"). A new file is
+    created under that key; an existing one opens only with the key it was
+    created with (:class:`~fieldpush_client.errors.StoreKeyError`, ``reason``
+    ``"wrong_key"``, before anything is read). A plaintext store written by an
+    SDK without encryption is encrypted in place, once, keeping its queue.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        key: KeySource,
+        wall_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._cipher = RecordCipher(resolve_key(key))
+        self._type_tags: dict[str, bytes] = {}
         self._wall_ms = wall_ms
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            # Freed pages are zeroed: no old value lingers in the file's free space.
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if self._open_format(str(path)):
+                self._db.execute("VACUUM")  # rewrite every page: the plaintext ones go
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
+
+    # ------------------------------------------------------------ format and key
+
+    def _open_format(self, path: str) -> bool:
+        """Create, check or migrate the file; True if plaintext was encrypted in place."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            tables = {
+                str(name)
+                for (name,) in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if version == FORMAT:
+                self._check_key()
+                return False
+            if version != 0:
+                raise StoreError(
+                    f"{path}: store format {version} is not one this SDK knows ({FORMAT})"
+                )
+            if not tables:
+                self._create_tables()
+                self._write_key_check()
+                return False
+            if tables != _LEGACY_TABLES:
+                raise StoreError(f"{path}: not a fieldpush store (tables {sorted(tables)})")
+            self._encrypt_legacy(path)
+            return True
+
+    def _create_tables(self) -> None:
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+
+    def _write_key_check(self) -> None:
+        sealed = self._cipher.seal(_KEY_CHECK, aad(b"key-check"))
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('key_check', ?)", (sealed,))
+        self._db.execute(f"PRAGMA user_version = {FORMAT}")
+
+    def _check_key(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        if row is None:
+            raise StoreIntegrityError("the store's key check is missing")
+        try:
+            plain = self._cipher.open(row[0], aad(b"key-check"))
+        except StoreIntegrityError as exc:
+            raise StoreKeyError(
+                "this store was created with another key (nothing was read):"
+                " use the key it was created with, or erase it and download again",
+                reason="wrong_key",
+            ) from exc
+        if plain != _KEY_CHECK:
+            raise StoreIntegrityError("the store's key check holds another value")
+
+    def _encrypt_legacy(self, path: str) -> None:
+        """Seal the rows of a plaintext store (SDK 0.1) in place, in this transaction."""
+        records = self._db.execute("SELECT type, rid, fields FROM records").fetchall()
+        queue = self._db.execute(
+            "SELECT mid, type, rid, fields, wall_ms, counter FROM queue ORDER BY seq"
+        ).fetchall()
+        self._db.execute("DROP TABLE records")
+        self._db.execute("DROP TABLE queue")
+        self._create_tables()
+        for record_type, rid, fields in records:
+            self._put(record_type, rid, json.loads(fields))
+        for mid, record_type, rid, fields, wall, counter in queue:
+            edit = QueuedEdit(
+                mid,
+                record_type,
+                rid,
+                None if fields is None else json.loads(fields),
+                (wall, counter),
+            )
+            self._queue(edit)
+        self._write_key_check()
+        log.warning(
+            "fieldpush store %s was not encrypted: sealed %d records and %d queued edits in place",
+            path,
+            len(records),
+            len(queue),
+        )
+
+    def _tags(self, record_type: str, rid: str) -> tuple[bytes, bytes]:
+        return self._type_tag(record_type), self._cipher.tag("record", record_type, rid)
+
+    def _type_tag(self, record_type: str) -> bytes:
+        tag = self._type_tags.get(record_type)
+        if tag is None:
+            tag = self._type_tags[record_type] = self._cipher.tag("type", record_type)
+        return tag
 
     # ------------------------------------------------------------ meta
 
@@ -130,31 +268,37 @@ class SyncStore:
             raise ValueError("an edit needs at least one field (or None to delete)")
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            stamp = self._tick()
-            edit = QueuedEdit(uuid.uuid4().hex, record_type, rid, fields, stamp)
-            self._db.execute(
-                "INSERT INTO queue (mid, type, rid, fields, wall_ms, counter)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    edit.mid,
-                    record_type,
-                    rid,
-                    None if fields is None else json.dumps(fields),
-                    *stamp,
-                ),
-            )
+            edit = QueuedEdit(uuid.uuid4().hex, record_type, rid, fields, self._tick())
+            self._queue(edit)
         return edit
+
+    def _queue(self, edit: QueuedEdit) -> None:
+        type_tag, rid_tag = self._tags(edit.type, edit.rid)
+        payload = json.dumps([edit.type, edit.rid, edit.fields, *edit.hlc]).encode()
+        sealed = self._cipher.seal(payload, aad(b"mutation", edit.mid.encode(), type_tag, rid_tag))
+        self._db.execute(
+            "INSERT INTO queue (mid, type_tag, rid_tag, sealed) VALUES (?, ?, ?, ?)",
+            (edit.mid, type_tag, rid_tag, sealed),
+        )
+
+    def _queued_edit(self, mid: str, type_tag: bytes, rid_tag: bytes, sealed: bytes) -> QueuedEdit:
+        payload = self._cipher.open(sealed, aad(b"mutation", mid.encode(), type_tag, rid_tag))
+        record_type, rid, fields, wall, counter = json.loads(payload)
+        return QueuedEdit(mid, record_type, rid, fields, (wall, counter))
 
     def queued(self, limit: int | None = None) -> list[QueuedEdit]:
         """The edits not answered yet, oldest first."""
         rows = self._db.execute(
-            "SELECT mid, type, rid, fields, wall_ms, counter FROM queue ORDER BY seq LIMIT ?",
+            "SELECT mid, type_tag, rid_tag, sealed FROM queue ORDER BY seq LIMIT ?",
             (-1 if limit is None else limit,),
         )
-        return [
-            QueuedEdit(mid, t, rid, None if f is None else json.loads(f), (wall, counter))
-            for mid, t, rid, f, wall, counter in rows
-        ]
+        return [self._queued_edit(*row) for row in rows]
+
+    def _queued_for(self, where: str, params: tuple[bytes, ...]) -> list[QueuedEdit]:
+        rows = self._db.execute(
+            f"SELECT mid, type_tag, rid_tag, sealed FROM queue WHERE {where} ORDER BY seq", params
+        )
+        return [self._queued_edit(*row) for row in rows]
 
     def settle(self, edits: Sequence[QueuedEdit], results: Sequence[MutationResult]) -> None:
         """Store the server's answers to ``edits`` and drop them from the queue,
@@ -176,7 +320,8 @@ class SyncStore:
             if result.status == "applied":
                 self._put(edit.type, edit.rid, None)
             return
-        copy = self._server_copy(edit.type, edit.rid) or {}
+        tags = self._tags(edit.type, edit.rid)
+        copy = self._server_copy(edit.type, edit.rid, tags) or {}
         if result.record is not None:
             copy.update(result.record)
         outcomes = result.fields or {}
@@ -188,23 +333,49 @@ class SyncStore:
         if applied and result.record is None:
             copy.update(applied)
         if copy:
-            self._put(edit.type, edit.rid, copy)
+            self._put(edit.type, edit.rid, copy, tags)
 
     # ------------------------------------------------------------ server copy
 
-    def _server_copy(self, record_type: str, rid: str) -> dict[str, Any] | None:
-        row = self._db.execute(
-            "SELECT fields FROM records WHERE type = ? AND rid = ?", (record_type, rid)
-        ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+    def _opened_record(
+        self, record_type: str, type_tag: bytes, rid_tag: bytes, sealed: bytes, rid: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        """A record's id and fields. The associated data binds the blob to its
+        row's tags; the ids inside are compared too (only this key wrote them)."""
+        payload = self._cipher.open(sealed, aad(b"record", type_tag, rid_tag))
+        stored_type, stored_rid, fields = json.loads(payload)
+        if stored_type != record_type or rid not in (None, stored_rid):
+            raise StoreIntegrityError("a sealed record names another record than its row")
+        return str(stored_rid), dict(fields)
 
-    def _put(self, record_type: str, rid: str, fields: dict[str, Any] | None) -> None:
+    def _server_copy(
+        self, record_type: str, rid: str, tags: tuple[bytes, bytes] | None = None
+    ) -> dict[str, Any] | None:
+        type_tag, rid_tag = tags or self._tags(record_type, rid)
+        row = self._db.execute(
+            "SELECT sealed FROM records WHERE type_tag = ? AND rid_tag = ?", (type_tag, rid_tag)
+        ).fetchone()
+        if row is None:
+            return None
+        return self._opened_record(record_type, type_tag, rid_tag, row[0], rid)[1]
+
+    def _put(
+        self,
+        record_type: str,
+        rid: str,
+        fields: dict[str, Any] | None,
+        tags: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        type_tag, rid_tag = tags or self._tags(record_type, rid)
         if fields is None:
-            self._db.execute("DELETE FROM records WHERE type = ? AND rid = ?", (record_type, rid))
-        else:
             self._db.execute(
-                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
-                (record_type, rid, json.dumps(fields)),
+                "DELETE FROM records WHERE type_tag = ? AND rid_tag = ?", (type_tag, rid_tag)
+            )
+        else:
+            payload = json.dumps([record_type, rid, fields]).encode()
+            sealed = self._cipher.seal(payload, aad(b"record", type_tag, rid_tag))
+            self._db.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (type_tag, rid_tag, sealed)
             )
 
     def apply_changes(self, changes: Changes, pulled_types: Iterable[str] | None = None) -> None:
@@ -216,7 +387,9 @@ class SyncStore:
                 if pulled_types is None:
                     self._db.execute("DELETE FROM records")
                 for record_type in pulled_types or ():
-                    self._db.execute("DELETE FROM records WHERE type = ?", (record_type,))
+                    self._db.execute(
+                        "DELETE FROM records WHERE type_tag = ?", (self._type_tag(record_type),)
+                    )
                 self._set_meta("snapshot", "1")
             if not changes.snapshot:
                 self._set_meta("snapshot", None)
@@ -224,9 +397,10 @@ class SyncStore:
                 if change.removed:
                     self._put(change.type, change.rid, None)
                     continue
-                copy = self._server_copy(change.type, change.rid) or {}
+                tags = self._tags(change.type, change.rid)
+                copy = self._server_copy(change.type, change.rid, tags) or {}
                 copy.update(change.fields)
-                self._put(change.type, change.rid, copy)
+                self._put(change.type, change.rid, copy, tags)
             self._set_meta("cursor", changes.cursor)
             if not changes.more:
                 self._set_meta("snapshot", None)
@@ -243,20 +417,24 @@ class SyncStore:
         """The record as the app should show it: the server copy with the
         queued edits over it (None: unknown, or deleted by a queued edit)."""
         view = self._server_copy(record_type, rid)
-        for edit in self.queued():
-            if (edit.type, edit.rid) == (record_type, rid):
-                view = None if edit.fields is None else {**(view or {}), **edit.fields}
+        for edit in self._queued_for("type_tag = ? AND rid_tag = ?", self._tags(record_type, rid)):
+            view = None if edit.fields is None else {**(view or {}), **edit.fields}
         return view
 
     def records(self, record_type: str) -> dict[str, dict[str, Any]]:
         """Every record of a type, as :meth:`record` shows them."""
-        rows = self._db.execute("SELECT rid, fields FROM records WHERE type = ?", (record_type,))
-        view: dict[str, dict[str, Any] | None] = {rid: json.loads(f) for rid, f in rows}
-        for edit in self.queued():
-            if edit.type == record_type:
-                view[edit.rid] = (
-                    None if edit.fields is None else {**(view.get(edit.rid) or {}), **edit.fields}
-                )
+        type_tag = self._type_tag(record_type)
+        rows = self._db.execute(
+            "SELECT rid_tag, sealed FROM records WHERE type_tag = ?", (type_tag,)
+        )
+        view: dict[str, dict[str, Any] | None] = dict(
+            self._opened_record(record_type, type_tag, rid_tag, sealed, None)
+            for rid_tag, sealed in rows
+        )
+        for edit in self._queued_for("type_tag = ?", (type_tag,)):
+            view[edit.rid] = (
+                None if edit.fields is None else {**(view.get(edit.rid) or {}), **edit.fields}
+            )
         return {rid: fields for rid, fields in view.items() if fields is not None}
 
 

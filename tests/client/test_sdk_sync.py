@@ -14,6 +14,7 @@ from fieldpush_client import PushClient, SyncClient, SyncStore
 from fieldpush_client.protocol import MutationResult
 from fieldpush_client.sync import QueuedEdit
 from tests.support.node import RunningNode, node_settings, running_node
+from tests.support.stores import STORE_KEY, raw_bytes
 from tests.support.timing import eventually, scaled
 
 
@@ -54,7 +55,7 @@ async def test_offline_edits_survive_a_restart_and_flush_in_order_on_connect(
     node: RunningNode, tmp_path: Path
 ) -> None:
     path = tmp_path / "phone.db"
-    store = SyncStore(path)
+    store = SyncStore(path, key=STORE_KEY)
     store.edit("customer", "c1", {"stage": "negotiation", "model_pref": "X9"})
     store.edit("follow_up", "f1", {"customer": "c1", "note": "call back"})
     store.edit("customer", "c1", {"name": "ACME Ltd"})  # mdm: refused, a proposal
@@ -65,7 +66,7 @@ async def test_offline_edits_survive_a_restart_and_flush_in_order_on_connect(
     }
     store.close()
 
-    store = SyncStore(path)  # the app restarted
+    store = SyncStore(path, key=STORE_KEY)  # the app restarted
     assert [e.type for e in store.queued()] == ["customer", "follow_up", "customer"]
     answers: list[tuple[QueuedEdit, MutationResult]] = []
     async with (
@@ -91,7 +92,12 @@ async def test_offline_edits_survive_a_restart_and_flush_in_order_on_connect(
     assert view["name"] == "ACME" and view["stage"] == "negotiation" and view["model_pref"] == "X9"
     assert view["budget"] == 100  # from the pull
     assert store.records("follow_up")["f1"]["note"] == "call back"
+    # Typed (the note, the stage), pulled (the name) and answered: none of it in clear.
+    for name, data in raw_bytes(path).items():
+        for typed in (b"call back", b"negotiation", b"ACME", b"ACME Ltd"):
+            assert typed not in data, f"{typed!r} in {name}"
     store.close()
+    assert not any(b"call back" in data or b"ACME" in data for data in raw_bytes(path).values())
 
 
 async def test_two_phones_edit_one_customer_offline_and_the_newest_stamp_wins(
@@ -99,8 +105,8 @@ async def test_two_phones_edit_one_customer_offline_and_the_newest_stamp_wins(
 ) -> None:
     base = time.time_ns() // 1_000_000
     phone_clock, tablet_clock = wall_clock(base), wall_clock(base + 5_000)
-    phone = SyncStore(tmp_path / "phone.db", wall_ms=phone_clock)
-    tablet = SyncStore(tmp_path / "tablet.db", wall_ms=tablet_clock)
+    phone = SyncStore(tmp_path / "phone.db", key=STORE_KEY, wall_ms=phone_clock)
+    tablet = SyncStore(tmp_path / "tablet.db", key=STORE_KEY, wall_ms=tablet_clock)
     phone.edit("customer", "c1", {"stage": "lost", "budget": 900})
     tablet.edit("customer", "c1", {"stage": "signed"})  # later by its clock
     phone_clock.now[0] = base + 9_000
@@ -143,7 +149,7 @@ async def test_two_phones_edit_one_customer_offline_and_the_newest_stamp_wins(
 
 
 async def test_a_refused_edit_disappears_from_the_view(node: RunningNode, tmp_path: Path) -> None:
-    store = SyncStore(tmp_path / "p.db")
+    store = SyncStore(tmp_path / "p.db", key=STORE_KEY)
     store.edit("customer", "c1", {"budget": -3})
     store.edit("customer", "c1", {"contract_no": "K-9"})
     assert store.record("customer", "c1") == {"budget": -3, "contract_no": "K-9"}
@@ -162,7 +168,7 @@ async def test_a_refused_edit_disappears_from_the_view(node: RunningNode, tmp_pa
 async def test_an_expired_cursor_makes_the_sdk_download_everything_again(
     node: RunningNode, tmp_path: Path
 ) -> None:
-    store = SyncStore(tmp_path / "p.db")
+    store = SyncStore(tmp_path / "p.db", key=STORE_KEY)
     async with client_for(node, "p") as client, SyncClient(client, store, auto=False) as sync:
         await client.wait_connected(scaled(5))
         await sync.pull()
@@ -178,7 +184,7 @@ async def test_an_expired_cursor_makes_the_sdk_download_everything_again(
 
 def test_edits_get_increasing_stamps_even_when_the_clock_goes_back(tmp_path: Path) -> None:
     clock = wall_clock(1_000)
-    store = SyncStore(tmp_path / "p.db", wall_ms=clock)
+    store = SyncStore(tmp_path / "p.db", key=STORE_KEY, wall_ms=clock)
     first = store.edit("customer", "c1", {"stage": "lead"})
     clock.now[0] = 500
     second = store.edit("customer", "c1", {"stage": "lost"})
@@ -193,7 +199,7 @@ def test_edits_get_increasing_stamps_even_when_the_clock_goes_back(tmp_path: Pat
 async def test_sync_client_edit_flushes_at_once_when_connected(
     node: RunningNode, tmp_path: Path
 ) -> None:
-    store = SyncStore(tmp_path / "p.db")
+    store = SyncStore(tmp_path / "p.db", key=STORE_KEY)
     async with client_for(node, "p") as client, SyncClient(client, store) as sync:
         await client.wait_connected(scaled(5))
         sync.edit("customer", "c1", {"stage": "lost"})

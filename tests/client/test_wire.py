@@ -35,6 +35,7 @@ from fieldpush_client.protocol import (
     codec_for,
     parse_client_message,
 )
+from tests.support.stores import STORE_KEY
 from tests.support.timing import scaled
 
 
@@ -90,7 +91,7 @@ async def server() -> AsyncIterator[ScriptedServer]:
 async def test_every_message_the_sdk_sends_is_a_protocol_type_on_the_wire(
     server: ScriptedServer, codec: str
 ) -> None:
-    store = SyncStore(":memory:", wall_ms=lambda: 5)
+    store = SyncStore(":memory:", key=STORE_KEY, wall_ms=lambda: 5)
     edit = store.edit("customer", "c1", {"stage": "lost"})
     async with PushClient(
         server.url, token="t0k", device="pixel", codec=codec, subscriptions=["team:a"]

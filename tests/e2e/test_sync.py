@@ -19,6 +19,7 @@ import pytest
 from fieldpush_client import PushClient, SyncClient, SyncStore
 from tests.support.cli import ServeProcess
 from tests.support.cluster import token
+from tests.support.stores import STORE_KEY
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.e2e
@@ -57,8 +58,8 @@ async def test_two_phones_edit_one_customer_offline_on_two_nodes(
         )
         assert reply.status_code == 200, reply.text
     now = time.time_ns() // 1_000_000
-    phone = SyncStore(tmp_path / "phone.db", wall_ms=lambda: now)
-    tablet = SyncStore(tmp_path / "tablet.db", wall_ms=lambda: now + 2_000)
+    phone = SyncStore(tmp_path / "phone.db", key=STORE_KEY, wall_ms=lambda: now)
+    tablet = SyncStore(tmp_path / "tablet.db", key=STORE_KEY, wall_ms=lambda: now + 2_000)
     phone.edit("customer", "c1", {"stage": "negotiation", "budget": 800})  # older stamp
     phone.edit("customer", "c1", {"name": "ACME Holding"})  # mdm: a proposal
     tablet.edit("customer", "c1", {"stage": "signed", "model_pref": "X9"})  # newer stamp
@@ -126,7 +127,7 @@ async def test_a_phone_killed_mid_flush_loses_no_edit_and_applies_none_twice(
             headers=CRM,
         )
     db = tmp_path / "phone.db"
-    store = SyncStore(db)
+    store = SyncStore(db, key=STORE_KEY)
     edits = []
     for i in range(300):
         if i % 2:

@@ -10,10 +10,11 @@ import asyncio
 import sys
 
 from fieldpush_client import PushClient, SyncClient, SyncStore
+from tests.support.stores import STORE_KEY
 
 
 async def main(db: str, url: str, token: str, device: str) -> None:
-    store = SyncStore(db)
+    store = SyncStore(db, key=STORE_KEY)
     async with PushClient(url, token=token, device=device) as client:
         await client.wait_connected(10)
         sync = SyncClient(client, store, batch_size=4, auto=False)
