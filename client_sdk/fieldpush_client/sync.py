@@ -34,8 +34,10 @@ Every call on the store is synchronous and quick (a local SQLite transaction).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -128,7 +130,8 @@ class SyncStore:
         self._cipher = RecordCipher(resolve_key(key))
         self._type_tags: dict[str, bytes] = {}
         self._wall_ms = wall_ms
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._path = str(path)
+        self._db = sqlite3.connect(self._path, isolation_level=None)
         try:
             # Freed pages are zeroed: no old value lingers in the file's free space.
             self._db.execute("PRAGMA secure_delete=ON")
@@ -143,6 +146,20 @@ class SyncStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def erase(self) -> None:
+        """Remote wipe (docs/protocol.md 1.17): forget the key, close, and
+        delete the file with its ``-wal``, ``-shm`` and ``-journal``
+        companions. The key itself lives where the application keeps it
+        (the platform keystore): delete it there too. Pass this as (part of)
+        ``PushClient(on_wipe=...)``. The store is unusable afterwards."""
+        self._cipher = RecordCipher(bytes(32))  # drop the store's reference to the key
+        self._db.close()
+        if self._path == ":memory:":
+            return
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._path + suffix)
 
     # ------------------------------------------------------------ format and key
 

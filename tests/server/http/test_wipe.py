@@ -7,15 +7,18 @@ hook and confirms; hostile calls change nothing."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from fieldpush_client import AccessRevoked, PushClient
+from fieldpush_client import AccessRevoked, PushClient, SyncStore
 from tests.conftest import NodeFactory
 from tests.support.node import RunningNode
 from tests.support.phones import Phone, phone, pong_next, publish
+from tests.support.stores import STORE_KEY
 from tests.support.timing import eventually, scaled
 
 
@@ -113,6 +116,22 @@ async def test_the_sdk_erases_calls_the_hook_and_confirms(
         return (await states(http, node, "cy")) == {"pixel": "wiped"}
 
     await eventually(wiped, message="the device is wiped")
+
+
+async def test_on_wipe_can_erase_the_sync_store_files(
+    node: RunningNode, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "phone.db"
+    store = SyncStore(path, key=STORE_KEY)
+    store.edit("customer", "c-1", {"name": "Quarry Holdings"})
+    assert path.exists()
+    client = PushClient(node.ws_url, token=node.token("gil"), device="pixel", on_wipe=store.erase)
+    async with client:
+        await client.wait_connected(scaled(5))
+        await wipe(http, node, "gil", "pixel")
+        with pytest.raises(AccessRevoked):
+            await asyncio.wait_for(anext(client.events()), scaled(5))
+    assert os.listdir(tmp_path) == []  # the file, its -wal and -shm: all gone
 
 
 async def test_a_failing_hook_leaves_the_wipe_pending(
