@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from fieldpush.identity.auth import ROLES
+from fieldpush.sync.schema import Schema, load_schema
 from tests.support.cli import run
 from tests.support.node import NodeFactory, RunningNode
 from tests.support.phones import phone
@@ -225,3 +227,57 @@ def test_serve_refuses_a_schema_that_grants_what_no_role_can_do(tmp_path: Path) 
         in result.stderr
     ), result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- the docs' table
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE_ORDER = ("sales", "after_sales", "supervisor", "dispatcher", "admin", "service")
+
+
+def permission_rows(schema: Schema) -> list[list[str]]:
+    """The permission table of docs/sync.md as the schema says it: per role and
+    record type it reads, its scopes, create, delete, the locked fields it may
+    edit (the CRM: all it writes) and the fields hidden from it."""
+    assert set(ROLE_ORDER) == ROLES
+    rows = []
+    for role in ROLE_ORDER:
+        for rtype in schema.types.values():
+            if role not in rtype.read:
+                continue
+            write = rtype.write.get(role)
+            locked = [
+                name
+                for name, spec in sorted(rtype.fields.items())
+                if spec.rule == "locked" and write and (role in spec.roles or role == "service")
+            ]
+            hidden = [
+                name
+                for name, spec in sorted(rtype.fields.items())
+                if spec.read is not None and role not in spec.read
+            ]
+            rows.append(
+                [
+                    role,
+                    rtype.name,
+                    rtype.read[role],
+                    write or "—",
+                    "yes" if role in rtype.create else "—",
+                    "yes" if role in rtype.delete else "—",
+                    ", ".join(locked) or "—",
+                    ", ".join(hidden) or "—",
+                ]
+            )
+    return rows
+
+
+def test_the_permission_table_in_the_docs_is_the_shipped_schemas() -> None:
+    text = (ROOT / "docs" / "sync.md").read_text()
+    table = text.split("<!-- permissions: begin -->")[1].split("<!-- permissions: end -->")[0]
+    lines = [line for line in table.strip().splitlines() if line.startswith("|")]
+    documented = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert documented == permission_rows(load_schema(ROOT / "config" / "schema.toml"))
+    packaged = ROOT / "server" / "fieldpush" / "defaults" / "schema.toml"
+    assert packaged.read_bytes() == (ROOT / "config" / "schema.toml").read_bytes()
+    supervisor = [row for row in documented if row[0] == "supervisor"]
+    assert supervisor and all(row[3:7] == ["—"] * 4 for row in supervisor)  # read only
