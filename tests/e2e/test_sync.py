@@ -135,7 +135,7 @@ async def test_a_phone_killed_mid_flush_loses_no_edit_and_applies_none_twice(
         else:
             edits.append(store.edit("follow_up", f"f{i}", {"customer": "c1", "note": f"n{i}"}))
     store.close()
-    alice = token("alice", "sales")
+    alice = token("alice", "sales", ("north",))  # her follow-ups go to her one team
     first = flusher(db, node_a, alice)
     try:
 

@@ -82,7 +82,7 @@ def test_the_default_schema_has_the_names_outside_tools_rely_on() -> None:
     assert {"device", "fault", "urgency", "assignee", "status"} <= fields["work_order"]
     assert CUSTOMER.scope == "owner" and SCHEMA.types["work_order"].scope == "assignee"
     assert CUSTOMER.fields["name"].rule == "mdm" and CUSTOMER.fields["stage"].rule == "lww"
-    assert CUSTOMER.fields["contract_no"].roles == {"admin", "supervisor"}
+    assert CUSTOMER.fields["contract_no"].roles == {"admin", "service"}
     assert CUSTOMER.fields["stage"].sync == "realtime"
     assert CUSTOMER.fields["stage"].priority == "high"
     assert SCHEMA.types["work_order"].fields["urgency"].priority_of("urgent") == "critical"
@@ -293,10 +293,165 @@ def test_equal_wall_and_counter_are_ordered_by_device() -> None:
 def test_locked_fields_only_for_the_listed_roles() -> None:
     refused = merge(CUSTOMER, customer(), Edit({"contract_no": "K-1"}, stamp(5)), ALICE)
     assert (refused.status, refused.reason) == ("rejected", "field_locked")
-    allowed = merge(CUSTOMER, customer(), Edit({"contract_no": "K-1"}, stamp(5)), BOSS)
-    assert allowed.status == "applied"  # a supervisor reads the team's records and may set it
-    other = merge(CUSTOMER, customer(), Edit({"stage": "lost"}, stamp(5)), BOSS)
-    assert (other.status, other.reason) == ("rejected", "forbidden")  # otherwise read-only
+    admin = Actor("root", "admin", "root-phone")
+    allowed = merge(CUSTOMER, customer(), Edit({"contract_no": "K-1"}, stamp(5)), admin)
+    assert allowed.status == "applied"
+
+
+READ_ONLY_LOCKED = {
+    "types": {
+        "thing": {
+            "scope": "owner",
+            "team": "team",
+            "read": {"supervisor": "team", "admin": "all"},
+            "write": {"admin": "all"},
+            "fields": {
+                "owner": {"type": "string"},
+                "team": {"type": "string"},
+                "no": {"type": "string", "rule": "locked", "roles": ["admin"]},
+            },
+        }
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"contract_no": "K-1"}, {"stage": "lost"}, {"name": "X"}, {"contract_no": "K", "stage": "x"}],
+)
+def test_a_supervisor_changes_nothing_it_reads(fields: dict[str, Any]) -> None:
+    """Issue 12, item 7: a role without write access edits nothing, locked
+    fields included, and is told ``forbidden`` (it reads the record)."""
+    for rtype, state in (
+        (CUSTOMER, customer()),
+        (
+            SCHEMA.types["work_order"],
+            RecordState({"assignee": ("eve", stamp(1)), "team": ("north", stamp(1))}, version=1),
+        ),
+    ):
+        edit = Edit(fields if rtype is CUSTOMER else {"assignee": "zed"}, stamp(5))
+        outcome = merge(rtype, state, edit, BOSS)
+        assert (outcome.status, outcome.reason, outcome.state) == ("rejected", "forbidden", None)
+        assert not outcome.changed and not outcome.proposed
+    for name, rtype in SCHEMA.types.items():
+        assert "supervisor" not in rtype.write and "supervisor" not in rtype.create, name
+        assert "supervisor" not in rtype.delete, name
+        assert not any("supervisor" in spec.roles for spec in rtype.fields.values()), name
+        created = merge(rtype, None, Edit({"owner": "boss", "team": "north"}, stamp(1)), BOSS)
+        assert (created.status, created.reason) == ("rejected", "not_found"), name
+
+
+def test_a_writer_without_all_access_keeps_the_team_among_its_own() -> None:
+    """A schema where a sales user may edit the team and owner fields: moving a
+    record out of its teams, or giving it away, is ``forbidden`` for that field."""
+    raw = {
+        "types": {
+            "note": {
+                "scope": "owner",
+                "team": "team",
+                "create": ["sales", "admin"],
+                "read": {"sales": "own", "admin": "all"},
+                "write": {"sales": "own", "admin": "all"},
+                "fields": {
+                    "owner": {"type": "string"},
+                    "team": {"type": "string"},
+                    "text": {"type": "string"},
+                },
+            }
+        }
+    }
+    note = parse_schema(raw).types["note"]
+    state = RecordState(
+        {n: (v, stamp(1)) for n, v in {"owner": "alice", "team": "north"}.items()}, version=1
+    )
+    moved = merge(note, state, Edit({"team": "south", "text": "hi"}, stamp(5)), ALICE)
+    assert (moved.status, moved.reason) == ("rejected", "forbidden")
+    assert moved.fields == {"team": "forbidden", "text": "applied"}
+    assert moved.state is not None and moved.state.value("team") == "north"
+    cleared = merge(note, state, Edit({"team": None}, stamp(5)), ALICE)
+    assert cleared.reason == "forbidden"
+    given = merge(note, state, Edit({"owner": "bob"}, stamp(5)), ALICE)
+    assert given.reason == "forbidden"
+    same = merge(note, state, Edit({"team": "north"}, stamp(5)), ALICE)
+    assert same.status == "applied"
+    two = Actor("alice", "sales", "p", frozenset({"north", "west"}))
+    assert merge(note, state, Edit({"team": "west"}, stamp(5)), two).status == "applied"
+    admin = Actor("root", "admin", "r")
+    assert merge(note, state, Edit({"team": "south"}, stamp(5)), admin).status == "applied"
+    for team in ("south", "", "north\x00"):
+        created = merge(note, None, Edit({"team": team}, stamp(1)), ALICE)
+        assert (created.status, created.reason) == ("rejected", "not_found"), team
+    nomad = Actor("nomad", "sales", "p")
+    assert merge(note, None, Edit({"text": "x"}, stamp(1)), nomad).reason == "not_found"
+    assert merge(note, None, Edit({"text": "x"}, stamp(1)), two).reason == "not_found"
+    assert merge(note, None, Edit({"text": "x"}, stamp(1)), ALICE).status == "applied"
+
+
+def grants(**type_keys: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "scope": "owner",
+        "team": "team",
+        "read": {"sales": "own", "supervisor": "team", "dispatcher": "all", "admin": "all"},
+        "write": {"sales": "own", "dispatcher": "all", "admin": "all"},
+        "fields": {
+            "owner": {"type": "string"},
+            "team": {"type": "string"},
+            "x": {"type": "string"},
+        },
+    }
+    fields = type_keys.pop("fields", {})
+    record.update(type_keys)
+    record["fields"] = {**record["fields"], **fields}
+    return {"types": {"thing": record}}
+
+
+LOCKED_TEAM = {"team": {"type": "string", "rule": "locked", "roles": ["dispatcher", "admin"]}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (grants(create=["supervisor", "admin"]), "thing.create: supervisor may not write thing"),
+        (grants(delete=["admin", "supervisor"]), "thing.delete: supervisor may not write thing"),
+        (
+            grants(fields={"x": {"type": "string", "rule": "locked", "roles": ["supervisor"]}}),
+            "thing.x: roles: supervisor may not write thing records (no write.supervisor)",
+        ),
+        (
+            grants(create=["sales"], fields=LOCKED_TEAM),
+            "thing.create: sales could never create one: it may not set team, locked to",
+        ),
+        (
+            grants(
+                create=["sales"],
+                fields={"owner": {"type": "string", "rule": "locked", "roles": ["admin"]}},
+            ),
+            "thing.create: sales could never create one: it may not set owner",
+        ),
+        (
+            grants(
+                create=["dispatcher"],
+                fields={
+                    "x": {"type": "string", "rule": "locked", "roles": ["admin"], "required": True}
+                },
+            ),
+            "thing.create: dispatcher could never create one: it may not set x",
+        ),
+    ],
+)
+def test_a_grant_that_can_never_be_used_is_refused_with_the_place(
+    raw: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SchemaError) as caught:
+        parse_schema(raw, "schema.toml")
+    assert str(caught.value).startswith("schema.toml: " + message.split(":", maxsplit=1)[0] + ": ")
+    assert message in str(caught.value)
+
+
+def test_grants_that_can_be_used_are_accepted() -> None:
+    parse_schema(grants(create=["dispatcher", "sales"], delete=["sales"]))
+    parse_schema(grants(create=["dispatcher", "admin"], fields=LOCKED_TEAM))
+    parse_schema(READ_ONLY_LOCKED)
 
 
 def test_fields_are_independent_two_people_editing_different_fields_both_win() -> None:

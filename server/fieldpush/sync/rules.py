@@ -9,14 +9,22 @@ Given a record's stored state, one validated mutation and who sends it,
   creates a record, its values for ``mdm`` fields are the initial ones.
 - ``lww``: the edit with the greater stamp ``(wall_ms, counter, device)`` wins;
   a losing edit is a ``conflict``. Equal stamps are the same edit: no change.
-- ``locked``: only the listed roles may edit (``field_locked`` otherwise);
-  between them, ``lww``. The CRM may always.
+- ``locked``: of the roles that may write the record, only the listed ones
+  may edit (``field_locked`` otherwise); between them, ``lww``. The CRM may
+  always, on records it may write. The list narrows who of the writers may
+  edit the field, never widens it: a role without write access edits nothing.
+
+Record-level checks come first: a deleted or unreadable record is
+``not_found``; a readable record the role may not write is ``forbidden``
+(whatever the fields); a create the role may not make is ``not_found``
+(:func:`_create`). A writer without ``all`` access keeps records where it may
+write them: the record's team must be one of its token's teams (on create, and
+when an edit changes the team field), and an ``own`` writer cannot give a
+record to another user (``forbidden`` for that field).
 
 Fields are independent: two devices editing different fields of one record
-both win. Record-level checks come first: a deleted or unreadable record is
-``not_found``; a type the role may not create is ``forbidden``. A mutation's
-status is the worst of its fields: ``rejected`` (with the first reason), else
-``conflict``, else ``applied``.
+both win. A mutation's status is the worst of its fields: ``rejected`` (with
+the first reason), else ``conflict``, else ``applied``.
 
 Because ``lww`` keeps, per field, the value of the greatest stamp, any order of
 the same edits ends in the same state (tests/sync/test_sync_rules.py checks it
@@ -151,7 +159,8 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
         return _refused(Reason.NOT_FOUND)
     if not reaches(rtype, rtype.read.get(actor.role), actor, state):
         return _refused(Reason.NOT_FOUND)
-    writable = reaches(rtype, rtype.write.get(actor.role), actor, state)
+    write_scope = rtype.write.get(actor.role)
+    writable = reaches(rtype, write_scope, actor, state)
     if edit.fields is None:
         if actor.role in rtype.delete and writable:
             new = state.copy()
@@ -165,6 +174,8 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
                 deleted=True,
             )
         return _refused(Reason.FORBIDDEN)
+    if not writable:  # it reads the record: no need to hide it
+        return _refused(Reason.FORBIDDEN)
     new = state.copy()
     outcome = Outcome(Status.APPLIED)
     touched = False
@@ -172,12 +183,12 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
         spec = rtype.fields[name]
         old_value, old_stamp = state.fields.get(name, (None, None))
         if spec.rule == "mdm" and actor.side != Side.CRM:
-            result: Status | Reason = Reason.MDM_OWNED if writable else Reason.FORBIDDEN
-            if writable and value != old_value:
+            result: Status | Reason = Reason.MDM_OWNED
+            if value != old_value:
                 outcome.proposed[name] = (old_value, value)
         elif spec.rule == "locked" and actor.side != Side.CRM and actor.role not in spec.roles:
             result = Reason.FIELD_LOCKED
-        elif spec.rule != "locked" and not writable:
+        elif value != old_value and not _stays_in_scope(rtype, write_scope, actor, name, value):
             result = Reason.FORBIDDEN
         elif spec.rule == "mdm" or old_stamp is None or edit.stamp > old_stamp:
             result = Status.APPLIED
@@ -193,15 +204,34 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
     return _conclude(outcome, new if touched else None)
 
 
+def _stays_in_scope(
+    rtype: RecordType, scope: str | None, actor: Actor, name: str, value: Any
+) -> bool:
+    """Whether setting field ``name`` to ``value`` keeps the record where
+    ``actor`` (write scope ``scope``) may write it: a writer without ``all``
+    access keeps the team one of its teams, an ``own`` writer the record its own.
+    The CRM is the master: it may move any record."""
+    if actor.side == Side.CRM or scope == "all":
+        return True
+    if name == rtype.team:
+        return value in actor.teams
+    if name == rtype.scope and scope == "own":
+        return bool(value == actor.user)
+    return True
+
+
 def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcome:
-    """A mutation of a record that does not exist: a create. Every refusal is
+    """A mutation of a record that does not exist: a create, for the roles in
+    ``create`` that may write records of the type. Every refusal is
     ``not_found``, as for a record of others that exists, so that no answer
     tells whether an id is in use; only an actor who may read every record of
-    the type (read scope ``all``, or the CRM) learns of missing required fields."""
-    if edit.fields is None or actor.role not in rtype.create:
+    the type (read scope ``all``, or the CRM) learns of missing required fields.
+    The created record must be within the creator's write scope and, unless it
+    writes ``all``, in one of its teams (the token's one team when not given)."""
+    scope = rtype.write.get(actor.role)
+    if edit.fields is None or actor.role not in rtype.create or scope is None:
         return _refused(Reason.NOT_FOUND)
     values = dict(edit.fields)
-    scope = rtype.write.get(actor.role) or rtype.read.get(actor.role)
     if values.get(rtype.scope) is None and scope == "own":
         values[rtype.scope] = actor.user
     if rtype.team is not None and values.get(rtype.team) is None and len(actor.teams) == 1:
@@ -226,7 +256,10 @@ def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcom
         new.fields[name] = (value, edit.stamp)
         if value is not None:
             outcome.changed[name] = (None, value)
-    if not reaches(rtype, scope, actor, new) and actor.side != Side.CRM:
+    if actor.side != Side.CRM and not (
+        reaches(rtype, scope, actor, new)
+        and (scope == "all" or rtype.team is None or new.value(rtype.team) in actor.teams)
+    ):
         return _refused(Reason.NOT_FOUND)
     return _conclude(outcome, new)
 

@@ -9,9 +9,15 @@ Access, per record type and role: ``read`` and ``write`` give each role a scope
 (``own``: records whose scope field names the user; ``team``: records whose
 team field is one of the token's teams; ``all``). A role may edit a field when
 it may write the record, except that a ``locked`` field may be edited only by
-its listed roles (within what they may read), and an ``mdm`` field only by the
-CRM (a ``service`` token) once the record exists. A field's ``read`` list hides
-it from the other roles.
+those of its listed roles that may write the record (the list narrows, never
+widens), and an ``mdm`` field only by the CRM (a ``service`` token) once the
+record exists. ``create`` and ``delete`` are for roles that may write. A
+field's ``read`` list hides it from the other roles.
+
+A schema that grants what can never be done is refused, with the place: a role
+in ``create``, ``delete`` or a locked field's ``roles`` without a write scope
+on the type, or a creator that could never make a record it may keep (a
+required field, its scope field or the team field locked to other roles).
 """
 
 from __future__ import annotations
@@ -422,7 +428,7 @@ def _record_type(name: str, raw: Any, where: _Where) -> RecordType:
     for role in write:
         if role not in read:
             raise where.error(f"write.{role}: a role that writes must also read")
-    return RecordType(
+    rtype = RecordType(
         name=name,
         fields=fields,
         scope=scope,
@@ -434,6 +440,49 @@ def _record_type(name: str, raw: Any, where: _Where) -> RecordType:
         create=_roles(raw.get("create", []), where, "create"),
         delete=_roles(raw.get("delete", []), where, "delete"),
     )
+    _check_grants(rtype, where)
+    return rtype
+
+
+def _check_grants(rtype: RecordType, where: _Where) -> None:
+    """Refuse a grant no listed role can ever use (``<type>.create``,
+    ``<type>.delete``, ``<type>.<field>``): the schema would say a role may do
+    what every attempt of it is refused."""
+    name = rtype.name
+
+    def no_write(role: str) -> str:
+        return f"{role} may not write {name} records (no write.{role})"
+
+    for action in ("create", "delete"):
+        at = _Where(where.path, *where.parts, action)
+        for role in sorted(getattr(rtype, action)):
+            if role not in rtype.write:
+                raise at.error(
+                    f"{no_write(role)}, so it could never {action} one: "
+                    f"give it a write scope or remove it from {action}"
+                )
+    for spec in rtype.fields.values():
+        for role in sorted(spec.roles - rtype.write.keys()):
+            raise _Where(where.path, *where.parts, spec.name).error(
+                f"roles: {no_write(role)}, so it could never edit this locked field "
+                "(roles narrow who of the writers may edit it): "
+                "give it a write scope or remove it from roles"
+            )
+    at = _Where(where.path, *where.parts, "create")
+    for role in sorted(rtype.create - {"service"}):  # the CRM may edit locked fields
+        scope = rtype.write[role]
+        needed = [n for n, spec in rtype.fields.items() if spec.required]
+        if scope == "own":
+            needed.append(rtype.scope)  # set to the creator
+        if scope != "all" and rtype.team is not None:
+            needed.append(rtype.team)  # one of the creator's teams
+        for field_name in needed:
+            spec = rtype.fields[field_name]
+            if spec.rule == "locked" and role not in spec.roles:
+                raise at.error(
+                    f"{role} could never create one: it may not set {field_name}, "
+                    f"locked to {sorted(spec.roles)}, and a record it creates needs it"
+                )
 
 
 def parse_schema(raw: Mapping[str, Any], path: str = "<schema>") -> Schema:
