@@ -61,6 +61,7 @@ def make_backend(settings: Settings) -> Backend:
     from fieldpush.backend.memory.backend import MemoryBackend
 
     return MemoryBackend(
+        audit_file=settings.audit_file,
         history_max_events=settings.history_max_events,
         history_max_age_s=settings.history_max_age_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,

@@ -232,6 +232,15 @@ class Settings:
     sync_page_default: int = 500
     sync_page_max: int = 5000
 
+    # The audit trail (docs/compliance.md, "Audit trail").
+    #: Memory backend only: the append-only JSONL file that keeps the trail
+    #: across restarts (read and verified at start; a file that does not
+    #: verify refuses the start). None: the trail lives in memory only.
+    audit_file: str | None = None
+    #: Entries waiting for the backend at most; beyond, audited actions are
+    #: refused (503) until the backend takes them (never dropped).
+    audit_max_pending: int = 100_000
+
     # Hostile input (docs/security.md): each HTTP request's head, upgrades
     # included, before any route sees it (transport/listener.py).
     #: Seconds from the connection, or a keep-alive request's first byte, to
@@ -293,6 +302,7 @@ class Settings:
             "sync_max_body_bytes",
             "sync_page_default",
             "sync_page_max",
+            "audit_max_pending",
             "access_reread_s",
             "revoked_token_ttl_s",
         )

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeAlias
 
+from fieldpush.audit.chain import AuditDraft, AuditEntry, Head
 from fieldpush.backend.directory import Directory
 from fieldpush.events.event import Event
 from fieldpush.events.offsets import Offset
@@ -37,6 +38,7 @@ __all__ = [
     "AccountState",
     "Accounts",
     "Applied",
+    "AuditLog",
     "Backend",
     "ChannelRead",
     "CommitStatus",
@@ -598,6 +600,10 @@ class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
     def devices(self) -> Devices:
         """The device registry."""
 
+    @property
+    def audit(self) -> AuditLog:
+        """The tamper-evident audit trail."""
+
     async def start(self, sink: EventSink) -> None:
         """Connect and begin passing the live feed to ``sink``. A kick handler
         registered with :meth:`Presence.on_kick` before is listening once this
@@ -616,6 +622,26 @@ class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
 
     async def ready(self) -> bool:
         """Whether the backend can store and announce events now."""
+
+
+class AuditLog(Protocol):
+    """The audit trail (:mod:`fieldpush.audit.chain`), shared by every node.
+
+    Guarantees: one chain per cluster; :meth:`append` is atomic (all of its
+    entries follow the head, contiguously, or none is stored) even with
+    several writers; entries are never trimmed nor changed.
+    """
+
+    async def append(self, drafts: list[AuditDraft]) -> list[AuditEntry]:
+        """Chain ``drafts`` after the current head and store them, in one
+        atomic step; returns the stored entries. Raises
+        ``BackendUnavailable`` (then it may or may not have stored them)."""
+
+    async def read(self, from_seq: int, limit: int) -> list[AuditEntry]:
+        """Up to ``limit`` entries from ``seq`` ``from_seq`` on, in order."""
+
+    async def head(self) -> Head:
+        """The trail's size and last hash."""
 
 
 class Ledger(Protocol):

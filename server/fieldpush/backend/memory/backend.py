@@ -22,6 +22,7 @@ from fieldpush.backend.base import (
     SessionOpening,
 )
 from fieldpush.backend.memory.accounts import MemoryAccounts
+from fieldpush.backend.memory.audit import MemoryAudit
 from fieldpush.backend.memory.devices import MemoryDevices
 from fieldpush.backend.memory.directory import MemoryDirectory
 from fieldpush.backend.memory.ledger import MemoryLedger, MemoryPresence
@@ -64,6 +65,7 @@ class MemoryBackend:
         sync_results_ttl_s: float = 7 * 86400,
         sync_log_max_entries: int = 1_000_000,
         sync_log_max_age_s: float = 30 * 86400,
+        audit_file: str | None = None,
     ) -> None:
         self._max_events = history_max_events
         self._max_age_ms = int(history_max_age_s * 1000)
@@ -81,11 +83,14 @@ class MemoryBackend:
         self.directory = MemoryDirectory()
         self.accounts = MemoryAccounts()
         self.devices = MemoryDevices(announce=self.accounts.wiping)
+        self.audit = MemoryAudit(audit_file)
 
     async def start(self, sink: EventSink) -> None:
+        self.audit.load()
         self._sink = sink
 
     async def close(self) -> None:
+        self.audit.close()
         self._sink = None
 
     def _channel(self, name: str, now_ms: int) -> _Channel:

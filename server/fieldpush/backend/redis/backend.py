@@ -52,6 +52,7 @@ from fieldpush.backend.base import (
     SessionOpening,
 )
 from fieldpush.backend.redis.accounts import RedisAccounts
+from fieldpush.backend.redis.audit import RedisAudit
 from fieldpush.backend.redis.client import RedisClient
 from fieldpush.backend.redis.devices import RedisDevices, device_of
 from fieldpush.backend.redis.directory import RedisDirectory
@@ -130,6 +131,7 @@ class RedisBackend:
             log_max_age_s=sync_log_max_age_s,
         )
         self.directory = RedisDirectory(self._client, prefix)
+        self.audit = RedisAudit(self._client, prefix)
 
     # ------------------------------------------------------------- lifecycle
 
