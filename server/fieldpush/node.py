@@ -28,6 +28,7 @@ from fieldpush.settings import Settings
 from fieldpush.sync.engine import SyncEngine, load_sync_config
 from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
+from fieldpush.trail.recorder import AuditRecorder
 from fieldpush.transport.gateway import Connection, Gateway
 from fieldpush.transport.heartbeat import Heartbeat
 from fieldpush_client.protocol import CloseCode
@@ -82,6 +83,8 @@ class Node:
         self.hub = Hub(backend, page_events=settings.replay_page_events)
         self.registry: Registry[Connection] = Registry()
         registry = self.registry
+        #: The audit trail's recorder (docs/compliance.md, "Audit trail").
+        self.audit = AuditRecorder(backend.audit, max_pending=settings.audit_max_pending)
         #: Disable, enable and revoke, cluster-wide (the admin API and SCIM call it).
         self.accounts = AccessControl(
             backend.accounts,
@@ -89,6 +92,7 @@ class Node:
             registry,
             reread_s=settings.access_reread_s,
             revoked_ttl_s=settings.revoked_token_ttl_s,
+            audit=self.audit,
         )
         self.metrics = Metrics(
             gauges={
@@ -128,6 +132,7 @@ class Node:
             history=backend,
             opener=backend,
             devices=backend.devices,
+            audit=self.audit,
             presence=self.presence,
             dispatch=self.dispatch,
             sync=self.sync,
@@ -147,9 +152,10 @@ class Node:
 
     async def start(self) -> None:
         """Start the parts, lowest first: the backend (with the hub as its event
-        sink), access control (its first read of the access state), the hub,
-        receipts, presence, the heartbeat."""
+        sink), the audit recorder, access control (its first read of the access
+        state), the hub, receipts, presence, the heartbeat."""
         await self.backend.start(self.hub)
+        self.audit.start()
         await self.accounts.start()
         self.hub.start()
         self.dispatch.start()
@@ -173,5 +179,6 @@ class Node:
         await self.presence.close()
         await self.accounts.close()
         await self.hub.close()
+        await self.audit.close()
         await self.backend.close()
         log.info("node %s stopped", self.settings.node_id)

@@ -40,6 +40,7 @@ from fieldpush.delivery.registry import Registry
 from fieldpush.errors import AccessRevoked, BackendUnavailable
 from fieldpush.identity.access import AccessList, Changes
 from fieldpush.identity.auth import Identity
+from fieldpush.trail.recorder import AuditRecorder
 from fieldpush_client.protocol import CloseCode
 
 __all__ = ["AccessControl"]
@@ -48,6 +49,21 @@ log = logging.getLogger("fieldpush.access")
 
 #: Wipes a node remembers for sessions opening while they were marked.
 _MAX_WIPES_HELD = 10_000
+
+
+def _changed(before: AccountState, after: AccountState) -> dict[str, tuple[object, object]]:
+    """The access fields that differ: ``{name: (old, new)}``."""
+    old, new = before.as_dict(), after.as_dict()
+    return {
+        name: (old.get(name), new.get(name))
+        for name in ("active", "tokens_valid_after", "role", "teams")
+        if old.get(name) != new.get(name)
+    }
+
+
+def _by(actor: str, role: str) -> str:
+    """``changed_by`` of an account: ``ann (admin)``, or the actor alone."""
+    return f"{actor} ({role})" if role else actor
 
 
 def _now_ms() -> int:
@@ -65,8 +81,10 @@ class AccessControl:
         *,
         reread_s: float,
         revoked_ttl_s: float,
+        audit: AuditRecorder,
     ) -> None:
         self._accounts = accounts
+        self._audit = audit
         self._access = access
         self._registry = registry
         self._reread_s = reread_s
@@ -84,7 +102,9 @@ class AccessControl:
 
     # ---------------------------------------------------------------- changes
 
-    async def set_active(self, user: str, active: bool, *, actor: str) -> AccountState:
+    async def set_active(
+        self, user: str, active: bool, *, actor: str, role: str = ""
+    ) -> AccountState:
         """Enable or disable ``user`` cluster-wide. Disabling also refuses every
         token issued up to the end of this second (``iat`` counts whole
         seconds), so re-enabling needs a token issued after the disable."""
@@ -92,36 +112,63 @@ class AccessControl:
         change = AccountChange(
             user,
             at=now,
-            by=actor,
+            by=_by(actor, role),
             active=active,
             tokens_valid_after=0 if active else (now // 1000 + 1) * 1000,
         )
-        state = await self._change(change)
+        action = "account.enable" if active else "account.disable"
+        state = await self._change(change, action, actor, role)
         log.info("user %s %s by %s", user, "enabled" if active else "disabled", actor)
         return state
 
-    async def revoke_issued_before(self, user: str, before_ms: int, *, actor: str) -> AccountState:
+    async def revoke_issued_before(
+        self, user: str, before_ms: int, *, actor: str, role: str = ""
+    ) -> AccountState:
         """Refuse ``user``'s tokens issued (``iat``) before ``before_ms``."""
         state = await self._change(
-            AccountChange(user, at=_now_ms(), by=actor, tokens_valid_after=before_ms)
+            AccountChange(user, at=_now_ms(), by=_by(actor, role), tokens_valid_after=before_ms),
+            "token.revoke_issued_before",
+            actor,
+            role,
         )
         log.info("tokens of user %s issued before %d revoked by %s", user, before_ms, actor)
         return state
 
     async def assign(
-        self, user: str, *, role: str | None, teams: tuple[str, ...] | None, actor: str
+        self,
+        user: str,
+        *,
+        role: str | None,
+        teams: tuple[str, ...] | None,
+        actor: str,
+        actor_role: str = "",
     ) -> AccountState:
         """The directory's role and teams for ``user`` (None: the token's claims)."""
         state = await self._change(
-            AccountChange(user, at=_now_ms(), by=actor, role=role, teams=teams)
+            AccountChange(user, at=_now_ms(), by=_by(actor, actor_role), role=role, teams=teams),
+            "account.assign",
+            actor,
+            actor_role,
         )
         log.info("user %s: role %s, teams %s, set by %s", user, role, teams, actor)
         return state
 
-    async def revoke_token(self, jti: str, *, actor: str) -> RevokedToken:
+    async def revoke_token(self, jti: str, *, actor: str, role: str = "") -> RevokedToken:
         """Refuse the token with that ``jti``, for ``revoked_token_ttl_s``."""
+        self._audit.require()
         token = RevokedToken(jti, _now_ms() + self._revoked_ttl_ms)
-        await self._accounts.revoke(token)
+        try:
+            await self._accounts.revoke(token)
+        except BackendUnavailable:
+            self._audit.record(
+                actor=actor, role=role, action="token.revoke", target=f"token/{jti}",
+                outcome="failed:backend_unavailable",
+            )  # fmt: skip
+            raise
+        self._audit.record(
+            actor=actor, role=role, action="token.revoke", target=f"token/{jti}",
+            outcome="ok", fields={"until": (None, token.until)},
+        )  # fmt: skip
         self.on_revoked(token)
         log.info("token %s revoked by %s", jti, actor)
         return token
@@ -130,8 +177,26 @@ class AccessControl:
         """``user``'s state as stored (raises BackendUnavailable)."""
         return await self._accounts.state(user)
 
-    async def _change(self, change: AccountChange) -> AccountState:
-        state = await self._accounts.change(change)
+    async def _change(
+        self, change: AccountChange, action: str, actor: str, role: str
+    ) -> AccountState:
+        """Apply ``change`` and record it in the audit trail (``fields``: each
+        field it changed, the old value as read just before)."""
+        self._audit.require()
+        target = f"user/{change.user}"
+        try:
+            before = await self._accounts.state(change.user)
+            state = await self._accounts.change(change)
+        except BackendUnavailable:
+            self._audit.record(
+                actor=actor, role=role, action=action, target=target,
+                outcome="failed:backend_unavailable",
+            )  # fmt: skip
+            raise
+        self._audit.record(
+            actor=actor, role=role, action=action, target=target, outcome="ok",
+            fields=_changed(before, state),
+        )  # fmt: skip
         self.on_account(state)  # here at once, whatever pub/sub does
         return state
 

@@ -76,6 +76,7 @@ from fieldpush.settings import Settings
 from fieldpush.sync.engine import SyncEngine, SyncError, actor_of
 from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
+from fieldpush.trail.recorder import AuditRecorder
 from fieldpush_client.protocol import (
     Ack,
     Change,
@@ -166,6 +167,7 @@ class SessionServices:
     history: HistoryReader
     opener: SessionOpener
     devices: Devices
+    audit: AuditRecorder
     presence: PresenceTracker
     dispatch: Dispatch
     sync: SyncEngine
@@ -729,9 +731,14 @@ class Session:
         if message.id != self.wiping:
             self.error(ErrorCode.BAD_REQUEST, "wiped: no wipe with that id was sent")
             return
+        audit: dict[str, Any] = {
+            "actor": identity.user, "role": identity.role, "device": self.device,
+            "action": "device.wiped", "target": f"device/{identity.user}/{self.device}",
+        }  # fmt: skip
         try:
             await self._services.devices.confirm_wipe(identity.user, self.device, message.id)
         except BackendUnavailable:
+            self._services.audit.record(**audit, outcome="failed:backend_unavailable")
             log.warning(
                 "session %s: wipe %s not recorded: backend unavailable", self.id, message.id
             )
@@ -739,6 +746,11 @@ class Session:
                 ErrorCode.UNAVAILABLE, "wipe not recorded: backend unavailable; send wiped again"
             )
             return
+        self._services.audit.record(
+            **audit,
+            outcome="ok",
+            fields={"state": ("wipe_pending", "wiped"), "wipe_id": (None, message.id)},
+        )
         log.info("session %s: device %s of %s wiped", self.id, self.device, identity.user)
         self.close(CloseCode.FORBIDDEN, "device wiped")
 

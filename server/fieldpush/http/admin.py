@@ -83,7 +83,9 @@ async def _set_active(request: Request, active: bool) -> Response:
     node, identity = _admin(request, "disable or enable users")
     user = _user_id(request.path_params["id"], "id")
     try:
-        state = await node.accounts.set_active(user, active, actor=_actor(identity))
+        state = await node.accounts.set_active(
+            user, active, actor=identity.user, role=identity.role
+        )
     except BackendUnavailable:
         raise _not_stored("the change") from None
     return JSONResponse(_state(state))
@@ -100,7 +102,7 @@ async def enable(request: Request) -> Response:
 async def revoke(request: Request) -> Response:
     node, identity = _admin(request, "revoke tokens")
     body = await read_fields(request, node.settings.max_publish_bytes, _REVOKE_FIELDS)
-    actor = _actor(identity)
+    actor, role = identity.user, identity.role
     jti = body.get("jti")
     try:
         if jti is not None:
@@ -108,7 +110,7 @@ async def revoke(request: Request) -> Response:
                 raise invalid("jti", "give either {jti} or {user, issued_before}, not both")
             if not isinstance(jti, str) or not 0 < len(jti) <= MAX_TOKEN_ID_LENGTH:
                 raise invalid("jti", f"must be a string of 1 to {MAX_TOKEN_ID_LENGTH} characters")
-            token = await node.accounts.revoke_token(jti, actor=actor)
+            token = await node.accounts.revoke_token(jti, actor=actor, role=role)
             return JSONResponse({"jti": token.jti, "until": token.until})
         if "user" not in body:
             raise invalid("user", "required: give {jti} or {user, issued_before}")
@@ -116,7 +118,7 @@ async def revoke(request: Request) -> Response:
         before = body.get("issued_before", time.time_ns() // 1_000_000)
         if type(before) is not int or not 0 <= before < _MAX_MS:
             raise invalid("issued_before", "must be a time in ms since the epoch")
-        state = await node.accounts.revoke_issued_before(user, before, actor=actor)
+        state = await node.accounts.revoke_issued_before(user, before, actor=actor, role=role)
     except BackendUnavailable:
         raise _not_stored("the revocation") from None
     return JSONResponse(_state(state))
@@ -157,12 +159,23 @@ async def wipe(request: Request) -> Response:
     device = request.path_params["device"]
     if not 0 < len(device) <= MAX_DEVICE_LENGTH:
         raise invalid("device", f"must be a device id of 1 to {MAX_DEVICE_LENGTH} characters")
+    node.audit.require()
+    audit: dict[str, Any] = {
+        "actor": identity.user, "role": identity.role, "action": "device.wipe",
+        "target": f"device/{user}/{device}",
+    }  # fmt: skip
+    wipe_id = f"w-{uuid.uuid4().hex}"
     try:
-        marked = await node.backend.devices.mark_wipe(user, device, f"w-{uuid.uuid4().hex}")
+        marked = await node.backend.devices.mark_wipe(user, device, wipe_id)
     except BackendUnavailable:
+        node.audit.record(**audit, outcome="failed:backend_unavailable")
         raise _not_stored("the wipe") from None
     if marked is None:
+        node.audit.record(**audit, outcome="refused:not_found")
         raise HTTPError(404, ErrorCode.NOT_FOUND, f"user {user} has no device {device}")
+    node.audit.record(
+        **audit, outcome="ok", fields={"state": (None, "wipe_pending"), "wipe_id": (None, wipe_id)}
+    )
     log.info("device %s of %s marked for wipe by %s", device, user, _actor(identity))
     return JSONResponse(marked.as_dict(), status_code=202)
 

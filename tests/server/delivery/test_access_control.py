@@ -14,11 +14,13 @@ import pytest
 
 from fieldpush.backend.base import AccessSnapshot, AccountState
 from fieldpush.backend.memory.accounts import MemoryAccounts
+from fieldpush.backend.memory.audit import MemoryAudit
 from fieldpush.delivery.access import AccessControl
 from fieldpush.delivery.registry import Registry
 from fieldpush.errors import AccessRevoked
 from fieldpush.identity.access import AccessList
 from fieldpush.identity.auth import Identity
+from fieldpush.trail.recorder import AuditRecorder
 
 
 @dataclass(eq=False)
@@ -31,6 +33,11 @@ class FakeSession:
         self.closed.append((int(code), reason))
 
 
+def _recorder() -> AuditRecorder:
+    """A recorder that is not started: entries wait (these tests do not read them)."""
+    return AuditRecorder(MemoryAudit(), max_pending=1000)
+
+
 def who(user: str, jti: str = "t") -> Identity:
     now = int(time.time())
     return Identity(user, "sales", frozenset(), now + 600.0, now, jti)
@@ -40,7 +47,9 @@ def who(user: str, jti: str = "t") -> Identity:
 async def control() -> AsyncIterator[tuple[AccessControl, AccessList, Registry[Any]]]:
     access, registry = AccessList(), Registry[Any]()
     accounts = MemoryAccounts()
-    control = AccessControl(accounts, access, registry, reread_s=3600, revoked_ttl_s=60)
+    control = AccessControl(
+        accounts, access, registry, reread_s=3600, revoked_ttl_s=60, audit=_recorder()
+    )
     await control.start()
     try:
         yield control, access, registry
@@ -94,7 +103,9 @@ async def test_a_guarded_long_poll_fails_when_refused(
 async def test_a_re_read_keeps_what_was_announced_while_it_read() -> None:
     access, registry = AccessList(), Registry[Any]()
     accounts = MemoryAccounts()
-    control = AccessControl(accounts, access, registry, reread_s=3600, revoked_ttl_s=60)
+    control = AccessControl(
+        accounts, access, registry, reread_s=3600, revoked_ttl_s=60, audit=_recorder()
+    )
     stale = await accounts.snapshot()  # before the disable
     disabled = AccountState("ann", active=False, tokens_valid_after=1)
 

@@ -72,6 +72,19 @@ async def test_a_connected_device_is_wiped_at_once_and_never_served_again(
         await again.send({"type": "hello", "token": node.token("ann"), "device": "lost"})
         assert await again.closed_with() == 4003
         assert again.ws.close_reason == "device wiped"
+    # Both steps are in the audit trail (issue 12, item 4).
+    await node.node.audit.flushed()
+    steps = [
+        (e.actor, e.role, e.device, e.action, e.target, e.outcome, e.fields)
+        for e in await node.node.backend.audit.read(1, 100)
+        if e.action.startswith("device.")
+    ]
+    assert steps == [
+        ("root", "admin", "", "device.wipe", "device/ann/lost", "ok",
+         {"state": [None, "wipe_pending"], "wipe_id": [None, wipe_id]}),
+        ("ann", "sales", "lost", "device.wiped", "device/ann/lost", "ok",
+         {"state": ["wipe_pending", "wiped"], "wipe_id": [None, wipe_id]}),
+    ]  # fmt: skip
 
 
 async def test_an_offline_device_gets_wipe_first_after_its_next_hello(
