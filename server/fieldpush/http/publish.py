@@ -141,10 +141,24 @@ async def _publish(node: Node, identity: Identity, raw: dict[str, Any]) -> dict[
     """Check, store and announce one publish by a publisher; the 201 body. Raises HTTPError."""
     settings = node.settings
     body = parse_publish(raw, settings.max_publish_channels)
+    node.audit.require()
+    event_id = node.new_event_id()
+    fields: dict[str, tuple[object, object]] = {
+        "kind": (None, body.kind),
+        "priority": (None, body.priority),
+        "channels": (None, list(body.channels)),
+    }
+
+    def audit(outcome: str, target: str = event_id) -> None:
+        node.audit.record(
+            actor=identity.user, role=identity.role,
+            action="publish", target=f"event/{target}", fields=fields, outcome=outcome,
+        )  # fmt: skip
+
     for channel in body.channels:
         if not may_publish(identity, channel):
+            audit("refused:forbidden")
             raise forbidden(f"role {identity.role!r} may not publish to {channel}")
-    event_id = node.new_event_id()
     idempotency = None
     if body.idempotency_key is not None:
         idempotency = Idempotency(identity.user, body.idempotency_key, body.fingerprint())
@@ -160,6 +174,7 @@ async def _publish(node: Node, identity: Identity, raw: dict[str, Any]) -> dict[
             )
         )
     except BackendUnavailable:
+        audit("failed:backend_unavailable")
         log.warning("publish by %s refused: backend unavailable", identity.user)
         raise HTTPError(
             503,
@@ -168,9 +183,11 @@ async def _publish(node: Node, identity: Identity, raw: dict[str, Any]) -> dict[
             "retry with the same idempotency_key",
         ) from None
     except IdempotencyConflict:
+        audit("refused:idempotency_conflict")
         raise HTTPError(
             409, ErrorCode.CONFLICT, "idempotency_key was already used with a different body"
         ) from None
+    audit("ok:duplicate" if result.duplicate else "ok", result.id)
     if not result.duplicate:
         for channel in body.channels:
             node.metrics.published[channel.partition(":")[0]] += 1

@@ -38,7 +38,7 @@ from typing import Final
 
 from fieldpush.audit.chain import AuditDraft, AuditEntry
 from fieldpush.backend.base import AuditLog
-from fieldpush.errors import BackendUnavailable, FieldpushError
+from fieldpush.errors import BackendUnavailable
 
 __all__ = ["AuditBacklogged", "AuditRecorder"]
 
@@ -50,9 +50,11 @@ BACKOFF_MIN_S: Final = 0.05
 BACKOFF_MAX_S: Final = 5.0
 
 
-class AuditBacklogged(FieldpushError):
+class AuditBacklogged(BackendUnavailable):
     """The audit trail cannot take more entries now (its backend is down and
-    ``audit_max_pending`` entries wait): the action was not done."""
+    ``audit_max_pending`` entries wait): the action was not done. A kind of
+    ``BackendUnavailable``, so every path answers it as one (HTTP 503,
+    ``unavailable``; safe to repeat)."""
 
 
 class AuditRecorder:

@@ -1,4 +1,4 @@
-"""Admin actions are in the audit trail (issue 12, item 4), on each backend:
+"""Admin actions and publishes are in the audit trail (issue 12, item 4), on each backend:
 disable, enable, both revocations and wipe requests, each with the actor, the
 role, the target, the fields changed and the outcome."""
 
@@ -14,6 +14,7 @@ import pytest
 from fieldpush.audit.chain import Head, parse_entry
 from tests.conftest import NodeFactory
 from tests.support.node import RunningNode
+from tests.support.phones import publish
 
 
 @pytest.fixture
@@ -77,4 +78,30 @@ async def test_a_wipe_of_an_unknown_device_is_audited_as_refused(node: RunningNo
         "device.wipe",
         "device/ann/nope",
         "refused:not_found",
+    )
+
+
+async def test_publishes_are_audited_refused_ones_too(node: RunningNode) -> None:
+    result = await publish(node, ["team:north", "user:ann"], {"n": 1}, kind="job.assigned")
+    headers = {"Authorization": f"Bearer {node.token('disp', 'dispatcher')}"}
+    body = {"channels": ["dispatch"], "kind": "k", "priority": "normal", "data": {}}
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        refused = await http.post("/v1/publish", json=body, headers=headers)
+    assert refused.status_code == 403
+    ok, forbidden = await trail(node)
+    assert (ok["actor"], ok["role"], ok["action"], ok["target"], ok["outcome"]) == (
+        "disp",
+        "dispatcher",
+        "publish",
+        f"event/{result['id']}",
+        "ok",
+    )
+    assert ok["fields"] == {
+        "channels": [None, ["team:north", "user:ann"]],
+        "kind": [None, "job.assigned"],
+        "priority": [None, "normal"],
+    }
+    assert (forbidden["outcome"], forbidden["fields"]["channels"]) == (
+        "refused:forbidden",
+        [None, ["dispatch"]],
     )
