@@ -119,6 +119,7 @@ class Node:
             new_event_id=self.ids.new_event_id,
             settings=settings,
             metrics=self.metrics,
+            audit=self.audit,
         )
         #: ``welcome.poll``: the schema's poll intervals, then the settings' (which win).
         self.poll_intervals = {**self.sync.schema.poll_intervals(), **settings.poll_intervals_s}

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from fieldpush.backend.base import Backend, PublishRequest, PublishResult, RecordStore
+from fieldpush.backend.memory.audit import MemoryAudit
 from fieldpush.errors import InvalidPosition
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -19,6 +20,7 @@ from fieldpush.sync.codec import LogCursor, SnapshotCursor, encode_cursor
 from fieldpush.sync.engine import SyncEngine, load_sync_config
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.rules import Actor
+from fieldpush.trail.recorder import AuditRecorder
 from fieldpush_client.protocol import ErrorCode, Mutation
 from tests.support.backends import Sink
 
@@ -58,7 +60,12 @@ class Recorder:
         return future
 
 
-def engine(records: RecordStore, recorder: Recorder, **settings: Any) -> SyncEngine:
+def engine(
+    records: RecordStore,
+    recorder: Recorder,
+    audit: AuditRecorder | None = None,
+    **settings: Any,
+) -> SyncEngine:
     values = Settings(node_id="n1", **settings)
     ids = iter(range(1, 1000))
     return SyncEngine(
@@ -69,6 +76,8 @@ def engine(records: RecordStore, recorder: Recorder, **settings: Any) -> SyncEng
         new_event_id=lambda: f"e{next(ids)}",
         settings=values,
         metrics=Metrics(gauges={}, catchups=lambda: 0),
+        # Not started unless the test starts it: entries wait.
+        audit=audit or AuditRecorder(MemoryAudit(), max_pending=10**9),
     )
 
 
@@ -123,3 +132,45 @@ async def test_a_critical_change_is_published_and_acked_for_its_author(
     assert recorder.acks == [("disp", "console", [published.event_id])]
     again = await sync.mutate(dispatcher, [Mutation("m1", "work_order", "w1", fields, (now, 0))])
     assert again == [result] and len(recorder.published) == 1  # a replay announces nothing
+
+
+async def test_every_judged_mutation_is_audited_with_its_outcome_and_values(
+    records: RecordStore,
+) -> None:
+    """Applied, refused (field_locked, validation) and replayed mutations: the
+    first two are audit entries with old and new values, a replay is none."""
+    trail = MemoryAudit()
+    audit = AuditRecorder(trail, max_pending=1000)
+    audit.start()
+    try:
+        sync = engine(records, Recorder(), audit)
+        disp = Actor("disp", "dispatcher", "console")
+        ann = Actor("ann", "after_sales", "phone-1", frozenset({"north"}))
+        now = time.time_ns() // 1_000_000
+        create = {"device": "d1", "assignee": "ann", "team": "north", "urgency": "normal"}
+        await sync.mutate(disp, [Mutation("m1", "work_order", "w1", create, (now, 0))])
+        await sync.mutate(disp, [Mutation("m1", "work_order", "w1", create, (now, 0))])
+        results = await sync.mutate(
+            ann,
+            [
+                Mutation("m2", "work_order", "w1", {"urgency": "urgent"}, (now + 1, 0)),
+                Mutation("m3", "work_order", "w1", {"assignee": "bob"}, (now + 2, 0)),
+                Mutation("m4", "nope", "x1", {"a": 1}, (now + 3, 0)),
+            ],
+        )
+        assert [r["status"] for r in results] == ["applied", "rejected", "rejected"]
+        await audit.flushed()
+        entries = await trail.read(1, 100)
+        summary = [(e.actor, e.role, e.device, e.action, e.target, e.outcome) for e in entries]
+        assert summary == [
+            ("disp", "dispatcher", "console", "sync.write", "work_order/w1", "applied"),
+            ("ann", "after_sales", "phone-1", "sync.write", "work_order/w1", "applied"),
+            ("ann", "after_sales", "phone-1", "sync.write", "work_order/w1",
+             f"rejected:{results[1]['reason']}"),
+            ("ann", "after_sales", "phone-1", "sync.write", "nope/x1", "rejected:validation"),
+        ]  # fmt: skip
+        assert entries[0].fields["assignee"] == [None, "ann"]
+        assert entries[1].fields == {"urgency": ["normal", "urgent"]}
+        assert entries[2].fields == {"assignee": ["ann", "bob"]}
+    finally:
+        await audit.close()

@@ -15,6 +15,15 @@ result per mutation, in order, and the changes that were applied:
    against the new state, with the ones after it on that record, up to
    :data:`MAX_ATTEMPTS` times (then BackendUnavailable: the client retries).
 
+Each mutation judged here (not a replay of a kept result) is one audit entry
+(:class:`~fieldpush.trail.recorder.AuditRecorder`), recorded once its result
+is final: action ``sync.write`` (``sync.delete`` for a deletion), target
+``<type>/<rid>``, outcome ``applied``, ``conflict`` or ``rejected``, with
+``:<reason>`` when there is one, and per field the mutation sent ``[old,
+new]``: the stored value before and the one it set, or, where it was not
+applied, the one it tried to set. The batch is refused before anything is
+judged when the trail cannot take entries (``AuditBacklogged``).
+
 Nothing is announced here: the caller publishes the applied changes.
 """
 
@@ -42,6 +51,7 @@ from fieldpush.sync.rules import (
 )
 from fieldpush.sync.schema import InvalidValue, RecordType
 from fieldpush.sync.view import visible
+from fieldpush.trail.recorder import AuditRecorder
 from fieldpush_client.protocol import InvalidMutation, Mutation
 
 __all__ = ["MAX_ATTEMPTS", "Batch", "Change", "Committer"]
@@ -79,22 +89,29 @@ class _Plan:
     write: RecordWrite
     result: dict[str, Any]
     change: Change | None = None
+    #: The audit entry's target and fields (``{name: (old, new)}``).
+    target: str = ""
+    fields: dict[str, tuple[object, object]] | None = None
 
 
 class Committer:
     """See the module docstring. ``clock`` stamps the CRM's edits and observes
     every phone's accepted stamp."""
 
-    def __init__(self, catalog: Catalog, clock: HybridClock, *, max_skew_ms: int) -> None:
+    def __init__(
+        self, catalog: Catalog, clock: HybridClock, *, max_skew_ms: int, audit: AuditRecorder
+    ) -> None:
         self._catalog = catalog
         self._clock = clock
         self._max_skew_ms = max_skew_ms
+        self._audit = audit
 
     async def commit(
         self, actor: Actor, items: Sequence[Mutation | InvalidMutation], *, idempotent: bool
     ) -> Batch:
         """Judge and commit ``items`` (idempotent by ``mid`` unless told not to).
         Raises BackendUnavailable when the store cannot be reached."""
+        self._audit.require()
         store = self._catalog.store
         keys: list[str | None] = [
             _result_key(actor, item.mid) if idempotent else None for item in items
@@ -108,6 +125,7 @@ class Committer:
             else [None] * len(items)
         )
         todo = [i for i, result in enumerate(results) if result is None]
+        judged: dict[int, _Plan] = {}
         changes: list[Change] = []
         for _ in range(MAX_ATTEMPTS):
             plans = [self._plan(actor, items[i], keys[i], states) for i in todo]
@@ -117,6 +135,7 @@ class Committer:
                 match status:
                     case Applied():
                         results[i] = plan.result
+                        judged[i] = plan
                         if plan.change is not None:
                             changes.append(plan.change)
                         continue
@@ -138,7 +157,22 @@ class Committer:
             raise BackendUnavailable("records kept changing under this batch; retry it")
         answered = [result for result in results if result is not None]
         assert len(answered) == len(items), "every mutation has its result"
+        for i in sorted(judged):
+            self._record(actor, items[i], judged[i])
         return Batch(answered, changes)
+
+    def _record(self, actor: Actor, item: Mutation | InvalidMutation, plan: _Plan) -> None:
+        """The audit entry of one judged mutation (module docstring)."""
+        result = plan.result
+        outcome = str(result["status"])
+        if result.get("reason") is not None:
+            outcome += f":{result['reason']}"
+        deletion = isinstance(item, Mutation) and item.fields is None
+        self._audit.record(
+            actor=actor.user, role=actor.role, device=actor.device,
+            action="sync.delete" if deletion else "sync.write",
+            target=plan.target, fields=plan.fields, outcome=outcome,
+        )  # fmt: skip
 
     def _stamp(self, actor: Actor, hlc: tuple[int, int]) -> Stamp:
         clock = self._clock
@@ -162,10 +196,13 @@ class Committer:
                 "reason": Reason.VALIDATION,
                 "message": message,
             }
-            return _Plan(RecordWrite(result_key, pack(result)), result)
+            return _Plan(RecordWrite(result_key, pack(result)), result, target=target)
 
         if isinstance(item, InvalidMutation):
+            raw_type, raw_rid = item.item.get("type"), item.item.get("rid")
+            target = f"{str(raw_type)[:64]}/{str(raw_rid)[:128]}"
             return refuse(item.message)
+        target = f"{item.type}/{item.rid}"
         rtype = self._catalog.schema.types.get(item.type)
         if rtype is None:
             return refuse(f"unknown record type {item.type!r}")
@@ -199,7 +236,12 @@ class Committer:
             blob = encode_state(outcome.state)
         entries = self._log_entries(actor, rtype, item, state, outcome)
         write = RecordWrite(result_key, pack(result), key, expected, blob, entries)
-        return _Plan(write, result, Change(rtype, item.rid, outcome))
+        tried: dict[str, tuple[object, object]] = {
+            name: (state.value(name) if state is not None else None, value)
+            for name, value in (fields or {}).items()
+        }
+        tried.update(outcome.changed)
+        return _Plan(write, result, Change(rtype, item.rid, outcome), target, tried)
 
     def _log_entries(
         self,

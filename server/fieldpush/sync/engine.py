@@ -38,6 +38,7 @@ from fieldpush.sync.mapping import Mappings, Side, load_mappings
 from fieldpush.sync.pull import Puller
 from fieldpush.sync.rules import Actor
 from fieldpush.sync.schema import Schema, load_schema
+from fieldpush.trail.recorder import AuditRecorder
 from fieldpush_client.protocol import InvalidMutation, Mutation
 
 __all__ = ["SyncEngine", "SyncError", "actor_of", "load_sync_config"]
@@ -70,6 +71,7 @@ class SyncEngine:
         new_event_id: Callable[[], str],
         settings: Settings,
         metrics: Metrics,
+        audit: AuditRecorder,
     ) -> None:
         self.schema = schema
         self.mappings = mappings
@@ -78,7 +80,7 @@ class SyncEngine:
         paging = Paging(settings.sync_page_default, settings.sync_page_max)
         catalog = Catalog(records, schema, mappings)
         self._committer = Committer(
-            catalog, self.clock, max_skew_ms=int(settings.sync_max_skew_s * 1000)
+            catalog, self.clock, max_skew_ms=int(settings.sync_max_skew_s * 1000), audit=audit
         )
         self._announcer = Announcer(
             publisher,
