@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
+from fieldpush.audit.checkpoint import load_private_key
 from fieldpush.backend.base import Backend
 from fieldpush.delivery.access import AccessControl
 from fieldpush.delivery.flusher import Flusher
 from fieldpush.delivery.hub import Hub
 from fieldpush.delivery.registry import Registry
 from fieldpush.delivery.session import Session, SessionServices
+from fieldpush.errors import ConfigError
 from fieldpush.events.ids import Ids
 from fieldpush.identity.access import AccessList
 from fieldpush.identity.auth import TokenVerifier
@@ -28,6 +31,7 @@ from fieldpush.settings import Settings
 from fieldpush.sync.engine import SyncEngine, load_sync_config
 from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
+from fieldpush.trail.checkpoints import Checkpointer
 from fieldpush.trail.recorder import AuditRecorder
 from fieldpush.transport.gateway import Connection, Gateway
 from fieldpush.transport.heartbeat import Heartbeat
@@ -71,6 +75,26 @@ def make_backend(settings: Settings) -> Backend:
     )
 
 
+def _checkpointer(settings: Settings, backend: Backend) -> Checkpointer | None:
+    """The checkpoint writer, when a signing key is configured (read now:
+    an unreadable key refuses the start)."""
+    if not settings.audit_signing_key:
+        return None
+    path = Path(settings.audit_signing_key)
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"audit_signing_key: cannot read {path}: {exc.strerror}") from None
+    return Checkpointer(
+        backend.audit,
+        load_private_key(pem, f"audit_signing_key {path}"),
+        settings.audit_checkpoint_dir,
+        node=settings.node_id,
+        every_entries=settings.audit_checkpoint_entries,
+        every_s=settings.audit_checkpoint_s,
+    )
+
+
 class Node:
     """One fieldpush process. See the module docstring."""
 
@@ -85,6 +109,10 @@ class Node:
         registry = self.registry
         #: The audit trail's recorder (docs/compliance.md, "Audit trail").
         self.audit = AuditRecorder(backend.audit, max_pending=settings.audit_max_pending)
+        #: Signed checkpoints of the trail (None without ``audit_signing_key``).
+        self.checkpoints = _checkpointer(settings, backend)
+        if self.checkpoints is not None:
+            self.audit.on_stored.append(self.checkpoints.stored)
         #: Disable, enable and revoke, cluster-wide (the admin API and SCIM call it).
         self.accounts = AccessControl(
             backend.accounts,
@@ -157,6 +185,13 @@ class Node:
         state), the hub, receipts, presence, the heartbeat."""
         await self.backend.start(self.hub)
         self.audit.start()
+        if self.checkpoints is not None:
+            self.checkpoints.start()
+        else:
+            log.warning(
+                "audit_signing_key is not set: the audit trail is chained but no signed "
+                "checkpoints are written (docs/compliance.md, Audit trail)"
+            )
         await self.accounts.start()
         self.hub.start()
         self.dispatch.start()
@@ -181,5 +216,7 @@ class Node:
         await self.accounts.close()
         await self.hub.close()
         await self.audit.close()
+        if self.checkpoints is not None:
+            await self.checkpoints.close()
         await self.backend.close()
         log.info("node %s stopped", self.settings.node_id)

@@ -240,6 +240,16 @@ class Settings:
     #: Entries waiting for the backend at most; beyond, audited actions are
     #: refused (503) until the backend takes them (never dropped).
     audit_max_pending: int = 100_000
+    #: The Ed25519 private key (PEM file) that signs checkpoints; make one
+    #: with ``fieldpush audit keygen``. None: no checkpoints (warned at start).
+    audit_signing_key: str | None = None
+    #: Where checkpoints go, one JSON file each: somewhere the trail's
+    #: writers cannot rewrite (another disk, a WORM mount, a synced bucket).
+    audit_checkpoint_dir: str = "audit-checkpoints"
+    #: A checkpoint after this many entries stored by this node, and every
+    #: ``audit_checkpoint_s`` seconds while the trail grows.
+    audit_checkpoint_entries: int = 1000
+    audit_checkpoint_s: float = 60.0
 
     # Hostile input (docs/security.md): each HTTP request's head, upgrades
     # included, before any route sees it (transport/listener.py).
@@ -303,6 +313,8 @@ class Settings:
             "sync_page_default",
             "sync_page_max",
             "audit_max_pending",
+            "audit_checkpoint_entries",
+            "audit_checkpoint_s",
             "access_reread_s",
             "revoked_token_ttl_s",
         )

@@ -9,6 +9,7 @@ of Starlette (see :func:`fieldpush.app.create_app`).
 from __future__ import annotations
 
 from fieldpush.http.admin import admin_routes
+from fieldpush.http.audit import audit_routes
 from fieldpush.http.dispatch import dispatch_routes
 from fieldpush.http.health import health_routes
 from fieldpush.http.poll import poll_routes
@@ -26,5 +27,6 @@ routes = [
     *dispatch_routes,
     *sync_routes,
     *admin_routes,
+    *audit_routes,
     *scim_routes,
 ]
