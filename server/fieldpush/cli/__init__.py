@@ -1,5 +1,5 @@
 """The ``fieldpush`` command: ``serve``, ``token``, ``publish``, ``records import``,
-``users``, ``tokens revoke``, ``devices``; one module per command
+``users``, ``tokens revoke``, ``devices``, ``audit``; one module per command
 (docs/configuration.md, docs/security.md)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from fieldpush import __version__
+from fieldpush.cli.audit import add_audit
 from fieldpush.cli.devices import add_devices
 from fieldpush.cli.publish import add_publish
 from fieldpush.cli.records import add_records
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     add_records(commands)
     add_users(commands)
     add_devices(commands)
+    add_audit(commands)
     return parser
 
 
