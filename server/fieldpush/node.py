@@ -37,7 +37,7 @@ from fieldpush.transport.gateway import Connection, Gateway
 from fieldpush.transport.heartbeat import Heartbeat
 from fieldpush_client.protocol import CloseCode
 
-__all__ = ["Node", "make_backend"]
+__all__ = ["Node", "checkpointer", "make_backend"]
 
 log = logging.getLogger("fieldpush.node")
 
@@ -75,7 +75,7 @@ def make_backend(settings: Settings) -> Backend:
     )
 
 
-def _checkpointer(settings: Settings, backend: Backend) -> Checkpointer | None:
+def checkpointer(settings: Settings, backend: Backend) -> Checkpointer | None:
     """The checkpoint writer, when a signing key is configured (read now:
     an unreadable key refuses the start)."""
     if not settings.audit_signing_key:
@@ -110,7 +110,7 @@ class Node:
         #: The audit trail's recorder (docs/compliance.md, "Audit trail").
         self.audit = AuditRecorder(backend.audit, max_pending=settings.audit_max_pending)
         #: Signed checkpoints of the trail (None without ``audit_signing_key``).
-        self.checkpoints = _checkpointer(settings, backend)
+        self.checkpoints = checkpointer(settings, backend)
         if self.checkpoints is not None:
             self.audit.on_stored.append(self.checkpoints.stored)
         #: Disable, enable and revoke, cluster-wide (the admin API and SCIM call it).

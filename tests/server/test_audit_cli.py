@@ -143,3 +143,24 @@ def test_keygen_never_overwrites(case: Case) -> None:
     again = run("audit", "keygen", "--out", str(case.public.parent))
     assert again.returncode == 1 and "exists" in again.stderr
     assert (case.public.parent / "audit-signing.pem").stat().st_mode & 0o777 == 0o600
+
+
+def test_serve_refuses_a_forged_audit_file_naming_the_seq(tmp_path: Path) -> None:
+    lines = [e.line for e in chain(Head(), drafts(3))]
+    lines[1] = lines[1].replace('"actor":"ann"', '"actor":"eve"')
+    forged = tmp_path / "audit.jsonl"
+    forged.write_text("".join(line + "\n" for line in lines))
+    done = run("serve", "--port", "0", "--dev", env={"FIELDPUSH_AUDIT_FILE": str(forged)})
+    assert done.returncode == 2
+    assert f"{forged}: seq 2: the hash does not match" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_refuses_an_unusable_signing_key(tmp_path: Path) -> None:
+    (tmp_path / "key.pem").write_text("not a key")
+    env = {"FIELDPUSH_AUDIT_SIGNING_KEY": str(tmp_path / "key.pem")}
+    done = run("serve", "--port", "0", "--dev", env=env)
+    assert done.returncode == 2 and "audit_signing_key" in done.stderr
+    env = {"FIELDPUSH_AUDIT_SIGNING_KEY": str(tmp_path / "missing.pem")}
+    done = run("serve", "--port", "0", "--dev", env=env)
+    assert done.returncode == 2 and "cannot read" in done.stderr

@@ -62,7 +62,7 @@ def _tls_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _serve(args: argparse.Namespace) -> int:
     from fieldpush.app import build_server, describe
-    from fieldpush.node import make_backend
+    from fieldpush.node import checkpointer, make_backend
     from fieldpush.sync.engine import load_sync_config
 
     settings = settings_of(
@@ -79,7 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
     handler.setFormatter(EscapingFormatter(LOG_FORMAT))  # input cannot forge a log line
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     load_sync_config(settings)  # a broken schema or mapping stops here, with where and why
-    backend = make_backend(settings)
+    backend = make_backend(settings)  # a forged audit_file stops here, naming the seq
+    checkpointer(settings, backend)  # so does an unusable audit_signing_key
 
     def listening(url: str) -> None:
         print(describe(url, settings, backend.name), flush=True)

@@ -6,7 +6,8 @@ without awaiting, so two appends never interleave. With a ``path`` (setting
 ``audit_file``) every entry is also appended to that JSONL file (one
 canonical line per entry, written, flushed and fsynced before ``append``
 returns: a blocking write of one batch, which the single-node memory backend
-accepts), and :meth:`MemoryAudit.load` reads it back at start, re-hashing the
+accepts), and :meth:`MemoryAudit.load` reads it back (when the backend is
+made, so before the node listens), re-hashing the
 whole chain: a file that does not verify (an edited, deleted or reordered
 line, a torn last line) refuses the start, naming the first bad ``seq``.
 """

@@ -84,6 +84,7 @@ class MemoryBackend:
         self.accounts = MemoryAccounts()
         self.devices = MemoryDevices(announce=self.accounts.wiping)
         self.audit = MemoryAudit(audit_file)
+        self.audit.load()  # a file that does not verify refuses the start here
 
     async def start(self, sink: EventSink) -> None:
         self.audit.load()
