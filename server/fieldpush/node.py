@@ -33,6 +33,7 @@ from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
 from fieldpush.trail.checkpoints import Checkpointer
 from fieldpush.trail.recorder import AuditRecorder
+from fieldpush.trail.refusals import LoginRefusals
 from fieldpush.transport.gateway import Connection, Gateway
 from fieldpush.transport.heartbeat import Heartbeat
 from fieldpush_client.protocol import CloseCode
@@ -109,6 +110,8 @@ class Node:
         registry = self.registry
         #: The audit trail's recorder (docs/compliance.md, "Audit trail").
         self.audit = AuditRecorder(backend.audit, max_pending=settings.audit_max_pending)
+        #: Refused tokens, aggregated per source and reason (``note(source, reason)``).
+        self.login_refusals = LoginRefusals(self.audit, interval_s=settings.audit_refusals_s)
         #: Signed checkpoints of the trail (None without ``audit_signing_key``).
         self.checkpoints = checkpointer(settings, backend)
         if self.checkpoints is not None:
@@ -162,6 +165,7 @@ class Node:
             opener=backend,
             devices=backend.devices,
             audit=self.audit,
+            login_refusals=self.login_refusals,
             presence=self.presence,
             dispatch=self.dispatch,
             sync=self.sync,
@@ -185,6 +189,7 @@ class Node:
         state), the hub, receipts, presence, the heartbeat."""
         await self.backend.start(self.hub)
         self.audit.start()
+        self.login_refusals.start()
         if self.checkpoints is not None:
             self.checkpoints.start()
         else:
@@ -215,6 +220,7 @@ class Node:
         await self.presence.close()
         await self.accounts.close()
         await self.hub.close()
+        await self.login_refusals.close()
         await self.audit.close()
         if self.checkpoints is not None:
             await self.checkpoints.close()

@@ -250,6 +250,9 @@ class Settings:
     #: ``audit_checkpoint_s`` seconds while the trail grows.
     audit_checkpoint_entries: int = 1000
     audit_checkpoint_s: float = 60.0
+    #: Login refusals are one entry per (source address, reason) per this
+    #: many seconds, with the count.
+    audit_refusals_s: float = 60.0
 
     # Hostile input (docs/security.md): each HTTP request's head, upgrades
     # included, before any route sees it (transport/listener.py).
@@ -315,6 +318,7 @@ class Settings:
             "audit_max_pending",
             "audit_checkpoint_entries",
             "audit_checkpoint_s",
+            "audit_refusals_s",
             "access_reread_s",
             "revoked_token_ttl_s",
         )

@@ -77,6 +77,7 @@ from fieldpush.sync.engine import SyncEngine, SyncError, actor_of
 from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
 from fieldpush.trail.recorder import AuditRecorder
+from fieldpush.trail.refusals import LoginRefusals, reason_of
 from fieldpush_client.protocol import (
     Ack,
     Change,
@@ -168,6 +169,7 @@ class SessionServices:
     opener: SessionOpener
     devices: Devices
     audit: AuditRecorder
+    login_refusals: LoginRefusals
     presence: PresenceTracker
     dispatch: Dispatch
     sync: SyncEngine
@@ -461,6 +463,7 @@ class Session:
         try:
             identity = services.verifier.verify(hello.token or self.conn.header_token)
         except AuthError as exc:
+            services.login_refusals.note(self.conn.peer.rpartition(":")[0], reason_of(exc))
             log.info("connection %s refused: %s (device %s)", self.conn.peer, exc, hello.device)
             self.close(close_code_for(exc), str(exc))
             return

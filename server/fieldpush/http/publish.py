@@ -213,7 +213,14 @@ class PublishEndpoint:
                     authorization.append(value.decode("latin-1"))
                 elif name == b"content-length" and value.isdigit():
                     declared = int(value)
-            identity = authenticate(node.verifier, authorization, "POST /v1/publish")
+            client = scope.get("client")
+            source = str(client[0]) if client else ""
+            identity = authenticate(
+                node.verifier,
+                authorization,
+                "POST /v1/publish",
+                lambda reason: node.login_refusals.note(source, reason),
+            )
             require_role(identity, PUBLISHER_ROLES, "publish")  # before reading the body
             raw = await read_body(receive, declared, node.settings.max_publish_bytes)
             status, reply = 201, await _publish(node, identity, decode_body(raw))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,6 +27,7 @@ from starlette.types import Receive
 from fieldpush.errors import AccessRevoked, AuthError, BackendUnavailable, FieldpushError
 from fieldpush.identity.auth import Identity
 from fieldpush.node import Node
+from fieldpush.trail.refusals import reason_of
 from fieldpush_client.protocol import (
     MAX_DEPTH,
     MAX_HTTP_DEVICE_LENGTH,
@@ -111,18 +113,27 @@ class Verifier(Protocol):
         """The token's identity; AuthError if it is not valid."""
 
 
-def authenticate(verifier: Verifier, headers: list[str], where: str) -> Identity:
+def authenticate(
+    verifier: Verifier,
+    headers: list[str],
+    where: str,
+    refused: Callable[[str], None] | None = None,
+) -> Identity:
     """The identity behind the request's one ``Authorization: Bearer`` header
     (``headers``: the values of every ``Authorization`` header sent), or a 401:
     none, more than one, not a bearer token, or a token the verifier refuses
     or breaks on (fail closed); a 403 ``account_disabled`` / ``token_revoked``
     for a valid token that may no longer act. Logged with ``where``, never
-    with the token."""
+    with the token; each refusal is passed to ``refused`` with its reason
+    (:func:`fieldpush.trail.refusals.reason_of`), for the audit trail."""
+    note = refused or (lambda reason: None)
     if len(headers) > 1:
         log.info("%s refused: more than one Authorization header", where)
+        note("invalid_token")
         raise HTTPError(401, ErrorCode.UNAUTHORIZED, "more than one Authorization header")
     scheme, _, token = (headers[0] if headers else "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        note(reason_of(None))
         raise HTTPError(
             401, ErrorCode.UNAUTHORIZED, "missing 'Authorization: Bearer <token>' header"
         )
@@ -130,12 +141,15 @@ def authenticate(verifier: Verifier, headers: list[str], where: str) -> Identity
         return verifier.verify(token.strip())
     except AccessRevoked as exc:
         log.info("%s refused: %s", where, exc)
+        note(reason_of(exc))
         raise HTTPError(403, ErrorCode(exc.reason), str(exc)) from None
     except AuthError as exc:
         log.info("%s refused: %s", where, exc)
+        note(reason_of(exc))
         raise HTTPError(401, ErrorCode.UNAUTHORIZED, str(exc)) from None
     except Exception:
         log.exception("%s refused: the token broke the verifier", where)
+        note("invalid_token")
         raise HTTPError(401, ErrorCode.UNAUTHORIZED, "invalid token") from None
 
 
@@ -145,7 +159,10 @@ def caller(request: Request) -> tuple[Node, Identity]:
     node = node_of(request)
     where = f"{request.method} {request.url.path}"
     headers = request.headers.getlist("authorization")
-    return node, authenticate(node.verifier, headers, where)
+    source = request.client.host if request.client is not None else ""
+    return node, authenticate(
+        node.verifier, headers, where, lambda reason: node.login_refusals.note(source, reason)
+    )
 
 
 def require_role(identity: Identity, roles: frozenset[str], what: str) -> None:
