@@ -65,6 +65,14 @@ async def test_disable_by_scim_kicks_the_socket_and_refuses_the_token(
     assert refused.json()["error"]["code"] == "account_disabled"
     state = await node.node.accounts.state("alice")
     assert state.active is False and state.changed_by == "scim"
+    # In the audit trail as the SCIM client's doing (issue 12, item 4).
+    await node.node.audit.flushed()
+    done = [
+        (e.actor, e.action, e.outcome, e.fields.get("active"))
+        for e in await node.node.backend.audit.read(1, 100)
+        if e.target == "user/alice" and e.action == "account.disable"
+    ]
+    assert done == [("scim", "account.disable", "ok", [True, False])]
 
 
 async def test_enable_again_and_role_and_teams_from_scim(
