@@ -40,6 +40,7 @@ from fieldpush.delivery.registry import Registry
 from fieldpush.errors import AccessRevoked, BackendUnavailable
 from fieldpush.identity.access import AccessList, Changes
 from fieldpush.identity.auth import Identity
+from fieldpush.tasks import stop
 from fieldpush.trail.recorder import AuditRecorder
 from fieldpush_client.protocol import CloseCode
 
@@ -307,11 +308,8 @@ class AccessControl:
         self._task = asyncio.get_running_loop().create_task(self._reread(), name="access")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def reread(self) -> None:
         """Replace the access list with the backend's state and enforce what

@@ -137,10 +137,8 @@ class Changes:
         return changes
 
 
-def _rules(state: AccountState) -> tuple[object, ...]:
-    """What :meth:`AccessList.check` reads of a state."""
-    return (state.active, state.tokens_valid_after, state.role, state.teams)
-
-
 def _default(state: AccountState) -> bool:
-    return _rules(state) == _rules(AccountState(state.user))
+    """Whether ``state`` is what a user never changed has (nothing to keep)."""
+    return (
+        state.active and not state.tokens_valid_after and state.role is None and state.teams is None
+    )

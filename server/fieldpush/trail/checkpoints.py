@@ -24,7 +24,6 @@ node nor the audited actions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from fieldpush.audit.chain import AuditEntry, Head
 from fieldpush.audit.checkpoint import Checkpoint, sign
 from fieldpush.backend.base import AuditLog
 from fieldpush.errors import BackendUnavailable
+from fieldpush.tasks import stop
 
 __all__ = ["Checkpointer"]
 
@@ -124,10 +124,6 @@ class Checkpointer:
 
     async def close(self) -> None:
         """Stop, after a last checkpoint if the trail grew."""
-        for task in (self._task, self._writing):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop(self._task, self._writing)
         self._task = self._writing = None
         await self.checkpoint()

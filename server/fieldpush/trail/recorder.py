@@ -39,6 +39,7 @@ from typing import Final
 from fieldpush.audit.chain import AuditDraft, AuditEntry
 from fieldpush.backend.base import AuditLog
 from fieldpush.errors import BackendUnavailable
+from fieldpush.tasks import stop
 
 __all__ = ["AuditBacklogged", "AuditRecorder"]
 
@@ -162,9 +163,7 @@ class AuditRecorder:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self._close_timeout_s)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await stop(writer)
         if self._pending:
             first = self._pending[0]
             log.error(

@@ -19,10 +19,10 @@ sent never reaches it), ``account_disabled``, ``token_revoked``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
 from fieldpush.errors import AccessRevoked, AuthError
+from fieldpush.tasks import stop
 from fieldpush.trail.recorder import AuditRecorder
 
 __all__ = ["MAX_SOURCES", "LoginRefusals", "reason_of"]
@@ -78,9 +78,6 @@ class LoginRefusals:
 
     async def close(self) -> None:
         """Stop, recording what was counted."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
         self.flush()

@@ -12,6 +12,7 @@ import logging
 import time
 
 from fieldpush.delivery.registry import Registry
+from fieldpush.tasks import stop
 from fieldpush.transport.gateway import Connection
 from fieldpush_client.protocol import CloseCode
 
@@ -32,10 +33,8 @@ class Heartbeat:
         self._task = asyncio.get_running_loop().create_task(self._beat())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     def beat(self, now: float) -> None:
         """One round: close the silent connections, ping the others."""
