@@ -176,7 +176,12 @@ class Node:
         )
         #: What the gateway's connections share (the app state's ``"gateway"``).
         self.gateway = Gateway(
-            settings, self.metrics, self.verifier, registry, functools.partial(Session, services)
+            settings,
+            self.metrics,
+            self.verifier,
+            registry,
+            functools.partial(Session, services),
+            self.login_refusals,
         )
 
     def new_event_id(self) -> str:

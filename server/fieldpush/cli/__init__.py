@@ -1,5 +1,5 @@
 """The ``fieldpush`` command: ``serve``, ``token``, ``publish``, ``records import``,
-``users``, ``tokens revoke``, ``devices``, ``audit``; one module per command
+``users``, ``tokens revoke``, ``devices``, ``audit``, ``export``; one module per command
 (docs/configuration.md, docs/security.md)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 from fieldpush import __version__
 from fieldpush.cli.audit import add_audit
 from fieldpush.cli.devices import add_devices
+from fieldpush.cli.export import add_export
 from fieldpush.cli.publish import add_publish
 from fieldpush.cli.records import add_records
 from fieldpush.cli.serve import add_serve
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     add_users(commands)
     add_devices(commands)
     add_audit(commands)
+    add_export(commands)
     return parser
 
 

@@ -1,6 +1,6 @@
 """``fieldpush devices list USER`` and ``fieldpush devices wipe USER DEVICE``:
 the device registry and remote wipe, through a running node
-(``/v1/admin/users/{id}/devices``; docs/protocol.md 2.8)."""
+(``/v1/admin/users/{id}/devices``; docs/protocol.md 2.9)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def add_devices(commands: Any) -> None:
     devices = commands.add_parser(
         "devices",
         help="list a user's devices or wipe one through a running node",
-        description="The device registry and remote wipe (docs/protocol.md 2.8).",
+        description="The device registry and remote wipe (docs/protocol.md 2.9).",
     )
     actions = devices.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
     listing = actions.add_parser(

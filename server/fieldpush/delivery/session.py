@@ -134,6 +134,10 @@ class Link(Protocol):
     def peer(self) -> str: ...
 
     @property
+    def source(self) -> str:
+        """The peer's address without its port (``""`` when unknown): a refusal's source."""
+
+    @property
     def subprotocol(self) -> str: ...
 
     @property
@@ -350,6 +354,13 @@ class Session:
                 return None
             self._services.metrics.bad_requests += 1
             log.info("session %s: bad request: %s", self.id, exc)
+            if raw.get("type") == "mutate":
+                sent = raw.get("mutations")
+                self._services.sync.refuse_batch(
+                    actor_of(self.identity, self.device),
+                    ErrorCode.BAD_REQUEST,
+                    len(sent) if isinstance(sent, list) else None,
+                )
             self.error(ErrorCode.BAD_REQUEST, str(exc), exc.request_id)
             return None
         identity = self.identity
@@ -411,6 +422,9 @@ class Session:
     async def _mutate(self, identity: Identity, message: Mutate) -> None:
         limit = self._services.settings.sync_max_mutations
         if len(message.mutations) > limit:
+            self._services.sync.refuse_batch(
+                actor_of(identity, self.device), ErrorCode.TOO_LARGE, len(message.mutations)
+            )
             self.error(
                 ErrorCode.TOO_LARGE,
                 f"at most {limit} mutations per mutate; send the rest in another",
@@ -463,7 +477,7 @@ class Session:
         try:
             identity = services.verifier.verify(hello.token or self.conn.header_token)
         except AuthError as exc:
-            services.login_refusals.note(self.conn.peer.rpartition(":")[0], reason_of(exc))
+            services.login_refusals.note(self.conn.source, reason_of(exc))
             log.info("connection %s refused: %s (device %s)", self.conn.peer, exc, hello.device)
             self.close(close_code_for(exc), str(exc))
             return

@@ -1,4 +1,4 @@
-"""``GET /v1/audit`` (docs/protocol.md section 2.8): the audit trail, for admins.
+"""``GET /v1/audit`` (docs/protocol.md section 2.10): the audit trail, for admins.
 
 Query (all optional): ``target`` and ``actor`` (exact match), ``from`` and
 ``to`` (ms since the epoch, ``from <= ts <= to``), ``after`` (a seq: entries
@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fieldpush.http.toolkit import caller, forbidden, invalid
+from fieldpush.http.toolkit import caller, forbidden, invalid, query_of
 
 __all__ = ["SCAN_MAX", "audit_routes"]
 
@@ -40,13 +40,8 @@ _NUMBERS: Final = ("from", "to", "after", "limit")
 
 def _query(request: Request) -> dict[str, Any]:
     """The query, checked (module docstring); 422 naming the parameter."""
-    params = request.query_params
+    params = query_of(request, frozenset(_TEXT + _NUMBERS))
     query: dict[str, Any] = {}
-    for name in params:
-        if name not in _TEXT and name not in _NUMBERS:
-            raise invalid(name, "unknown parameter")
-        if len(params.getlist(name)) > 1:
-            raise invalid(name, "given more than once")
     for name in _TEXT:
         value = params.get(name)
         if value is None or value == "":

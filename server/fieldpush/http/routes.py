@@ -11,6 +11,7 @@ from __future__ import annotations
 from fieldpush.http.admin import admin_routes
 from fieldpush.http.audit import audit_routes
 from fieldpush.http.dispatch import dispatch_routes
+from fieldpush.http.export import export_routes
 from fieldpush.http.health import health_routes
 from fieldpush.http.poll import poll_routes
 from fieldpush.http.publish import PublishEndpoint, publish_routes
@@ -28,5 +29,6 @@ routes = [
     *sync_routes,
     *admin_routes,
     *audit_routes,
+    *export_routes,
     *scim_routes,
 ]

@@ -80,15 +80,20 @@ async def push(request: Request) -> Response:
     node, identity = caller(request)
     body = await read_fields(request, node.settings.sync_max_body_bytes, _PUSH_FIELDS)
     device = device_of(body, "http", MAX_DEVICE_LENGTH)
+    actor = actor_of(identity, device)
     try:
         message = parse_mutate({"type": "mutate", "id": body.get("id", 0), **body})
     except ProtocolError as exc:
+        sent = body.get("mutations")
+        count = len(sent) if isinstance(sent, list) else None
+        node.sync.refuse_batch(actor, ErrorCode.BAD_REQUEST, count)
         raise HTTPError(422, ErrorCode.INVALID, str(exc)) from None
     limit = node.settings.sync_max_mutations
     if len(message.mutations) > limit:
+        node.sync.refuse_batch(actor, ErrorCode.TOO_LARGE, len(message.mutations))
         raise HTTPError(413, ErrorCode.TOO_LARGE, f"at most {limit} mutations per push")
     results = await _answer(
-        node.sync.mutate(actor_of(identity, device), message.mutations),
+        node.sync.mutate(actor, message.mutations),
         "send the mutations again (same mids)",
     )
     return JSONResponse({"id": message.id, "results": results})

@@ -50,6 +50,7 @@ __all__ = [
     "forbidden",
     "invalid",
     "node_of",
+    "query_of",
     "read_body",
     "read_fields",
     "reject_unknown",
@@ -255,6 +256,18 @@ def reject_unknown(body: dict[str, Any], known: frozenset[str]) -> None:
     unknown = sorted(body.keys() - known)
     if unknown:
         raise invalid(unknown[0], f"unknown field (known: {', '.join(sorted(known))})")
+
+
+def query_of(request: Request, known: frozenset[str]) -> dict[str, str]:
+    """The request's query parameters, each given at most once and all in
+    ``known``, or 422 naming the first that is not."""
+    params = request.query_params
+    for name in params:
+        if name not in known:
+            raise invalid(name, f"unknown parameter (known: {', '.join(sorted(known))})")
+        if len(params.getlist(name)) > 1:
+            raise invalid(name, "given more than once")
+    return dict(params)
 
 
 def check_channel(field: str, channel: object) -> None:

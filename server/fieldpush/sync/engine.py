@@ -11,7 +11,9 @@
 - :attr:`SyncEngine.pull` answers from the change log, or with a full
   download (:meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`);
 - :attr:`SyncEngine.put_record` and :attr:`SyncEngine.feed` are the CRM's
-  calls (:class:`~fieldpush.sync.crm.CrmSide`).
+  calls (:class:`~fieldpush.sync.crm.CrmSide`);
+- :attr:`SyncEngine.exporter` reads a record type whole, for an export
+  (:class:`~fieldpush.sync.export.Exporter`).
 
 It gets its collaborators through the constructor: the record store, a
 publisher, the ack recorder, an event id source, the settings and the metrics.
@@ -33,13 +35,14 @@ from fieldpush.sync.changelog import Paging
 from fieldpush.sync.commit import Committer
 from fieldpush.sync.crm import CrmSide
 from fieldpush.sync.errors import SyncError
+from fieldpush.sync.export import Exporter
 from fieldpush.sync.hlc import HybridClock
 from fieldpush.sync.mapping import Mappings, Side, load_mappings
 from fieldpush.sync.pull import Puller
 from fieldpush.sync.rules import Actor
 from fieldpush.sync.schema import Schema, load_schema
 from fieldpush.trail.recorder import AuditRecorder
-from fieldpush_client.protocol import InvalidMutation, Mutation
+from fieldpush_client.protocol import ErrorCode, InvalidMutation, Mutation
 
 __all__ = ["SyncEngine", "SyncError", "actor_of", "load_sync_config"]
 
@@ -76,6 +79,7 @@ class SyncEngine:
         self.schema = schema
         self.mappings = mappings
         self.clock = HybridClock(f"server:{settings.node_id}")
+        self._audit = audit
         self._metrics = metrics
         paging = Paging(settings.sync_page_default, settings.sync_page_max)
         catalog = Catalog(records, schema, mappings)
@@ -98,6 +102,8 @@ class SyncEngine:
         self.put_record = crm.put_record
         #: ``GET /v1/changes``: :meth:`fieldpush.sync.crm.CrmSide.feed`.
         self.feed = crm.feed
+        #: ``GET /v1/export/{type}``: :class:`fieldpush.sync.export.Exporter`.
+        self.exporter = Exporter(catalog)
 
     def may_read_change(self, role: str, teams: frozenset[str], team: str, data: object) -> bool:
         """Whether a user of ``role`` and ``teams`` may read the ``data`` of a
@@ -116,6 +122,17 @@ class SyncEngine:
         mapping = self.mappings.of(Side.PHONE, rtype.name)
         readable = {mapping.side_name(name) for name in rtype.readable_fields(role)}
         return readable.issuperset(fields)
+
+    def refuse_batch(self, actor: Actor, reason: ErrorCode, count: int | None) -> None:
+        """Record a batch of mutations refused whole, before any of it was
+        judged (more than ``sync_max_mutations``, a malformed message): one
+        audit entry ``sync.batch``, target ``sync``, outcome
+        ``refused:<reason>``, with the number of mutations when it is known."""
+        fields = {} if count is None else {"mutations": (None, count)}
+        self._audit.record(
+            actor=actor.user, role=actor.role, device=actor.device, action="sync.batch",
+            target="sync", outcome=f"refused:{reason.value}", fields=fields,
+        )  # fmt: skip
 
     async def mutate(
         self,

@@ -36,6 +36,7 @@ from fieldpush.identity.access import close_code_for
 from fieldpush.identity.auth import TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
+from fieldpush.trail.refusals import LoginRefusals, reason_of
 from fieldpush.transport.handshake import HandshakeError, parse_upgrade, reject, switching_protocols
 from fieldpush_client.protocol import (
     SUBPROTOCOL_JSON,
@@ -79,6 +80,8 @@ class Gateway:
     registry: Registry[Connection]
     #: Makes the session of a connection whose upgrade succeeded.
     new_session: Callable[[Connection], Session]
+    #: Counts tokens refused at the upgrade's ``Authorization`` header for the trail.
+    login_refusals: LoginRefusals
 
 
 class Connection(asyncio.Protocol):
@@ -104,6 +107,7 @@ class Connection(asyncio.Protocol):
         self.ws: ServerProtocol | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "-"
+        self.source = ""
         self.subprotocol = "fieldpush.v1.json"
         self.binary = False
         self.header_token: str | None = None
@@ -124,6 +128,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
+            self.source = str(peer[0])
         self.server_state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -265,9 +270,11 @@ class Connection(asyncio.Protocol):
                 gateway.verifier.verify(self.header_token)
             except AuthError as exc:
                 log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
+                gateway.login_refusals.note(self.source, reason_of(exc))
                 self.close(close_code_for(exc), str(exc))
             except Exception:  # fail closed: a verifier's bug refuses the token
                 log.exception("connection %s refused: the token broke the verifier", self.peer)
+                gateway.login_refusals.note(self.source, "invalid_token")
                 self.close(CloseCode.UNAUTHORIZED, "invalid token")
 
     def _hello_timeout(self) -> None:
