@@ -48,6 +48,7 @@ __all__ = [
     "ChainError",
     "Head",
     "Json",
+    "Unreadable",
     "canonical",
     "chain",
     "entry_hash",
@@ -230,6 +231,21 @@ def _hex(raw: dict[str, object], key: str, seq: int) -> str:
     if len(value) != 64 or value.strip("0123456789abcdef"):
         raise ChainError(seq, f"{key!r} is not 64 lowercase hex digits")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A stored line that is not an entry at its place: edited, planted or
+    moved outside fieldpush. A store answers it in its place rather than
+    failing the read, so that the trail can still be read and exported, and
+    the verifier names its ``seq``; ``line`` is the stored text as is."""
+
+    seq: int
+    line: str
+    why: str
+
+    def as_dict(self) -> dict[str, Json]:
+        return {"seq": self.seq, "unreadable": self.line, "why": self.why}
 
 
 def entry_of(raw: object, expected: int) -> AuditEntry:

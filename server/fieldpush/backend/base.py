@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeAlias
 
-from fieldpush.audit.chain import AuditDraft, AuditEntry, Head
+from fieldpush.audit.chain import AuditDraft, AuditEntry, Head, Unreadable
 from fieldpush.backend.directory import Directory
 from fieldpush.events.event import Event
 from fieldpush.events.offsets import Offset
@@ -637,8 +637,11 @@ class AuditLog(Protocol):
         atomic step; returns the stored entries. Raises
         ``BackendUnavailable`` (then it may or may not have stored them)."""
 
-    async def read(self, from_seq: int, limit: int) -> list[AuditEntry]:
-        """Up to ``limit`` entries from ``seq`` ``from_seq`` on, in order."""
+    async def read(self, from_seq: int, limit: int) -> list[AuditEntry | Unreadable]:
+        """Up to ``limit`` entries from ``seq`` ``from_seq`` on, in order. A
+        stored line that is not the entry of its place (changed outside
+        fieldpush) is answered as :class:`~fieldpush.audit.chain.Unreadable`
+        in its place, never skipped and never failing the read."""
 
     async def head(self) -> Head:
         """The trail's size and last hash."""

@@ -106,6 +106,15 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _line_of(entry: dict[str, Any]) -> str:
+    """The exported line of an entry of ``GET /v1/audit``: its canonical JSON;
+    for a stored line that is not an entry, that line as stored (line breaks
+    escaped, so that it stays one line), for ``verify`` to name."""
+    if "unreadable" in entry:
+        return str(entry["unreadable"]).replace("\r", "\\r").replace("\n", "\\n")
+    return canonical(entry).decode("ascii")
+
+
 def _export(args: argparse.Namespace) -> int:
     import httpx
 
@@ -132,7 +141,7 @@ def _export(args: argparse.Namespace) -> int:
             return call.fail(f"{reply.status_code} {reply.text}")
         body = reply.json()
         for entry in body["entries"]:
-            out.write(canonical(entry).decode("ascii") + "\n")
+            out.write(_line_of(entry) + "\n")
             count += 1
         if body["next"] is None:
             break

@@ -5,7 +5,11 @@ Query (all optional): ``target`` and ``actor`` (exact match), ``from`` and
 after it; default 0, the start) and ``limit`` (1 to 1000, default 100).
 
 The answer is ``{"entries": [...], "next": seq | null}``: the matching
-entries in seq order, as stored (each verifiable, ``hash`` included). At
+entries in seq order, as stored (each verifiable, ``hash`` included). A
+stored line that is not an entry (changed outside fieldpush) is answered in
+its place, whatever the filters, as ``{"seq", "unreadable": <the line>,
+"why"}``: evidence is never hidden, and ``fieldpush audit export`` writes
+the line as stored so that ``audit verify`` names it. At
 most :data:`SCAN_MAX` entries are scanned per request: ``next`` is the seq to
 pass as ``after`` to go on (null: the end of the trail was reached), so a
 filter that matches rarely answers pages with few or no entries rather than
@@ -25,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fieldpush.audit.chain import Unreadable
 from fieldpush.http.toolkit import caller, forbidden, invalid, query_of
 
 __all__ = ["SCAN_MAX", "audit_routes"]
@@ -86,7 +91,7 @@ async def read_audit(request: Request) -> Response:
             break
         for entry in page:
             scanned = entry.seq
-            if (
+            if isinstance(entry, Unreadable) or (
                 start <= entry.ts <= end
                 and (target is None or entry.target == target)
                 and (actor is None or entry.actor == actor)

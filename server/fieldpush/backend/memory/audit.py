@@ -19,7 +19,15 @@ import os
 from pathlib import Path
 from typing import IO
 
-from fieldpush.audit.chain import AuditDraft, AuditEntry, ChainError, Head, chain, parse_entry
+from fieldpush.audit.chain import (
+    AuditDraft,
+    AuditEntry,
+    ChainError,
+    Head,
+    Unreadable,
+    chain,
+    parse_entry,
+)
 from fieldpush.errors import ConfigError
 
 __all__ = ["AuditFileError", "MemoryAudit"]
@@ -79,9 +87,10 @@ class MemoryAudit:
         self._entries.extend(entries)
         return entries
 
-    async def read(self, from_seq: int, limit: int) -> list[AuditEntry]:
+    async def read(self, from_seq: int, limit: int) -> list[AuditEntry | Unreadable]:
         start = max(from_seq, 1) - 1
-        return self._entries[start : start + max(limit, 0)]
+        page: list[AuditEntry | Unreadable] = [*self._entries[start : start + max(limit, 0)]]
+        return page  # the file is re-hashed at start: nothing in memory is Unreadable
 
     async def head(self) -> Head:
         return self._head()

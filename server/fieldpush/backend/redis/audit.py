@@ -25,7 +25,15 @@ from __future__ import annotations
 
 import json
 
-from fieldpush.audit.chain import AuditDraft, AuditEntry, ChainError, Head, chain, entry_of
+from fieldpush.audit.chain import (
+    AuditDraft,
+    AuditEntry,
+    ChainError,
+    Head,
+    Unreadable,
+    chain,
+    entry_of,
+)
 from fieldpush.backend.redis.client import RedisClient
 from fieldpush.backend.redis.ledger import script
 from fieldpush.errors import BackendUnavailable
@@ -75,17 +83,20 @@ class RedisAudit:
         self._known = None
         raise BackendUnavailable("the audit trail's head kept moving; nothing stored")
 
-    async def read(self, from_seq: int, limit: int) -> list[AuditEntry]:
+    async def read(self, from_seq: int, limit: int) -> list[AuditEntry | Unreadable]:
         if limit <= 0:
             return []
         start = max(from_seq, 1) - 1
         lines = await self._client.execute(b"LRANGE", self._list, start, start + limit - 1)
-        entries = []
-        for i, line in enumerate(lines):
+        entries: list[AuditEntry | Unreadable] = []
+        for seq, line in enumerate(lines, start + 1):
             try:
-                entries.append(entry_of(json.loads(line), start + i + 1))
-            except (ValueError, ChainError) as exc:
-                raise BackendUnavailable(f"audit entry {start + i + 1} is unreadable") from exc
+                entries.append(entry_of(json.loads(line), seq))
+            except (ValueError, RecursionError) as exc:
+                text = line.decode("utf-8", "replace")
+                entries.append(Unreadable(seq, text, f"not JSON: {exc}"))
+            except ChainError as exc:
+                entries.append(Unreadable(seq, line.decode("utf-8", "replace"), exc.reason))
         return entries
 
     async def head(self) -> Head:
