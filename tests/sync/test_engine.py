@@ -127,7 +127,9 @@ async def test_a_critical_change_is_published_and_acked_for_its_author(
     (published,) = recorder.published
     assert published.channels == ("user:disp", "records:north")
     assert published.priority == "critical"
-    assert published.tracking is not None and published.tracking.kind == "record.changed"
+    # Tracked under the kind of the value that made it critical; no deadline is
+    # configured for work_order.urgent here, so the one of record.changed applies.
+    assert published.tracking is not None and published.tracking.kind == "work_order.urgent"
     assert published.tracking.ack_deadline_ms == 30_000
     assert recorder.acks == [("disp", "console", [published.event_id])]
     again = await sync.mutate(dispatcher, [Mutation("m1", "work_order", "w1", fields, (now, 0))])

@@ -91,8 +91,8 @@ class SyncEngine:
             acked,
             new_event_id,
             mappings,
-            ack_deadline_s=settings.ack_deadlines_s.get(
-                EVENT_KIND, settings.default_ack_deadline_s
+            deadline_s=lambda kind: settings.ack_deadlines_s.get(
+                kind, settings.ack_deadlines_s.get(EVENT_KIND, settings.default_ack_deadline_s)
             ),
         )
         crm = CrmSide(catalog, self.mutate, paging)
@@ -109,11 +109,12 @@ class SyncEngine:
         """Whether a user of ``role`` and ``teams`` may read the ``data`` of a
         ``record.changed`` event on ``records:<team>``: the record type's read
         scope reaches that team and every field in it is readable by the role
-        (docs/sync.md). Anything else, a malformed ``data`` included: False."""
+        (a ``removed`` event has none: the scope decides). Anything else, a
+        malformed ``data`` included: False (docs/sync.md)."""
         if not isinstance(data, dict):
             return False
         rtype = self.schema.types.get(str(data.get("type")))
-        fields = data.get("fields")
+        fields = {} if data.get("removed") is True else data.get("fields")
         if rtype is None or not isinstance(fields, dict):
             return False
         scope = rtype.read.get(role)
