@@ -14,8 +14,13 @@ Two measurements (issue 4's targets in brackets):
   ``FIELDS`` fields each from no cursor, pages of ``--page`` (1,000).
   Reported: changed fields per second [>= 50,000].
 
-Layout as in ``python -m bench``: fieldpush pinned to core 0, redis-server and
-this load generator on core 1. Each phone's queue: 4 edits of its customer
+- **contention** (``--measure contention``, :mod:`bench.contention`): sales
+  phones, engineers, a dispatcher and the CRM edit the same records at once;
+  conflict rate, convergence (checked), mutate p99 and critical push p99.
+
+``--measure`` picks them (default: the first two). Layout as in ``python
+-m bench``: fieldpush pinned to core 0, redis-server and this load generator
+on core 1. Each phone's queue: 4 edits of its customer
 (``stage``, a realtime field that publishes an event, ``budget``,
 ``intended_model``, ``phone``) and 16 new follow-ups; every mutation must come
 back ``applied`` or the run fails.
@@ -29,12 +34,14 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench import contention
 from bench.procstat import LOOPS, cpu_seconds, default_loop, raise_open_files
 from bench.scenarios import percentile
 from bench.servers import Redis, Server, server_command
@@ -244,6 +251,14 @@ async def initial_download(
     }
 
 
+#: ``--measure`` name -> the measurement.
+MEASURES: dict[str, Callable[[argparse.Namespace, Server, str], Awaitable[dict[str, Any]]]] = {
+    "reconnect_flush": reconnect_flush,
+    "initial_download": initial_download,
+    "contention": contention.contention,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.sync",
@@ -266,7 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", choices=LOOPS, default=default_loop())
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--measure",
+        action="append",
+        choices=tuple(MEASURES),
+        help="what to measure (repeatable; default: reconnect_flush and initial_download)",
+    )
+    contention.add_arguments(parser)
     args = parser.parse_args(argv)
+    measures = args.measure or ["reconnect_flush", "initial_download"]
     if args.queue < 5:
         parser.error("--queue must be at least 5 (4 customer edits and a follow-up)")
     raise_open_files()
@@ -280,10 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         redis = Redis(LOAD_CORE, Path(directory))
         try:
             for run in range(args.repeat):
-                for name, measure in (
-                    ("reconnect_flush", reconnect_flush),
-                    ("initial_download", initial_download),
-                ):
+                for name in measures:
+                    measure = MEASURES[name]
                     redis.flush()
                     command = server_command(
                         "fieldpush", args.loop, SERVER_CORE, redis.url, "warning"
