@@ -41,7 +41,7 @@ from fieldpush.sync.rules import Actor, scope_of
 from fieldpush.sync.schema import PRIORITIES, RecordType
 from fieldpush_client.protocol import Priority, encode_body, is_channel
 
-__all__ = ["EVENT_KIND", "AckRecorder", "Announcer", "Publisher", "owner_fields"]
+__all__ = ["EVENT_KIND", "AckRecorder", "Announcer", "Publisher"]
 
 log = logging.getLogger("fieldpush.sync")
 
@@ -69,22 +69,22 @@ def _channels(owner: Any, team: Any) -> list[str]:
 
 
 def _most_urgent(rtype: RecordType, values: dict[str, Any]) -> tuple[str, str | None]:
-    """The most urgent priority of these realtime field values, and the
-    tracking kind ``<type>.<value>`` when it is critical (default ``normal``)."""
-    priority, kind = Priority.NORMAL.value, None
-    for name, value in values.items():
-        spec = rtype.fields[name]
-        if spec.sync != "realtime":
-            continue
-        candidate = spec.priority_of(value)
-        if PRIORITIES.index(candidate) < PRIORITIES.index(priority):
-            priority = candidate
-            if candidate == Priority.CRITICAL:
-                kind = f"{rtype.name}.{value}"
-    return priority, kind
+    """The most urgent priority of these values' realtime fields (``normal``
+    when there is none), and the tracking kind ``<type>.<value>`` of the value
+    that makes it critical (None when it is not)."""
+    ranked = sorted(
+        (PRIORITIES.index(rtype.fields[name].priority_of(value)), str(value))
+        for name, value in values.items()
+        if rtype.fields[name].sync == "realtime"
+    )
+    if not ranked:
+        return Priority.NORMAL.value, None
+    rank, value = ranked[0]
+    priority = PRIORITIES[rank]
+    return priority, (f"{rtype.name}.{value}" if priority == Priority.CRITICAL else None)
 
 
-def owner_fields(rtype: RecordType) -> frozenset[str]:
+def _owner_fields(rtype: RecordType) -> frozenset[str]:
     """The fields every role that may own a record of ``rtype`` (read scope
     ``own``) reads; every role's when none reads only its own."""
     owners = [role for role, scope in rtype.read.items() if scope == "own"] or list(rtype.read)
@@ -140,7 +140,7 @@ class Announcer:
         base = {"type": rtype.name, "rid": change.rid}
         origin = {"user": actor.user, "device": actor.device}
         if entered:
-            readable = owner_fields(rtype)
+            readable = _owner_fields(rtype)
             whole = {n: v for n, v in state.values().items() if n in readable}
             priority, kind = _most_urgent(rtype, state.values())
             data = {**base, "fields": phone.outbound(whole), "entered": True, "origin": origin}
