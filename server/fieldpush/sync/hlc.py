@@ -10,7 +10,8 @@ device's stamp to the server's wall clock at receipt: whatever a device
 sends, no stored stamp is later than the moment its mutation arrived.
 :class:`HybridClock` stamps the server's own writes (the CRM's) after every
 stamp it has issued or observed, and, because it observes only clamped
-stamps, never ahead of the latest wall-clock reading of its node.
+stamps, never ahead of the greatest reading of its node's wall clock so far
+(ahead of the current one only if that clock stepped back).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class HybridClock:
     """The server's HLC: :meth:`now` is strictly after every stamp it issued
     or :meth:`observe`\\ d, and never behind the wall clock. Given only stamps
     :func:`clamp`\\ ed to a reading of :meth:`wall_ms`, its wall part is never
-    ahead of the latest reading: no number of device stamps moves it into
-    the future."""
+    ahead of the greatest reading so far: no number of device stamps moves it
+    into the future."""
 
     __slots__ = ("_counter", "_wall", "_wall_ms", "device")
 

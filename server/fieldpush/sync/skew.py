@@ -1,11 +1,12 @@
 """Per-device clock skew made visible (docs/sync.md, "Clock guarantees").
 
-Every phone stamp the committer judges has an *offset*: its ``wall_ms`` as
-sent minus the server's wall clock when the batch arrived. Positive: the
-device's clock runs ahead (by at least that much; an edit cannot be made in
-the future). Negative: it runs behind, or the edit waited offline. The offset
-changes nothing stored in records (stamps are clamped, :mod:`fieldpush.sync.hlc`);
-it is only reported:
+Every phone stamp the committer judges by the rules (refused ones included;
+not replays, nor mutations refused before they are stamped) has an *offset*:
+its ``wall_ms`` as sent minus the server's wall clock when the batch arrived.
+Positive: the device's clock runs ahead (by at least that much; an edit
+cannot be made in the future). Negative: it runs behind, or the edit waited
+offline. The offset changes nothing stored in records (stamps are clamped,
+:mod:`fieldpush.sync.hlc`); it is only reported:
 
 - every offset goes into the ``sync_clock_offset_seconds`` histogram, and one
   further ahead than ``skewed_ms`` (``sync_max_skew_s``) counts in
