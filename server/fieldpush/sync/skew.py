@@ -18,8 +18,12 @@ offline. The offset changes nothing stored in records (stamps are clamped,
   device by more than :data:`SKEW_STEP_MS` (or this node wrote none): a phone
   with a steady clock costs one backend write per node, not one per mutation.
   So the registry is at most :data:`SKEW_STEP_MS` off what this node saw last,
-  per device. A write that fails (backend unavailable) is skipped and tried
-  at the next batch; it never fails the mutation, which is committed by then.
+  per registered device. (A write for a device not registered yet, such as
+  one that pushed over HTTP before its first ``hello``, makes no entry and
+  counts as written: that device's ``skew_ms`` appears once its offset next
+  moves by more than the step, so an HTTP-only device costs no write per
+  batch.) A write that fails (backend unavailable) is skipped and tried at
+  the next batch; it never fails the mutation, which is committed by then.
 """
 
 from __future__ import annotations
