@@ -14,22 +14,31 @@ from collections.abc import Callable
 __all__ = ["Histogram", "Metrics"]
 
 
+#: Durations: fine below 20 ms, where the targets are (docs/performance.md).
+DURATION_BOUNDS = (
+    0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.0125, 0.015, 0.02,
+    0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+#: Clock offsets of devices (negative: behind, or the edit waited offline):
+#: from a day behind to a day ahead.
+OFFSET_BOUNDS = (
+    -86400.0, -3600.0, -300.0, -60.0, -10.0, -1.0, -0.1, 0.0,
+    0.1, 1.0, 10.0, 60.0, 300.0, 3600.0, 86400.0,
+)  # fmt: skip
+
+
 class Histogram:
-    """Cumulative buckets of observed durations (seconds)."""
+    """Cumulative buckets of observed values (seconds), upper ``bounds`` ascending."""
 
-    #: Fine below 20 ms, where the targets are (docs/performance.md).
-    BOUNDS = (
-        0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.0125, 0.015, 0.02,
-        0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(self.BOUNDS) + 1)
+    def __init__(self, bounds: tuple[float, ...] = DURATION_BOUNDS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
     def observe(self, seconds: float) -> None:
         self.sum += seconds
-        for index, bound in enumerate(self.BOUNDS):
+        for index, bound in enumerate(self.bounds):
             if seconds <= bound:
                 self.counts[index] += 1
                 return
@@ -38,7 +47,7 @@ class Histogram:
     def render(self, name: str, help_text: str) -> list[str]:
         lines = [f"# HELP fieldpush_{name} {help_text}", f"# TYPE fieldpush_{name} histogram"]
         total = 0
-        for bound, count in zip((*self.BOUNDS, "+Inf"), self.counts, strict=True):
+        for bound, count in zip((*self.bounds, "+Inf"), self.counts, strict=True):
             total += count
             lines.append(f'fieldpush_{name}_bucket{{le="{bound}"}} {total}')
         lines.append(f"fieldpush_{name}_sum {self.sum}")
@@ -67,6 +76,10 @@ class Metrics:
         self.escalations = 0
         self.mutations: Counter[str] = Counter()
         self.ack_roundtrip = Histogram()
+        #: Per phone stamp judged: its offset from the server's clock (docs/sync.md).
+        self.clock_offset = Histogram(OFFSET_BOUNDS)
+        #: Phone stamps further ahead of the server's clock than ``sync_max_skew_s``.
+        self.clock_skewed = 0
         self._gauges = gauges or {}
 
     def render(self) -> str:
@@ -126,10 +139,22 @@ class Metrics:
             "Sync mutations answered, by status (applied, conflict, rejected).",
             {f'{{status="{status}"}}': n for status, n in sorted(self.mutations.items())},
         )
+        counter(
+            "sync_clock_skewed_total",
+            "Device stamps further ahead of the server's clock than sync_max_skew_s.",
+            {"": self.clock_skewed},
+        )
         lines.extend(
             self.ack_roundtrip.render(
                 "ack_roundtrip_seconds",
                 "From a critical event written to a socket until its ack was recorded.",
+            )
+        )
+        lines.extend(
+            self.clock_offset.render(
+                "sync_clock_offset_seconds",
+                "Device stamps as sent minus the server's clock at receipt "
+                "(negative: behind, or made offline).",
             )
         )
         for name, (help_text, read) in self._gauges.items():

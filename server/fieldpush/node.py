@@ -148,6 +148,7 @@ class Node:
             publisher=backend,
             acked=self.dispatch.acked,
             new_event_id=self.ids.new_event_id,
+            note_skew=backend.devices.note_skew,
             settings=settings,
             metrics=self.metrics,
             audit=self.audit,

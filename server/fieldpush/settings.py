@@ -214,8 +214,9 @@ class Settings:
     #: copy shipped in the package.
     schema_path: str = field(default_factory=lambda: default_config_file("schema.toml"))
     mappings_path: str | None = field(default_factory=lambda: default_config_file("mappings.toml"))
-    #: A device's HLC stamp may be this far ahead of the server's clock; further
-    #: ahead, it is clamped to it.
+    #: A device stamp further ahead of the server's clock than this counts in
+    #: ``fieldpush_sync_clock_skewed_total`` (a wrong clock, not jitter). Every
+    #: stamp ahead is clamped to the server's clock at receipt, whatever this says.
     sync_max_skew_s: float = 300.0
     #: A mutation's result is kept this long: a replay of its ``mid`` within it
     #: returns the first result.

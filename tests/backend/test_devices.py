@@ -70,3 +70,21 @@ async def test_a_wiped_devices_hello_is_refused_and_writes_nothing(
     other = await backend.open_session(hello("ann", "s3", "new-phone"))
     assert other.admitted and other.device is not None
     assert other.device.state is DeviceState.ACTIVE
+
+
+async def test_a_devices_skew_is_kept_with_its_other_fields(store: tuple[Backend, Sink]) -> None:
+    backend, _ = store
+    devices = backend.devices
+    await devices.note_skew("ann", "never-seen", 5_000)
+    assert await devices.of_user("ann") == []  # no entry made
+    await backend.open_session(hello("ann", "s1", "phone"))
+    for skew in (59_990, -3_600_000, 10**12, -(10**12), 0):
+        await devices.note_skew("ann", "phone", skew)
+        (device,) = await devices.of_user("ann")
+        assert device.skew_ms == skew  # exact, at the bounds too
+    await devices.note_skew("ann", "phone", 1_234)
+    await backend.open_session(hello("ann", "s2", "phone"))  # a later hello keeps it
+    marked = await devices.mark_wipe("ann", "phone", "w-1")
+    assert marked is not None and marked.skew_ms == 1_234
+    (device,) = await devices.of_user("ann")
+    assert (device.skew_ms, device.state) == (1_234, DeviceState.WIPE_PENDING)

@@ -13,6 +13,7 @@ import pytest
 
 from fieldpush.backend.base import Backend, PublishRequest, PublishResult, RecordStore
 from fieldpush.backend.memory.audit import MemoryAudit
+from fieldpush.backend.memory.devices import MemoryDevices
 from fieldpush.errors import InvalidPosition
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -74,6 +75,7 @@ def engine(
         publisher=recorder,
         acked=recorder.acked,
         new_event_id=lambda: f"e{next(ids)}",
+        note_skew=MemoryDevices(announce=lambda *_: None).note_skew,
         settings=values,
         metrics=Metrics(gauges={}, catchups=lambda: 0),
         # Not started unless the test starts it: entries wait.

@@ -45,9 +45,11 @@ def test_stamps_order_by_wall_then_counter_then_device() -> None:
     assert stamp(1, 1, "b") > stamp(1, 1, "a")
 
 
-def test_a_stamp_far_ahead_is_clamped_to_the_maximum_skew() -> None:
-    assert clamp(stamp(1_000), now_ms=900, max_skew_ms=200) == stamp(1_000)
-    assert clamp(stamp(10_000, 3), now_ms=900, max_skew_ms=200) == stamp(1_100, 3)
+def test_a_stamp_ahead_of_its_receipt_is_clamped_to_it() -> None:
+    assert clamp(stamp(900, 5), received_ms=900) == stamp(900, 5)
+    assert clamp(stamp(10, 5), received_ms=900) == stamp(10, 5)  # behind: kept
+    assert clamp(stamp(901), received_ms=900) == stamp(900)
+    assert clamp(stamp(10_000, 3), received_ms=900) == stamp(900, 3)  # counter kept
 
 
 def test_the_server_clock_moves_past_every_stamp_it_saw() -> None:

@@ -385,7 +385,8 @@ class DeviceState(enum.StrEnum):
 class Device:
     """One device of a user, as the registry keeps it: times in ms since the
     epoch, ``last_seen`` its latest ``hello``, ``node`` and ``app`` that
-    hello's."""
+    hello's; ``skew_ms`` its last reported clock offset (docs/sync.md, "Clock
+    guarantees"; None: none reported yet)."""
 
     user: str
     device: str
@@ -396,6 +397,7 @@ class Device:
     state: DeviceState = DeviceState.ACTIVE
     #: The wipe asked for (``wipe_pending``, ``wiped``): the id of its ``wipe``.
     wipe_id: str | None = None
+    skew_ms: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -406,6 +408,7 @@ class Device:
             "app": self.app,
             "state": self.state.value,
             "wipe_id": self.wipe_id,
+            "skew_ms": self.skew_ms,
         }
 
 
@@ -424,6 +427,11 @@ class Devices(Protocol):
     async def confirm_wipe(self, user: str, device: str, wipe_id: str) -> Device | None:
         """The device answered ``wiped`` ``wipe_id``: ``wiped`` if that is the
         wipe pending. Returns the device as stored (None: no such device)."""
+
+    async def note_skew(self, user: str, device: str, skew_ms: int) -> None:
+        """Set a registered device's ``skew_ms``, atomically with its other
+        fields (a device never registered gets no entry). Raises
+        BackendUnavailable when the store cannot be reached."""
 
 
 @dataclass(frozen=True, slots=True)

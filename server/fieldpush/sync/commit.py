@@ -6,14 +6,22 @@ result per mutation, in order, and the changes that were applied:
 1. one round trip loads the records the batch touches and the results kept
    for its ``mid``\\ s (a known ``mid`` returns its first result, nothing else);
 2. each mutation is mapped (the actor's side), validated by the schema,
-   stamped (a phone's HLC, clamped; the server's clock for the CRM) and merged
-   by :func:`fieldpush.sync.rules.merge` against the record as the earlier
+   stamped (a phone's HLC, clamped to the server's wall clock when the batch
+   arrived; the server's clock for the CRM) and merged by
+   :func:`fieldpush.sync.rules.merge` against the record as the earlier
    mutations of the batch left it;
 3. one round trip commits the batch: per mutation, atomically, the record
    (compare-and-set on its version), the result and the change-log entries.
    A mutation whose record changed meanwhile (another node) is judged again
    against the new state, with the ones after it on that record, up to
    :data:`MAX_ATTEMPTS` times (then BackendUnavailable: the client retries).
+
+The server's clock observes a phone's stamp only once the store has taken a
+record state that carries it (a refused, conflicting or replayed mutation is
+never observed), and only as clamped: so the CRM's next write is stamped
+after every stored edit, yet never ahead of the server's wall clock
+(docs/sync.md, "Clock guarantees"). :attr:`Batch.offsets` tells how far each
+judged phone stamp was from the server's clock, for the skew report.
 
 Each mutation judged here (not a replay of a kept result) is one audit entry
 (:class:`~fieldpush.trail.recorder.AuditRecorder`), recorded once its result
@@ -80,6 +88,9 @@ class Batch:
 
     results: list[dict[str, Any]]
     changes: list[Change]
+    #: Per phone mutation judged (not replayed) with a stamp: its ``wall_ms``
+    #: as sent minus the server's wall clock when the batch arrived.
+    offsets: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +103,18 @@ class _Plan:
     #: The audit entry's target and fields (``{name: (old, new)}``).
     target: str = ""
     fields: dict[str, tuple[object, object]] | None = None
+    #: A phone's stamp (clamped) and its offset as sent; None: no stamp was judged.
+    stamp: Stamp | None = None
+    offset: int | None = None
 
 
 class Committer:
     """See the module docstring. ``clock`` stamps the CRM's edits and observes
-    every phone's accepted stamp."""
+    every phone's stored stamp."""
 
-    def __init__(
-        self, catalog: Catalog, clock: HybridClock, *, max_skew_ms: int, audit: AuditRecorder
-    ) -> None:
+    def __init__(self, catalog: Catalog, clock: HybridClock, *, audit: AuditRecorder) -> None:
         self._catalog = catalog
         self._clock = clock
-        self._max_skew_ms = max_skew_ms
         self._audit = audit
 
     async def commit(
@@ -112,6 +123,7 @@ class Committer:
         """Judge and commit ``items`` (idempotent by ``mid`` unless told not to).
         Raises BackendUnavailable when the store cannot be reached."""
         self._audit.require()
+        received_ms = self._clock.wall_ms()
         store = self._catalog.store
         keys: list[str | None] = [
             _result_key(actor, item.mid) if idempotent else None for item in items
@@ -128,7 +140,7 @@ class Committer:
         judged: dict[int, _Plan] = {}
         changes: list[Change] = []
         for _ in range(MAX_ATTEMPTS):
-            plans = [self._plan(actor, items[i], keys[i], states) for i in todo]
+            plans = [self._plan(actor, items[i], keys[i], states, received_ms) for i in todo]
             statuses = await store.commit([plan.write for plan in plans])
             retry, stale = [], set()
             for i, plan, status in zip(todo, plans, statuses, strict=True):
@@ -138,6 +150,8 @@ class Committer:
                         judged[i] = plan
                         if plan.change is not None:
                             changes.append(plan.change)
+                        if plan.stamp is not None and plan.write.blob:
+                            self._clock.observe(plan.stamp)  # stored: the CRM writes after it
                         continue
                     case Stale():
                         retry.append(i)
@@ -157,9 +171,13 @@ class Committer:
             raise BackendUnavailable("records kept changing under this batch; retry it")
         answered = [result for result in results if result is not None]
         assert len(answered) == len(items), "every mutation has its result"
+        offsets: list[int] = []
         for i in sorted(judged):
-            self._record(actor, items[i], judged[i])
-        return Batch(answered, changes)
+            plan = judged[i]
+            self._record(actor, items[i], plan)
+            if plan.offset is not None:
+                offsets.append(plan.offset)
+        return Batch(answered, changes, offsets)
 
     def _record(self, actor: Actor, item: Mutation | InvalidMutation, plan: _Plan) -> None:
         """The audit entry of one judged mutation (module docstring)."""
@@ -174,20 +192,13 @@ class Committer:
             target=plan.target, fields=plan.fields, outcome=outcome,
         )  # fmt: skip
 
-    def _stamp(self, actor: Actor, hlc: tuple[int, int]) -> Stamp:
-        clock = self._clock
-        if actor.side == Side.CRM:
-            return clock.now()
-        stamp = clamp(Stamp(hlc[0], hlc[1], actor.device), clock.wall_ms(), self._max_skew_ms)
-        clock.observe(stamp)
-        return stamp
-
     def _plan(
         self,
         actor: Actor,
         item: Mutation | InvalidMutation,
         result_key: str | None,
         states: dict[str, RecordState | None],
+        received_ms: int,
     ) -> _Plan:
         def refuse(message: str) -> _Plan:
             result = {
@@ -215,7 +226,11 @@ class Committer:
                 return refuse(str(exc))
         key = f"{rtype.name}:{item.rid}"
         state = states.get(key)
-        stamp = self._stamp(actor, item.hlc)
+        phone: Stamp | None = None
+        if actor.side == Side.CRM:
+            stamp = self._clock.now()
+        else:
+            stamp = phone = clamp(Stamp(item.hlc[0], item.hlc[1], actor.device), received_ms)
         outcome = merge(rtype, state, Edit(fields, stamp), actor)
         result: dict[str, Any] = {"mid": item.mid, "status": outcome.status}
         if outcome.reason is not None:
@@ -241,7 +256,9 @@ class Committer:
             for name, value in (fields or {}).items()
         }
         tried.update(outcome.changed)
-        return _Plan(write, result, Change(rtype, item.rid, outcome), target, tried)
+        offset = None if phone is None else item.hlc[0] - received_ms
+        change = Change(rtype, item.rid, outcome)
+        return _Plan(write, result, change, target, tried, phone, offset)
 
     def _log_entries(
         self,

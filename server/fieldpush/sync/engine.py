@@ -7,7 +7,8 @@
   :class:`~fieldpush.sync.commit.Committer` (idempotent by ``mid``, atomic per
   mutation, compare-and-set across nodes), then changes of ``realtime``
   fields announced as ``record.changed`` events by
-  :class:`~fieldpush.sync.announce.Announcer`;
+  :class:`~fieldpush.sync.announce.Announcer`, and the clock offsets of a
+  phone's stamps reported by :class:`~fieldpush.sync.skew.SkewReport`;
 - :attr:`SyncEngine.pull` answers from the change log, or with a full
   download (:meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`);
 - :attr:`SyncEngine.put_record` and :attr:`SyncEngine.feed` are the CRM's
@@ -16,7 +17,8 @@
   (:class:`~fieldpush.sync.export.Exporter`).
 
 It gets its collaborators through the constructor: the record store, a
-publisher, the ack recorder, an event id source, the settings and the metrics.
+publisher, the ack recorder, an event id source, the device registry's
+``note_skew``, the settings and the metrics.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from fieldpush.sync.mapping import Mappings, Side, load_mappings
 from fieldpush.sync.pull import Puller
 from fieldpush.sync.rules import Actor
 from fieldpush.sync.schema import Schema, load_schema
+from fieldpush.sync.skew import SkewReport, SkewWriter
 from fieldpush.trail.recorder import AuditRecorder
 from fieldpush_client.protocol import ErrorCode, InvalidMutation, Mutation
 
@@ -61,7 +64,9 @@ def actor_of(identity: Identity, device: str) -> Actor:
 
 class SyncEngine:
     """See the module docstring. One per node. ``clock`` is the server's HLC
-    (device ``server:<node_id>``): it stamps the CRM's writes."""
+    (device ``server:<node_id>``): it stamps the CRM's writes, after every
+    phone stamp this node stored and never ahead of its wall clock
+    (docs/sync.md, "Clock guarantees")."""
 
     def __init__(
         self,
@@ -72,6 +77,7 @@ class SyncEngine:
         publisher: Publisher,
         acked: AckRecorder,
         new_event_id: Callable[[], str],
+        note_skew: SkewWriter,
         settings: Settings,
         metrics: Metrics,
         audit: AuditRecorder,
@@ -83,9 +89,8 @@ class SyncEngine:
         self._metrics = metrics
         paging = Paging(settings.sync_page_default, settings.sync_page_max)
         catalog = Catalog(records, schema, mappings)
-        self._committer = Committer(
-            catalog, self.clock, max_skew_ms=int(settings.sync_max_skew_s * 1000), audit=audit
-        )
+        self._committer = Committer(catalog, self.clock, audit=audit)
+        self._skew = SkewReport(note_skew, metrics, skewed_ms=int(settings.sync_max_skew_s * 1000))
         self._announcer = Announcer(
             publisher,
             acked,
@@ -146,7 +151,10 @@ class SyncEngine:
         docstring). Raises BackendUnavailable when the store cannot be reached;
         the announcements never do."""
         batch = await self._committer.commit(actor, items, idempotent=idempotent)
-        await asyncio.gather(*(self._announcer.announce(actor, c) for c in batch.changes))
+        await asyncio.gather(
+            *(self._announcer.announce(actor, c) for c in batch.changes),
+            self._skew.note(actor, batch.offsets),
+        )
         for result in batch.results:
             self._metrics.mutations[result["status"]] += 1
         return batch.results

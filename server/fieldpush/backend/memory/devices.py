@@ -37,6 +37,11 @@ class MemoryDevices:
         self._devices[user][device] = wiped
         return wiped
 
+    async def note_skew(self, user: str, device: str, skew_ms: int) -> None:
+        known = self._devices.get(user, {}).get(device)
+        if known is not None:
+            self._devices[user][device] = dataclasses.replace(known, skew_ms=skew_ms)
+
     def wiped(self, user: str, device: str) -> Device | None:
         """The device, if it is ``wiped`` (its hellos are refused)."""
         known = self._devices.get(user, {}).get(device)

@@ -2,11 +2,12 @@
 :class:`~fieldpush.backend.base.Devices`.
 
 ``<p>:dev:<user>`` is a hash: device id -> JSON ``{first_seen, last_seen,
-node, app, state, wipe_id?}`` (ms since the epoch). ``open.lua`` writes it,
-in the hello's one step, and refuses a ``wiped`` device; ``device.lua`` marks
-a wipe (announced on the access channel, ``w {user, device, id}``) and
-confirms it; entries stay until a newer device evicts the least
-recently seen ``active`` one beyond ``max_devices_per_user``.
+node, app, state, wipe_id?, skew_ms?}`` (ms since the epoch). ``open.lua``
+writes it, in the hello's one step, and refuses a ``wiped`` device;
+``device.lua`` marks a wipe (announced on the access channel, ``w {user,
+device, id}``), confirms it, and sets the clock offset of a registered
+device; entries stay until a newer device evicts the least recently seen
+``active`` one beyond ``max_devices_per_user``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def device_of(user: str, device: str, raw: bytes | str) -> Device:
         app=str(fields.get("app") or ""),
         state=DeviceState(fields.get("state", "active")),
         wipe_id=fields.get("wipe_id"),
+        skew_ms=None if fields.get("skew_ms") is None else int(fields["skew_ms"]),
     )
 
 
@@ -52,6 +54,9 @@ class RedisDevices:
 
     async def confirm_wipe(self, user: str, device: str, wipe_id: str) -> Device | None:
         return await self._change(user, device, "confirm", wipe_id, "")
+
+    async def note_skew(self, user: str, device: str, skew_ms: int) -> None:
+        await self._change(user, device, "skew", str(skew_ms), "")
 
     async def _change(
         self, user: str, device: str, mode: str, wipe_id: str, announcement: str

@@ -1,14 +1,16 @@
--- A device's wipe state, changed atomically (Devices.mark_wipe, confirm_wipe).
+-- A device's wipe state or clock offset, changed atomically (Devices.mark_wipe,
+-- confirm_wipe, note_skew).
 --
 -- ARGV[1]  the user's device hash (<prefix>:dev:<user>)
 -- ARGV[2]  the device
--- ARGV[3]  'mark' or 'confirm'
--- ARGV[4]  the wipe id
+-- ARGV[3]  'mark', 'confirm' or 'skew'
+-- ARGV[4]  the wipe id; for 'skew' the offset in ms (an integer within +-10^12,
+--          which cjson's 14 digits keep exactly)
 -- ARGV[5]  the access control pub/sub channel (for 'mark')
 -- ARGV[6]  the announcement of a 'mark' ('w <json>')
 -- Returns the device's JSON as stored afterwards, or nil when it is unknown.
 -- 'mark': wipe_pending with the id, announced (a wiped device stays wiped);
--- 'confirm': wiped, if the wipe pending has that id.
+-- 'confirm': wiped, if the wipe pending has that id; 'skew': skew_ms set.
 
 local raw = redis.call('HGET', ARGV[1], ARGV[2])
 if not raw then return nil end
@@ -19,7 +21,11 @@ if ARGV[3] == 'mark' then
   raw = cjson.encode(record)
   redis.call('HSET', ARGV[1], ARGV[2], raw)
   redis.call('PUBLISH', ARGV[5], ARGV[6])
-elseif record.state == 'wipe_pending' and record.wipe_id == ARGV[4] then
+elseif ARGV[3] == 'skew' then
+  record.skew_ms = tonumber(ARGV[4])
+  raw = cjson.encode(record)
+  redis.call('HSET', ARGV[1], ARGV[2], raw)
+elseif ARGV[3] == 'confirm' and record.state == 'wipe_pending' and record.wipe_id == ARGV[4] then
   record.state = 'wiped'
   raw = cjson.encode(record)
   redis.call('HSET', ARGV[1], ARGV[2], raw)
