@@ -8,7 +8,9 @@ result per mutation, in order, and the changes that were applied:
 2. each mutation is mapped (the actor's side), validated by the schema,
    stamped (a phone's HLC, clamped; the server's clock for the CRM) and merged
    by :func:`fieldpush.sync.rules.merge` against the record as the earlier
-   mutations of the batch left it;
+   mutations of the batch left it; an applied mutation that changes no stored
+   value (:attr:`~fieldpush.sync.rules.Outcome.unchanged`) answers
+   ``"unchanged": true`` and writes no change-log entry;
 3. one round trip commits the batch: per mutation, atomically, the record
    (compare-and-set on its version), the result and the change-log entries.
    A mutation whose record changed meanwhile (another node) is judged again
@@ -76,10 +78,12 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class Batch:
     """A committed batch: one result per mutation, in order, and the changes it
-    applied (replays and refusals apply none)."""
+    applied (replays and refusals apply none). ``replayed[i]`` is True when
+    result ``i`` is a kept one, returned for a ``mid`` judged before."""
 
     results: list[dict[str, Any]]
     changes: list[Change]
+    replayed: list[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,7 @@ class Committer:
             else [None] * len(items)
         )
         todo = [i for i, result in enumerate(results) if result is None]
+        replayed = [result is not None for result in results]
         judged: dict[int, _Plan] = {}
         changes: list[Change] = []
         for _ in range(MAX_ATTEMPTS):
@@ -143,6 +148,7 @@ class Committer:
                         retry.append(i)
                     case Replayed(result=kept_result):  # a concurrent replay of the same mid
                         results[i] = unpack(kept_result)
+                        replayed[i] = True
                 if plan.write.record is not None:
                     stale.add(plan.write.record)
             if not retry:
@@ -159,7 +165,7 @@ class Committer:
         assert len(answered) == len(items), "every mutation has its result"
         for i in sorted(judged):
             self._record(actor, items[i], judged[i])
-        return Batch(answered, changes)
+        return Batch(answered, changes, replayed)
 
     def _record(self, actor: Actor, item: Mutation | InvalidMutation, plan: _Plan) -> None:
         """The audit entry of one judged mutation (module docstring)."""
@@ -218,6 +224,8 @@ class Committer:
         stamp = self._stamp(actor, item.hlc)
         outcome = merge(rtype, state, Edit(fields, stamp), actor)
         result: dict[str, Any] = {"mid": item.mid, "status": outcome.status}
+        if outcome.unchanged:
+            result["unchanged"] = True
         if outcome.reason is not None:
             result["reason"] = outcome.reason
         if outcome.reason == Reason.VALIDATION:  # required fields missing on create
@@ -298,9 +306,19 @@ def _result_key(actor: Actor, mid: str) -> str:
 
 def _checked(rtype: RecordType, mapping: TypeMapping, fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` in the schema's names and stored values; InvalidValue naming
-    the first unknown or invalid field."""
+    the first unknown or invalid field by the sender's name."""
     mapped = mapping.inbound(fields)
     unknown = mapped.keys() - rtype.fields.keys()
     if unknown:
         raise InvalidValue(f"unknown field(s) of {rtype.name}: {sorted(unknown)}")
-    return {name: rtype.fields[name].check(value) for name, value in mapped.items()}
+    checked = {}
+    for name, value in mapped.items():
+        try:
+            checked[name] = rtype.fields[name].check(value)
+        except InvalidValue as exc:
+            side_name = mapping.side_name(name)
+            message = str(exc)
+            if side_name != name and message.startswith(name):
+                raise InvalidValue(side_name + message[len(name) :]) from None  # the sender's name
+            raise
+    return checked
