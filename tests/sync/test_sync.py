@@ -695,3 +695,15 @@ async def test_a_write_of_the_stored_values_is_unchanged_and_not_on_the_feed(
     assert 'fieldpush_mutations_total{status="unchanged"} 2' in metrics
     assert 'fieldpush_mutations_total{status="replayed"} 1' in metrics
     assert 'fieldpush_mutations_total{status="applied"} 4' in metrics  # seed: 3
+
+
+async def test_unknown_field_names_are_shown_cut_and_escaped(node: RunningNode) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    alice = Api(node, "alice", "sales", ("north",))
+    names = {f"colour{i}\x1b[2J" + "x" * 100: 1 for i in range(8)}
+    [result] = await alice.push(mutation("m1", "c-alice", **names))
+    assert (result["status"], result["reason"]) == ("rejected", "validation")
+    message = result["message"]
+    assert message.startswith('customer has no field(s) "colour0\\u001b[2Jxxx')
+    assert message.endswith(" and 3 more") and "\x1b" not in message and len(message) < 500

@@ -37,6 +37,7 @@ from typing import Any
 
 from fieldpush.backend.base import Applied, RecordWrite, Replayed, Stale
 from fieldpush.errors import BackendUnavailable
+from fieldpush.logs import shown
 from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.codec import EntryKind, decode_state, encode_state, pack, unpack
 from fieldpush.sync.hlc import HybridClock, Stamp, clamp
@@ -310,7 +311,9 @@ def _checked(rtype: RecordType, mapping: TypeMapping, fields: dict[str, Any]) ->
     mapped = mapping.inbound(fields)
     unknown = mapped.keys() - rtype.fields.keys()
     if unknown:
-        raise InvalidValue(f"unknown field(s) of {rtype.name}: {sorted(unknown)}")
+        names = ", ".join(shown(name) for name in sorted(unknown)[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidValue(f"{rtype.name} has no field(s) {names}{more}")
     checked = {}
     for name, value in mapped.items():
         try:
