@@ -79,7 +79,7 @@ def queue_of(index: int, queue: int, now: int) -> list[dict[str, Any]]:
     edits: list[dict[str, Any]] = [
         {"stage": "negotiation"},
         {"budget": 1000 + index},
-        {"model_pref": "X9"},
+        {"vehicle_preference": "X9"},
         {"phone": "+49 89 1234"},
     ]
     mutations = []

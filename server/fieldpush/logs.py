@@ -14,10 +14,11 @@ uvicorn's loggers propagate to.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Final
 
-__all__ = ["LOG_FORMAT", "EscapingFormatter", "escape_controls"]
+__all__ = ["LOG_FORMAT", "EscapingFormatter", "escape_controls", "shown"]
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -38,6 +39,25 @@ def escape_controls(text: str) -> str:
     """``text`` with every character that could break or disguise a log line
     escaped (``\\x0a``, ``\\u2028``); other text unchanged."""
     return text.translate(_ESCAPES)
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` for a message a user of the API reads: a string, number, bool
+    or null as its JSON literal, controls escaped, a string cut after
+    ``limit`` characters with ``...``; a list or object only by its kind and
+    size, so no nested or huge structure is ever rendered."""
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} key(s)"
+    if isinstance(value, str):
+        text = json.dumps(value[:limit], ensure_ascii=False)
+        return escape_controls(text) + ("..." if len(value) > limit else "")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"a number of about {int(value.bit_length() * 0.30103)} digits"
+    if value is None or isinstance(value, int | float | bool):
+        return json.dumps(value)
+    return f"a {type(value).__name__}"
 
 
 class EscapingFormatter(logging.Formatter):

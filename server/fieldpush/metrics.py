@@ -136,7 +136,8 @@ class Metrics:
         )
         counter(
             "mutations_total",
-            "Sync mutations answered, by status (applied, conflict, rejected).",
+            "Sync mutations answered, by status (applied, unchanged, conflict, rejected; "
+            "replayed: a kept result returned again for a known mid).",
             {f'{{status="{status}"}}': n for status, n in sorted(self.mutations.items())},
         )
         counter(

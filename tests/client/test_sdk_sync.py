@@ -56,12 +56,12 @@ async def test_offline_edits_survive_a_restart_and_flush_in_order_on_connect(
 ) -> None:
     path = tmp_path / "phone.db"
     store = SyncStore(path, key=STORE_KEY)
-    store.edit("customer", "c1", {"stage": "negotiation", "model_pref": "X9"})
+    store.edit("customer", "c1", {"stage": "negotiation", "vehicle_preference": "X9"})
     store.edit("follow_up", "f1", {"customer": "c1", "note": "call back"})
     store.edit("customer", "c1", {"name": "ACME Ltd"})  # mdm: refused, a proposal
     assert store.record("customer", "c1") == {
         "stage": "negotiation",
-        "model_pref": "X9",
+        "vehicle_preference": "X9",
         "name": "ACME Ltd",
     }
     store.close()
@@ -89,7 +89,11 @@ async def test_offline_edits_survive_a_restart_and_flush_in_order_on_connect(
     assert store.queued() == []
     view = store.record("customer", "c1")
     assert view is not None
-    assert view["name"] == "ACME" and view["stage"] == "negotiation" and view["model_pref"] == "X9"
+    assert (
+        view["name"] == "ACME"
+        and view["stage"] == "negotiation"
+        and view["vehicle_preference"] == "X9"
+    )
     assert view["budget"] == 100  # from the pull
     assert store.records("follow_up")["f1"]["note"] == "call back"
     # Typed (the note, the stage), pulled (the name) and answered: none of it in clear.
@@ -132,7 +136,7 @@ async def test_two_phones_edit_one_customer_offline_and_the_newest_stamp_wins(
     assert second.status == "applied"
     view = phone.record("customer", "c1")
     assert view is not None
-    assert (view["stage"], view["budget"], view["model_pref"]) == ("signed", 900, "T4")
+    assert (view["stage"], view["budget"], view["vehicle_preference"]) == ("signed", 900, "T4")
     async with (
         client_for(node, "a-tablet") as tablet_client,
         SyncClient(tablet_client, tablet, auto=False) as tablet_sync,
@@ -141,7 +145,7 @@ async def test_two_phones_edit_one_customer_offline_and_the_newest_stamp_wins(
         await tablet_sync.pull()
     tablet_view = tablet.record("customer", "c1")
     assert tablet_view is not None
-    assert (tablet_view["stage"], tablet_view["budget"], tablet_view["model_pref"]) == (
+    assert (tablet_view["stage"], tablet_view["budget"], tablet_view["vehicle_preference"]) == (
         "signed",
         900,
         "T4",

@@ -62,7 +62,7 @@ async def test_two_phones_edit_one_customer_offline_on_two_nodes(
     tablet = SyncStore(tmp_path / "tablet.db", key=STORE_KEY, wall_ms=lambda: now + 2_000)
     phone.edit("customer", "c1", {"stage": "negotiation", "budget": 800})  # older stamp
     phone.edit("customer", "c1", {"name": "ACME Holding"})  # mdm: a proposal
-    tablet.edit("customer", "c1", {"stage": "signed", "model_pref": "X9"})  # newer stamp
+    tablet.edit("customer", "c1", {"stage": "signed", "vehicle_preference": "X9"})  # newer stamp
     tablet.edit("follow_up", "f1", {"customer": "c1", "note": "signed today"})
     alice = token("alice", "sales", ("north",))
     async with (
@@ -85,7 +85,7 @@ async def test_two_phones_edit_one_customer_offline_on_two_nodes(
     for store in (phone, tablet):
         view = store.record("customer", "c1")
         assert view is not None
-        assert (view["name"], view["stage"], view["budget"], view["model_pref"]) == (
+        assert (view["name"], view["stage"], view["budget"], view["vehicle_preference"]) == (
             "ACME",
             "signed",
             800,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
 from pathlib import Path
 
 import httpx
 
+from fieldpush.cli.records import SHOWN_REFUSALS
 from fieldpush.identity.auth import TokenVerifier
 from fieldpush.settings import Settings, load_settings
-from tests.support.cli import ServeProcess, run
+from tests.support.cli import ServeProcess, fieldpush_command, run
+from tests.support.timing import scaled
 
 SECRET = "an-operator-secret-of-at-least-32-bytes!"
 
@@ -166,12 +172,19 @@ def test_the_readme_example_file_imports() -> None:
     try:
         result = run("records", "import", str(example), "--url", server.url)
         assert result.returncode == 0, result.stderr
-        assert "3 record(s) written" in result.stdout
+        assert "3 record(s) written, 0 unchanged, 0 refused" in result.stdout
     finally:
         assert server.stop() == 0, server.output
 
 
-def test_records_import_loads_a_jsonl_file_once(tmp_path: Path) -> None:
+def _mutations(url: str) -> dict[str, int]:
+    """``fieldpush_mutations_total`` by status, from the node's /metrics."""
+    text = httpx.get(url + "/metrics").text
+    found = re.findall(r'^fieldpush_mutations_total\{status="(\w+)"\} (\d+)$', text, re.M)
+    return {status: int(n) for status, n in found}
+
+
+def test_records_import_a_second_time_reports_every_record_unchanged(tmp_path: Path) -> None:
     lines = [
         {
             "type": "customer",
@@ -187,11 +200,12 @@ def test_records_import_loads_a_jsonl_file_once(tmp_path: Path) -> None:
     try:
         result = run("records", "import", str(path), "--url", server.url)
         assert result.returncode == 1, result.stderr
-        assert "2 record(s) written, 2 refused" in result.stdout
+        assert "2 record(s) written, 0 unchanged, 2 refused" in result.stdout
         assert f"{path}:3: rejected: serial must match" in result.stderr
         assert f"{path}:4: not JSON" in result.stderr
         again = run("records", "import", str(path), "--url", server.url)
-        assert "2 record(s) written" in again.stdout  # the same answers, nothing new
+        assert "0 record(s) written, 2 unchanged, 2 refused" in again.stdout, again.stdout
+        assert _mutations(server.url) == {"applied": 2, "unchanged": 2, "rejected": 2}
         token = run("token", "--user", "crm", "--role", "service").stdout.strip().splitlines()[-1]
         feed = httpx.get(
             server.url + "/v1/changes", headers={"Authorization": f"Bearer {token}"}
@@ -201,5 +215,113 @@ def test_records_import_loads_a_jsonl_file_once(tmp_path: Path) -> None:
             ("device", "d1"),
         ]
         assert feed["changes"][0]["fields"]["budget"] == {"old": None, "new": "900"}
+        path.write_text(json.dumps({**lines[0], "fields": {"name": "ACME", "budget": "950"}}))
+        changed = run("records", "import", str(path), "--url", server.url)
+        assert "1 record(s) written, 0 unchanged, 0 refused" in changed.stdout
+    finally:
+        assert server.stop() == 0, server.output
+
+
+def _customers(count: int) -> str:
+    return "".join(
+        json.dumps({"type": "customer", "rid": f"c{i}", "fields": {"name": f"Customer {i}"}}) + "\n"
+        for i in range(count)
+    )
+
+
+def test_records_import_redraws_its_progress_on_a_terminal(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text(_customers(3000))
+    server = ServeProcess("--port", "0").start()
+    try:
+        leader, follower = pty.openpty()
+        process = subprocess.Popen(
+            [*fieldpush_command(), "records", "import", str(path), "--url", server.url,
+             "--batch", "100"],
+            stdout=subprocess.PIPE, stderr=follower, text=True,
+        )  # fmt: skip
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(leader)
+        stdout, _ = process.communicate(timeout=scaled(30))
+        assert process.returncode == 0, shown
+        assert "3000 record(s) written" in stdout
+        assert b"\r" in shown and b"records, " in shown and b"/s" in shown, shown
+        assert b"left" in shown and shown.endswith(b"\r\n"), shown
+    finally:
+        assert server.stop() == 0, server.output
+
+
+def test_records_import_writes_plain_progress_lines_to_a_pipe_or_none(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text(_customers(1000))
+    server = ServeProcess("--port", "0").start()
+    try:
+        url = ("--url", server.url, "--batch", "100")
+        piped = run("records", "import", str(path), *url, "--progress-every", "0")
+        assert piped.returncode == 0, piped.stderr
+        progress = piped.stderr.splitlines()
+        assert len(progress) >= 10 and all(re.fullmatch(r"[\d,]+ records, .*", p) for p in progress)
+        assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
+        quiet = run("records", "import", str(path), *url, "--progress-every", "0", "--quiet")
+        assert quiet.returncode == 0 and quiet.stderr == ""
+        assert "0 record(s) written, 1000 unchanged, 0 refused" in quiet.stdout
+        default = run("records", "import", str(path), *url)
+        assert default.stderr == ""  # a quick import: no line due within 10 s
+    finally:
+        assert server.stop() == 0, server.output
+
+
+def test_records_import_refuses_hostile_lines_by_number_and_loads_the_rest(
+    tmp_path: Path,
+) -> None:
+    good = {"type": "customer", "rid": "ok", "fields": {"name": "Good Ltd"}}
+    hostile = [
+        "{broken",
+        json.dumps({"type": "customer", "rid": "big", "fields": {"name": "x" * 300_000}}),
+        json.dumps(
+            {
+                "type": "customer",
+                "rid": "ctl",
+                "fields": {"name": "a\x1b[2J\u2028b", "budget": "\x07"},
+            }
+        ),
+        "[" * 100_000 + "]" * 100_000,
+        json.dumps({"type": "customer", "rid": "num", "fields": {"name": "N", "budget": 10**30}}),
+        json.dumps({"type": "customer", "rid": "deep", "fields": {"name": {"a": [1, {"b": 2}]}}}),
+        json.dumps(["not", "a", "record"]),
+        json.dumps(good),
+    ]
+    hostile += [json.dumps({"type": "lorry", "rid": f"l{i}", "fields": {}}) for i in range(60)]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(hostile) + "\n")
+    server = ServeProcess("--port", "0").start()
+    try:
+        result = run("records", "import", str(path), "--url", server.url)
+        assert result.returncode == 1
+        assert "1 record(s) written, 0 unchanged, 67 refused" in result.stdout, result.stdout
+        errors = result.stderr.splitlines()
+        assert errors[0] == f"{path}:1: not JSON: " + (
+            "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+        )
+        assert errors[1] == f"{path}:2: line is longer than 262144 bytes"
+        assert errors[2].startswith(f"{path}:3: rejected: budget must be")
+        assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+        assert "\u2028" not in result.stderr
+        assert errors[3].startswith(f"{path}:4: not JSON")
+        assert errors[4].startswith(f"{path}:5: rejected: budget must be")
+        assert errors[5].startswith(f"{path}:6: rejected: name must be a string")
+        assert errors[6] == f'{path}:7: expected {{"type": ..., "rid": ..., "fields": {{...}}}}'
+        assert len(errors) == SHOWN_REFUSALS + 1
+        assert errors[-1] == f"{path}: ... and {67 - SHOWN_REFUSALS} more refused line(s)"
+        assert all(len(line) < 500 for line in errors)
     finally:
         assert server.stop() == 0, server.output

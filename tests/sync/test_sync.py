@@ -113,7 +113,7 @@ async def test_mutate_and_pull_over_the_socket(node: RunningNode, binary: bool) 
                 "type": "mutate",
                 "id": 7,
                 "mutations": [
-                    mutation("m1", "c-alice", stage="negotiation", model_pref="X9"),
+                    mutation("m1", "c-alice", stage="negotiation", vehicle_preference="X9"),
                     mutation("m2", "c-alice", name="ACME Ltd"),
                     mutation("m3", "c-alice", contract_no="K-1"),
                     mutation("m4", "c-alice", hlc=[now_ms() - 60_000, 0], stage="lost"),
@@ -149,7 +149,7 @@ async def test_mutate_and_pull_over_the_socket(node: RunningNode, binary: bool) 
             "vip": True,
             "budget": 1000,
             "stage": "negotiation",
-            "model_pref": "X9",
+            "vehicle_preference": "X9",
         }
         again = await alice.request({"type": "pull", "id": 9, "cursor": pulled["cursor"]})
         assert again["changes"] == [] and again["more"] is False
@@ -366,8 +366,8 @@ async def test_http_sync_calls_check_roles_and_bodies(node: RunningNode) -> None
     assert put == {
         "type": "device",
         "rid": "d1",
-        "fields": {"serial": "12345678", "model": "T9", "owner": "alice"},
-    }
+        "fields": {"serial": "12345678", "Model_No": "T9", "owner": "alice"},
+    }  # the CRM's name of the device model (config/mappings.toml)
 
 
 async def test_the_crm_feed_has_every_change_and_proposal_once_in_order(node: RunningNode) -> None:
@@ -563,3 +563,147 @@ async def test_a_stamp_far_ahead_is_clamped_and_does_not_win_forever(redis_url: 
         assert later[0]["status"] == "applied"  # both clamped to their arrival: m1's is older
         seen, _ = await alice.pull_all()
         assert seen[("customer", "c1")]["stage"] == "signed"
+
+
+# ---------------------------------------------------------------- the seeds' mappings
+
+
+async def test_a_phones_vehicle_preference_and_budget_range_reach_the_crm_by_its_names(
+    node: RunningNode,
+) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    alice = Api(node, "alice", "sales", ("north",))
+    budget = {"min": 20000, "max": 35000}
+    [result] = await alice.push(
+        mutation("m1", "c-alice", vehicle_preference="T4", budget_range=budget), device="a-phone"
+    )
+    assert result["status"] == "applied", result
+    feed = (await crm.call("GET", "/v1/changes")).json()["changes"]
+    assert feed[-1]["fields"] == {
+        "intended_model": {"old": None, "new": "T4"},
+        "purchase_budget": {"old": None, "new": budget},
+    }
+    pulled, _ = await alice.pull_all()
+    assert pulled[("customer", "c-alice")]["vehicle_preference"] == "T4"
+    assert pulled[("customer", "c-alice")]["budget_range"] == budget
+
+
+async def test_the_crms_intended_model_and_purchase_budget_reach_the_phone_by_its_names(
+    node: RunningNode,
+) -> None:
+    crm = Api(node, "crm", "service")
+    await crm.put(
+        "customer", "c1", name="ACME", owner="alice", team="north",
+        intended_model="X9", purchase_budget={"min": 0, "max": 50000},
+    )  # fmt: skip
+    pulled, _ = await Api(node, "alice", "sales", ("north",)).pull_all()
+    fields = pulled[("customer", "c1")]
+    assert (fields["vehicle_preference"], fields["budget_range"]) == (
+        "X9",
+        {"min": 0, "max": 50000},
+    )
+    assert "intended_model" not in fields and "purchase_budget" not in fields
+
+
+async def test_a_device_model_is_model_no_in_the_crm_and_device_model_on_the_phone(
+    node: RunningNode,
+) -> None:
+    crm = Api(node, "crm", "service")
+    put = await crm.put("device", "d1", serial="12345678", Model_No="T9", owner="alice")
+    assert put["fields"]["Model_No"] == "T9"
+    engineer = Api(node, "eve", "after_sales")
+    pulled, _ = await engineer.pull_all()
+    assert pulled[("device", "d1")]["device_model"] == "T9"
+    [result] = await engineer.push(mutation("m1", "d1", "device", device_model="T10"))
+    assert (result["status"], result["reason"]) == ("rejected", "mdm_owned")  # a proposal
+    assert result["record"]["device_model"] == "T9"
+    proposal = (await crm.call("GET", "/v1/changes")).json()["changes"][-1]
+    assert (proposal["kind"], proposal["fields"]) == (
+        "proposal",
+        {"Model_No": {"old": "T9", "new": "T10"}},
+    )
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        ({"min": 40000, "max": 30000}, "budget_range: min (40000) must not be greater than max"),
+        ({"min": -5, "max": 30000}, "budget_range.min must be at least 0, not -5"),
+        ({"min": 0, "max": 10**40}, "budget_range.max must be an integer between"),
+        ({"min": 0.5, "max": 3}, "budget_range.min must be an integer (a whole number), not 0.5"),
+        ({"min": "0", "max": 3}, 'budget_range.min must be an integer (a whole number), not "0"'),
+        ({"min": {"deep": [[[1]]]}, "max": 3}, "not an object with 1 key(s)"),
+        ("\x1b[31m" + "9" * 500, 'not "\\u001b[31m999'),
+    ],
+)
+async def test_a_hostile_budget_range_is_refused_and_nothing_changes(
+    node: RunningNode, budget: Any, message: str
+) -> None:
+    crm = Api(node, "crm", "service")
+    await crm.put(
+        "customer", "c1", name="ACME", owner="alice", team="north",
+        purchase_budget={"min": 1, "max": 2},
+    )  # fmt: skip
+    alice = Api(node, "alice", "sales", ("north",))
+    [result] = await alice.push(mutation("m1", "c1", budget_range=budget, stage="signed"))
+    assert (result["status"], result["reason"]) == ("rejected", "validation")
+    assert message in result["message"] and len(result["message"]) < 200, result["message"]
+    assert "\x1b" not in result["message"]
+    pulled, _ = await alice.pull_all()
+    assert pulled[("customer", "c1")]["budget_range"] == {"min": 1, "max": 2}
+    assert "stage" not in pulled[("customer", "c1")]
+    assert await crm.put("customer", "c2", name="Still", owner="alice", team="north")
+
+
+async def test_the_crm_may_send_its_string_budget_as_a_number(node: RunningNode) -> None:
+    crm = Api(node, "crm", "service")
+    put = await crm.put("customer", "c1", name="ACME", owner="alice", team="north", budget=12000)
+    assert put["fields"]["budget"] == "12000"
+    refused = await crm.call(
+        "PUT", "/v1/records/customer/c1", json={"fields": {"budget": "lots\n"}}
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["message"] == (
+        'budget must be a whole number, as a number or as text such as "12000", not "lots\\n"'
+    )
+
+
+async def test_a_write_of_the_stored_values_is_unchanged_and_not_on_the_feed(
+    node: RunningNode,
+) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    feed = (await crm.call("GET", "/v1/changes")).json()
+    alice = Api(node, "alice", "sales", ("north",))
+    [first] = await alice.push(mutation("m1", "c-alice", stage="signed"))
+    [same] = await alice.push(mutation("m2", "c-alice", stage="signed"))
+    [replayed] = await alice.push(mutation("m2", "c-alice", stage="signed"))
+    assert "unchanged" not in first and first["status"] == "applied"
+    assert same == {
+        "mid": "m2",
+        "status": "applied",
+        "unchanged": True,
+        "fields": {"stage": "applied"},
+    }
+    assert replayed == same
+    [crm_same] = await crm.push(mutation("m3", "c-alice", name="ACME", budget="1000"))
+    assert crm_same["unchanged"] is True
+    later = (await crm.call("GET", "/v1/changes", params={"cursor": feed["cursor"]})).json()
+    assert [c["mid"] for c in later["changes"]] == ["m1"]
+    metrics = (await crm.call("GET", "/metrics")).text
+    assert 'fieldpush_mutations_total{status="unchanged"} 2' in metrics
+    assert 'fieldpush_mutations_total{status="replayed"} 1' in metrics
+    assert 'fieldpush_mutations_total{status="applied"} 4' in metrics  # seed: 3
+
+
+async def test_unknown_field_names_are_shown_cut_and_escaped(node: RunningNode) -> None:
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    alice = Api(node, "alice", "sales", ("north",))
+    names = {f"colour{i}\x1b[2J" + "x" * 100: 1 for i in range(8)}
+    [result] = await alice.push(mutation("m1", "c-alice", **names))
+    assert (result["status"], result["reason"]) == ("rejected", "validation")
+    message = result["message"]
+    assert message.startswith('customer has no field(s) "colour0\\u001b[2Jxxx')
+    assert message.endswith(" and 3 more") and "\x1b" not in message and len(message) < 500

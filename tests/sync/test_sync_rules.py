@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from fieldpush.sync.hlc import HybridClock, Stamp, clamp
 from fieldpush.sync.mapping import load_mappings, parse_mappings
 from fieldpush.sync.rules import Actor, Edit, RecordState, merge
-from fieldpush.sync.schema import Schema, SchemaError, load_schema, parse_schema
+from fieldpush.sync.schema import InvalidValue, Schema, SchemaError, load_schema, parse_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = load_schema(ROOT / "config" / "schema.toml")
@@ -210,24 +210,166 @@ def test_a_missing_or_unparsable_schema_file_is_refused(tmp_path: Path) -> None:
 def test_the_default_mappings_rename_translate_and_convert() -> None:
     mappings = load_mappings(ROOT / "config" / "mappings.toml", SCHEMA)
     phone = mappings.of("phone", "customer")
-    assert phone.inbound({"model_pref": "X9", "vip": True}) == {
+    assert phone.inbound({"vehicle_preference": "X9", "vip": True}) == {
         "intended_model": "X9",
         "level": "A",
     }
     assert phone.inbound({"intended_model": "X9"}) == {"intended_model": "X9"}
     assert phone.outbound({"intended_model": "X9", "level": "C"}) == {
-        "model_pref": "X9",
+        "vehicle_preference": "X9",
         "vip": False,
     }
     assert phone.outbound({"level": "A"}) == {"vip": True}
-    with pytest.raises(ValueError, match="no mapping for the value 'yes'"):
+    with pytest.raises(ValueError, match=r'^vip must be one of true, false, not "yes"$'):
         phone.inbound({"vip": "yes"})
     crm = mappings.of("crm", "customer")
     assert crm.inbound({"budget": "12000"}) == {"budget": 12000}
     assert crm.outbound({"budget": 5}) == {"budget": "5"}
-    with pytest.raises(ValueError, match="not a string of a int"):
+    with pytest.raises(
+        ValueError,
+        match=r'^budget must be a whole number, as a number or as text such as "12000", '
+        r'not "a lot"$',
+    ):
         crm.inbound({"budget": "a lot"})
     assert mappings.of("phone", "device").inbound({"serial": "1"}) == {"serial": "1"}
+
+
+def test_the_seeds_mappings_are_shipped() -> None:
+    """The seeds' examples: vehicle preference -> intended model, budget range ->
+    purchase budget, device model <-> Model_No."""
+    mappings = load_mappings(ROOT / "config" / "mappings.toml", SCHEMA)
+    phone = mappings.of("phone", "customer")
+    sent = {"vehicle_preference": "T4", "budget_range": {"min": 20000, "max": 35000}}
+    assert phone.inbound(sent) == {
+        "intended_model": "T4",
+        "purchase_budget": {"min": 20000, "max": 35000},
+    }
+    assert phone.outbound(phone.inbound(sent)) == sent
+    device_phone, device_crm = mappings.of("phone", "device"), mappings.of("crm", "device")
+    assert device_phone.inbound({"device_model": "X9-200"}) == {"model": "X9-200"}
+    assert device_crm.inbound({"Model_No": "X9-200"}) == {"model": "X9-200"}
+    assert device_crm.outbound({"model": "X9-200"}) == {"Model_No": "X9-200"}
+    assert device_phone.outbound({"model": "X9-200"}) == {"device_model": "X9-200"}
+
+
+@pytest.mark.parametrize(
+    ("convert", "schema_type", "value", "expected"),
+    [
+        ("string", "int", 12000, 12000),
+        ("string", "int", "12000", 12000),
+        ("string", "decimal", 1200.5, 1200.5),
+        ("string", "decimal", "1200.50", "1200.50"),
+        ("string", "bool", True, True),
+        ("string", "bool", "false", False),
+        ("int", "string", "K-17", "K-17"),
+        ("int", "string", 17, "17"),
+        ("number", "decimal", "1200.50", "1200.50"),
+        ("number", "decimal", 3, "3"),
+        ("bool", "string", "yes", "yes"),
+        ("bool", "string", True, "true"),
+    ],
+)
+def test_a_conversion_takes_a_value_already_of_the_schema_type(
+    convert: str, schema_type: str, value: object, expected: object
+) -> None:
+    schema = parse_schema(schema_with({"type": schema_type}))
+    mapping = parse_mappings({"crm": {"thing": {"y": {"field": "x", "convert": convert}}}}, schema)
+    assert mapping.of("crm", "thing").inbound({"y": value}) == {"x": expected}
+
+
+@pytest.mark.parametrize(
+    ("convert", "schema_type", "value"),
+    [
+        ("string", "int", True),
+        ("string", "int", 1.5),
+        ("string", "int", [1]),
+        ("string", "decimal", {"a": 1}),
+        ("string", "decimal", False),
+        ("string", "bool", 1),
+        ("int", "string", 1.5),
+        ("number", "decimal", [1]),
+        ("bool", "string", 0),
+    ],
+)
+def test_a_conversion_refuses_other_types_in_plain_english(
+    convert: str, schema_type: str, value: object
+) -> None:
+    schema = parse_schema(schema_with({"type": schema_type}))
+    mapping = parse_mappings({"crm": {"thing": {"y": {"field": "x", "convert": convert}}}}, schema)
+    with pytest.raises(InvalidValue, match=r"^y must be .*, not ") as caught:
+        mapping.of("crm", "thing").inbound({"y": value})
+    assert " of a " not in str(caught.value)
+
+
+PURCHASE_BUDGET = CUSTOMER.fields["purchase_budget"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"min": -1, "max": 5}, "purchase_budget.min must be at least 0, not -1"),
+        ({"min": 9, "max": 5}, "purchase_budget: min (9) must not be greater than max (5)"),
+        ({"min": 0, "max": 10**30}, "purchase_budget.max must be an integer between"),
+        ({"min": 0, "max": 2 * 10**9}, "purchase_budget.max must be at most 1e+09, not 2000000000"),
+        (
+            {"min": 1.5, "max": 5},
+            "purchase_budget.min must be an integer (a whole number), not 1.5",
+        ),
+        (
+            {"min": "1", "max": 5},
+            'purchase_budget.min must be an integer (a whole number), not "1"',
+        ),
+        (
+            {"min": True, "max": 5},
+            "purchase_budget.min must be an integer (a whole number), not true",
+        ),
+        ({"min": {"a": [1]}, "max": 5}, "not an object with 1 key"),
+        ({"min": 1}, 'must be a range {"min": low, "max": high} of whole numbers, not an object'),
+        ({"min": 1, "max": 2, "extra": 3}, "not an object with 3 key(s)"),
+        ([1, 2], "not a list of 2 item(s)"),
+        (25000, "not 25000"),
+        ("20000-35000", 'not "20000-35000"'),
+        ("\x1b[2J" + "9" * 100, 'not "\\u001b[2J9999'),
+    ],
+)
+def test_a_budget_range_refuses_hostile_values(value: object, message: str) -> None:
+    with pytest.raises(InvalidValue) as caught:
+        PURCHASE_BUDGET.check(value)
+    text = str(caught.value)
+    assert message in text
+    assert len(text) < 200 and "\x1b" not in text
+
+
+def test_a_budget_range_is_stored_as_min_and_max() -> None:
+    assert PURCHASE_BUDGET.check({"max": 35000, "min": 20000}) == {"min": 20000, "max": 35000}
+    assert PURCHASE_BUDGET.check({"min": 5, "max": 5}) == {"min": 5, "max": 5}
+    assert PURCHASE_BUDGET.check(None) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "message"),
+    [
+        ({"type": "string", "max_length": 3}, "abcd", "x may be at most 3 characters long, not 4"),
+        ({"type": "string"}, 5, "x must be a string, not 5"),
+        ({"type": "int"}, "5", 'x must be an integer (a whole number), not "5"'),
+        ({"type": "bool"}, "yes", 'x must be true or false, not "yes"'),
+        ({"type": "date"}, "1.5.26\n", 'x must be a date YYYY-MM-DD, not "1.5.26\\n"'),
+        ({"type": "enum", "values": ["a", "b"]}, "c", 'x must be one of "a", "b", not "c"'),
+        ({"type": "list", "max_length": 1}, ["a", "b"], "x may have at most 1 items, not 2"),
+        (
+            {"type": "decimal"},
+            "ten",
+            'x must be a decimal number or its text (such as "1200.50"), not "ten"',
+        ),
+        ({"type": "int", "min": 1}, 0, "x must be at least 1, not 0"),
+    ],
+)
+def test_schema_messages_name_field_expectation_and_value(
+    spec: dict[str, Any], value: object, message: str
+) -> None:
+    with pytest.raises(InvalidValue) as caught:
+        parse_schema(schema_with(spec)).types["thing"].fields["x"].check(value)
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ result per mutation, in order, and the changes that were applied:
    stamped (a phone's HLC, clamped to the server's wall clock when the batch
    arrived; the server's clock for the CRM) and merged by
    :func:`fieldpush.sync.rules.merge` against the record as the earlier
-   mutations of the batch left it;
+   mutations of the batch left it; an applied mutation that changes no stored
+   value (:attr:`~fieldpush.sync.rules.Outcome.unchanged`) answers
+   ``"unchanged": true`` and writes no change-log entry;
 3. one round trip commits the batch: per mutation, atomically, the record
    (compare-and-set on its version), the result and the change-log entries.
    A mutation whose record changed meanwhile (another node) is judged again
@@ -43,6 +45,7 @@ from typing import Any
 
 from fieldpush.backend.base import Applied, RecordWrite, Replayed, Stale
 from fieldpush.errors import BackendUnavailable
+from fieldpush.logs import shown
 from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.codec import EntryKind, decode_state, encode_state, pack, unpack
 from fieldpush.sync.hlc import HybridClock, Stamp, clamp
@@ -84,10 +87,12 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class Batch:
     """A committed batch: one result per mutation, in order, and the changes it
-    applied (replays and refusals apply none)."""
+    applied (replays and refusals apply none). ``replayed[i]`` is True when
+    result ``i`` is a kept one, returned for a ``mid`` judged before."""
 
     results: list[dict[str, Any]]
     changes: list[Change]
+    replayed: list[bool]
     #: Per phone mutation judged (not replayed) with a stamp: its ``wall_ms``
     #: as sent minus the server's wall clock when the batch arrived.
     offsets: list[int]
@@ -137,6 +142,7 @@ class Committer:
             else [None] * len(items)
         )
         todo = [i for i, result in enumerate(results) if result is None]
+        replayed = [result is not None for result in results]
         judged: dict[int, _Plan] = {}
         changes: list[Change] = []
         for _ in range(MAX_ATTEMPTS):
@@ -157,6 +163,7 @@ class Committer:
                         retry.append(i)
                     case Replayed(result=kept_result):  # a concurrent replay of the same mid
                         results[i] = unpack(kept_result)
+                        replayed[i] = True
                 if plan.write.record is not None:
                     stale.add(plan.write.record)
             if not retry:
@@ -177,7 +184,7 @@ class Committer:
             self._record(actor, items[i], plan)
             if plan.offset is not None:
                 offsets.append(plan.offset)
-        return Batch(answered, changes, offsets)
+        return Batch(answered, changes, replayed, offsets)
 
     def _record(self, actor: Actor, item: Mutation | InvalidMutation, plan: _Plan) -> None:
         """The audit entry of one judged mutation (module docstring)."""
@@ -233,6 +240,8 @@ class Committer:
             stamp = phone = clamp(Stamp(item.hlc[0], item.hlc[1], actor.device), received_ms)
         outcome = merge(rtype, state, Edit(fields, stamp), actor)
         result: dict[str, Any] = {"mid": item.mid, "status": outcome.status}
+        if outcome.unchanged:
+            result["unchanged"] = True
         if outcome.reason is not None:
             result["reason"] = outcome.reason
         if outcome.reason == Reason.VALIDATION:  # required fields missing on create
@@ -315,9 +324,21 @@ def _result_key(actor: Actor, mid: str) -> str:
 
 def _checked(rtype: RecordType, mapping: TypeMapping, fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` in the schema's names and stored values; InvalidValue naming
-    the first unknown or invalid field."""
+    the first unknown or invalid field by the sender's name."""
     mapped = mapping.inbound(fields)
     unknown = mapped.keys() - rtype.fields.keys()
     if unknown:
-        raise InvalidValue(f"unknown field(s) of {rtype.name}: {sorted(unknown)}")
-    return {name: rtype.fields[name].check(value) for name, value in mapped.items()}
+        names = ", ".join(shown(name) for name in sorted(unknown)[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidValue(f"{rtype.name} has no field(s) {names}{more}")
+    checked = {}
+    for name, value in mapped.items():
+        try:
+            checked[name] = rtype.fields[name].check(value)
+        except InvalidValue as exc:
+            side_name = mapping.side_name(name)
+            message = str(exc)
+            if side_name != name and message.startswith(name):
+                raise InvalidValue(side_name + message[len(name) :]) from None  # the sender's name
+            raise
+    return checked

@@ -5,7 +5,8 @@
 - :meth:`SyncEngine.mutate` takes a batch of mutations from one actor and
   returns one result per mutation, in order: judged and committed by
   :class:`~fieldpush.sync.commit.Committer` (idempotent by ``mid``, atomic per
-  mutation, compare-and-set across nodes), then changes of ``realtime``
+  mutation, compare-and-set across nodes; counted in the metrics by status,
+  ``unchanged`` and ``replayed`` apart), then changes of ``realtime``
   fields announced as ``record.changed`` events by
   :class:`~fieldpush.sync.announce.Announcer`, and the clock offsets of a
   phone's stamps reported by :class:`~fieldpush.sync.skew.SkewReport`;
@@ -155,6 +156,15 @@ class SyncEngine:
             *(self._announcer.announce(actor, c) for c in batch.changes),
             self._skew.note(actor, batch.offsets),
         )
-        for result in batch.results:
-            self._metrics.mutations[result["status"]] += 1
+        for result, replayed in zip(batch.results, batch.replayed, strict=True):
+            self._metrics.mutations[_counted_as(result, replayed=replayed)] += 1
         return batch.results
+
+
+def _counted_as(result: dict[str, Any], *, replayed: bool) -> str:
+    """The ``status`` label of a result in ``fieldpush_mutations_total``: a kept
+    result returned again is ``replayed`` (it was counted when judged), an
+    applied one that changed nothing ``unchanged``, else its status."""
+    if replayed:
+        return "replayed"
+    return "unchanged" if result.get("unchanged") else str(result["status"])

@@ -8,10 +8,15 @@ pair) and be carried in another type (``convert``: the side's type,
 ``string``, ``int``, ``number`` or ``bool``).
 
 Inbound data is mapped, then validated by the schema; outbound data is mapped
-back. Names without a mapping pass through unchanged, so the schema's own
-names are always understood inbound. :func:`load_mappings` refuses, at start,
-a mapping that names an unknown side, record type or field, translates to a
-value the field does not allow, or maps two side fields onto one schema field.
+back. A ``convert`` also takes a value already of the schema's type (an int
+for a CRM ``string`` budget). A value that cannot be mapped is refused with
+:class:`~fieldpush.sync.schema.InvalidValue`, in plain English: the side's
+field name, what it must be, and the value (cut, controls escaped).
+
+Names without a mapping pass through unchanged, so the schema's own names are
+always understood inbound. :func:`load_mappings` refuses, at start, a mapping
+that names an unknown side, record type or field, translates to a value the
+field does not allow, or maps two side fields onto one schema field.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from fieldpush.logs import shown
 from fieldpush.sync.schema import FieldSpec, InvalidValue, Schema, SchemaError
 
 __all__ = [
@@ -49,15 +55,21 @@ _KEYS: Final = frozenset({"field", "values", "default_out", "convert"})
 _NO_DEFAULT: Final = object()
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _to_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # already the schema's type
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value)
     raise ValueError
 
 
-def _to_decimal(value: Any) -> str:
+def _decimal_text(text: str) -> str:
     try:
-        number = Decimal(str(value).strip())
+        number = Decimal(text.strip())
     except InvalidOperation:
         raise ValueError from None
     if not number.is_finite():
@@ -65,7 +77,17 @@ def _to_decimal(value: Any) -> str:
     return str(number)
 
 
+def _to_decimal(value: Any) -> Any:
+    if _is_number(value):
+        return value  # the schema's decimal takes numbers
+    if not isinstance(value, str):
+        raise ValueError
+    return _decimal_text(value)
+
+
 def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value  # already the schema's type
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise ValueError
@@ -81,31 +103,54 @@ def _number(value: Any) -> int | float:
 
 
 def _int_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value  # already the schema's type
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError
     return str(value)
 
 
 def _number_decimal(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not (_is_number(value) or isinstance(value, str)):
         raise ValueError
-    return _to_decimal(value)
+    return _decimal_text(str(value))
 
 
 def _strict_bool_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value  # already the schema's type
     if not isinstance(value, bool):
         raise ValueError
     return _bool_text(value)
 
 
-#: (side type, schema type) -> (inbound, outbound) conversions.
-_CONVERSIONS: Final[dict[tuple[str, str], tuple[Callable[[Any], Any], Callable[[Any], Any]]]] = {
-    ("string", "int"): (_to_int, str),
-    ("string", "decimal"): (_to_decimal, str),
-    ("string", "bool"): (_to_bool, _bool_text),
-    ("int", "string"): (_int_text, _to_int),
-    ("number", "decimal"): (_number_decimal, _number),
-    ("bool", "string"): (_strict_bool_text, _to_bool),
+@dataclass(frozen=True, slots=True)
+class _Conversion:
+    """One ``convert``: side value -> schema value, back, and what a side value
+    must be (for the refusal message)."""
+
+    inbound: Callable[[Any], Any]
+    outbound: Callable[[Any], Any]
+    expected: str
+
+
+#: (side type, schema type) -> the conversion. Each inbound conversion also
+#: takes a value already of the schema's type, as the schema would.
+_CONVERSIONS: Final[dict[tuple[str, str], _Conversion]] = {
+    ("string", "int"): _Conversion(
+        _to_int, str, 'a whole number, as a number or as text such as "12000"'
+    ),
+    ("string", "decimal"): _Conversion(
+        _to_decimal, str, 'a decimal number, as a number or as text such as "1200.50"'
+    ),
+    ("string", "bool"): _Conversion(
+        _to_bool, _bool_text, 'true or false, or the text "true" or "false"'
+    ),
+    ("int", "string"): _Conversion(_int_text, _to_int, "a whole number or text"),
+    ("number", "decimal"): _Conversion(
+        _number_decimal, _number, 'a number, or a decimal number as text such as "1200.50"'
+    ),
+    ("bool", "string"): _Conversion(_strict_bool_text, _to_bool, "true or false, or text"),
 }
 
 
@@ -126,14 +171,15 @@ class FieldMap:
             for side, schema in self.values:
                 if type(side) is type(value) and side == value:
                     return schema
-            raise InvalidValue(f"{self.side_name}: no mapping for the value {value!r}")
+            allowed = ", ".join(shown(side) for side, _ in self.values)
+            raise InvalidValue(f"{self.side_name} must be one of {allowed}, not {shown(value)}")
         if self.convert is not None:
-            convert_in = _CONVERSIONS[(self.convert, self.spec.type)][0]
+            conversion = _CONVERSIONS[(self.convert, self.spec.type)]
             try:
-                return convert_in(value)
+                return conversion.inbound(value)
             except (ValueError, TypeError):
                 raise InvalidValue(
-                    f"{self.side_name}: {value!r} is not a {self.convert} of a {self.spec.type}"
+                    f"{self.side_name} must be {conversion.expected}, not {shown(value)}"
                 ) from None
         return value
 
@@ -146,7 +192,7 @@ class FieldMap:
                     return side
             return value if self.default_out is _NO_DEFAULT else self.default_out
         if self.convert is not None:
-            return _CONVERSIONS[(self.convert, self.spec.type)][1](value)
+            return _CONVERSIONS[(self.convert, self.spec.type)].outbound(value)
         return value
 
 

@@ -133,6 +133,15 @@ class Outcome:
     created: bool = False
     deleted: bool = False
 
+    @property
+    def unchanged(self) -> bool:
+        """Applied, but no stored value differs from before (the values sent
+        equal the stored ones; stamps may still advance): no change-log entry,
+        no announcement, ``"unchanged": true`` on the wire."""
+        return self.status == Status.APPLIED and not (
+            self.changed or self.proposed or self.created or self.deleted
+        )
+
 
 def _refused(reason: Reason) -> Outcome:
     return Outcome(Status.REJECTED, reason)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from fieldpush.errors import ConfigError, FieldpushError
 from fieldpush.identity.auth import ROLES
+from fieldpush.logs import shown
 from fieldpush_client.protocol import Priority
 
 __all__ = [
@@ -47,8 +48,10 @@ __all__ = [
 ]
 
 FIELD_TYPES: Final = frozenset(
-    {"string", "int", "decimal", "bool", "date", "datetime", "enum", "list"}
+    {"string", "int", "decimal", "bool", "date", "datetime", "enum", "list", "range"}
 )
+#: The largest magnitude of a 64-bit signed integer field, plus one.
+_INT_LIMIT: Final = 2**63
 RULES: Final = frozenset({"mdm", "lww", "locked"})
 SYNC_CLASSES: Final = frozenset({"realtime", "delta", "poll"})
 #: Most urgent first (the order of ``fieldpush_client.protocol.Priority``).
@@ -61,9 +64,10 @@ class SchemaError(ConfigError):
 
 
 class InvalidValue(FieldpushError, ValueError):
-    """A field value the schema or a mapping refuses; the message names the field
-    and the problem and is safe to show to the client. Also a ``ValueError``,
-    as the wire codec's errors are."""
+    """A field value the schema or a mapping refuses; the message, in plain
+    English, names the field, says what it must be and shows the value sent
+    (cut, controls escaped: :func:`fieldpush.logs.shown`), and is safe to show
+    to the client. Also a ``ValueError``, as the wire codec's errors are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,23 +102,35 @@ class FieldSpec:
             return None
         if self.type == "list":
             if not isinstance(value, list):
-                raise InvalidValue(f"{self.name} must be a list")
+                raise InvalidValue(f"{self.name} must be a list, not {shown(value)}")
             if self.max_length is not None and len(value) > self.max_length:
-                raise InvalidValue(f"{self.name} has more than {self.max_length} items")
+                raise InvalidValue(
+                    f"{self.name} may have at most {self.max_length} items, not {len(value)}"
+                )
             item = FieldSpec(name=f"{self.name}[]", type=self.items)
             return [item.check(entry) for entry in value]
+        if self.type == "range":
+            return _range(self, value)
         checked = _CHECKS[self.type](self, value)
         if isinstance(checked, str):
             if self.max_length is not None and len(checked) > self.max_length:
-                raise InvalidValue(f"{self.name} is longer than {self.max_length} characters")
+                raise InvalidValue(
+                    f"{self.name} may be at most {self.max_length} characters long, "
+                    f"not {len(checked)}"
+                )
             if self.pattern is not None and not self.pattern.fullmatch(checked):
-                raise InvalidValue(f"{self.name} must match {self.pattern.pattern!r}")
-        number = Decimal(checked) if self.type == "decimal" else checked
-        if self.min is not None and number < self.min:
-            raise InvalidValue(f"{self.name} must be at least {self.min:g}")
-        if self.max is not None and number > self.max:
-            raise InvalidValue(f"{self.name} must be at most {self.max:g}")
+                raise InvalidValue(
+                    f"{self.name} must match {self.pattern.pattern!r}, not {shown(checked)}"
+                )
+        self._bounded(self.name, Decimal(checked) if self.type == "decimal" else checked)
         return checked
+
+    def _bounded(self, name: str, number: Any) -> None:
+        """InvalidValue when ``number`` is outside ``[min, max]``."""
+        if self.min is not None and number < self.min:
+            raise InvalidValue(f"{name} must be at least {self.min:g}, not {shown(number)}")
+        if self.max is not None and number > self.max:
+            raise InvalidValue(f"{name} must be at most {self.max:g}, not {shown(number)}")
 
     def priority_of(self, value: Any) -> str:
         """The priority of the event announcing a change of this field to ``value``."""
@@ -123,36 +139,41 @@ class FieldSpec:
 
 def _string(spec: FieldSpec, value: Any) -> str:
     if not isinstance(value, str):
-        raise InvalidValue(f"{spec.name} must be a string")
+        raise InvalidValue(f"{spec.name} must be a string, not {shown(value)}")
     return value
 
 
-def _int(spec: FieldSpec, value: Any) -> int:
+def _int(spec: FieldSpec, value: Any, name: str | None = None) -> int:
     """A 64-bit signed integer: what every stored copy (msgpack, Redis, the
     SDK's SQLite) can hold."""
+    name = name or spec.name
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidValue(f"{spec.name} must be an integer")
-    if not -(2**63) <= value < 2**63:
-        raise InvalidValue(f"{spec.name} must be a 64-bit integer")
+        raise InvalidValue(f"{name} must be an integer (a whole number), not {shown(value)}")
+    if not -_INT_LIMIT <= value < _INT_LIMIT:
+        raise InvalidValue(
+            f"{name} must be an integer between {-_INT_LIMIT} and {_INT_LIMIT - 1}, "
+            f"not {shown(value)}"
+        )
     return value
 
 
 def _decimal(spec: FieldSpec, value: Any) -> str:
     """Decimals travel as strings (``"1200.50"``) so no float rounding creeps in."""
+    expected = f'{spec.name} must be a decimal number or its text (such as "1200.50")'
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidValue(f"{spec.name} must be a decimal number or its string")
+        raise InvalidValue(f"{expected}, not {shown(value)}")
     try:
         number = Decimal(str(value))
-    except InvalidOperation:
-        raise InvalidValue(f"{spec.name} must be a decimal number, not {value!r}") from None
+    except (InvalidOperation, ValueError):  # ValueError: an int too long for str()
+        raise InvalidValue(f"{expected}, not {shown(value)}") from None
     if not number.is_finite():
-        raise InvalidValue(f"{spec.name} must be a finite number")
+        raise InvalidValue(f"{spec.name} must be a finite number, not {shown(value)}")
     return str(number)
 
 
 def _bool(spec: FieldSpec, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise InvalidValue(f"{spec.name} must be true or false")
+        raise InvalidValue(f"{spec.name} must be true or false, not {shown(value)}")
     return value
 
 
@@ -160,7 +181,7 @@ def _date(spec: FieldSpec, value: Any) -> str:
     try:
         return dt.date.fromisoformat(_string(spec, value)).isoformat()
     except ValueError:
-        raise InvalidValue(f"{spec.name} must be a date YYYY-MM-DD, not {value!r}") from None
+        raise InvalidValue(f"{spec.name} must be a date YYYY-MM-DD, not {shown(value)}") from None
 
 
 def _datetime(spec: FieldSpec, value: Any) -> str:
@@ -168,10 +189,12 @@ def _datetime(spec: FieldSpec, value: Any) -> str:
         moment = dt.datetime.fromisoformat(_string(spec, value))
     except ValueError:
         raise InvalidValue(
-            f"{spec.name} must be an ISO 8601 date and time, not {value!r}"
+            f"{spec.name} must be an ISO 8601 date and time, not {shown(value)}"
         ) from None
     if moment.tzinfo is None:
-        raise InvalidValue(f"{spec.name} needs a UTC offset (e.g. 2026-05-01T09:30:00+02:00)")
+        raise InvalidValue(
+            f"{spec.name} needs a UTC offset (e.g. 2026-05-01T09:30:00+02:00), not {shown(value)}"
+        )
     return moment.isoformat()
 
 
@@ -179,10 +202,28 @@ def _enum(spec: FieldSpec, value: Any) -> Any:
     for allowed in spec.values:
         if type(allowed) is type(value) and allowed == value:  # True is not 1
             return value
-    raise InvalidValue(f"{spec.name} must be one of {list(spec.values)}, not {value!r}")
+    allowed_values = ", ".join(shown(allowed) for allowed in spec.values)
+    raise InvalidValue(f"{spec.name} must be one of {allowed_values}, not {shown(value)}")
 
 
-_CHECKS: Final = {
+def _range(spec: FieldSpec, value: Any) -> dict[str, int]:
+    """A range of whole numbers ``{"min": low, "max": high}``: both integers
+    within the field's ``min`` / ``max``, ``low <= high``; nothing else in it."""
+    if not isinstance(value, dict) or value.keys() != {"min", "max"}:
+        raise InvalidValue(
+            f'{spec.name} must be a range {{"min": low, "max": high}} of whole numbers, '
+            f"not {shown(value)}"
+        )
+    low = _int(spec, value["min"], f"{spec.name}.min")
+    high = _int(spec, value["max"], f"{spec.name}.max")
+    spec._bounded(f"{spec.name}.min", low)
+    spec._bounded(f"{spec.name}.max", high)
+    if low > high:
+        raise InvalidValue(f"{spec.name}: min ({low}) must not be greater than max ({high})")
+    return {"min": low, "max": high}
+
+
+_CHECKS: Final[dict[str, Callable[[FieldSpec, Any], Any]]] = {
     "string": _string,
     "int": _int,
     "decimal": _decimal,
@@ -341,8 +382,8 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
                 f"pattern {pattern!r} is not a valid regular expression: {exc}"
             ) from None
     low, high = _number(raw.get("min"), where, "min"), _number(raw.get("max"), where, "max")
-    if (low is not None or high is not None) and kind not in ("int", "decimal"):
-        raise where.error("min and max are for int and decimal fields")
+    if (low is not None or high is not None) and kind not in ("int", "decimal", "range"):
+        raise where.error("min and max are for int, decimal and range fields")
     if low is not None and high is not None and low > high:
         raise where.error(f"min ({low:g}) is greater than max ({high:g})")
     max_length = raw.get("max_length")
@@ -351,7 +392,7 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
     ):
         raise where.error("max_length must be a positive integer")
     items = raw.get("items", "string")
-    if items not in FIELD_TYPES - {"list", "enum"}:
+    if items not in FIELD_TYPES - {"list", "enum", "range"}:
         raise where.error(f"items must be a scalar type, not {items!r}")
     sync = raw.get("sync", type_sync)
     if sync not in SYNC_CLASSES:
