@@ -266,8 +266,9 @@ class SyncStore:
 
     @property
     def cursor(self) -> str | None:
-        """Where the next pull continues (None: a full download)."""
-        return self._meta("cursor")
+        """Where the next pull of every type continues (None: a full
+        download); :meth:`cursor_for` gives a type set's."""
+        return self.cursor_for(None)
 
     def _tick(self) -> tuple[int, int]:
         """The device's HLC: after every stamp it issued, never behind the clock."""
@@ -395,21 +396,38 @@ class SyncStore:
                 "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (type_tag, rid_tag, sealed)
             )
 
+    def _set_key(self, name: str, types: Iterable[str] | None) -> str:
+        """The meta key of ``name`` (``cursor``, ``snapshot``) for a type set:
+        the bare name for every type (as SDKs before per-set cursors kept it),
+        else with a keyed tag of the sorted, distinct names (not in clear)."""
+        if types is None:
+            return name
+        return f"{name}:{self._cipher.tag('types', *sorted(set(types))).hex()}"
+
+    def cursor_for(self, types: Iterable[str] | None) -> str | None:
+        """Where the next pull of exactly these types continues (None: all
+        types; the answer None: a full download of them). Each set of types
+        has its own cursor: the server refuses one set's cursor for another."""
+        return self._meta(self._set_key("cursor", types))
+
     def apply_changes(self, changes: Changes, pulled_types: Iterable[str] | None = None) -> None:
-        """Store one ``changes`` page and its cursor. The first page of a full
-        download (``snapshot``) first forgets the pulled types (None: all)."""
+        """Store one ``changes`` page of a pull of ``pulled_types`` (None: all)
+        and that set's cursor. The first page of a full download
+        (``snapshot``) first forgets the records of the pulled types."""
+        types = None if pulled_types is None else list(pulled_types)
+        snapshot_key = self._set_key("snapshot", types)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            if changes.snapshot and self._meta("snapshot") is None:
-                if pulled_types is None:
+            if changes.snapshot and self._meta(snapshot_key) is None:
+                if types is None:
                     self._db.execute("DELETE FROM records")
-                for record_type in pulled_types or ():
+                for record_type in types or ():
                     self._db.execute(
                         "DELETE FROM records WHERE type_tag = ?", (self._type_tag(record_type),)
                     )
-                self._set_meta("snapshot", "1")
+                self._set_meta(snapshot_key, "1")
             if not changes.snapshot:
-                self._set_meta("snapshot", None)
+                self._set_meta(snapshot_key, None)
             for change in changes.changes:
                 if change.removed:
                     self._put(change.type, change.rid, None)
@@ -418,15 +436,17 @@ class SyncStore:
                 copy = self._server_copy(change.type, change.rid, tags) or {}
                 copy.update(change.fields)
                 self._put(change.type, change.rid, copy, tags)
-            self._set_meta("cursor", changes.cursor)
+            self._set_meta(self._set_key("cursor", types), changes.cursor)
             if not changes.more:
-                self._set_meta("snapshot", None)
+                self._set_meta(snapshot_key, None)
 
-    def restart_download(self) -> None:
-        """Forget the cursor: the next pull is a full download."""
+    def restart_download(self, types: Iterable[str] | None = None) -> None:
+        """Forget the cursor of ``types`` (None: all types): the next pull of
+        them is a full download."""
+        types = None if types is None else list(types)
         with self._db:
-            self._set_meta("cursor", None)
-            self._set_meta("snapshot", None)
+            self._set_meta(self._set_key("cursor", types), None)
+            self._set_meta(self._set_key("snapshot", types), None)
 
     # ------------------------------------------------------------ reading
 
@@ -581,22 +601,26 @@ class SyncClient:
                 delay = min(delay * 2, 10.0)
 
     async def pull(self) -> int:
-        """Pull until nothing more is new; how many changes were stored. A
-        ``resync`` answer starts a full download."""
+        """Pull the client's ``types`` (None: every type the user may read)
+        until nothing more is new, with that type set's own cursor
+        (:meth:`SyncStore.cursor_for`): SyncClients of other type sets on the
+        same store skip none of each other's changes. How many changes were
+        stored. A ``resync`` answer starts a full download of the set."""
         count = 0
         async with self._lock:
             types = tuple(self.types) if self.types is not None else None
             while True:
-                pull = partial(Pull, cursor=self.store.cursor, types=types, limit=self.page_size)
+                cursor = self.store.cursor_for(types)
+                pull = partial(Pull, cursor=cursor, types=types, limit=self.page_size)
                 try:
                     page = await self.client.call(pull, Changes)
                 except RequestError as exc:
                     if exc.code != ErrorCode.RESYNC:
                         raise
                     log.info("fieldpush pull: %s; downloading everything again", exc)
-                    self.store.restart_download()
+                    self.store.restart_download(types)
                     continue
-                self.store.apply_changes(page, self.types)
+                self.store.apply_changes(page, types)
                 count += len(page.changes)
                 if not page.more:
                     return count
