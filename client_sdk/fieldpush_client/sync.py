@@ -611,8 +611,10 @@ class SyncClient:
     (:func:`~fieldpush_client.upload.worth_retrying`: ``unavailable``,
     ``rate_limited``, a transport error, a garbled answer) is tried again
     after a jittered backoff (``retry_base_s`` doubling up to
-    ``retry_cap_s``) for as long as the client has a transport, and at the
-    next contact otherwise. It pulls after every ``welcome``.
+    ``retry_cap_s``; a contact tries at once) until the queue is empty: a
+    phone that cannot reach the server at all makes one connection attempt
+    per backoff step while it has edits queued, none when the queue is
+    empty. It pulls after every ``welcome``.
     """
 
     def __init__(
@@ -683,7 +685,7 @@ class SyncClient:
         """Flush when woken; retry what is worth it with backoff (see the class)."""
         delays: Iterator[float] | None = None
         while True:
-            if delays is None or self.client.transport is None:
+            if delays is None:
                 await self._wake.wait()
             else:
                 with contextlib.suppress(TimeoutError):
