@@ -11,7 +11,7 @@
   log from ``top``, where it was when the download began. ``types`` is the
   :func:`types_digest` of the type set the cursor was pulled with: it is valid
   for that set only (the puller refuses it with another). Cursors without it
-  (``["l", position]``, ``["s", top, type, rid]``: before protocol 1.19, and
+  (``["l", position]``, ``["s", top, type, rid]``: handed out before issue 13, and
   the CRM's feed) are bound to no type set and keep working with any.
 
 :func:`decode_cursor` accepts only what :func:`encode_cursor` makes: any other

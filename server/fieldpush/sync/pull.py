@@ -11,7 +11,7 @@ A cursor is valid for the type set it was pulled with
 (:func:`~fieldpush.sync.codec.types_digest`, inside the cursor): another set
 is refused (``bad_request``), because the cursor's position says nothing
 about the other types' changes before it. Cursors bound to no set (before
-protocol 1.19) are taken with any.
+issue 13, docs/protocol.md 3.2) are taken with any.
 
 Without a cursor it is a full download: the records of the readable types page
 by page (``snapshot: true``, continued by a
