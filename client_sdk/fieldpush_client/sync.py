@@ -403,12 +403,14 @@ class SyncStore:
         rows = self._db.execute(
             "SELECT mid, type_tag, rid_tag, sealed FROM attention ORDER BY rowid"
         )
-        items = []
-        for mid, type_tag, rid_tag, sealed in rows:
-            payload = self._cipher.open(sealed, aad(b"attention", mid.encode(), type_tag, rid_tag))
-            record_type, rid, fields, reason, message, outcomes = json.loads(payload)
-            items.append(NeedsAttention(mid, record_type, rid, fields, reason, message, outcomes))
-        return items
+        return [self._opened_attention(*row) for row in rows]
+
+    def _opened_attention(
+        self, mid: str, type_tag: bytes, rid_tag: bytes, sealed: bytes
+    ) -> NeedsAttention:
+        payload = self._cipher.open(sealed, aad(b"attention", mid.encode(), type_tag, rid_tag))
+        record_type, rid, fields, reason, message, outcomes = json.loads(payload)
+        return NeedsAttention(mid, record_type, rid, fields, reason, message, outcomes)
 
     def resend(self, mid: str, fields: dict[str, Any] | None) -> QueuedEdit:
         """Queue ``fields`` (the user's fixed values; None: the delete again)
@@ -434,10 +436,12 @@ class SyncStore:
             self._db.execute("DELETE FROM attention WHERE mid = ?", (mid,))
 
     def _attention_item(self, mid: str) -> NeedsAttention:
-        for item in self.needs_attention():
-            if item.mid == mid:
-                return item
-        raise KeyError(mid)
+        row = self._db.execute(
+            "SELECT mid, type_tag, rid_tag, sealed FROM attention WHERE mid = ?", (mid,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(mid)
+        return self._opened_attention(*row)
 
     def _apply_result(self, edit: QueuedEdit, result: MutationResult) -> None:
         if edit.fields is None:

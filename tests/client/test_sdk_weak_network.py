@@ -151,12 +151,17 @@ async def test_a_partly_refused_edit_keeps_only_the_refused_fields_and_can_be_di
     async with alice(node) as client, SyncClient(client, store, auto=False) as sync:
         await client.wait_connected(scaled(5))
         results = [result for _, result in await sync.flush()]
-    assert [r.status for r in results] in (["applied", "rejected"], ["rejected", "rejected"])
+    assert [(r.status, r.reason) for r in results] == [
+        ("rejected", "mdm_owned"),
+        ("rejected", "not_found"),
+    ]
+    assert results[0].fields == {"name": "mdm_owned", "phone": "applied"}
     first, second = store.needs_attention()
-    assert first.fields is not None and "name" in first.fields
-    if results[0].fields:  # per-field outcomes: the applied phone is not kept
-        assert first.fields == {"name": "ACME Ltd"}
-    assert (second.rid, second.fields) == ("c9", None)
+    assert (first.rid, first.fields, first.reason) == ("c1", {"name": "ACME Ltd"}, "mdm_owned")
+    assert first.outcomes == {"name": "mdm_owned", "phone": "applied"}
+    assert (second.rid, second.fields, second.reason) == ("c9", None, "not_found")
+    view = store.record("customer", "c1")
+    assert view is not None and view["phone"] == "+49 7" and view["name"] == "ACME"
     store.dismiss(second.mid)
     assert [item.mid for item in store.needs_attention()] == [first.mid]
     with pytest.raises(KeyError):
