@@ -33,7 +33,7 @@ from fieldpush_client.http import (
 )
 from fieldpush_client.protocol import EventMsg
 from fieldpush_client.store import MemoryOffsetStore, OffsetStore
-from fieldpush_client.sync import QueuedEdit, SyncClient, SyncStore
+from fieldpush_client.sync import NeedsAttention, QueuedEdit, SyncClient, SyncStore
 from fieldpush_client.vault import KeySource, generate_key
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "FieldpushClientError",
     "KeySource",
     "MemoryOffsetStore",
+    "NeedsAttention",
     "NotConnected",
     "OffsetStore",
     "PollReply",

@@ -117,6 +117,8 @@ from fieldpush_client.protocol import (
     EventMsg,
     Goaway,
     Hello,
+    Mutated,
+    Mutation,
     Ping,
     Pong,
     ProtocolError,
@@ -242,6 +244,10 @@ class PushClient:
         #: Set (and replaced) at every ``welcome``.
         self._next_welcome = asyncio.Event()
         self._welcomes = 0
+        #: Times the server was reached (a ``welcome``, a poll answered), and
+        #: the event set (and replaced) at each.
+        self._contacts = 0
+        self._next_contact = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._goaway: asyncio.Task[None] | None = None
         #: Answers the current ``refresh_needed``.
@@ -316,6 +322,44 @@ class PushClient:
         while self._welcomes <= count:
             await self._next_welcome.wait()
         return self._welcomes
+
+    async def contact_after(self, count: int) -> int:
+        """Wait until the server was reached more than ``count`` times since
+        the start (a ``welcome``, or a long poll answered on the fallback);
+        return how many times. A caller with work for the server (an offline
+        queue) waits on this rather than on a timer."""
+        while self._contacts <= count:
+            await self._next_contact.wait()
+        return self._contacts
+
+    def _contacted(self) -> None:
+        self._contacts += 1
+        self._next_contact.set()
+        self._next_contact = asyncio.Event()
+
+    async def push_by_http(self, mutations: Sequence[Mutation]) -> Mutated:
+        """Send ``mutations`` as ``POST /v1/sync/push`` of this device (the
+        same ``mid``\\ s de-duplicate against the socket's ``mutate``), with a
+        current token, on a connection of its own: the upload path that works
+        while the socket does not (docs/protocol.md 3.3). Raises
+        ``httpx.HTTPError`` (it did not get through),
+        :class:`~fieldpush_client.errors.PublishError` (refused, with the
+        HTTP status) or ProtocolError (an answer that is not a ``mutated``)."""
+        body = {"mutations": [mutation.to_wire() for mutation in mutations], "device": self.device}
+        token = await self._fresh_token()
+        async with DispatcherClient(
+            self._http_url or http_url_for(self.url),
+            token,
+            timeout_s=self._request_timeout_s,
+            ssl=self._ssl,
+        ) as http:
+            payload = await http.sync_push(body)
+        if not isinstance(payload, dict):
+            raise ProtocolError("the answer to POST /v1/sync/push is not an object")
+        reply = parse_server_message({**payload, "type": "mutated", "id": payload.get("id", 0)})
+        if not isinstance(reply, Mutated):  # never: the type is set above
+            raise ProtocolError(f"expected mutated, got {reply!r}")
+        return reply
 
     async def request(self, message: dict[str, Any]) -> Any:
         """Send a request (``ping``, ``mutate``, ``pull``, ...; its ``id`` is
@@ -579,6 +623,7 @@ class PushClient:
         self._welcomes += 1
         self._next_welcome.set()
         self._next_welcome = asyncio.Event()
+        self._contacted()
         for channel, state in welcome.subs.items():
             if "error" in state:
                 self._refused(channel, state["error"])
@@ -757,6 +802,7 @@ class PushClient:
                         await asyncio.sleep(min(next(delays), max(0.0, end - loop.time())))
                         continue
                     delays = self._backoff()
+                    self._contacted()
                     await self._polled(reply, positions)
                     await self._flush_acks()
             except BaseException:

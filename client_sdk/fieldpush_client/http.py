@@ -1,5 +1,5 @@
 """HTTP calls for dispatchers, the CRM and tests: publish, receipts, presence,
-poll and ack.
+poll, ack and the sync push.
 
 async with DispatcherClient("http://127.0.0.1:8080", token) as dispatcher:
     reply = await dispatcher.publish(["user:alice"], "work_order.urgent", {"order": 7},
@@ -167,12 +167,16 @@ class DispatcherClient:
     def _check(reply: httpx.Response, expected: int) -> dict[str, Any]:
         try:
             payload: dict[str, Any] = reply.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested beyond the parser
             payload = {}
         if reply.status_code != expected:
-            error = payload.get("error", {}) if isinstance(payload, dict) else {}
+            error = payload.get("error") if isinstance(payload, dict) else None
+            if not isinstance(error, dict):
+                error = {}
             raise PublishError(
-                reply.status_code, error.get("code", "unknown"), error.get("message", reply.text)
+                reply.status_code,
+                str(error.get("code", "unknown")),
+                str(error.get("message", reply.text)),
             )
         return payload
 
@@ -240,6 +244,11 @@ class DispatcherClient:
     async def ack(self, ids: list[str], device: str) -> None:
         """``POST /v1/ack``: the caller's ``device`` acks ``ids`` (recorded when this returns)."""
         await self._post("/v1/ack", {"ids": ids, "device": device}, 204)
+
+    async def sync_push(self, body: dict[str, Any]) -> Any:
+        """``POST /v1/sync/push`` of ``body`` (``{mutations, device?}``): the
+        decoded answer, unchecked ({} if it is not JSON)."""
+        return await self._post("/v1/sync/push", body, 200)
 
     async def poll(
         self, subs: dict[str, str | None], wait_s: float = 0, device: str | None = None

@@ -41,14 +41,16 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fieldpush_client.backoff import backoff_delays
 from fieldpush_client.client import PushClient
 from fieldpush_client.errors import (
+    PublishError,
     RequestError,
     StoreError,
     StoreIntegrityError,
@@ -63,14 +65,19 @@ from fieldpush_client.protocol import (
     MutationResult,
     Pull,
 )
+from fieldpush_client.upload import check_answer, worth_retrying
 from fieldpush_client.vault import KeySource, RecordCipher, aad, resolve_key
 
-__all__ = ["QueuedEdit", "SyncClient", "SyncStore"]
+__all__ = ["NeedsAttention", "QueuedEdit", "SyncClient", "SyncStore"]
 
 log = logging.getLogger("fieldpush.sdk.sync")
 
 #: ``PRAGMA user_version`` of an encrypted store (0: a plaintext store of SDK 0.1, or new).
 FORMAT = 1
+#: Refused edits kept for the user (added to format 1; created when missing).
+_ATTENTION_TABLE = """CREATE TABLE IF NOT EXISTS attention (
+    mid TEXT PRIMARY KEY, type_tag BLOB NOT NULL, rid_tag BLOB NOT NULL, sealed BLOB NOT NULL
+)"""
 #: Statement by statement: ``executescript`` would commit the open transaction first.
 _SCHEMA = (
     """CREATE TABLE records (
@@ -83,8 +90,11 @@ _SCHEMA = (
     )""",
     "CREATE INDEX queue_by_record ON queue (type_tag, rid_tag, seq)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)",
+    _ATTENTION_TABLE,
 )
 _LEGACY_TABLES = {"records", "queue", "meta"}
+#: What the server's answer says about a field it did not refuse.
+_TAKEN = frozenset({"applied", "conflict"})
 #: The plaintext sealed at creation: a wrong key fails to open it before anything is read.
 _KEY_CHECK = b"fieldpush store key check"
 #: Most bytes of mutations sent in one ``mutate`` (the server's frame limit is 64 KiB).
@@ -101,6 +111,28 @@ class QueuedEdit(Mutation):
     def as_mutation(self) -> dict[str, Any]:
         """The edit as an item of ``mutate.mutations`` (:meth:`to_wire`)."""
         return self.to_wire()
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsAttention:
+    """An edit the server refused, kept with what the user typed until the
+    application resends it fixed (:meth:`SyncStore.resend`) or the user
+    drops it (:meth:`SyncStore.dismiss`).
+
+    ``fields``: the refused fields with the values typed (None: a refused
+    delete); the fields of the same edit that were applied are not here.
+    ``reason`` and ``message``: the server's (``validation`` with the
+    offending field named, ``field_locked``, ``mdm_owned``, ``not_found``,
+    ``forbidden``); ``outcomes``: each field's own outcome, when the server
+    gave them."""
+
+    mid: str
+    type: str
+    rid: str
+    fields: dict[str, Any] | None
+    reason: str | None
+    message: str | None
+    outcomes: dict[str, str]
 
 
 def _now_ms() -> int:
@@ -177,6 +209,7 @@ class SyncStore:
             }
             if version == FORMAT:
                 self._check_key()
+                self._db.execute(_ATTENTION_TABLE)
                 return False
             if version != 0:
                 raise StoreError(
@@ -266,8 +299,9 @@ class SyncStore:
 
     @property
     def cursor(self) -> str | None:
-        """Where the next pull continues (None: a full download)."""
-        return self._meta("cursor")
+        """Where the next pull of every type continues (None: a full
+        download); :meth:`cursor_for` gives a type set's."""
+        return self.cursor_for(None)
 
     def _tick(self) -> tuple[int, int]:
         """The device's HLC: after every stamp it issued, never behind the clock."""
@@ -330,7 +364,84 @@ class SyncStore:
                 if result is None:
                     continue  # not answered: stays queued
                 self._apply_result(edit, result)
+                self._keep_refused(edit, result)
                 self._db.execute("DELETE FROM queue WHERE mid = ?", (edit.mid,))
+
+    def _keep_refused(self, edit: QueuedEdit, result: MutationResult) -> None:
+        """Keep the refused part of ``edit`` in the "needs attention" list."""
+        outcomes = result.fields or {}
+        if edit.fields is None:
+            if result.status != "rejected":
+                return
+            refused: dict[str, Any] | None = None
+        else:
+            refused = {
+                name: value
+                for name, value in edit.fields.items()
+                if outcomes.get(name, result.status) not in _TAKEN
+            }
+            if not refused:
+                return
+        item = NeedsAttention(
+            edit.mid, edit.type, edit.rid, refused, result.reason, result.message, dict(outcomes)
+        )
+        type_tag, rid_tag = self._tags(edit.type, edit.rid)
+        payload = json.dumps(
+            [item.type, item.rid, item.fields, item.reason, item.message, item.outcomes]
+        ).encode()
+        sealed = self._cipher.seal(payload, aad(b"attention", edit.mid.encode(), type_tag, rid_tag))
+        self._db.execute(
+            "INSERT OR REPLACE INTO attention VALUES (?, ?, ?, ?)",
+            (edit.mid, type_tag, rid_tag, sealed),
+        )
+
+    # ------------------------------------------------------------ needs attention
+
+    def needs_attention(self) -> list[NeedsAttention]:
+        """The refused edits kept for the user, oldest first: show them, let
+        the user fix them, then :meth:`resend` or :meth:`dismiss` each."""
+        rows = self._db.execute(
+            "SELECT mid, type_tag, rid_tag, sealed FROM attention ORDER BY rowid"
+        )
+        return [self._opened_attention(*row) for row in rows]
+
+    def _opened_attention(
+        self, mid: str, type_tag: bytes, rid_tag: bytes, sealed: bytes
+    ) -> NeedsAttention:
+        payload = self._cipher.open(sealed, aad(b"attention", mid.encode(), type_tag, rid_tag))
+        record_type, rid, fields, reason, message, outcomes = json.loads(payload)
+        return NeedsAttention(mid, record_type, rid, fields, reason, message, outcomes)
+
+    def resend(self, mid: str, fields: dict[str, Any] | None) -> QueuedEdit:
+        """Queue ``fields`` (the user's fixed values; None: the delete again)
+        as a new edit of the refused edit ``mid``'s record, with a new
+        ``mid`` and stamp, and drop ``mid`` from the list, in one
+        transaction. KeyError if ``mid`` is not in the list."""
+        if fields is not None and not fields:
+            raise ValueError("an edit needs at least one field (or None to delete)")
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            item = self._attention_item(mid)
+            edit = QueuedEdit(uuid.uuid4().hex, item.type, item.rid, fields, self._tick())
+            self._queue(edit)
+            self._db.execute("DELETE FROM attention WHERE mid = ?", (mid,))
+        return edit
+
+    def dismiss(self, mid: str) -> None:
+        """The user dropped the refused edit ``mid``: forget it (and its values).
+        KeyError if ``mid`` is not in the list."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._attention_item(mid)
+            self._db.execute("DELETE FROM attention WHERE mid = ?", (mid,))
+
+    def _attention_item(self, mid: str) -> NeedsAttention:
+        row = self._db.execute(
+            "SELECT mid, type_tag, rid_tag, sealed FROM attention WHERE mid = ?", (mid,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(mid)
+        return self._opened_attention(*row)
 
     def _apply_result(self, edit: QueuedEdit, result: MutationResult) -> None:
         if edit.fields is None:
@@ -395,21 +506,38 @@ class SyncStore:
                 "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (type_tag, rid_tag, sealed)
             )
 
+    def _set_key(self, name: str, types: Iterable[str] | None) -> str:
+        """The meta key of ``name`` (``cursor``, ``snapshot``) for a type set:
+        the bare name for every type (as SDKs before per-set cursors kept it),
+        else with a keyed tag of the sorted, distinct names (not in clear)."""
+        if types is None:
+            return name
+        return f"{name}:{self._cipher.tag('types', *sorted(set(types))).hex()}"
+
+    def cursor_for(self, types: Iterable[str] | None) -> str | None:
+        """Where the next pull of exactly these types continues (None: all
+        types; the answer None: a full download of them). Each set of types
+        has its own cursor: the server refuses one set's cursor for another."""
+        return self._meta(self._set_key("cursor", types))
+
     def apply_changes(self, changes: Changes, pulled_types: Iterable[str] | None = None) -> None:
-        """Store one ``changes`` page and its cursor. The first page of a full
-        download (``snapshot``) first forgets the pulled types (None: all)."""
+        """Store one ``changes`` page of a pull of ``pulled_types`` (None: all)
+        and that set's cursor. The first page of a full download
+        (``snapshot``) first forgets the records of the pulled types."""
+        types = None if pulled_types is None else list(pulled_types)
+        snapshot_key = self._set_key("snapshot", types)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            if changes.snapshot and self._meta("snapshot") is None:
-                if pulled_types is None:
+            if changes.snapshot and self._meta(snapshot_key) is None:
+                if types is None:
                     self._db.execute("DELETE FROM records")
-                for record_type in pulled_types or ():
+                for record_type in types or ():
                     self._db.execute(
                         "DELETE FROM records WHERE type_tag = ?", (self._type_tag(record_type),)
                     )
-                self._set_meta("snapshot", "1")
+                self._set_meta(snapshot_key, "1")
             if not changes.snapshot:
-                self._set_meta("snapshot", None)
+                self._set_meta(snapshot_key, None)
             for change in changes.changes:
                 if change.removed:
                     self._put(change.type, change.rid, None)
@@ -418,15 +546,17 @@ class SyncStore:
                 copy = self._server_copy(change.type, change.rid, tags) or {}
                 copy.update(change.fields)
                 self._put(change.type, change.rid, copy, tags)
-            self._set_meta("cursor", changes.cursor)
+            self._set_meta(self._set_key("cursor", types), changes.cursor)
             if not changes.more:
-                self._set_meta("snapshot", None)
+                self._set_meta(snapshot_key, None)
 
-    def restart_download(self) -> None:
-        """Forget the cursor: the next pull is a full download."""
+    def restart_download(self, types: Iterable[str] | None = None) -> None:
+        """Forget the cursor of ``types`` (None: all types): the next pull of
+        them is a full download."""
+        types = None if types is None else list(types)
         with self._db:
-            self._set_meta("cursor", None)
-            self._set_meta("snapshot", None)
+            self._set_meta(self._set_key("cursor", types), None)
+            self._set_meta(self._set_key("snapshot", types), None)
 
     # ------------------------------------------------------------ reading
 
@@ -474,7 +604,21 @@ class SyncClient:
     :class:`~fieldpush_client.client.PushClient` (see the module docstring).
 
     ``on_result`` is called with each edit and the server's answer (applied,
-    conflict with the winning values in ``record``, rejected with a reason).
+    conflict with the winning values in ``record``, rejected with a reason;
+    a refused edit's fields are kept in :meth:`SyncStore.needs_attention`).
+
+    With ``auto`` (the default), :meth:`start` keeps the queue flowing: it
+    flushes whenever the server is reached (every ``welcome``, every long
+    poll answered on the fallback) and after every :meth:`edit`, over the
+    socket when it is up and over ``POST /v1/sync/push`` when it is not; a
+    flush that fails for a reason a later attempt can fix
+    (:func:`~fieldpush_client.upload.worth_retrying`: ``unavailable``,
+    ``rate_limited``, a transport error, a garbled answer) is tried again
+    after a jittered backoff (``retry_base_s`` doubling up to
+    ``retry_cap_s``; a contact tries at once) until the queue is empty: a
+    phone that cannot reach the server at all makes one connection attempt
+    per backoff step while it has edits queued, none when the queue is
+    empty. It pulls after every ``welcome``.
     """
 
     def __init__(
@@ -487,6 +631,8 @@ class SyncClient:
         page_size: int = 500,
         on_result: Callable[[QueuedEdit, MutationResult], None] | None = None,
         auto: bool = True,
+        retry_base_s: float = 0.25,
+        retry_cap_s: float = 5.0,
     ) -> None:
         self.client = client
         self.store = store
@@ -495,24 +641,28 @@ class SyncClient:
         self.page_size = page_size
         self.on_result = on_result
         self._auto = auto
-        self._task: asyncio.Task[None] | None = None
-        #: Flushes started by :meth:`edit`, kept until done (the loop holds tasks weakly).
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._retry = partial(backoff_delays, base_s=retry_base_s, cap_s=retry_cap_s)
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Set when there may be something to flush (an edit, a contact).
+        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
     def start(self) -> None:
-        """With ``auto``: flush and pull after every ``welcome``, in the background."""
-        if self._auto and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._after_welcomes())
+        """With ``auto``: keep flushing, and pull after every ``welcome``, in the background."""
+        if self._auto and not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._wake.set()  # whatever an earlier run left queued
+            self._tasks = [
+                loop.create_task(self._keep_flushing()),
+                loop.create_task(self._after_contacts()),
+            ]
 
     async def close(self) -> None:
-        """Stop syncing after welcomes and the flushes :meth:`edit` started
-        (their edits stay queued)."""
-        tasks = [*self._flushes, *([self._task] if self._task else [])]
-        for task in tasks:
+        """Stop syncing in the background (queued edits stay queued)."""
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = None
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     async def __aenter__(self) -> SyncClient:
         self.start()
@@ -521,14 +671,44 @@ class SyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _after_welcomes(self) -> None:
+    async def _after_contacts(self) -> None:
+        """Wake the flusher at every contact; pull after every ``welcome``."""
         seen = 0
+        session = None
         while True:
-            seen = await self.client.welcome_after(seen)
+            seen = await self.client.contact_after(seen)
+            self._wake.set()
+            if self.client.connected and self.client.session is not session:
+                session = self.client.session
+                try:
+                    await self.pull()
+                except Exception as exc:  # retried at the next welcome
+                    log.info("fieldpush pull after connecting failed: %s", exc)
+
+    async def _keep_flushing(self) -> None:
+        """Flush when woken; retry what is worth it with backoff (see the class)."""
+        delays: Iterator[float] | None = None
+        while True:
+            if delays is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), next(delays))
+            self._wake.clear()
+            if not self.store.queued(limit=1):
+                delays = None
+                continue
             try:
-                await self.sync()
-            except Exception as exc:  # retried at the next welcome
-                log.info("fieldpush sync after connecting failed: %s", exc)
+                await self.flush()
+            except Exception as exc:
+                if not worth_retrying(exc):
+                    log.warning("fieldpush flush refused (the edits stay queued): %s", exc)
+                    delays = None
+                    continue
+                log.info("fieldpush flush failed, trying again (the edits stay queued): %s", exc)
+                delays = delays or self._retry()
+            else:
+                delays = None
 
     async def sync(self) -> None:
         """Flush the queue, then pull."""
@@ -536,28 +716,28 @@ class SyncClient:
         await self.pull()
 
     def edit(self, record_type: str, rid: str, fields: dict[str, Any] | None) -> QueuedEdit:
-        """Queue an edit and, when connected, flush soon."""
+        """Queue an edit; with ``auto``, flushed as soon as a transport works."""
         edit = self.store.edit(record_type, rid, fields)
-        if self.client.connected:
-            task = asyncio.get_running_loop().create_task(self._flush_quietly())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        self._wake.set()
         return edit
 
-    async def _flush_quietly(self) -> None:
-        try:
-            await self.flush()
-        except Exception as exc:
-            log.info("fieldpush flush failed (the edits stay queued): %s", exc)
+    def resend(self, mid: str, fields: dict[str, Any] | None) -> QueuedEdit:
+        """:meth:`SyncStore.resend` a refused edit, fixed; flushed as :meth:`edit` is."""
+        edit = self.store.resend(mid, fields)
+        self._wake.set()
+        return edit
 
     async def flush(self) -> list[tuple[QueuedEdit, MutationResult]]:
-        """Send every queued edit, in order; the answers, in order. Raises
-        (NotConnected, RequestTimeout, RequestError) with the unanswered edits
-        still queued."""
+        """Send every queued edit, in order, over the socket when it is up and
+        over ``POST /v1/sync/push`` otherwise; the answers, in order. An answer
+        that does not answer the batch sent is a ProtocolError and settles
+        nothing. Raises (NotConnected, RequestTimeout, RequestError,
+        PublishError, ProtocolError, ``httpx.HTTPError``) with the unanswered
+        edits still queued."""
         answered: list[tuple[QueuedEdit, MutationResult]] = []
         async with self._lock:
             for batch in _batches(self.store.queued(), self.batch_size):
-                reply = await self._send_batch(batch)
+                reply = check_answer(batch, await self._send_batch(batch))
                 self.store.settle(batch, reply.results)
                 by_mid = {result.mid: result for result in reply.results}
                 for edit in batch:
@@ -568,35 +748,42 @@ class SyncClient:
         return answered
 
     async def _send_batch(self, batch: list[QueuedEdit]) -> Mutated:
-        """One ``mutate``; when the server says ``rate_limited``, wait and send it again."""
+        """One ``mutate`` (or HTTP push); when the server says ``rate_limited``,
+        wait and send it again."""
         mutations = tuple(batch)
         delay = RATE_LIMIT_WAIT_S
         while True:
             try:
+                if not self.client.connected:
+                    return await self.client.push_by_http(mutations)
                 return await self.client.call(partial(Mutate, mutations=mutations), Mutated)
-            except RequestError as exc:
+            except (RequestError, PublishError) as exc:
                 if exc.code != ErrorCode.RATE_LIMITED:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     async def pull(self) -> int:
-        """Pull until nothing more is new; how many changes were stored. A
-        ``resync`` answer starts a full download."""
+        """Pull the client's ``types`` (None: every type the user may read)
+        until nothing more is new, with that type set's own cursor
+        (:meth:`SyncStore.cursor_for`): SyncClients of other type sets on the
+        same store skip none of each other's changes. How many changes were
+        stored. A ``resync`` answer starts a full download of the set."""
         count = 0
         async with self._lock:
             types = tuple(self.types) if self.types is not None else None
             while True:
-                pull = partial(Pull, cursor=self.store.cursor, types=types, limit=self.page_size)
+                cursor = self.store.cursor_for(types)
+                pull = partial(Pull, cursor=cursor, types=types, limit=self.page_size)
                 try:
                     page = await self.client.call(pull, Changes)
                 except RequestError as exc:
                     if exc.code != ErrorCode.RESYNC:
                         raise
                     log.info("fieldpush pull: %s; downloading everything again", exc)
-                    self.store.restart_download()
+                    self.store.restart_download(types)
                     continue
-                self.store.apply_changes(page, self.types)
+                self.store.apply_changes(page, types)
                 count += len(page.changes)
                 if not page.more:
                     return count

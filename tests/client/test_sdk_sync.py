@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from fieldpush_client import PushClient, SyncClient, SyncStore
@@ -29,20 +28,11 @@ def wall_clock(start: int) -> Any:
     return read
 
 
-async def crm_put(node: RunningNode, record_type: str, rid: str, **fields: Any) -> None:
-    headers = {"Authorization": f"Bearer {node.token('crm', 'service')}"}
-    async with httpx.AsyncClient(base_url=node.url, timeout=scaled(10)) as http:
-        reply = await http.put(
-            f"/v1/records/{record_type}/{rid}", json={"fields": fields}, headers=headers
-        )
-    assert reply.status_code == 200, reply.text
-
-
 @pytest.fixture
 async def node() -> AsyncIterator[RunningNode]:
     async with running_node(node_settings(sync_log_max_entries=50)) as running:
-        await crm_put(
-            running, "customer", "c1", name="ACME", owner="alice", team="north", budget="100"
+        await running.crm_put(
+            "customer", "c1", name="ACME", owner="alice", team="north", budget="100"
         )
         yield running
 
@@ -178,8 +168,8 @@ async def test_an_expired_cursor_makes_the_sdk_download_everything_again(
         await sync.pull()
         old_cursor = store.cursor
         for i in range(60):  # the node keeps 50 log entries
-            await crm_put(node, "customer", "c1", budget=str(i))
-        await crm_put(node, "customer", "c2", name="Second", owner="alice")
+            await node.crm_put("customer", "c1", budget=str(i))
+        await node.crm_put("customer", "c2", name="Second", owner="alice")
         await sync.pull()
     assert store.cursor != old_cursor
     assert store.records("customer")["c1"]["budget"] == 59

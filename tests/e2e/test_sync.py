@@ -1,5 +1,6 @@
 """Black-box delta sync: two ``fieldpush serve`` processes on one real
-redis-server, phones driving the SDK, and a phone process killed mid-flush."""
+redis-server, phones driving the SDK, a phone process killed mid-flush, and a
+phone that keeps editing through node kills, Redis restarts and app restarts."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import pytest
 
 from fieldpush_client import PushClient, SyncClient, SyncStore
 from tests.support.cli import ServeProcess
-from tests.support.cluster import token
+from tests.support.cluster import start_node, token
+from tests.support.redis_server import RedisServer
 from tests.support.stores import STORE_KEY
 from tests.support.timing import eventually, scaled
 
@@ -161,3 +163,71 @@ async def test_a_phone_killed_mid_flush_loses_no_edit_and_applies_none_twice(
     assert by_mid == {edit.mid: 1 for edit in edits}  # every edit once, none twice
     follow_ups = [c["rid"] for c in changes if c["type"] == "follow_up"]
     assert follow_ups == [f"f{i}" for i in range(0, 300, 2)]  # and in order
+
+
+async def test_edits_survive_app_restarts_node_kills_and_redis_restarts(tmp_path: Path) -> None:
+    """Issue 13, item 4: a phone keeps editing while its node is killed,
+    redis-server is killed and restarted, and the app itself restarts; the
+    SDK flushes by itself (``auto``), and the CRM's feed ends up with every
+    edit exactly once, in the order it was made."""
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    node_a, node_b = start_node(redis.url, "node-a"), start_node(redis.url, "node-b")
+    alice = token("alice", "sales", ("north",))
+    db = tmp_path / "phone.db"
+    made: list[str] = []
+
+    def app() -> tuple[SyncStore, PushClient]:
+        client = PushClient(
+            [node_a.ws_url, node_b.ws_url],
+            token=alice,
+            device="a-phone",
+            fallback_after_failures=0,
+            request_timeout_s=2,
+        )
+        return SyncStore(db, key=STORE_KEY), client
+
+    async def edit_some(sync: SyncClient, count: int) -> None:
+        for _ in range(count):
+            i = len(made)
+            made.append(sync.edit("follow_up", f"f{i}", {"customer": "c1", "note": f"n{i}"}).mid)
+
+    def drained(store: SyncStore) -> bool:
+        return store.queued() == []
+
+    try:
+        async with httpx.AsyncClient(timeout=scaled(10)) as http:
+            await http.put(
+                node_b.url + "/v1/records/customer/c1",
+                json={"fields": {"name": "ACME", "owner": "alice"}},
+                headers=CRM,
+            )
+        store, client = app()
+        async with client, SyncClient(client, store) as sync:
+            await client.wait_connected(scaled(10))
+            await edit_some(sync, 10)
+            node_a.kill()  # SIGKILL, possibly mid-flush: the phone moves to node B
+            await edit_some(sync, 10)
+            await eventually(lambda: drained(store), timeout=30, message="flushed via node B")
+            redis.kill()
+            await edit_some(sync, 10)  # answered unavailable, or not at all
+            redis.restart()
+            await edit_some(sync, 5)
+            await eventually(lambda: drained(store), timeout=30, message="flushed after Redis")
+            await edit_some(sync, 5)
+        store.close()  # the app is closed with edits possibly still queued
+        store, client = app()  # and started again
+        async with client, SyncClient(client, store) as sync:
+            await edit_some(sync, 5)
+            await eventually(lambda: drained(store), timeout=60, message="every edit flushed")
+        store.close()
+        changes = await feed(node_b.url)
+    finally:
+        node_a.stop()
+        assert node_b.stop() == 0, node_b.output
+        redis.stop()
+    mids = [c["mid"] for c in changes if c["type"] == "follow_up"]
+    assert sorted(mids) == sorted(made), "an edit was lost or applied twice"
+    assert [c["rid"] for c in changes if c["type"] == "follow_up"] == [
+        f"f{i}" for i in range(len(made))
+    ]

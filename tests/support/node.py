@@ -8,6 +8,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
+
 from fieldpush.app import build_server
 from fieldpush.backend.base import Backend
 from fieldpush.identity.auth import mint_token
@@ -32,6 +34,15 @@ class RunningNode:
         self, user: str, role: str = "sales", teams: tuple[str, ...] = (), ttl_s: float = 600
     ) -> str:
         return mint_token(self.settings, user=user, role=role, teams=teams, ttl_s=ttl_s)
+
+    async def crm_put(self, record_type: str, rid: str, **fields: Any) -> None:
+        """The CRM writes a record (``PUT /v1/records/{type}/{id}``), which must succeed."""
+        headers = {"Authorization": f"Bearer {self.token('crm', 'service')}"}
+        async with httpx.AsyncClient(base_url=self.url, timeout=scaled(10)) as http:
+            reply = await http.put(
+                f"/v1/records/{record_type}/{rid}", json={"fields": fields}, headers=headers
+            )
+        assert reply.status_code == 200, reply.text
 
 
 def node_settings(**overrides: Any) -> Settings:

@@ -21,6 +21,7 @@ from fieldpush.sync.codec import (
     decode_state,
     encode_cursor,
     encode_state,
+    types_digest,
 )
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.hlc import Stamp
@@ -66,6 +67,9 @@ def test_no_stored_record_is_no_state() -> None:
         SnapshotCursor("e:1-0", "customer", "c-1"),
         SnapshotCursor("", "work_order", ""),
         SnapshotCursor("top", "customer", "ünïcødé/?&="),
+        LogCursor("0-0", types_digest(["visit_plan"])),
+        LogCursor("p", types_digest(None)),
+        SnapshotCursor("t", "customer", "c1", types_digest(["customer", "contract"])),
     ],
 )
 def test_cursors_round_trip(cursor: LogCursor | SnapshotCursor) -> None:
@@ -79,6 +83,16 @@ def test_the_cursor_text_is_pinned() -> None:
     assert encode_cursor(SnapshotCursor("t", "customer", "c1")) == _text(
         ["s", "t", "customer", "c1"]
     )
+    digest = types_digest(["visit_plan"])
+    assert digest == "1cad56c26ec9a77b"
+    assert encode_cursor(LogCursor("p", digest)) == _text(["l", "p", digest])
+    assert encode_cursor(SnapshotCursor("t", "c", "1", "*")) == _text(["s", "t", "c", "1", "*"])
+
+
+def test_the_type_digest_is_of_the_set_not_the_request() -> None:
+    assert types_digest(["b", "a", "a"]) == types_digest(["a", "b"]) != types_digest(["a"])
+    assert types_digest(None) == "*" != types_digest([])
+    assert types_digest(["a\0b"]) != types_digest(["a", "b"])
 
 
 HOSTILE = [
@@ -97,6 +111,12 @@ HOSTILE = [
     _text(["l", None]),
     _text(["l", b"bytes"]),
     _text(["l", "p", "extra"]),
+    _text(["l", "p", ""]),
+    _text(["l", "p", "1CAD56C26EC9A77B"]),
+    _text(["l", "p", "1cad56c26ec9a77"]),
+    _text(["l", "p", "*", "*"]),
+    _text(["s", "t", "customer", "c1", "**"]),
+    "kqFsoXA" * 200,  # longer than any cursor
     _text(["s", "top", "customer"]),
     _text(["s", "top", "customer", 5]),
     _text(["x", "p"]),

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fieldpush.sync.codec import LogCursor, decode_cursor, encode_cursor
 from tests.support.node import NodeFactory, RunningNode, node_settings, running_node
 from tests.support.phones import phone
 from tests.support.timing import scaled
@@ -303,6 +304,47 @@ async def test_a_record_that_leaves_the_scope_is_removed_and_one_that_enters_com
     assert results[0]["status"] == "applied"
     gone, _ = await bob.pull_all(bob_cursor)
     assert gone == {("follow_up", "f9"): "removed"}
+
+
+async def test_a_cursor_is_refused_with_another_type_set_and_the_store_is_unchanged(
+    node: RunningNode,
+) -> None:
+    """Issue 13, item 3: a cursor of one type set read the log for those types
+    only; with another set it would skip that set's earlier changes."""
+    crm = Api(node, "crm", "service")
+    await seed(crm)
+    alice = Api(node, "alice", "sales", ("north",))
+    _, core_cursor = await alice.pull_all(types=["customer", "contract"])
+    _, all_cursor = await alice.pull_all()
+    await crm.put("customer", "c-alice", phone="+49 5")
+    for cursor, types in [
+        (core_cursor, ["visit_plan"]),
+        (core_cursor, None),
+        (all_cursor, ["customer"]),
+    ]:
+        reply = await alice.call("POST", "/v1/sync/pull", json={"cursor": cursor, "types": types})
+        assert reply.status_code == 422, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "invalid"
+        assert "another set of types" in error["message"] and "own cursor" in error["message"]
+    # The same set in another order, with a repeat, is the same set.
+    seen, _ = await alice.pull_all(core_cursor, types=["contract", "customer", "customer"])
+    assert seen == {("customer", "c-alice"): {"phone": "+49 5"}}
+    async with phone(node, "alice", teams=("north",)) as socket:
+        refused = await socket.request(
+            {"type": "pull", "id": 1, "cursor": core_cursor, "types": ["visit_plan"]}
+        )
+        assert (refused["type"], refused["code"], refused["id"]) == ("error", "bad_request", 1)
+        assert "another set of types" in refused["message"]
+        huge = await socket.request({"type": "pull", "id": 2, "cursor": "k" * 5_000})
+        assert (huge["code"], huge["id"]) == ("bad_request", 2)
+        assert (await socket.request({"type": "ping", "id": 3}))["type"] == "pong"
+    huge_http = await alice.call("POST", "/v1/sync/pull", json={"cursor": "kqFs" * 250_000})
+    assert huge_http.status_code in (413, 422)
+    # A cursor of an older server (bound to no type set) still works with any set.
+    old = encode_cursor(LogCursor(decode_cursor(all_cursor).position))
+    assert (await alice.pull(cursor=old, types=["visit_plan"]))["changes"] == []
+    assert (await alice.pull(cursor=old))["changes"][0]["fields"] == {"phone": "+49 5"}
 
 
 async def test_pull_pages_by_limit_without_losing_or_repeating(node: RunningNode) -> None:

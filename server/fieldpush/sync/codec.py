@@ -5,10 +5,14 @@
   for a record: per field ``[value, wall_ms, counter, device]``, and its
   tombstone stamp).
 - Cursors are opaque to clients: a msgpack list, base64url without padding.
-  A :class:`LogCursor` (``["l", position]``) reads the change log after a
-  position; a :class:`SnapshotCursor` (``["s", top, type, rid]``) continues a
-  full download after record ``rid`` of ``type``, then reads the log from
-  ``top``, where it was when the download began.
+  A :class:`LogCursor` (``["l", position, types]``) reads the change log after a
+  position; a :class:`SnapshotCursor` (``["s", top, type, rid, types]``)
+  continues a full download after record ``rid`` of ``type``, then reads the
+  log from ``top``, where it was when the download began. ``types`` is the
+  :func:`types_digest` of the type set the cursor was pulled with: it is valid
+  for that set only (the puller refuses it with another). Cursors without it
+  (``["l", position]``, ``["s", top, type, rid]``: handed out before issue 13, and
+  the CRM's feed) are bound to no type set and keep working with any.
 
 :func:`decode_cursor` accepts only what :func:`encode_cursor` makes: any other
 text (a forged or damaged cursor) is a :class:`~fieldpush.sync.errors.SyncError`
@@ -19,6 +23,9 @@ the record store that wrote them.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeAlias
@@ -29,9 +36,10 @@ from fieldpush.backend.base import StoredRecord
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.hlc import Stamp
 from fieldpush.sync.rules import RecordState
-from fieldpush_client.protocol import ErrorCode
+from fieldpush_client.protocol import MAX_CURSOR_LENGTH, ErrorCode
 
 __all__ = [
+    "ALL_TYPES",
     "Cursor",
     "EntryKind",
     "LogCursor",
@@ -41,8 +49,12 @@ __all__ = [
     "encode_cursor",
     "encode_state",
     "pack",
+    "types_digest",
     "unpack",
 ]
+
+#: The digest of "every readable type" (a pull without ``types``).
+ALL_TYPES = "*"
 
 
 class EntryKind(StrEnum):
@@ -85,11 +97,23 @@ def decode_state(stored: StoredRecord | None) -> RecordState | None:
     )
 
 
+def types_digest(types: Sequence[str] | None) -> str:
+    """Which type set a cursor belongs to: :data:`ALL_TYPES` for a pull
+    without ``types``, else 16 hex digits of SHA-256 over the sorted, distinct
+    names as a JSON list (order and repeats in a request do not matter)."""
+    if types is None:
+        return ALL_TYPES
+    names = json.dumps(sorted(set(types)), ensure_ascii=False).encode()
+    return hashlib.sha256(names).hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class LogCursor:
-    """Read the change log after ``position`` (a record store's position)."""
+    """Read the change log after ``position`` (a record store's position);
+    ``types``: the :func:`types_digest` it is valid for (None: any)."""
 
     position: str
+    types: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +124,7 @@ class SnapshotCursor:
     top: str
     type_name: str
     after: str
+    types: str | None = None
 
 
 Cursor: TypeAlias = LogCursor | SnapshotCursor
@@ -107,16 +132,27 @@ Cursor: TypeAlias = LogCursor | SnapshotCursor
 _INVALID = "invalid cursor: send one from a reply, or none"
 
 
+def _is_digest(text: str) -> bool:
+    """What :func:`types_digest` returns: ``*`` or 16 lowercase hex digits."""
+    return text == ALL_TYPES or (len(text) == 16 and all(c in "0123456789abcdef" for c in text))
+
+
 def encode_cursor(cursor: Cursor) -> str:
+    parts: list[str]
     if isinstance(cursor, LogCursor):
         parts = ["l", cursor.position]
     else:
         parts = ["s", cursor.top, cursor.type_name, cursor.after]
+    if cursor.types is not None:
+        parts.append(cursor.types)
     return base64.urlsafe_b64encode(pack(parts)).decode().rstrip("=")
 
 
 def decode_cursor(text: str) -> Cursor:
-    """The cursor ``text`` encodes; SyncError ``bad_request`` if it is not one."""
+    """The cursor ``text`` encodes; SyncError ``bad_request`` if it is not one
+    (longer than any cursor this module makes, too)."""
+    if len(text) > MAX_CURSOR_LENGTH:
+        raise SyncError(ErrorCode.BAD_REQUEST, _INVALID)
     try:
         parts = unpack(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, msgpack.UnpackException):  # binascii.Error is a ValueError
@@ -125,6 +161,10 @@ def decode_cursor(text: str) -> Cursor:
         match parts:
             case ["l", position]:
                 return LogCursor(position)
+            case ["l", position, types] if _is_digest(types):
+                return LogCursor(position, types)
             case ["s", top, type_name, after]:
                 return SnapshotCursor(top, type_name, after)
+            case ["s", top, type_name, after, types] if _is_digest(types):
+                return SnapshotCursor(top, type_name, after, types)
     raise SyncError(ErrorCode.BAD_REQUEST, _INVALID)

@@ -15,7 +15,14 @@ from typing import Any, Protocol
 
 from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.changelog import Paging, read_log
-from fieldpush.sync.codec import LogCursor, decode_cursor, decode_state, encode_cursor, unpack
+from fieldpush.sync.codec import (
+    ALL_TYPES,
+    LogCursor,
+    decode_cursor,
+    decode_state,
+    encode_cursor,
+    unpack,
+)
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.mapping import Side
 from fieldpush.sync.rules import Actor, Reason, Status
@@ -73,7 +80,7 @@ class CrmSide:
         after = None
         if cursor is not None:
             decoded = decode_cursor(cursor)
-            if not isinstance(decoded, LogCursor):
+            if not isinstance(decoded, LogCursor) or decoded.types not in (None, ALL_TYPES):
                 raise SyncError(ErrorCode.BAD_REQUEST, "invalid cursor: use one from /v1/changes")
             after = decoded.position
         size = self._paging.size(limit)

@@ -7,6 +7,12 @@ reader's role may read, within its scope. A record that left the scope is
 size of records and reads at most :data:`MAX_SCAN` log entries (then ``more``),
 so a reader who sees few of the changes costs a bounded amount per request.
 
+A cursor is valid for the type set it was pulled with
+(:func:`~fieldpush.sync.codec.types_digest`, inside the cursor): another set
+is refused (``bad_request``), because the cursor's position says nothing
+about the other types' changes before it. Cursors bound to no set (before
+issue 13, docs/protocol.md 3.2) are taken with any.
+
 Without a cursor it is a full download: the records of the readable types page
 by page (``snapshot: true``, continued by a
 :class:`~fieldpush.sync.codec.SnapshotCursor`), then the log from where it was
@@ -27,6 +33,7 @@ from fieldpush.sync.codec import (
     decode_cursor,
     decode_state,
     encode_cursor,
+    types_digest,
     unpack,
 )
 from fieldpush.sync.errors import SyncError
@@ -35,7 +42,14 @@ from fieldpush.sync.schema import RecordType
 from fieldpush.sync.view import visible
 from fieldpush_client.protocol import ErrorCode
 
-__all__ = ["LOG_CHUNK", "MAX_SCAN", "Puller"]
+__all__ = ["LOG_CHUNK", "MAX_SCAN", "OTHER_TYPES", "Puller"]
+
+#: The refusal of a cursor pulled with another type set: what to do instead.
+OTHER_TYPES = (
+    "this cursor was pulled with another set of types: pull these types with"
+    " their own cursor (keep one cursor per set of types), or without a cursor"
+    " to download them whole"
+)
 
 #: Log entries read per round trip.
 LOG_CHUNK = 1000
@@ -65,16 +79,20 @@ class Puller:
         (``resync`` when the cursor is older than the retained log)."""
         readable = self._readable_types(actor, types)
         size = self._paging.size(limit)
+        digest = types_digest(types)
         if cursor is None:
             top = await self._catalog.store.log_top()
-            return await self._snapshot(actor, readable, size, top, 0, "")
-        match decode_cursor(cursor):
+            return await self._snapshot(actor, readable, size, digest, top, 0, "")
+        decoded = decode_cursor(cursor)
+        if decoded.types not in (None, digest):
+            raise SyncError(ErrorCode.BAD_REQUEST, OTHER_TYPES)
+        match decoded:
             case SnapshotCursor(top, type_name, after):
                 names = [rtype.name for rtype in readable]
                 index = names.index(type_name) if type_name in names else len(names)
-                return await self._snapshot(actor, readable, size, top, index, after)
+                return await self._snapshot(actor, readable, size, digest, top, index, after)
             case LogCursor(position):
-                return await self._changes_since(actor, readable, size, position)
+                return await self._changes_since(actor, readable, size, digest, position)
 
     def _readable_types(self, actor: Actor, types: Sequence[str] | None) -> list[RecordType]:
         schema_types = self._catalog.schema.types
@@ -94,6 +112,7 @@ class Puller:
         actor: Actor,
         readable: list[RecordType],
         size: int,
+        digest: str,
         top: str,
         index: int,
         after: str,
@@ -115,19 +134,19 @@ class Puller:
                 values = {n: v for n, v in state.values().items() if n in fields}
                 changes.append({"type": rtype.name, "rid": rid, "fields": mapping.outbound(values)})
                 if len(changes) >= size:
-                    cursor = encode_cursor(SnapshotCursor(top, rtype.name, rid))
+                    cursor = encode_cursor(SnapshotCursor(top, rtype.name, rid, digest))
                     return {"changes": changes, "cursor": cursor, "more": True, "snapshot": True}
             if len(page) < size:
                 index, after = index + 1, ""
         return {
             "changes": changes,
-            "cursor": encode_cursor(LogCursor(top)),
+            "cursor": encode_cursor(LogCursor(top, digest)),
             "more": await store.log_top() != top,
             "snapshot": True,
         }
 
     async def _changes_since(
-        self, actor: Actor, readable: list[RecordType], size: int, after: str
+        self, actor: Actor, readable: list[RecordType], size: int, digest: str, after: str
     ) -> dict[str, Any]:
         types = {rtype.name: rtype for rtype in readable}
         merged: _Merged = {}
@@ -163,7 +182,8 @@ class Puller:
         changes = [
             {"type": t, "rid": rid, **change} for (t, rid), change in merged.items() if change
         ]
-        return {"changes": changes, "cursor": encode_cursor(LogCursor(after)), "more": more}
+        cursor = encode_cursor(LogCursor(after, digest))
+        return {"changes": changes, "cursor": cursor, "more": more}
 
     def _fold(
         self,
