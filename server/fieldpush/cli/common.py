@@ -60,7 +60,8 @@ class NodeCall:
             from fieldpush.identity.auth import mint_token
 
             # Minting does not listen: the development secret may sign.
-            token = mint_token(settings_of(args, dev=True), user=user, role=role, ttl_s=300)
+            # An hour: long enough for a million-line import or a big export.
+            token = mint_token(settings_of(args, dev=True), user=user, role=role, ttl_s=3600)
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def fail(self, message: str, code: int = 1) -> int:
