@@ -138,9 +138,7 @@ def test_dates_decimals_and_lists_are_checked_and_normalised() -> None:
     assert device["last_service"].check("2026-05-01") == "2026-05-01"
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         device["last_service"].check("01.05.2026")
-    assert device["service_log"].check(["oil", "filter"]) == ["oil", "filter"]
-    with pytest.raises(ValueError, match="must be a string"):
-        device["service_log"].check(["oil", 3])
+    assert device["customer"].check("c-1") == "c-1"
     amount = SCHEMA.types["contract"].fields["amount"]
     assert amount.check(1200.5) == "1200.5"
     assert amount.check("99.90") == "99.90"
@@ -184,6 +182,16 @@ def schema_with(field: dict[str, Any], **type_keys: Any) -> dict[str, Any]:
             "write.sales: a role that writes must also read",
         ),
         ({"types": {}}, "no record types"),
+        (
+            schema_with({"type": "string", "rule": "append"}),
+            """thing.x: rule = "append" is for list fields, not 'string' ones""",
+        ),
+        (
+            schema_with(
+                {"type": "list", "rule": "append", "sync": "realtime", "critical_values": [["a"]]}
+            ),
+            'thing.x: critical_values is not for rule = "append"',
+        ),
     ],
 )
 def test_a_broken_schema_is_refused_with_where_and_what(raw: dict[str, Any], message: str) -> None:

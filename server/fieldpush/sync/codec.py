@@ -2,8 +2,15 @@
 
 - Record states, mutation results and change-log entries are msgpack
   (:func:`pack` / :func:`unpack`; :func:`encode_state` / :func:`decode_state`
-  for a record: per field ``[value, wall_ms, counter, device]``, and its
-  tombstone stamp).
+  for a record: per field ``[value, wall_ms, counter, device]``, its
+  tombstone stamp, and per ``append`` field its log entries
+  ``[item, wall_ms, counter, device, position]``).
+
+Stored-format compatibility: ``"l"`` (the log entries) was added with the
+``append`` rule. A record written before has none; its list fields load as
+before and an ``append`` field's log is then read from its plain list
+(:meth:`RecordState.log <fieldpush.sync.rules.RecordState.log>`). The value in
+``"f"`` stays the plain list, so a node without the rule reads the record too.
 - Cursors are opaque to clients: a msgpack list, base64url without padding.
   A :class:`LogCursor` (``["l", position]``) reads the change log after a
   position; a :class:`SnapshotCursor` (``["s", top, type, rid]``) continues a
@@ -26,6 +33,7 @@ from typing import Any, TypeAlias
 import msgpack
 
 from fieldpush.backend.base import StoredRecord
+from fieldpush.sync.appendlog import Entry
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.hlc import Stamp
 from fieldpush.sync.rules import RecordState
@@ -68,8 +76,16 @@ def encode_state(state: RecordState) -> bytes:
         {
             "f": {name: [value, *stamp] for name, (value, stamp) in state.fields.items()},
             "x": list(deleted) if deleted is not None else None,
+            **({"l": _logs(state)} if state.logs else {}),
         }
     )
+
+
+def _logs(state: RecordState) -> dict[str, list[list[Any]]]:
+    return {
+        name: [[entry.item, *entry.stamp, entry.position] for entry in log]
+        for name, log in state.logs.items()
+    }
 
 
 def decode_state(stored: StoredRecord | None) -> RecordState | None:
@@ -82,6 +98,10 @@ def decode_state(stored: StoredRecord | None) -> RecordState | None:
         fields={name: (v[0], Stamp(v[1], v[2], v[3])) for name, v in raw["f"].items()},
         deleted=Stamp(*deleted) if deleted is not None else None,
         version=stored.version,
+        logs={
+            name: tuple(Entry(e[0], Stamp(e[1], e[2], e[3]), e[4]) for e in log)
+            for name, log in raw.get("l", {}).items()
+        },
     )
 
 
