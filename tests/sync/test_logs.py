@@ -7,14 +7,18 @@ without changing anything stored."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.node import RunningNode
+from tests.support.node import NodeFactory, RunningNode
+from tests.support.phones import phone
 from tests.sync.test_sync import Api, mutation, node, now_ms
 
 __all__ = ["node"]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ENG1 = ("eng1", "after_sales")
 ENG2 = ("eng2", "after_sales")
@@ -163,3 +167,48 @@ async def test_a_full_log_refuses_an_addition_and_the_crm_is_told_why(node: Runn
     assert "service_log would have more than 500 items" in refused.text
     seen, _ = await eng1.pull_all()
     assert log_of(seen) == full
+
+
+async def test_a_renamed_realtime_log_is_pushed_and_pulled_as_a_plain_list(
+    start_node: NodeFactory, tmp_path: Path
+) -> None:
+    schema = (ROOT / "config" / "schema.toml").read_text()
+    line = 'service_log = { type = "list", items = "string", rule = "append", max_length = 500 }'
+    assert line in schema
+    realtime = line.replace("max_length = 500", 'max_length = 500, sync = "realtime"')
+    (tmp_path / "schema.toml").write_text(schema.replace(line, realtime))
+    (tmp_path / "mappings.toml").write_text(
+        '[phone.device.log]\nfield = "service_log"\n'
+        '[crm.device.ServiceLog]\nfield = "service_log"\n'
+    )
+    config = {"schema_path": str(tmp_path / "schema.toml")}
+    async with start_node(**config, mappings_path=str(tmp_path / "mappings.toml")) as running:
+        crm = Api(running, "crm", "service")
+        written = await crm.put(
+            "device",
+            "d-1",
+            serial="12345678",
+            owner="alice",
+            team="north",
+            ServiceLog=["installed"],
+        )
+        assert written["fields"]["ServiceLog"] == ["installed"]
+        async with phone(
+            running, "boss", role="supervisor", teams=("north",), subs={"records:north": None}
+        ) as boss:
+            eng1 = Api(running, *ENG1)
+            (result,) = await eng1.push(
+                mutation("e1", "d-1", "device", log={"add": ["filter"]}), device="eng1-phone"
+            )
+            assert result["status"] == "applied"
+            (event,) = await boss.events(1)
+            assert event["kind"] == "record.changed"
+            assert event["data"]["fields"] == {"log": ["installed", "filter"]}
+        seen, _ = await eng1.pull_all()
+        assert seen[("device", "d-1")]["log"] == ["installed", "filter"]
+        feed = (await crm.call("GET", "/v1/changes")).json()["changes"]
+        assert feed[-1]["fields"] == {
+            "ServiceLog": {"old": ["installed"], "new": ["installed", "filter"]}
+        }
+        removed = await crm.put("device", "d-1", ServiceLog={"remove": ["installed"]})
+        assert removed["fields"]["ServiceLog"] == ["filter"]
