@@ -1,7 +1,8 @@
 """The ``append`` rule as pure functions: the wire forms of a log edit, the
 merge (additions kept in stamp order, idempotent, explicit removal, a full
-log refused), the stored form and its compatibility with plain lists, and
-convergence under any order of the same additions (hypothesis)."""
+log refused), the stored form and its compatibility with plain lists.
+Convergence under any order of the same additions is with the other rules'
+in tests/sync/test_sync_rules.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from fieldpush.backend.base import StoredRecord
 from fieldpush.sync.appendlog import Entry
@@ -121,7 +120,7 @@ def test_the_stored_form_keeps_per_item_stamps_and_old_plain_lists_still_merge()
     loaded = decode_state(StoredRecord(2, encode_state(state)))
     assert loaded is not None
     assert loaded.values() == state.values() and loaded.logs == state.logs
-    assert loaded.log("service_log")[1] == Entry("filter", Stamp(10, 0, "eng1-phone"), 0)
+    assert loaded.log("service_log").entries()[1] == Entry(Stamp(10, 0, "eng1-phone"), 0, "filter")
     # a record written before the rule: the log is a plain list under "f", no "l"
     old = pack(
         {
@@ -139,52 +138,3 @@ def test_the_stored_form_keeps_per_item_stamps_and_old_plain_lists_still_merge()
     before = add(legacy, ENG1, 3, ["filter"])  # stamped before the old list was written
     assert before.state is not None
     assert before.state.values()["service_log"] == ["filter", "installed", "oil"]
-
-
-# ------------------------------------------------------------------ convergence
-
-ACTORS = [ENG1, ENG2, CRM]
-ITEMS = st.sampled_from(["oil", "filter", "belt", "pump", "seal", "fan"])
-
-
-@st.composite
-def additions(draw: st.DrawFn) -> list[tuple[Actor, Edit]]:
-    edits, used = [], set()
-    for _ in range(draw(st.integers(1, 10))):
-        actor = draw(st.sampled_from(ACTORS))
-        items = draw(st.lists(ITEMS, max_size=4, unique=True))
-        value: Any = items if draw(st.booleans()) else {"add": items}
-        fields: dict[str, Any] = {"service_log": LOG.check(value)}
-        if draw(st.booleans()):  # an lww field alongside
-            fields["last_service"] = f"2026-05-{draw(st.integers(1, 28)):02d}"
-        when = Stamp(draw(st.integers(0, 30)), draw(st.integers(0, 2)), actor.device)
-        if when in used:  # a device's clock never stamps two edits alike
-            continue
-        used.add(when)
-        edits.append((actor, Edit(fields, when)))
-    return edits
-
-
-def replay(edits: list[tuple[Actor, Edit]]) -> tuple[dict[str, Any], Any]:
-    state = device(["installed"])
-    for actor, edit in edits:
-        state = merge(DEVICE, state, edit, actor).state or state
-    return state.values(), state.log("service_log")
-
-
-@settings(max_examples=200, deadline=None)
-@given(additions(), st.randoms(use_true_random=False))
-def test_additions_from_several_devices_in_any_order_converge_in_stamp_order(
-    edits: list[tuple[Actor, Edit]], random: Any
-) -> None:
-    shuffled = list(edits)
-    random.shuffle(shuffled)
-    values, log = replay(edits)
-    assert replay(shuffled) == (values, log)
-    # every item added is kept once, at the earliest (stamp, position) that added it
-    first: dict[str, tuple[Stamp, int]] = {"installed": (Stamp(1, 0, "crm"), 0)}
-    for _, edit in edits:
-        assert edit.fields is not None
-        for position, item in enumerate(edit.fields["service_log"]["add"]):
-            first[item] = min(first.get(item, (edit.stamp, position)), (edit.stamp, position))
-    assert values["service_log"] == sorted(first, key=first.__getitem__)

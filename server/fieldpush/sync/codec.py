@@ -33,7 +33,7 @@ from typing import Any, TypeAlias
 import msgpack
 
 from fieldpush.backend.base import StoredRecord
-from fieldpush.sync.appendlog import Entry
+from fieldpush.sync.appendlog import Log
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.hlc import Stamp
 from fieldpush.sync.rules import RecordState
@@ -76,16 +76,9 @@ def encode_state(state: RecordState) -> bytes:
         {
             "f": {name: [value, *stamp] for name, (value, stamp) in state.fields.items()},
             "x": list(deleted) if deleted is not None else None,
-            **({"l": _logs(state)} if state.logs else {}),
+            **({"l": {name: log.rows() for name, log in state.logs.items()}} if state.logs else {}),
         }
     )
-
-
-def _logs(state: RecordState) -> dict[str, list[list[Any]]]:
-    return {
-        name: [[entry.item, *entry.stamp, entry.position] for entry in log]
-        for name, log in state.logs.items()
-    }
 
 
 def decode_state(stored: StoredRecord | None) -> RecordState | None:
@@ -98,10 +91,7 @@ def decode_state(stored: StoredRecord | None) -> RecordState | None:
         fields={name: (v[0], Stamp(v[1], v[2], v[3])) for name, v in raw["f"].items()},
         deleted=Stamp(*deleted) if deleted is not None else None,
         version=stored.version,
-        logs={
-            name: tuple(Entry(e[0], Stamp(e[1], e[2], e[3]), e[4]) for e in log)
-            for name, log in raw.get("l", {}).items()
-        },
+        logs={name: Log(rows) for name, rows in raw.get("l", {}).items()},
     )
 
 

@@ -44,7 +44,7 @@ from enum import StrEnum
 from typing import Any
 
 from fieldpush.sync import appendlog
-from fieldpush.sync.appendlog import Entry
+from fieldpush.sync.appendlog import Log
 from fieldpush.sync.hlc import Stamp
 from fieldpush.sync.mapping import Side
 from fieldpush.sync.schema import FieldSpec, RecordType
@@ -101,16 +101,16 @@ class RecordState:
     its commits (the compare-and-set token of the record store).
 
     An ``append`` field's value is the plain list of its items, as every
-    reader sees it; its per-item stamps are in ``logs`` (the
-    :class:`~fieldpush.sync.appendlog.Entry` tuple whose items are the value,
-    in order), and its stamp is that of the last edit that changed it. A log
+    reader sees it (None once cleared); its per-item stamps are in ``logs``
+    (a :class:`~fieldpush.sync.appendlog.Log` whose items are the value, in
+    order), and its stamp is that of the last edit that changed it. A log
     without ``logs`` (stored before the rule existed) is read as its items
-    each stamped with the field's stamp (:func:`appendlog.entries_of`)."""
+    each stamped with the field's stamp (:func:`appendlog.log_of`)."""
 
     fields: dict[str, tuple[Any, Stamp]] = field(default_factory=dict)
     deleted: Stamp | None = None
     version: int = 0
-    logs: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
+    logs: dict[str, Log] = field(default_factory=dict)
 
     def value(self, name: str | None) -> Any:
         if name is None or name not in self.fields:
@@ -123,10 +123,10 @@ class RecordState:
     def copy(self) -> RecordState:
         return RecordState(dict(self.fields), self.deleted, self.version, dict(self.logs))
 
-    def log(self, name: str) -> tuple[Entry, ...]:
+    def log(self, name: str) -> Log:
         """The entries of ``append`` field ``name`` (empty when it has none)."""
         value, stamp = self.fields.get(name, (None, None))
-        return appendlog.entries_of(value, stamp, self.logs.get(name))
+        return appendlog.log_of(value, stamp, self.logs.get(name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +155,6 @@ class Outcome:
     deleted: bool = False
     #: Why a field is ``validation`` when only the merge can tell (a log full).
     message: str | None = None
-
-
-#: The edit of an ``append`` field created empty.
-_NO_EDIT: dict[str, list[Any]] = {"add": [], "remove": []}
 
 
 def _refused(reason: Reason) -> Outcome:
@@ -247,19 +243,24 @@ def _append(
     ``outcome.message``) when the log would outgrow ``max_length``."""
     name = spec.name
     before = state.log(name)
-    log = () if value is None else appendlog.apply(before, value, stamp)
+    if value is None:  # cleared
+        if state.value(name) is not None:
+            new.fields[name], new.logs[name] = (None, stamp), appendlog.EMPTY
+            outcome.changed[name] = (state.value(name), None)
+        return Status.APPLIED
+    log = appendlog.apply(before, value, stamp)
     if spec.max_length is not None and len(log) > spec.max_length:
         outcome.message = f"{name} would have more than {spec.max_length} items"
         return Reason.VALIDATION
-    if log != before:
+    if log is not before:
         _set_log(new, name, log, stamp)
         outcome.changed[name] = (state.value(name), new.value(name))
     return Status.APPLIED
 
 
-def _set_log(state: RecordState, name: str, log: tuple[Entry, ...], stamp: Stamp) -> None:
+def _set_log(state: RecordState, name: str, log: Log, stamp: Stamp) -> None:
     """Store ``log`` as field ``name`` of ``state``: its items as the value."""
-    state.fields[name] = (appendlog.items(log) if log else None, stamp)
+    state.fields[name] = (log.items(), stamp)
     state.logs[name] = log
 
 
@@ -312,8 +313,8 @@ def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcom
             outcome.fields[name] = Reason.FIELD_LOCKED
             continue
         outcome.fields[name] = Status.APPLIED
-        if spec.rule == "append":
-            _set_log(new, name, appendlog.apply((), value or _NO_EDIT, edit.stamp), edit.stamp)
+        if spec.rule == "append" and value is not None:
+            _set_log(new, name, appendlog.apply(appendlog.EMPTY, value, edit.stamp), edit.stamp)
         else:
             new.fields[name] = (value, edit.stamp)
         if new.value(name) is not None:
