@@ -459,7 +459,7 @@ class SyncStore:
             if outcomes.get(name, result.status) == "applied"
         }
         if applied and result.record is None:
-            copy.update(applied)
+            copy = _laid_over(copy, applied)
         if copy:
             self._put(edit.type, edit.rid, copy, tags)
 
@@ -565,7 +565,7 @@ class SyncStore:
         queued edits over it (None: unknown, or deleted by a queued edit)."""
         view = self._server_copy(record_type, rid)
         for edit in self._queued_for("type_tag = ? AND rid_tag = ?", self._tags(record_type, rid)):
-            view = None if edit.fields is None else {**(view or {}), **edit.fields}
+            view = None if edit.fields is None else _laid_over(view, edit.fields)
         return view
 
     def records(self, record_type: str) -> dict[str, dict[str, Any]]:
@@ -580,9 +580,24 @@ class SyncStore:
         )
         for edit in self._queued_for("type_tag = ?", (type_tag,)):
             view[edit.rid] = (
-                None if edit.fields is None else {**(view.get(edit.rid) or {}), **edit.fields}
+                None if edit.fields is None else _laid_over(view.get(edit.rid), edit.fields)
             )
         return {rid: fields for rid, fields in view.items() if fields is not None}
+
+
+def _laid_over(view: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """``view`` with an edit's ``fields`` over it. A log edit (the value of an
+    ``append`` field, ``{"add": [...], "remove": [...]}``, docs/sync.md) is
+    applied to the list in ``view``: removed items go, added ones missing are
+    appended; the server's merged order arrives with the next pull."""
+    out = dict(view or {})
+    for name, value in fields.items():
+        out[name] = value
+        if isinstance(value, dict) and value and value.keys() <= {"add", "remove"}:
+            old, gone = view and view.get(name), value.get("remove") or []
+            log = [item for item in (old if isinstance(old, list) else []) if item not in gone]
+            out[name] = log + [item for item in value.get("add") or [] if item not in log]
+    return out
 
 
 def _batches(edits: list[QueuedEdit], size: int) -> Iterable[list[QueuedEdit]]:

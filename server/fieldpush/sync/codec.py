@@ -2,8 +2,15 @@
 
 - Record states, mutation results and change-log entries are msgpack
   (:func:`pack` / :func:`unpack`; :func:`encode_state` / :func:`decode_state`
-  for a record: per field ``[value, wall_ms, counter, device]``, and its
-  tombstone stamp).
+  for a record: per field ``[value, wall_ms, counter, device]``, its
+  tombstone stamp, and per ``append`` field its log entries
+  ``[item, wall_ms, counter, device, position]``).
+
+Stored-format compatibility: ``"l"`` (the log entries) was added with the
+``append`` rule. A record written before has none; its list fields load as
+before and an ``append`` field's log is then read from its plain list
+(:meth:`RecordState.log <fieldpush.sync.rules.RecordState.log>`). The value in
+``"f"`` stays the plain list, so a node without the rule reads the record too.
 - Cursors are opaque to clients: a msgpack list, base64url without padding.
   A :class:`LogCursor` (``["l", position, types]``) reads the change log after a
   position; a :class:`SnapshotCursor` (``["s", top, type, rid, types]``)
@@ -33,6 +40,7 @@ from typing import Any, TypeAlias
 import msgpack
 
 from fieldpush.backend.base import StoredRecord
+from fieldpush.sync.appendlog import Log
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.hlc import Stamp
 from fieldpush.sync.rules import RecordState
@@ -80,6 +88,7 @@ def encode_state(state: RecordState) -> bytes:
         {
             "f": {name: [value, *stamp] for name, (value, stamp) in state.fields.items()},
             "x": list(deleted) if deleted is not None else None,
+            **({"l": {name: log.rows() for name, log in state.logs.items()}} if state.logs else {}),
         }
     )
 
@@ -94,6 +103,7 @@ def decode_state(stored: StoredRecord | None) -> RecordState | None:
         fields={name: (v[0], Stamp(v[1], v[2], v[3])) for name, v in raw["f"].items()},
         deleted=Stamp(*deleted) if deleted is not None else None,
         version=stored.version,
+        logs={name: Log(rows) for name, rows in raw.get("l", {}).items()},
     )
 
 

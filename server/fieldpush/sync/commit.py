@@ -244,7 +244,9 @@ class Committer:
             result["unchanged"] = True
         if outcome.reason is not None:
             result["reason"] = outcome.reason
-        if outcome.reason == Reason.VALIDATION:  # required fields missing on create
+        if outcome.reason == Reason.VALIDATION and outcome.message is not None:
+            result["message"] = outcome.message  # a log full
+        elif outcome.reason == Reason.VALIDATION:  # required fields missing on create
             missing = sorted(mapping.side_name(n) for n in outcome.fields)
             result["message"] = f"{rtype.name} needs the required field(s) {missing}"
         if outcome.fields:

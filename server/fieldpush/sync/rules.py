@@ -9,6 +9,11 @@ Given a record's stored state, one validated mutation and who sends it,
   creates a record, its values for ``mdm`` fields are the initial ones.
 - ``lww``: the edit with the greater stamp ``(wall_ms, counter, device)`` wins;
   a losing edit is a ``conflict``. Equal stamps are the same edit: no change.
+- ``append`` (list fields): the value is an edit of a log
+  (:mod:`fieldpush.sync.appendlog`): the items it adds are kept whatever the
+  stamps say, ordered by the stamp of the edit that added them; removal is
+  explicit (``{"remove": [...]}``). Never a ``conflict``. A log that would
+  grow past the field's ``max_length`` is ``validation`` (nothing changes).
 - ``locked``: of the roles that may write the record, only the listed ones
   may edit (``field_locked`` otherwise); between them, ``lww``. The CRM may
   always, on records it may write. The list narrows who of the writers may
@@ -26,9 +31,10 @@ Fields are independent: two devices editing different fields of one record
 both win. A mutation's status is the worst of its fields: ``rejected`` (with
 the first reason), else ``conflict``, else ``applied``.
 
-Because ``lww`` keeps, per field, the value of the greatest stamp, any order of
-the same edits ends in the same state (tests/sync/test_sync_rules.py checks it
-with hypothesis).
+Because ``lww`` keeps, per field, the value of the greatest stamp, and
+``append`` keeps every addition at the earliest stamp that added it, any order
+of the same edits ends in the same state (tests/sync/test_sync_rules.py checks
+it with hypothesis).
 """
 
 from __future__ import annotations
@@ -37,9 +43,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from fieldpush.sync import appendlog
+from fieldpush.sync.appendlog import Log
 from fieldpush.sync.hlc import Stamp
 from fieldpush.sync.mapping import Side
-from fieldpush.sync.schema import RecordType
+from fieldpush.sync.schema import FieldSpec, RecordType
 
 __all__ = [
     "Actor",
@@ -90,11 +98,19 @@ class Actor:
 class RecordState:
     """A stored record: per field ``(value, stamp of the edit that set it)``;
     ``deleted`` is the stamp of its deletion (a tombstone); ``version`` counts
-    its commits (the compare-and-set token of the record store)."""
+    its commits (the compare-and-set token of the record store).
+
+    An ``append`` field's value is the plain list of its items, as every
+    reader sees it (None once cleared); its per-item stamps are in ``logs``
+    (a :class:`~fieldpush.sync.appendlog.Log` whose items are the value, in
+    order), and its stamp is that of the last edit that changed it. A log
+    without ``logs`` (stored before the rule existed) is read as its items
+    each stamped with the field's stamp (:func:`appendlog.log_of`)."""
 
     fields: dict[str, tuple[Any, Stamp]] = field(default_factory=dict)
     deleted: Stamp | None = None
     version: int = 0
+    logs: dict[str, Log] = field(default_factory=dict)
 
     def value(self, name: str | None) -> Any:
         if name is None or name not in self.fields:
@@ -105,7 +121,12 @@ class RecordState:
         return {name: value for name, (value, _) in self.fields.items()}
 
     def copy(self) -> RecordState:
-        return RecordState(dict(self.fields), self.deleted, self.version)
+        return RecordState(dict(self.fields), self.deleted, self.version, dict(self.logs))
+
+    def log(self, name: str) -> Log:
+        """The entries of ``append`` field ``name`` (empty when it has none)."""
+        value, stamp = self.fields.get(name, (None, None))
+        return appendlog.log_of(value, stamp, self.logs.get(name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +153,8 @@ class Outcome:
     proposed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     created: bool = False
     deleted: bool = False
+    #: Why a field is ``validation`` when only the merge can tell (a log full).
+    message: str | None = None
 
     @property
     def unchanged(self) -> bool:
@@ -174,7 +197,7 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
         if actor.role in rtype.delete and writable:
             new = state.copy()
             new.deleted = edit.stamp
-            new.fields = {}
+            new.fields, new.logs = {}, {}
             old = state.values()
             return Outcome(
                 Status.APPLIED,
@@ -199,6 +222,9 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
             result = Reason.FIELD_LOCKED
         elif value != old_value and not _stays_in_scope(rtype, write_scope, actor, name, value):
             result = Reason.FORBIDDEN
+        elif spec.rule == "append":
+            result = _append(spec, state, new, edit.stamp, value, outcome)
+            touched = touched or name in outcome.changed
         elif spec.rule == "mdm" or old_stamp is None or edit.stamp > old_stamp:
             result = Status.APPLIED
             new.fields[name] = (value, edit.stamp)
@@ -211,6 +237,40 @@ def merge(rtype: RecordType, state: RecordState | None, edit: Edit, actor: Actor
             result = Status.CONFLICT
         outcome.fields[name] = result
     return _conclude(outcome, new if touched else None)
+
+
+def _append(
+    spec: FieldSpec,
+    state: RecordState,
+    new: RecordState,
+    stamp: Stamp,
+    value: dict[str, list[Any]] | None,
+    outcome: Outcome,
+) -> Status | Reason:
+    """Merge the log edit ``value`` (None: clear the log) of ``append`` field
+    ``spec`` into ``new``: ``applied``, or ``validation`` (with
+    ``outcome.message``) when the log would outgrow ``max_length``."""
+    name = spec.name
+    before = state.log(name)
+    if value is None:  # cleared
+        if state.value(name) is not None:
+            new.fields[name], new.logs[name] = (None, stamp), appendlog.EMPTY
+            outcome.changed[name] = (state.value(name), None)
+        return Status.APPLIED
+    log = appendlog.apply(before, value, stamp)
+    if spec.max_length is not None and len(log) > spec.max_length:
+        outcome.message = f"{name} would have more than {spec.max_length} items"
+        return Reason.VALIDATION
+    if log is not before:
+        _set_log(new, name, log, stamp)
+        outcome.changed[name] = (state.value(name), new.value(name))
+    return Status.APPLIED
+
+
+def _set_log(state: RecordState, name: str, log: Log, stamp: Stamp) -> None:
+    """Store ``log`` as field ``name`` of ``state``: its items as the value."""
+    state.fields[name] = (log.items(), stamp)
+    state.logs[name] = log
 
 
 def _stays_in_scope(
@@ -262,9 +322,12 @@ def _create(rtype: RecordType, edit: Edit, actor: Actor, version: int) -> Outcom
             outcome.fields[name] = Reason.FIELD_LOCKED
             continue
         outcome.fields[name] = Status.APPLIED
-        new.fields[name] = (value, edit.stamp)
-        if value is not None:
-            outcome.changed[name] = (None, value)
+        if spec.rule == "append" and value is not None:
+            _set_log(new, name, appendlog.apply(appendlog.EMPTY, value, edit.stamp), edit.stamp)
+        else:
+            new.fields[name] = (value, edit.stamp)
+        if new.value(name) is not None:
+            outcome.changed[name] = (None, new.value(name))
     if actor.side != Side.CRM and not (
         reaches(rtype, scope, actor, new)
         and (scope == "all" or rtype.team is None or new.value(rtype.team) in actor.teams)

@@ -52,7 +52,9 @@ FIELD_TYPES: Final = frozenset(
 )
 #: The largest magnitude of a 64-bit signed integer field, plus one.
 _INT_LIMIT: Final = 2**63
-RULES: Final = frozenset({"mdm", "lww", "locked"})
+RULES: Final = frozenset({"mdm", "lww", "locked", "append"})
+#: The two keys of an ``append`` field's edit (docs/sync.md, "Logs that merge").
+LOG_EDIT_KEYS: Final = ("add", "remove")
 SYNC_CLASSES: Final = frozenset({"realtime", "delta", "poll"})
 #: Most urgent first (the order of ``fieldpush_client.protocol.Priority``).
 PRIORITIES: Final = tuple(priority.value for priority in Priority)
@@ -94,21 +96,17 @@ class FieldSpec:
     read: frozenset[str] | None = None
 
     def check(self, value: Any) -> Any:
-        """The value as stored, or InvalidValue saying what is wrong. ``None``
+        """The value as stored (for an ``append`` field: the edit of its log,
+        see :meth:`_log_edit`), or InvalidValue saying what is wrong. ``None``
         clears the field (refused for a required one)."""
         if value is None:
             if self.required:
                 raise InvalidValue(f"{self.name} is required")
             return None
+        if self.rule == "append":
+            return self._log_edit(value)
         if self.type == "list":
-            if not isinstance(value, list):
-                raise InvalidValue(f"{self.name} must be a list, not {shown(value)}")
-            if self.max_length is not None and len(value) > self.max_length:
-                raise InvalidValue(
-                    f"{self.name} may have at most {self.max_length} items, not {len(value)}"
-                )
-            item = FieldSpec(name=f"{self.name}[]", type=self.items)
-            return [item.check(entry) for entry in value]
+            return self._items(self.name, value)
         if self.type == "range":
             return _range(self, value)
         checked = _CHECKS[self.type](self, value)
@@ -131,6 +129,33 @@ class FieldSpec:
             raise InvalidValue(f"{name} must be at least {self.min:g}, not {shown(number)}")
         if self.max is not None and number > self.max:
             raise InvalidValue(f"{name} must be at most {self.max:g}, not {shown(number)}")
+
+    def _items(self, name: str, value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise InvalidValue(f"{name} must be a list, not {shown(value)}")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise InvalidValue(f"{name} may have at most {self.max_length} items, not {len(value)}")
+        item = FieldSpec(name=f"{self.name}[]", type=self.items)
+        return [item.check(entry) for entry in value]
+
+    def _log_edit(self, value: Any) -> dict[str, list[Any]]:
+        """An ``append`` field's value: a plain list (these items must be
+        present) or ``{"add": [...], "remove": [...]}`` (either key may be left
+        out; at most ``max_length`` items in each; an item in both is refused),
+        as the canonical ``{"add": [...], "remove": [...]}``
+        (:mod:`fieldpush.sync.appendlog` merges it)."""
+        if isinstance(value, list):
+            value = {"add": value}
+        if not isinstance(value, dict) or not value or value.keys() - set(LOG_EDIT_KEYS):
+            raise InvalidValue(
+                f'{self.name} must be a list of items or {{"add": [...], "remove": [...]}}, '
+                f"not {shown(value)}"
+            )
+        edit = {key: self._items(f"{self.name}.{key}", value.get(key, [])) for key in LOG_EDIT_KEYS}
+        both = set(edit["add"]) & set(edit["remove"])
+        if both:
+            raise InvalidValue(f"{self.name}: {sorted(both, key=repr)} both added and removed")
+        return edit
 
     def priority_of(self, value: Any) -> str:
         """The priority of the event announcing a change of this field to ``value``."""
@@ -365,6 +390,8 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
         raise where.error("a locked field needs roles = [...] (who may edit it)")
     if rule != "locked" and roles:
         raise where.error('roles is only for rule = "locked"')
+    if rule == "append" and kind != "list":
+        raise where.error(f'rule = "append" is for list fields, not {kind!r} ones')
     values = raw.get("values", [])
     if kind == "enum" and (not isinstance(values, list) or not values):
         raise where.error("an enum needs values = [...]")
@@ -403,6 +430,8 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
     critical = raw.get("critical_values", [])
     if not isinstance(critical, list):
         raise where.error("critical_values must be a list")
+    if critical and rule == "append":
+        raise where.error('critical_values is not for rule = "append" (a log has no single value)')
     if critical and sync != "realtime":
         raise where.error('critical_values needs sync = "realtime"')
     read = raw.get("read")
