@@ -132,7 +132,8 @@ class WebhookDeliverer:
         self._task = asyncio.create_task(self._run(), name="webhook")
 
     async def close(self) -> None:
-        """Stop delivering and give the lease up, so another node takes over at once."""
+        """Stop delivering and give the lease up: another node takes it at its next
+        try (every third of ``webhook_lease_s``) instead of after its expiry."""
         await stop(self._task)
         self._task = None
 
