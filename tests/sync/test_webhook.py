@@ -6,6 +6,7 @@ another node; hostile receivers do not break the node."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -53,6 +54,16 @@ async def put(node: RunningNode, names: Iterable[str]) -> None:
             assert reply.status_code == 200, reply.text
 
 
+async def proposal(node: RunningNode, rid: str, name: str) -> None:
+    """A sales phone renames a customer: refused, kept in the feed as a proposal."""
+    headers = {"Authorization": f"Bearer {node.token('alice', 'sales', ('north',))}"}
+    edit = {"mid": "p1", "type": "customer", "rid": rid, "fields": {"name": name}}
+    body = {"mutations": [{**edit, "hlc": [time.time_ns() // 1_000_000, 0]}], "device": "a-phone"}
+    async with httpx.AsyncClient(base_url=node.url, headers=headers, timeout=scaled(10)) as http:
+        reply = await http.post("/v1/sync/push", json=body)
+    assert reply.status_code == 200 and reply.json()["results"][0]["status"] != "applied"
+
+
 async def feed(node: RunningNode) -> list[dict[str, Any]]:
     reply = await call(node, "GET", "/v1/changes", params={"limit": 1000})
     changes: list[dict[str, Any]] = reply.json()["changes"]
@@ -74,10 +85,13 @@ async def test_500_three_times_then_200_delivers_every_entry_once_in_order(
 ) -> None:
     """The issue's test: every entry once, in feed order, by the de-dup id."""
     async with receiver([500, 500, 500]) as r, start_node(**hook(r)) as node:
-        await put(node, ["a", "b", "c", "d", "e"])
-        entries = await delivered(r, 5)
+        await put(node, ["a", "b", "c", "d"])
+        await proposal(node, "c-a", "A renamed by a phone")  # refused: the CRM owns names
+        await put(node, ["e"])
+        entries = await delivered(r, 6)
         assert entries == await feed(node)  # exactly as GET /v1/changes answers them
-        assert names(entries) == ["a", "b", "c", "d", "e"]
+        assert [e["kind"] for e in entries] == ["applied"] * 4 + ["proposal", "applied"]
+        assert names(entries) == ["a", "b", "c", "d", "A renamed by a phone", "e"]
         assert [q.answered for q in r.requests[:3]] == [500, 500, 500]
         assert r.requests[3].body == r.requests[0].body  # a retry is the same body
         for request in r.accepted:
@@ -88,7 +102,7 @@ async def test_500_three_times_then_200_delivers_every_entry_once_in_order(
         assert len(ids) == len(set(ids))  # no batch was accepted twice
         r.verify_all(SECRET)
         metrics = node.node.metrics
-        await eventually(lambda: metrics.webhook_entries == 5, message="entries not counted")
+        await eventually(lambda: metrics.webhook_entries == 6, message="entries not counted")
         assert metrics.webhook_failures == {"status_5xx": 3}
         text = (await call(node, "GET", "/metrics")).text
         assert 'fieldpush_webhook_failures_total{reason="status_5xx"} 3' in text
