@@ -7,7 +7,7 @@ Every POST of the change-feed webhook carries::
 where the HMAC is keyed with the shared ``webhook_secret`` and taken over the
 bytes ``<t>.`` followed by the raw request body. The timestamp is signed with
 the body, so a captured delivery cannot be replayed later than the receiver's
-tolerance; within it, the body's ``id`` de-duplicates. The node signs every
+tolerance; within it, the entries' cursors de-duplicate. The node signs every
 attempt anew (a retry carries a fresh ``t``, the same body).
 
 :func:`verify` is what a receiver calls on the raw body, before parsing it:

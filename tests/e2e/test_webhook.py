@@ -2,7 +2,7 @@
 one real redis-server to a receiver on port 0. The deliverer is killed with
 SIGKILL (no goodbye, its lease still held): the other node takes over when
 the lease expires and no entry is lost (a repeat is allowed: at least once,
-de-duplicated by the body's id)."""
+de-duplicated by each entry's cursor: a re-sent batch may be cut differently)."""
 
 from __future__ import annotations
 

@@ -52,14 +52,14 @@ class Receiver:
         return [r for r in self.requests if isinstance(r.answered, int) and r.answered < 300]
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every entry delivered, once per batch ``id`` (the de-dup a CRM does), in order."""
+        """Every entry delivered, once per entry ``cursor`` (the de-dup a CRM does), in order."""
         seen: set[str] = set()
         entries: list[dict[str, Any]] = []
         for request in self.accepted:
-            payload = request.payload
-            if payload["id"] not in seen:
-                seen.add(payload["id"])
-                entries.extend(payload["changes"])
+            for change in request.payload["changes"]:
+                if change["cursor"] not in seen:
+                    seen.add(change["cursor"])
+                    entries.append(change)
         return entries
 
     def verify_all(self, secret: str) -> None:

@@ -1,6 +1,6 @@
 """The change-feed webhook (docs/sync.md, "Webhook") through real nodes and a
 real receiver on port 0: every entry of GET /v1/changes is POSTed, signed, in
-order, once per de-dup id, through failures, restarts and a takeover by
+order, once per de-dup key (the entry's cursor), through failures, restarts and a takeover by
 another node; hostile receivers do not break the node."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def names(entries: list[dict[str, Any]]) -> list[str]:
 async def test_500_three_times_then_200_delivers_every_entry_once_in_order(
     start_node: NodeFactory,
 ) -> None:
-    """The issue's test: every entry once, in feed order, by the de-dup id."""
+    """The issue's test: every entry once, in feed order, by the de-dup key."""
     async with receiver([500, 500, 500]) as r, start_node(**hook(r)) as node:
         await put(node, ["a", "b", "c", "d"])
         await proposal(node, "c-a", "A renamed by a phone")  # refused: the CRM owns names

@@ -13,9 +13,10 @@ Guarantees:
 - **Feed order.** Batch n+1 is read only after batch n was answered 2xx; the
   entries inside a batch are in feed order.
 - **At least once.** The delivered cursor is stored (``WebhookState.advance``)
-  only after a 2xx, so a node that dies between the 2xx and the store, or a
-  lease that moved meanwhile, sends that batch again with the same ``id``:
-  the receiver de-duplicates by ``id`` (or each entry's ``cursor``).
+  only after a 2xx. A retry is the same body (the same ``id``); a node that
+  dies between the 2xx and the store, or a lease that moved meanwhile, makes
+  the next deliverer send those entries again, perhaps batched differently:
+  the receiver de-duplicates by each entry's ``cursor``.
 - **Retried until a 2xx.** Any other answer (a 3xx included: redirects are
   never followed), a timeout (``webhook_timeout_s`` for the whole attempt),
   a refused connection or an answer that is not HTTP is retried with
@@ -70,8 +71,8 @@ class _LeaseLost(Exception):
 
 
 def encode_batch(changes: list[dict[str, Any]], gap: bool) -> bytes:
-    """The body of one POST: feed entries (non-empty, in order) under the id
-    the receiver de-duplicates by, the cursor of the last entry."""
+    """The body of one POST: feed entries (non-empty, in order, each with its
+    cursor) under the batch's id, the cursor of the last entry."""
     last = changes[-1]["cursor"]
     body = {"id": last, "changes": changes, "cursor": last, "gap": gap}
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
