@@ -20,6 +20,7 @@ from fieldpush_client.errors import (
     StoreIntegrityError,
     StoreKeyError,
     Unauthorized,
+    WebhookSignatureError,
 )
 from fieldpush_client.http import (
     ChannelPresence,
@@ -66,6 +67,7 @@ __all__ = [
     "TokenProvider",
     "Unauthorized",
     "UserPresence",
+    "WebhookSignatureError",
     "__version__",
     "backoff_delays",
     "generate_key",

@@ -8,10 +8,12 @@ FieldpushClientError
 ├── RequestTimeout            no answer to a request in time
 ├── NotConnected              a request needs a connection and there is none
 ├── PublishError              an HTTP call was refused (``.status``, ``.code``)
-└── StoreError                the local store (``SyncStore``) cannot be used as it is
-    ├── StoreKeyError         the key is malformed, its provider failed, or it is not
-    │                         this store's key (``.reason``)
-    └── StoreIntegrityError   a sealed value does not authenticate: changed, moved, cut short
+├── StoreError                the local store (``SyncStore``) cannot be used as it is
+│   ├── StoreKeyError         the key is malformed, its provider failed, or it is not
+│   │                         this store's key (``.reason``)
+│   └── StoreIntegrityError   a sealed value does not authenticate: changed, moved, cut short
+└── WebhookSignatureError     a webhook delivery's ``Fieldpush-Signature`` does not verify
+                              (``.reason``: malformed, stale, future, mismatch)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "StoreIntegrityError",
     "StoreKeyError",
     "Unauthorized",
+    "WebhookSignatureError",
 ]
 
 
@@ -101,3 +104,14 @@ class StoreIntegrityError(StoreError):
     """A sealed value in the store does not authenticate: a byte of it was
     changed, it was moved to another row, or it was cut short. Nothing of it is
     returned; the store is not to be trusted (erase it and download again)."""
+
+
+class WebhookSignatureError(FieldpushClientError):
+    """A webhook delivery did not verify (:func:`fieldpush_client.webhook.verify`):
+    ``reason`` is ``malformed`` (no usable header), ``stale`` or ``future``
+    (its timestamp is outside the tolerance) or ``mismatch`` (no signature
+    matches the body and the secret). Answer the delivery 400 and keep nothing."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -75,6 +75,10 @@ class Metrics:
         self._catchups = catchups
         self.escalations = 0
         self.mutations: Counter[str] = Counter()
+        self.webhook_batches = 0
+        self.webhook_entries = 0
+        self.webhook_failures: Counter[str] = Counter()
+        self.webhook_gaps = 0
         self.ack_roundtrip = Histogram()
         #: Per phone stamp judged: its offset from the server's clock (docs/sync.md).
         self.clock_offset = Histogram(OFFSET_BOUNDS)
@@ -144,6 +148,28 @@ class Metrics:
             "sync_clock_skewed_total",
             "Device stamps further ahead of the server's clock than sync_max_skew_s.",
             {"": self.clock_skewed},
+        )
+        counter(
+            "webhook_deliveries_total",
+            "Change-feed webhook POSTs answered 2xx.",
+            {"": self.webhook_batches},
+        )
+        counter(
+            "webhook_entries_total",
+            "Change-feed entries delivered by the webhook.",
+            {"": self.webhook_entries},
+        )
+        counter(
+            "webhook_failures_total",
+            "Failed change-feed webhook POSTs, by reason (timeout, connect, protocol, "
+            "network, redirect, status_4xx, status_5xx, status_other).",
+            {f'{{reason="{reason}"}}': n for reason, n in sorted(self.webhook_failures.items())},
+        )
+        counter(
+            "webhook_gaps_total",
+            "Times the webhook's cursor was older than the retained change log "
+            "(entries the CRM never got; alert on any increase).",
+            {"": self.webhook_gaps},
         )
         lines.extend(
             self.ack_roundtrip.render(

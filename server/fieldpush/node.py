@@ -29,6 +29,7 @@ from fieldpush.identity.auth import TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
 from fieldpush.sync.engine import SyncEngine, load_sync_config
+from fieldpush.sync.webhook import WebhookDeliverer
 from fieldpush.tracking.dispatch import Dispatch
 from fieldpush.tracking.presence import PresenceTracker
 from fieldpush.trail.checkpoints import Checkpointer
@@ -136,6 +137,14 @@ class Node:
                     "Channels with a live feed on this node.",
                     lambda: self.hub.channel_count,
                 ),
+                "webhook_delivering": (
+                    "1 while this node holds the change-feed webhook's lease.",
+                    lambda: int(self.webhook is not None and self.webhook.delivering),
+                ),
+                "webhook_lag_seconds": (
+                    "Age of the oldest change-feed entry the webhook has not delivered yet.",
+                    lambda: self.webhook.lag_s if self.webhook is not None else 0.0,
+                ),
             },
             catchups=lambda: self.hub.catchups,
         )
@@ -152,6 +161,12 @@ class Node:
             settings=settings,
             metrics=self.metrics,
             audit=self.audit,
+        )
+        #: The change-feed webhook (None without ``webhook_url``).
+        self.webhook = (
+            WebhookDeliverer(self.sync.feed, backend.webhook, settings, self.metrics)
+            if settings.webhook_url
+            else None
         )
         #: ``welcome.poll``: the schema's poll intervals, then the settings' (which win).
         self.poll_intervals = {**self.sync.schema.poll_intervals(), **settings.poll_intervals_s}
@@ -192,7 +207,7 @@ class Node:
     async def start(self) -> None:
         """Start the parts, lowest first: the backend (with the hub as its event
         sink), the audit recorder, access control (its first read of the access
-        state), the hub, receipts, presence, the heartbeat."""
+        state), the hub, receipts, presence, the heartbeat, the webhook."""
         await self.backend.start(self.hub)
         self.audit.start()
         self.login_refusals.start()
@@ -208,6 +223,8 @@ class Node:
         self.dispatch.start()
         self.presence.start()
         self.heartbeat.start()
+        if self.webhook is not None:
+            self.webhook.start()
         log.info(
             "node %s started on the %s backend; schema %s, mappings %s",
             self.settings.node_id,
@@ -221,6 +238,8 @@ class Node:
         after the drain deadline (1012)."""
         for conn in self.registry.connections():
             conn.close(CloseCode.SERVICE_RESTART, "node stopped")
+        if self.webhook is not None:
+            await self.webhook.close()
         await self.heartbeat.close()
         await self.dispatch.close()
         await self.presence.close()

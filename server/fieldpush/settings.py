@@ -233,6 +233,27 @@ class Settings:
     sync_page_default: int = 500
     sync_page_max: int = 5000
 
+    # The change-feed webhook (docs/sync.md, "Webhook")
+    #: The CRM's endpoint that gets the change feed POSTed (``http://`` or
+    #: ``https://``). None: no webhook; the CRM reads ``GET /v1/changes``.
+    webhook_url: str | None = None
+    #: The HMAC-SHA256 key of ``Fieldpush-Signature``, shared with the CRM;
+    #: required with ``webhook_url``, at least 32 bytes, never ``jwt_secret``.
+    webhook_secret: Secret | None = None
+    #: Feed entries in one POST at most, and how long a partial batch waits
+    #: for more (also how often an idle deliverer looks at the log).
+    webhook_batch_entries: int = 100
+    webhook_linger_s: float = 0.5
+    #: One POST, connect to last byte of the answer's head, at most this long.
+    webhook_timeout_s: float = 10.0
+    #: Failed POSTs are retried after a full-jitter delay growing from
+    #: ``webhook_backoff_min_s`` (doubling) up to ``webhook_backoff_max_s``.
+    webhook_backoff_min_s: float = 0.5
+    webhook_backoff_max_s: float = 60.0
+    #: The deliverer's lease (one node delivers): renewed every third of it;
+    #: a node that dies holding it delays delivery by at most this.
+    webhook_lease_s: float = 15.0
+
     # The audit trail (docs/compliance.md, "Audit trail").
     #: Memory backend only: the append-only JSONL file that keeps the trail
     #: across restarts (read and verified at start; a file that does not
@@ -322,6 +343,12 @@ class Settings:
             "audit_refusals_s",
             "access_reread_s",
             "revoked_token_ttl_s",
+            "webhook_batch_entries",
+            "webhook_linger_s",
+            "webhook_timeout_s",
+            "webhook_backoff_min_s",
+            "webhook_backoff_max_s",
+            "webhook_lease_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -376,6 +403,7 @@ class Settings:
             raise ConfigError("jwt_algorithms lists RS256/ES256 but jwt_public_keys is empty")
         self._check_tls_and_origins()
         self._check_hostile_input()
+        self._check_webhook()
 
     def _check_tls_and_origins(self) -> None:
         """The TLS settings go together; every allowed origin is written the
@@ -417,6 +445,37 @@ class Settings:
                 "set jwt_secret in the config file or FIELDPUSH_JWT_SECRET, "
                 "or remove forwarded_allow_ips"
             )
+
+    def _check_webhook(self) -> None:
+        """A webhook URL needs its own signing secret: not the development
+        secret outside ``dev`` (it would sign for anyone who read this
+        source), never ``jwt_secret`` (the CRM would hold the key that mints
+        tokens)."""
+        if self.webhook_batch_entries > self.sync_page_max:
+            raise ConfigError("webhook_batch_entries must not exceed sync_page_max")
+        if self.webhook_backoff_min_s > self.webhook_backoff_max_s:
+            raise ConfigError("webhook_backoff_min_s must not exceed webhook_backoff_max_s")
+        if self.webhook_url is None:
+            return
+        scheme, _, rest = self.webhook_url.partition("://")
+        if scheme not in ("http", "https") or not rest or not self.webhook_url.isprintable():
+            raise ConfigError("webhook_url must be an http:// or https:// URL")
+        if self.webhook_secret is None:
+            raise ConfigError(
+                "webhook_url is set but webhook_secret is not: set FIELDPUSH_WEBHOOK_SECRET "
+                "(at least 32 bytes, shared with the receiver)"
+            )
+        secret = self.webhook_secret.reveal()
+        if secret == DEV_JWT_SECRET:
+            if not self.dev:
+                raise ConfigError(
+                    "refusing the built-in development secret as webhook_secret: "
+                    "set a secret of your own, or pass --dev"
+                )
+        elif secret == self.jwt_secret.reveal():
+            raise ConfigError("webhook_secret must differ from jwt_secret")
+        if len(secret.encode()) < 32:
+            raise ConfigError("webhook_secret must be at least 32 bytes")
 
 
 def _is_origin(text: str) -> bool:

@@ -73,6 +73,17 @@ def test_serve_refuses_the_dev_secret_on_a_public_address() -> None:
     assert "development JWT secret" in result.stderr and "--dev" in result.stderr
 
 
+def test_serve_refuses_a_webhook_url_without_its_secret() -> None:
+    env = {"FIELDPUSH_WEBHOOK_URL": "https://crm.example.com/hook", "FIELDPUSH_WEBHOOK_SECRET": ""}
+    result = run("serve", "--port", "0", env=env)
+    assert result.returncode == 2
+    assert "webhook_secret" in result.stderr
+    env["FIELDPUSH_WEBHOOK_SECRET"] = "short-but-secret"
+    result = run("serve", "--port", "0", env=env)
+    assert result.returncode == 2 and "at least 32 bytes" in result.stderr
+    assert "short-but-secret" not in result.stderr
+
+
 def test_serve_publish_and_config_file(tmp_path: object) -> None:
     from pathlib import Path
 

@@ -70,6 +70,7 @@ __all__ = [
     "Stale",
     "StoredRecord",
     "Tracking",
+    "WebhookState",
 ]
 
 
@@ -612,6 +613,10 @@ class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
     def audit(self) -> AuditLog:
         """The tamper-evident audit trail."""
 
+    @property
+    def webhook(self) -> WebhookState:
+        """The change-feed webhook's lease and delivered cursor."""
+
     async def start(self, sink: EventSink) -> None:
         """Connect and begin passing the live feed to ``sink``. A kick handler
         registered with :meth:`Presence.on_kick` before is listening once this
@@ -653,6 +658,35 @@ class AuditLog(Protocol):
 
     async def head(self) -> Head:
         """The trail's size and last hash."""
+
+
+class WebhookState(Protocol):
+    """Who delivers the change-feed webhook, and how far it got
+    (:mod:`fieldpush.sync.webhook`).
+
+    Guarantees: at most one holder of the lease at a time, cluster-wide; each
+    grant gets a fencing token greater than every earlier one; the cursor is
+    changed only by :meth:`advance` with the lease's current holder and
+    token, so a node that lost its lease (a pause longer than the lease) can
+    never move the cursor. On Redis both live under the node's key prefix and
+    survive restarts; in memory they live as long as the process (as does the
+    change log they point into).
+    """
+
+    async def hold(self, holder: str, ttl_ms: int) -> int | None:
+        """Take the lease for ``ttl_ms`` when it is free or expired, or renew
+        it when ``holder`` has it: its fencing token. None: another holder
+        has it."""
+
+    async def release(self, holder: str, token: int) -> None:
+        """Give the lease up if ``holder`` still has it with ``token``."""
+
+    async def cursor(self) -> str | None:
+        """The feed cursor after the last delivered entry (None: none yet)."""
+
+    async def advance(self, holder: str, token: int, cursor: str) -> bool:
+        """Store ``cursor`` if ``holder`` has the lease with ``token``
+        (compare-and-set); False, nothing changed, otherwise."""
 
 
 class Ledger(Protocol):

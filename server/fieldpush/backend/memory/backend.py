@@ -27,6 +27,7 @@ from fieldpush.backend.memory.devices import MemoryDevices
 from fieldpush.backend.memory.directory import MemoryDirectory
 from fieldpush.backend.memory.ledger import MemoryLedger, MemoryPresence
 from fieldpush.backend.memory.records import MemoryRecords
+from fieldpush.backend.memory.webhook import MemoryWebhook
 from fieldpush.errors import IdempotencyConflict
 from fieldpush.events.event import Event, encode_body
 from fieldpush.events.offsets import Offset, can_recover, new_epoch
@@ -84,6 +85,7 @@ class MemoryBackend:
         self.accounts = MemoryAccounts()
         self.devices = MemoryDevices(announce=self.accounts.wiping)
         self.audit = MemoryAudit(audit_file)
+        self.webhook = MemoryWebhook()
         self.audit.load()  # a file that does not verify refuses the start here
 
     async def start(self, sink: EventSink) -> None:

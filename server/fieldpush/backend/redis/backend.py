@@ -66,6 +66,7 @@ from fieldpush.backend.redis.ledger import (
 )
 from fieldpush.backend.redis.pubsub import PubSub, RedisAddress
 from fieldpush.backend.redis.records import RedisRecords
+from fieldpush.backend.redis.webhook import RedisWebhook
 from fieldpush.errors import BackendUnavailable, IdempotencyConflict
 from fieldpush.events.event import Event, decode_origin, encode_origin
 from fieldpush.events.offsets import Offset, can_recover, new_epoch
@@ -132,6 +133,7 @@ class RedisBackend:
         )
         self.directory = RedisDirectory(self._client, prefix)
         self.audit = RedisAudit(self._client, prefix)
+        self.webhook = RedisWebhook(self._client, prefix)
 
     # ------------------------------------------------------------- lifecycle
 
