@@ -47,19 +47,11 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.procstat import cpu_seconds
 from bench.scenarios import percentile
+from bench.seeding import TEAM, load, token
 from bench.servers import Server
-from fieldpush.identity.auth import mint_token
-from fieldpush.settings import Settings
-
-TOKENS = Settings()
-TEAM = "t1"
 
 #: A local replica: (type, rid) -> fields.
 Replica = dict[tuple[str, str], dict[str, Any]]
-
-
-def token(user: str, role: str) -> str:
-    return mint_token(TOKENS, user=user, role=role, teams=(TEAM,), ttl_s=3600)
 
 
 def now_ms() -> int:
@@ -203,18 +195,7 @@ async def seed(http: httpx.AsyncClient, url: str, args: argparse.Namespace) -> N
         records.append(
             {"type": "work_order", "rid": f"w{i}", "fields": fields | {"status": "open"}}
         )
-    headers = {"Authorization": f"Bearer {token('crm', 'service')}"}
-    for start in range(0, len(records), 500):
-        mutations = [
-            {"mid": f"seed-{start + n}", "hlc": [0, 0], **record}
-            for n, record in enumerate(records[start : start + 500])
-        ]
-        reply = await http.post(
-            url + "/v1/sync/push", json={"mutations": mutations}, headers=headers
-        )
-        reply.raise_for_status()
-        if any(r["status"] != "applied" for r in reply.json()["results"]):
-            raise SystemExit(f"bench.sync contention: seeding refused: {reply.text[:500]}")
+    await load(http, url, records)
 
 
 async def every(
@@ -222,12 +203,16 @@ async def every(
 ) -> None:
     """Call ``act(n)`` every ``interval_s`` (±50 %, the first at a random
     offset) until the perf_counter time ``until``."""
-    await asyncio.sleep(rng.random() * interval_s)
+
+    async def pause(seconds: float) -> None:
+        await asyncio.sleep(min(seconds, max(0.0, until - time.perf_counter())))
+
+    await pause(rng.random() * interval_s)
     n = 0
     while time.perf_counter() < until:
         await act(n)
         n += 1
-        await asyncio.sleep(interval_s * rng.uniform(0.5, 1.5))
+        await pause(interval_s * rng.uniform(0.5, 1.5))
 
 
 async def contention(args: argparse.Namespace, server: Server, http_url: str) -> dict[str, Any]:

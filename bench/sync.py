@@ -44,34 +44,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench import contention
 from bench.procstat import LOOPS, cpu_seconds, default_loop, raise_open_files
 from bench.scenarios import percentile
+from bench.seeding import load, token
 from bench.servers import Redis, Server, server_command
-from fieldpush.identity.auth import mint_token
-from fieldpush.settings import Settings
 
 SERVER_CORE, LOAD_CORE = 0, 1
 FIELDS = {"name", "owner", "team", "level", "stage", "budget", "intended_model", "phone"}
-TOKENS = Settings()
-
-
-def token(user: str, role: str) -> str:
-    return mint_token(TOKENS, user=user, role=role, teams=("t1",), ttl_s=3600)
-
-
-async def load(http: httpx.AsyncClient, url: str, records: list[dict[str, Any]]) -> None:
-    """Write records as the CRM, 500 per request."""
-    headers = {"Authorization": f"Bearer {token('crm', 'service')}"}
-    for start in range(0, len(records), 500):
-        mutations = [
-            {"mid": f"seed-{start + i}", "hlc": [0, 0], **record}
-            for i, record in enumerate(records[start : start + 500])
-        ]
-        reply = await http.post(
-            url + "/v1/sync/push", json={"mutations": mutations, "device": "seed"}, headers=headers
-        )
-        reply.raise_for_status()
-        bad = [r for r in reply.json()["results"] if r["status"] != "applied"]
-        if bad:
-            raise SystemExit(f"bench.sync: seeding refused: {bad[:3]}")
 
 
 def queue_of(index: int, queue: int, now: int) -> list[dict[str, Any]]:
