@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from fieldpush_client import PushClient, SyncClient, SyncStore
-from tests.client.test_sdk_sync import crm_put, wall_clock
+from tests.client.test_sdk_sync import wall_clock
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.stores import STORE_KEY
 from tests.support.timing import scaled
@@ -30,8 +30,8 @@ async def test_own_additions_show_at_once_and_phones_converge_to_the_merged_log(
     tmp_path: Path,
 ) -> None:
     async with running_node(node_settings()) as node:
-        await crm_put(
-            node, "device", "d-1", serial="12345678", owner="alice", team="north",
+        await node.crm_put(
+            "device", "d-1", serial="12345678", owner="alice", team="north",
             service_log=["installed"],
         )  # fmt: skip
         base = time.time_ns() // 1_000_000
