@@ -61,8 +61,8 @@ def test_both_wire_forms_check_into_one_edit() -> None:
         ({"append": ["oil"]}, 'must be a list of items or {"add"'),
         ({}, 'must be a list of items or {"add"'),
         ("oil", 'must be a list of items or {"add"'),
-        (["x"] * 501, "service_log.add has more than 500 items"),
-        ({"remove": ["x"] * 501}, "service_log.remove has more than 500 items"),
+        (["x"] * 501, "service_log.add may have at most 500 items, not 501"),
+        ({"remove": ["x"] * 501}, "service_log.remove may have at most 500 items, not 501"),
         ({"add": ["oil"], "remove": ["oil"]}, "['oil'] both added and removed"),
     ],
 )

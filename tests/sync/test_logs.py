@@ -125,7 +125,7 @@ async def test_a_phone_without_write_access_adds_nothing(node: RunningNode) -> N
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (["x"] * 501, "service_log.add has more than 500 items"),
+        (["x"] * 501, "service_log.add may have at most 500 items, not 501"),
         ([{"deep": [{"deeper": ["x"]}]}], "service_log[] must be a string"),
         (["ok", 7], "service_log[] must be a string"),
         ({"add": ["a"], "drop": ["b"]}, 'must be a list of items or {"add"'),
