@@ -336,3 +336,17 @@ def test_records_import_refuses_hostile_lines_by_number_and_loads_the_rest(
         assert all(len(line) < 500 for line in errors)
     finally:
         assert server.stop() == 0, server.output
+
+
+def test_a_reader_that_goes_away_is_no_traceback() -> None:
+    """``fieldpush token ... | true``: the pipe is closed before the token is written."""
+    import subprocess
+
+    from tests.support.cli import fieldpush_command
+
+    command = " ".join([*fieldpush_command(), "token", "--user", "a", "--role", "sales"])
+    for _ in range(3):
+        done = subprocess.run(
+            ["bash", "-c", command + " | true"], check=False, capture_output=True, text=True
+        )
+        assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
