@@ -29,10 +29,12 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Final
 
@@ -50,6 +52,8 @@ from fieldpush.sync.mapping import Side
 from fieldpush_client.protocol import ErrorCode
 
 __all__ = ["ExportStream", "export_routes"]
+
+log = logging.getLogger("fieldpush.api")
 
 _FORMATS: Final = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 _SIDES: Final = {side.value: side for side in Side}
@@ -125,20 +129,37 @@ class ExportStream(Response):
         digest = hashlib.sha256()
         rows = size = 0
         outcome = "aborted"
+        # uvicorn drops what is sent after the client went away, without an
+        # error: the disconnect comes through ``receive``, watched meanwhile.
+        watcher = asyncio.ensure_future(_disconnect(receive))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for chunk, count in self._chunks:
+                if watcher.done():
+                    break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 digest.update(chunk)
                 rows, size = rows + count, size + len(chunk)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            outcome = "ok"
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                outcome = "ok"
+        except OSError:  # a server that says so when the client went away
+            pass
         except BackendUnavailable:
             outcome = "failed:unavailable"
             raise
         finally:
+            watcher.cancel()
             await self._chunks.aclose()
+            if outcome == "aborted":
+                log.info("export of %d row(s) aborted: the client went away", rows)
             self._on_end(outcome, rows, size, digest.hexdigest())
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return once the client has gone away (``http.disconnect``)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def export(request: Request) -> Response:
