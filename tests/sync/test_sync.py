@@ -737,6 +737,10 @@ async def test_a_write_of_the_stored_values_is_unchanged_and_not_on_the_feed(
     assert 'fieldpush_mutations_total{status="unchanged"} 2' in metrics
     assert 'fieldpush_mutations_total{status="replayed"} 1' in metrics
     assert 'fieldpush_mutations_total{status="applied"} 4' in metrics  # seed: 3
+    await node.node.audit.flushed()
+    trail = await node.node.backend.audit.read(1, 100)
+    outcomes = [e.outcome for e in trail if e.target == "customer/c-alice" and e.actor != "crm"]
+    assert outcomes == ["applied", "applied:unchanged"]  # the replay is no new entry
 
 
 async def test_unknown_field_names_are_shown_cut_and_escaped(node: RunningNode) -> None:

@@ -192,6 +192,8 @@ class Committer:
         outcome = str(result["status"])
         if result.get("reason") is not None:
             outcome += f":{result['reason']}"
+        elif result.get("unchanged"):
+            outcome += ":unchanged"  # applied, and no stored value changed
         deletion = isinstance(item, Mutation) and item.fields is None
         self._audit.record(
             actor=actor.user, role=actor.role, device=actor.device,
