@@ -218,3 +218,30 @@ async def test_a_cursor_older_than_the_log_continues_with_a_gap(
             assert gaps[:2] == [False, True] and not any(gaps[2:])
             assert node.node.metrics.webhook_gaps == 1
     assert "older than the retained change log" in caplog.text
+
+
+async def test_an_unexpected_error_taking_the_lease_is_retried_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug or a broken script while taking the lease once: the deliverer logs
+    it and tries again, rather than ending for good with nothing said."""
+    from fieldpush.backend.memory.webhook import MemoryWebhook
+
+    real_hold = MemoryWebhook.hold
+    calls: list[str] = []
+
+    async def flaky(self: MemoryWebhook, holder: str, ttl_ms: int) -> int | None:
+        calls.append(holder)
+        if len(calls) == 1:
+            raise RuntimeError("a broken lease script")
+        return await real_hold(self, holder, ttl_ms)
+
+    monkeypatch.setattr(MemoryWebhook, "hold", flaky)
+    with caplog.at_level(logging.ERROR, logger="fieldpush.webhook"):
+        async with (
+            receiver([]) as r,
+            running_node(node_settings(**hook(r, webhook_lease_s=0.3))) as node,
+        ):
+            await put(node, ["a"])
+            assert names(await delivered(r, 1)) == ["a"]
+    assert "taking the lease failed" in caplog.text

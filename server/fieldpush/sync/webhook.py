@@ -154,6 +154,9 @@ class WebhookDeliverer:
                 except BackendUnavailable as exc:
                     log.warning("webhook: cannot reach the backend for the lease: %s", exc)
                     token = None
+                except Exception:  # a bug or a broken script: keep trying, never die silently
+                    log.exception("webhook: taking the lease failed; trying again")
+                    token = None
                 if token is None:
                     await asyncio.sleep(renew_s)
                     continue
