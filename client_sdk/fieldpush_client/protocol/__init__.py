@@ -43,6 +43,7 @@ from fieldpush_client.protocol.channels import (
     user_channel,
 )
 from fieldpush_client.protocol.client_messages import (
+    PULL_CLASSES,
     Ack,
     ClientMessage,
     ClientRequest,
@@ -56,6 +57,7 @@ from fieldpush_client.protocol.client_messages import (
     Subscribe,
     Unsubscribe,
     Wiped,
+    parse_classes,
     parse_client_message,
     parse_mutate,
     parse_mutation,
@@ -101,6 +103,7 @@ from fieldpush_client.protocol.limits import (
     MAX_KIND_LENGTH,
     MAX_MUTATIONS,
     MAX_OFFSET_LENGTH,
+    MAX_PULL_CLASSES,
     MAX_TOKEN_LENGTH,
 )
 from fieldpush_client.protocol.server_messages import (
@@ -142,7 +145,9 @@ __all__ = [
     "MAX_KIND_LENGTH",
     "MAX_MUTATIONS",
     "MAX_OFFSET_LENGTH",
+    "MAX_PULL_CLASSES",
     "MAX_TOKEN_LENGTH",
+    "PULL_CLASSES",
     "SUBPROTOCOLS",
     "SUBPROTOCOL_JSON",
     "SUBPROTOCOL_MSGPACK",
@@ -192,6 +197,7 @@ __all__ = [
     "is_channel",
     "json_event_item",
     "parse_channel",
+    "parse_classes",
     "parse_client_message",
     "parse_mutate",
     "parse_mutation",
