@@ -43,6 +43,8 @@ from fieldpush_client.protocol.channels import (
     user_channel,
 )
 from fieldpush_client.protocol.client_messages import (
+    BATCH_CLASS,
+    CORE_CLASS,
     PULL_CLASSES,
     Ack,
     ClientMessage,
@@ -128,7 +130,9 @@ from fieldpush_client.protocol.server_messages import (
 )
 
 __all__ = [
+    "BATCH_CLASS",
     "CHANNEL_KINDS",
+    "CORE_CLASS",
     "DEFAULT_SUBPROTOCOL",
     "FATAL_CLOSE_CODES",
     "MAX_ACK_DEADLINE_S",

@@ -33,6 +33,8 @@ from fieldpush_client.protocol.limits import (
 )
 
 __all__ = [
+    "BATCH_CLASS",
+    "CORE_CLASS",
     "PULL_CLASSES",
     "Ack",
     "ClientMessage",
@@ -175,7 +177,9 @@ class Mutate:
 #: The data classes a ``pull`` may ask for (docs/protocol.md 3.2): ``core``
 #: (every sync class but ``batch``; a pull without ``classes`` gets only it)
 #: and ``batch``.
-PULL_CLASSES: Final = ("core", "batch")
+CORE_CLASS: Final = "core"
+BATCH_CLASS: Final = "batch"
+PULL_CLASSES: Final = (CORE_CLASS, BATCH_CLASS)
 
 
 def parse_classes(value: object) -> tuple[str, ...] | None:

@@ -34,7 +34,7 @@ from typing import Any, Final
 from fieldpush.errors import ConfigError, FieldpushError
 from fieldpush.identity.auth import ROLES
 from fieldpush.logs import shown
-from fieldpush_client.protocol import Priority
+from fieldpush_client.protocol import BATCH_CLASS, CORE_CLASS, Priority
 
 __all__ = [
     "BATCH",
@@ -59,10 +59,10 @@ RULES: Final = frozenset({"mdm", "lww", "locked", "append"})
 LOG_EDIT_KEYS: Final = ("add", "remove")
 SYNC_CLASSES: Final = frozenset({"realtime", "delta", "poll", "batch"})
 #: The sync class whose data is neither pushed nor pulled with the core data
-#: (docs/sync.md, "Batch sync class"); every other class is core data.
-BATCH: Final = "batch"
-#: A pull's data classes (the protocol's ``pull.classes``): the core data, the batch data.
-CORE: Final = "core"
+#: (docs/sync.md, "Batch sync class"); every other class is core data. Both
+#: are the protocol's names of a pull's data classes (``pull.classes``).
+BATCH: Final = BATCH_CLASS
+CORE: Final = CORE_CLASS
 #: Most urgent first (the order of ``fieldpush_client.protocol.Priority``).
 PRIORITIES: Final = tuple(priority.value for priority in Priority)
 SCOPES: Final = ("own", "team", "all")
