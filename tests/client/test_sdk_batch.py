@@ -126,3 +126,23 @@ async def test_critical_events_on_the_socket_pause_the_batch(
         batch.critical_quiet_s = 0
         ran = await batch.run()
         assert ran.held is None and "ch-1" in store.records("chat_message")
+
+
+async def test_a_core_full_download_restarts_the_batch_download(
+    node: RunningNode, tmp_path: Path
+) -> None:
+    """A core snapshot forgets the records of its types, their batch fields
+    included; the batch cursor must not skip past what it forgot."""
+    store = SyncStore(tmp_path / "phone.db", key=STORE_KEY)
+    async with client_for(node) as client:
+        sync = SyncClient(client, store, auto=False)
+        batch = BatchSync(sync)
+        await sync.pull()
+        assert (await batch.run()).changes == 2
+        assert store.cursor_for(None, ["batch"]) is not None
+        store.restart_download()
+        await sync.pull()  # the full download of the core data
+        assert "debug_log" not in store.record("device", "d-1")  # type: ignore[operator]
+        assert store.cursor_for(None, ["batch"]) is None
+        assert (await batch.run()).changes == 2
+        assert store.record("device", "d-1")["debug_log"] == ["boot"]  # type: ignore[index]
