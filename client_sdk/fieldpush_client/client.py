@@ -254,8 +254,12 @@ class PushClient:
         self._refresher: asyncio.Task[None] | None = None
         self._reconnect_now = False
         self._pending_acks: list[str] = []
+        #: Critical events handed out (or waiting for the app) whose ack is not sent yet.
+        self._open_critical: set[str] = set()
+        #: When the last critical event arrived (``loop.time()``), None: never.
+        self._critical_at: float | None = None
         self._ack_task: asyncio.Task[None] | None = None
-        self._schedules: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._schedules: dict[str, Callable[[], Awaitable[object]]] = {}
         self._schedule_tasks: list[asyncio.Task[None]] = []
         #: The server's ``welcome`` of the current (or last) connection.
         self.session: Welcome | None = None
@@ -425,6 +429,16 @@ class PushClient:
         self._pending_acks.extend(e if isinstance(e, str) else e.id for e in events)
         await self._flush_acks()
 
+    def critical_busy(self, quiet_s: float) -> bool:
+        """Whether the socket carries critical events: one arrived within the
+        last ``quiet_s`` seconds, or one is not acked yet (waiting for the
+        application, or its ack not sent). Batch sync waits while it is
+        (:mod:`fieldpush_client.batch`)."""
+        if self._open_critical:
+            return True
+        at = self._critical_at
+        return at is not None and asyncio.get_running_loop().time() - at < quiet_s
+
     async def ping(self) -> float:
         """Round trip of a protocol ``ping``, in seconds."""
         loop = asyncio.get_running_loop()
@@ -432,7 +446,7 @@ class PushClient:
         await self.call(Ping, Pong)
         return loop.time() - started
 
-    def schedule_poll(self, data_class: str, fetch: Callable[[], Awaitable[None]]) -> None:
+    def schedule_poll(self, data_class: str, fetch: Callable[[], Awaitable[object]]) -> None:
         """Await ``fetch()`` every ``welcome.poll[data_class]`` seconds (drawn
         from 90-110 % of it, so that phones spread out), the first time one
         interval after the first ``welcome``. The interval is read again from
@@ -445,11 +459,11 @@ class PushClient:
         if self._task is not None:
             self._start_schedule(data_class, fetch)
 
-    def _start_schedule(self, data_class: str, fetch: Callable[[], Awaitable[None]]) -> None:
+    def _start_schedule(self, data_class: str, fetch: Callable[[], Awaitable[object]]) -> None:
         task = asyncio.get_running_loop().create_task(self._poll_every(data_class, fetch))
         self._schedule_tasks.append(task)
 
-    async def _poll_every(self, data_class: str, fetch: Callable[[], Awaitable[None]]) -> None:
+    async def _poll_every(self, data_class: str, fetch: Callable[[], Awaitable[object]]) -> None:
         while True:
             interval = self.session.poll.get(data_class) if self.session is not None else None
             if interval is None or interval <= 0:
@@ -504,6 +518,7 @@ class PushClient:
         if self._ws is not None and self.connected:
             try:
                 await self._send(self._ws, Ack(ids=tuple(ids)).to_wire())
+                self._open_critical.difference_update(ids)
                 return
             except (ConnectionClosed, OSError) as exc:
                 log.info("fieldpush acks not sent (%s); sending them after reconnecting", exc)
@@ -524,6 +539,8 @@ class PushClient:
         except (OSError, httpx.HTTPError, PublishError) as exc:
             log.info("fieldpush acks not sent (%s); sending them after reconnecting", exc)
             self._pending_acks[:0] = ids
+        else:
+            self._open_critical.difference_update(ids)
 
     # ------------------------------------------------------------- connection
 
@@ -698,6 +715,9 @@ class PushClient:
         self._seen[event.id] = False
         if len(self._seen) > self._dedupe_window:
             self._seen.popitem(last=False)
+        if event.priority == "critical":
+            self._critical_at = asyncio.get_running_loop().time()
+            self._open_critical.add(event.id)
         await self._queue.put(event)
 
     async def _fresh_token(self) -> str:

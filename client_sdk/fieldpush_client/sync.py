@@ -57,6 +57,7 @@ from fieldpush_client.errors import (
     StoreKeyError,
 )
 from fieldpush_client.protocol import (
+    CORE_CLASS,
     Changes,
     ErrorCode,
     Mutate,
@@ -506,34 +507,59 @@ class SyncStore:
                 "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (type_tag, rid_tag, sealed)
             )
 
-    def _set_key(self, name: str, types: Iterable[str] | None) -> str:
+    def _set_key(
+        self, name: str, types: Iterable[str] | None, classes: Iterable[str] | None = None
+    ) -> str:
         """The meta key of ``name`` (``cursor``, ``snapshot``) for a type set:
         the bare name for every type (as SDKs before per-set cursors kept it),
-        else with a keyed tag of the sorted, distinct names (not in clear)."""
+        else with a keyed tag of the sorted, distinct names (not in clear).
+        A pull of other data classes than the core data (``classes``, e.g.
+        ``["batch"]``) has keys of its own, ``<name>:c:<tag>``."""
+        chosen = sorted(set(classes)) if classes is not None else [CORE_CLASS]
+        if chosen != [CORE_CLASS]:
+            names = sorted(set(types)) if types is not None else ["*"]
+            return f"{name}:c:{self._cipher.tag('classes', *chosen, '|', *names).hex()}"
         if types is None:
             return name
         return f"{name}:{self._cipher.tag('types', *sorted(set(types))).hex()}"
 
-    def cursor_for(self, types: Iterable[str] | None) -> str | None:
-        """Where the next pull of exactly these types continues (None: all
-        types; the answer None: a full download of them). Each set of types
-        has its own cursor: the server refuses one set's cursor for another."""
-        return self._meta(self._set_key("cursor", types))
+    def cursor_for(
+        self, types: Iterable[str] | None, classes: Iterable[str] | None = None
+    ) -> str | None:
+        """Where the next pull of exactly these types (and data classes; None:
+        the core data) continues (None: all types; the answer None: a full
+        download of them). Each selection has its own cursor: the server
+        refuses one selection's cursor for another."""
+        return self._meta(self._set_key("cursor", types, classes))
 
-    def apply_changes(self, changes: Changes, pulled_types: Iterable[str] | None = None) -> None:
+    def apply_changes(
+        self,
+        changes: Changes,
+        pulled_types: Iterable[str] | None = None,
+        classes: Iterable[str] | None = None,
+    ) -> None:
         """Store one ``changes`` page of a pull of ``pulled_types`` (None: all)
-        and that set's cursor. The first page of a full download
-        (``snapshot``) first forgets the records of the pulled types."""
+        and ``classes`` (None: the core data), and that selection's cursor.
+        The first page of a full download of the core data (``snapshot``)
+        first forgets the records of the pulled types, and with them their
+        batch data: every pull of other classes starts a full download again.
+        A full download of other classes forgets nothing (its fields are laid
+        over the records held)."""
         types = None if pulled_types is None else list(pulled_types)
-        snapshot_key = self._set_key("snapshot", types)
+        core = classes is None or set(classes) == {CORE_CLASS}
+        snapshot_key = self._set_key("snapshot", types, classes)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             if changes.snapshot and self._meta(snapshot_key) is None:
-                if types is None:
+                if core and types is None:
                     self._db.execute("DELETE FROM records")
-                for record_type in types or ():
+                for record_type in (types or ()) if core else ():
                     self._db.execute(
                         "DELETE FROM records WHERE type_tag = ?", (self._type_tag(record_type),)
+                    )
+                if core:
+                    self._db.execute(
+                        "DELETE FROM meta WHERE key LIKE 'cursor:c:%' OR key LIKE 'snapshot:c:%'"
                     )
                 self._set_meta(snapshot_key, "1")
             if not changes.snapshot:
@@ -546,19 +572,19 @@ class SyncStore:
                 copy = self._server_copy(change.type, change.rid, tags) or {}
                 copy.update(change.fields)
                 self._put(change.type, change.rid, copy, tags)
-            self._set_meta(self._set_key("cursor", types), changes.cursor)
+            self._set_meta(self._set_key("cursor", types, classes), changes.cursor)
             if not changes.more:
                 self._set_meta(snapshot_key, None)
 
-    def restart_download(self, types: Iterable[str] | None = None) -> None:
-        """Forget the cursor of ``types`` (None: all types): the next pull of
-        them is a full download."""
+    def restart_download(
+        self, types: Iterable[str] | None = None, classes: Iterable[str] | None = None
+    ) -> None:
+        """Forget the cursor of ``types`` (None: all types) and ``classes``
+        (None: the core data): the next pull of them is a full download."""
         types = None if types is None else list(types)
         with self._db:
-            self._set_meta(self._set_key("cursor", types), None)
-            self._set_meta(self._set_key("snapshot", types), None)
-
-    # ------------------------------------------------------------ reading
+            self._set_meta(self._set_key("cursor", types, classes), None)
+            self._set_meta(self._set_key("snapshot", types, classes), None)
 
     def record(self, record_type: str, rid: str) -> dict[str, Any] | None:
         """The record as the app should show it: the server copy with the

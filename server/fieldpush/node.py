@@ -169,7 +169,13 @@ class Node:
             else None
         )
         #: ``welcome.poll``: the schema's poll intervals, then the settings' (which win).
-        self.poll_intervals = {**self.sync.schema.poll_intervals(), **settings.poll_intervals_s}
+        #: ``batch``: the schema's batch interval, when it has batch data.
+        batch = self.sync.schema.batch_interval()
+        self.poll_intervals = {
+            **self.sync.schema.poll_intervals(),
+            **({"batch": batch} if batch is not None else {}),
+            **settings.poll_intervals_s,
+        }
         self.heartbeat = Heartbeat(registry, settings.heartbeat_s)
         services = SessionServices(
             settings=settings,

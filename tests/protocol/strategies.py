@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from fieldpush_client.protocol import (
+    PULL_CLASSES,
     Ack,
     Change,
     Changes,
@@ -169,7 +170,12 @@ client_wires = st.one_of(
     ),
     _wire(
         {"type": st.just("pull"), "id": request_id},
-        {"cursor": name, "types": st.lists(name, max_size=3), "limit": st.integers(1, 2**31)},
+        {
+            "cursor": name,
+            "types": st.lists(name, max_size=3),
+            "limit": st.integers(1, 2**31),
+            "classes": st.lists(st.sampled_from(PULL_CLASSES), min_size=1, max_size=3),
+        },
     ),
 )
 

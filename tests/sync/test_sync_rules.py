@@ -176,6 +176,38 @@ def schema_with(field: dict[str, Any], **type_keys: Any) -> dict[str, Any]:
         (schema_with({"type": "string"}, sync="poll"), 'thing: sync = "poll" needs poll_s'),
         (schema_with({"type": "string"}, scope="nobody"), "thing: scope must name one of its"),
         (
+            schema_with({"type": "string"}, sync="batch"),
+            'thing: batch data (sync = "batch") needs batch_s',
+        ),
+        (
+            schema_with({"type": "string", "sync": "batch"}),
+            'thing: batch data (sync = "batch") needs batch_s',
+        ),
+        (
+            schema_with({"type": "string", "sync": "batch"}, batch_s=0),
+            'thing: batch data (sync = "batch") needs batch_s',
+        ),
+        (
+            schema_with({"type": "string"}, batch_s=60),
+            "thing: batch_s is only for a type with batch data",
+        ),
+        (
+            schema_with({"type": "string", "sync": "realtime"}, sync="batch", batch_s=60),
+            """thing.x: a field of a type of sync = "batch" is batch data too, not 'realtime'""",
+        ),
+        (
+            {
+                "types": {
+                    "thing": {
+                        "scope": "owner",
+                        "batch_s": 60,
+                        "fields": {"owner": {"type": "string", "sync": "batch"}},
+                    }
+                }
+            },
+            "thing.owner: the scope and team fields decide who sees a record: they cannot be",
+        ),
+        (
             schema_with({"type": "string"}, read={"sales": "team"}),
             'has scope "team" but the type has no team',
         ),

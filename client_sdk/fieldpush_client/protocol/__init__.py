@@ -43,6 +43,9 @@ from fieldpush_client.protocol.channels import (
     user_channel,
 )
 from fieldpush_client.protocol.client_messages import (
+    BATCH_CLASS,
+    CORE_CLASS,
+    PULL_CLASSES,
     Ack,
     ClientMessage,
     ClientRequest,
@@ -56,6 +59,7 @@ from fieldpush_client.protocol.client_messages import (
     Subscribe,
     Unsubscribe,
     Wiped,
+    parse_classes,
     parse_client_message,
     parse_mutate,
     parse_mutation,
@@ -101,6 +105,7 @@ from fieldpush_client.protocol.limits import (
     MAX_KIND_LENGTH,
     MAX_MUTATIONS,
     MAX_OFFSET_LENGTH,
+    MAX_PULL_CLASSES,
     MAX_TOKEN_LENGTH,
 )
 from fieldpush_client.protocol.server_messages import (
@@ -125,7 +130,9 @@ from fieldpush_client.protocol.server_messages import (
 )
 
 __all__ = [
+    "BATCH_CLASS",
     "CHANNEL_KINDS",
+    "CORE_CLASS",
     "DEFAULT_SUBPROTOCOL",
     "FATAL_CLOSE_CODES",
     "MAX_ACK_DEADLINE_S",
@@ -142,7 +149,9 @@ __all__ = [
     "MAX_KIND_LENGTH",
     "MAX_MUTATIONS",
     "MAX_OFFSET_LENGTH",
+    "MAX_PULL_CLASSES",
     "MAX_TOKEN_LENGTH",
+    "PULL_CLASSES",
     "SUBPROTOCOLS",
     "SUBPROTOCOL_JSON",
     "SUBPROTOCOL_MSGPACK",
@@ -192,6 +201,7 @@ __all__ = [
     "is_channel",
     "json_event_item",
     "parse_channel",
+    "parse_classes",
     "parse_client_message",
     "parse_mutate",
     "parse_mutation",

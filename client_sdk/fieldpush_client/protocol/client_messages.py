@@ -28,10 +28,14 @@ from fieldpush_client.protocol.limits import (
     MAX_ID_LENGTH,
     MAX_MUTATIONS,
     MAX_OFFSET_LENGTH,
+    MAX_PULL_CLASSES,
     MAX_TOKEN_LENGTH,
 )
 
 __all__ = [
+    "BATCH_CLASS",
+    "CORE_CLASS",
+    "PULL_CLASSES",
     "Ack",
     "ClientMessage",
     "ClientRequest",
@@ -45,6 +49,7 @@ __all__ = [
     "Subscribe",
     "Unsubscribe",
     "Wiped",
+    "parse_classes",
     "parse_client_message",
     "parse_mutate",
     "parse_mutation",
@@ -169,15 +174,40 @@ class Mutate:
         }
 
 
+#: The data classes a ``pull`` may ask for (docs/protocol.md 3.2): ``core``
+#: (every sync class but ``batch``; a pull without ``classes`` gets only it)
+#: and ``batch``.
+CORE_CLASS: Final = "core"
+BATCH_CLASS: Final = "batch"
+PULL_CLASSES: Final = (CORE_CLASS, BATCH_CLASS)
+
+
+def parse_classes(value: object) -> tuple[str, ...] | None:
+    """A pull's ``classes`` as sent: None (not sent: the core data), else a
+    non-empty list of at most :data:`MAX_PULL_CLASSES` names of
+    :data:`PULL_CLASSES`; ``ValueError`` saying what is wrong otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or len(value) > MAX_PULL_CLASSES:
+        raise ValueError(
+            f"'classes' must be a list of 1 to {MAX_PULL_CLASSES} data classes {list(PULL_CLASSES)}"
+        )
+    if not all(isinstance(name, str) and name in PULL_CLASSES for name in value):
+        raise ValueError(f"'classes' may name only the data classes {list(PULL_CLASSES)}")
+    return tuple(value)
+
+
 @dataclass(slots=True, frozen=True)
 class Pull:
     """``cursor`` None: a full download; ``types`` None: every readable type;
-    ``limit`` None: the server's default page size."""
+    ``limit`` None: the server's default page size; ``classes`` None: the core
+    data only (:data:`PULL_CLASSES`)."""
 
     id: int
     cursor: str | None = None
     types: tuple[str, ...] | None = None
     limit: int | None = None
+    classes: tuple[str, ...] | None = None
     type: ClassVar[str] = "pull"
 
     def to_wire(self) -> dict[str, Any]:
@@ -188,6 +218,8 @@ class Pull:
             wire["types"] = list(self.types)
         if self.limit is not None:
             wire["limit"] = self.limit
+        if self.classes is not None:
+            wire["classes"] = list(self.classes)
         return wire
 
 
@@ -229,7 +261,7 @@ _CLIENT_FIELDS: Final[dict[str, frozenset[str]]] = {
     "ack": frozenset({"type", "ids"}),
     "ping": frozenset({"type", "id"}),
     "mutate": frozenset({"type", "id", "mutations"}),
-    "pull": frozenset({"type", "id", "cursor", "types", "limit"}),
+    "pull": frozenset({"type", "id", "cursor", "types", "limit", "classes"}),
     "refresh": frozenset({"type", "id", "token"}),
     "wiped": frozenset({"type", "id"}),
 }
@@ -298,8 +330,16 @@ def _parse_pull(message: dict[str, Any]) -> Pull:
     limit = message.get("limit")
     if limit is not None and not (_is_int(limit) and limit > 0):
         raise ProtocolError("pull: 'limit' must be a positive integer", request_id)
+    try:
+        classes = parse_classes(message.get("classes"))
+    except ValueError as exc:
+        raise ProtocolError(f"pull: {exc}", request_id) from None
     return Pull(
-        id=request_id, cursor=cursor, types=tuple(types) if types is not None else None, limit=limit
+        id=request_id,
+        cursor=cursor,
+        types=tuple(types) if types is not None else None,
+        limit=limit,
+        classes=classes,
     )
 
 

@@ -27,6 +27,8 @@ MAX_ID_LENGTH: Final = 200
 MAX_MUTATIONS: Final = 10_000
 #: A ``pull`` cursor (opaque; the server's are much shorter).
 MAX_CURSOR_LENGTH: Final = 1000
+#: Items of a ``pull``'s ``classes`` (there are two classes; repeats are allowed up to this).
+MAX_PULL_CLASSES: Final = 8
 #: ``device`` in HTTP bodies (``POST /v1/poll``, ``POST /v1/ack``).
 MAX_HTTP_DEVICE_LENGTH: Final = 200
 #: Event ids in one ``POST /v1/ack``, and the length of each.

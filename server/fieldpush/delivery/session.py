@@ -447,7 +447,11 @@ class Session:
     async def _pull(self, identity: Identity, message: Pull) -> None:
         try:
             reply = await self._services.sync.pull(
-                actor_of(identity, self.device), message.cursor, message.types, message.limit
+                actor_of(identity, self.device),
+                message.cursor,
+                message.types,
+                message.limit,
+                message.classes,
             )
         except SyncError as exc:
             self.error(exc.code, exc.message, message.id)

@@ -4,7 +4,7 @@
   (``{mutations, id?, device?}`` -> ``{id, results}``); ``device`` names the
   sending device for idempotency and stamps (default ``http``).
 - ``POST /v1/sync/pull`` (any role): the body and reply of ``pull``
-  (``{cursor?, types?, limit?}`` -> ``{changes, cursor, more}``); a cursor too
+  (``{cursor?, types?, limit?, classes?}`` -> ``{changes, cursor, more}``); a cursor too
   old answers 409 ``resync``.
 - ``PUT /v1/records/{type}/{id}`` (service): the CRM writes a record,
   ``{fields}`` -> ``{type, rid, fields}``.
@@ -37,6 +37,7 @@ from fieldpush_client.protocol import (
     MAX_ID_LENGTH,
     ErrorCode,
     ProtocolError,
+    parse_classes,
     parse_mutate,
 )
 
@@ -45,7 +46,7 @@ __all__ = ["sync_routes"]
 T = TypeVar("T")
 
 _PUSH_FIELDS = frozenset({"mutations", "id", "device"})
-_PULL_FIELDS = frozenset({"cursor", "types", "limit", "id"})
+_PULL_FIELDS = frozenset({"cursor", "types", "limit", "classes", "id"})
 _STATUS = {
     ErrorCode.RESYNC: 409,
     ErrorCode.BAD_REQUEST: 422,
@@ -116,8 +117,12 @@ async def pull(request: Request) -> Response:
     limit = _optional(body, "limit", int, "must be a positive integer")
     if limit is not None and limit < 1:
         raise invalid("limit", "must be a positive integer")
+    try:
+        classes = parse_classes(body.get("classes"))
+    except ValueError as exc:
+        raise invalid("classes", str(exc).removeprefix("'classes' ")) from None
     reply = await _answer(
-        node.sync.pull(actor_of(identity, "http"), cursor, types, limit), "pull again"
+        node.sync.pull(actor_of(identity, "http"), cursor, types, limit, classes), "pull again"
     )
     if "id" in body:
         reply = {"id": body["id"], **reply}

@@ -12,6 +12,10 @@ and ``records:<team>`` (the channels its scope and team fields name):
 - **a record leaving a scope** goes to the channels it left as ``"removed":
   true`` (no fields), priority ``high``.
 
+Batch data (sync class ``batch``, docs/sync.md) is never pushed: a record
+type of that class announces nothing, and a record entering a scope carries
+its core fields only.
+
 The priority of a change is the most urgent of its realtime fields' (of the
 whole record when it enters); ``critical`` ones are tracked like any critical
 event, under the kind ``<type>.<value>`` of the value that made them critical
@@ -38,7 +42,7 @@ from fieldpush.errors import BackendUnavailable
 from fieldpush.sync.commit import Change
 from fieldpush.sync.mapping import Mappings, Side
 from fieldpush.sync.rules import Actor, scope_of
-from fieldpush.sync.schema import PRIORITIES, RecordType
+from fieldpush.sync.schema import BATCH, CORE, PRIORITIES, RecordType
 from fieldpush_client.protocol import Priority, encode_body, is_channel
 
 __all__ = ["EVENT_KIND", "AckRecorder", "Announcer", "Publisher"]
@@ -89,7 +93,8 @@ def _owner_fields(rtype: RecordType) -> frozenset[str]:
     ``own``) reads; every role's when none reads only its own."""
     owners = [role for role, scope in rtype.read.items() if scope == "own"] or list(rtype.read)
     readable = [rtype.readable_fields(role) for role in owners]
-    return frozenset.intersection(*readable) if readable else frozenset()
+    core = rtype.fields_of(frozenset({CORE}))
+    return frozenset.intersection(core, *readable) if readable else frozenset()
 
 
 class Announcer:
@@ -116,8 +121,8 @@ class Announcer:
         """Publish what ``change`` by ``actor`` means to the record's scope
         (module docstring). Never raises BackendUnavailable."""
         rtype, outcome, state = change.rtype, change.outcome, change.outcome.state
-        if state is None or state.deleted is not None:
-            return  # deletions reach phones by pull
+        if state is None or state.deleted is not None or rtype.sync == BATCH:
+            return  # deletions and batch data reach phones by pull
         realtime = {
             name: new
             for name, (_, new) in outcome.changed.items()

@@ -16,8 +16,9 @@ before and an ``append`` field's log is then read from its plain list
   position; a :class:`SnapshotCursor` (``["s", top, type, rid, types]``)
   continues a full download after record ``rid`` of ``type``, then reads the
   log from ``top``, where it was when the download began. ``types`` is the
-  :func:`types_digest` of the type set the cursor was pulled with: it is valid
-  for that set only (the puller refuses it with another). Cursors without it
+  :func:`types_digest` of the type set (and data classes) the cursor was
+  pulled with: it is valid for that selection only (the puller refuses it with
+  another). Cursors without it
   (``["l", position]``, ``["s", top, type, rid]``: handed out before issue 13, and
   the CRM's feed) are bound to no type set and keep working with any.
 
@@ -44,6 +45,7 @@ from fieldpush.sync.appendlog import Log
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.hlc import Stamp
 from fieldpush.sync.rules import RecordState
+from fieldpush.sync.schema import CORE
 from fieldpush_client.protocol import MAX_CURSOR_LENGTH, ErrorCode
 
 __all__ = [
@@ -107,13 +109,23 @@ def decode_state(stored: StoredRecord | None) -> RecordState | None:
     )
 
 
-def types_digest(types: Sequence[str] | None) -> str:
-    """Which type set a cursor belongs to: :data:`ALL_TYPES` for a pull
-    without ``types``, else 16 hex digits of SHA-256 over the sorted, distinct
-    names as a JSON list (order and repeats in a request do not matter)."""
-    if types is None:
-        return ALL_TYPES
-    names = json.dumps(sorted(set(types)), ensure_ascii=False).encode()
+def types_digest(types: Sequence[str] | None, classes: Sequence[str] | None = None) -> str:
+    """Which selection a cursor belongs to: the type set, and the data classes
+    when they are not the core data alone (``classes`` None or ``["core"]``:
+    the digest of before the batch class, so those cursors stay valid).
+
+    :data:`ALL_TYPES` for a core pull without ``types``, else 16 hex digits of
+    SHA-256 over the sorted, distinct names as a JSON list (order and repeats
+    in a request do not matter); with other classes, over the JSON list of
+    the types (``"*"`` for every type) and the sorted, distinct classes."""
+    chosen = sorted(set(classes)) if classes is not None else [CORE]
+    if chosen == [CORE]:
+        if types is None:
+            return ALL_TYPES
+        selection: Any = sorted(set(types))
+    else:
+        selection = [sorted(set(types)) if types is not None else ALL_TYPES, chosen]
+    names = json.dumps(selection, ensure_ascii=False).encode()
     return hashlib.sha256(names).hexdigest()[:16]
 
 

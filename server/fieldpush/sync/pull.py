@@ -13,6 +13,15 @@ is refused (``bad_request``), because the cursor's position says nothing
 about the other types' changes before it. Cursors bound to no set (before
 issue 13, docs/protocol.md 3.2) are taken with any.
 
+Data classes (docs/sync.md, "Batch sync class"): a pull gets the core data
+unless it asks for others (``classes``). Of the classes it asks for it gets
+only those fields: a core pull strips every ``batch`` field and leaves out the
+record types of ``sync = "batch"`` (naming one in ``types`` is refused,
+``invalid``); a ``["batch"]`` pull gets only batch fields, of the records
+whose batch fields changed (and ``removed`` as a core pull). The classes are
+part of the cursor's selection like the types: a cursor of a batch pull is
+refused for a core pull, and the other way round.
+
 Without a cursor it is a full download: the records of the readable types page
 by page (``snapshot: true``, continued by a
 :class:`~fieldpush.sync.codec.SnapshotCursor`), then the log from where it was
@@ -22,6 +31,7 @@ when the download began.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fieldpush.sync.catalog import Catalog
@@ -38,7 +48,7 @@ from fieldpush.sync.codec import (
 )
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.rules import Actor, reaches
-from fieldpush.sync.schema import RecordType
+from fieldpush.sync.schema import CORE, RecordType
 from fieldpush.sync.view import visible
 from fieldpush_client.protocol import ErrorCode
 
@@ -61,6 +71,17 @@ MAX_SCAN = 20 * LOG_CHUNK
 _Merged = dict[tuple[str, str], dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Selected:
+    """A record type a pull reads, and the fields of it the reader gets: the
+    readable ones of the data classes asked for."""
+
+    rtype: RecordType
+    fields: frozenset[str]
+    #: The fields of the classes asked for, readable or not.
+    in_classes: frozenset[str]
+
+
 class Puller:
     """See the module docstring."""
 
@@ -74,12 +95,15 @@ class Puller:
         cursor: str | None,
         types: Sequence[str] | None = None,
         limit: int | None = None,
+        classes: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """The ``changes`` reply (without ``id``) for a pull. Raises SyncError
-        (``resync`` when the cursor is older than the retained log)."""
-        readable = self._readable_types(actor, types)
+        """The ``changes`` reply (without ``id``) for a pull of the data
+        ``classes`` (None: the core data). Raises SyncError (``resync`` when
+        the cursor is older than the retained log)."""
+        chosen = frozenset(classes) if classes is not None else frozenset({CORE})
+        readable = self._readable_types(actor, types, chosen)
         size = self._paging.size(limit)
-        digest = types_digest(types)
+        digest = types_digest(types, classes)
         if cursor is None:
             top = await self._catalog.store.log_top()
             return await self._snapshot(actor, readable, size, digest, top, 0, "")
@@ -88,29 +112,45 @@ class Puller:
             raise SyncError(ErrorCode.BAD_REQUEST, OTHER_TYPES)
         match decoded:
             case SnapshotCursor(top, type_name, after):
-                names = [rtype.name for rtype in readable]
+                names = [selected.rtype.name for selected in readable]
                 index = names.index(type_name) if type_name in names else len(names)
                 return await self._snapshot(actor, readable, size, digest, top, index, after)
             case LogCursor(position):
                 return await self._changes_since(actor, readable, size, digest, position)
 
-    def _readable_types(self, actor: Actor, types: Sequence[str] | None) -> list[RecordType]:
+    def _readable_types(
+        self, actor: Actor, types: Sequence[str] | None, classes: frozenset[str]
+    ) -> list[_Selected]:
         schema_types = self._catalog.schema.types
         if types is not None:
             unknown = [t for t in types if t not in schema_types]
             if unknown:
                 raise SyncError(ErrorCode.INVALID, f"unknown record type(s) {unknown}")
+            empty = [t for t in types if not schema_types[t].fields_of(classes)]
+            if empty:
+                hint = (
+                    'hold only batch data: pull them with classes ["batch"]'
+                    if classes == {CORE}
+                    else f"hold no data of the classes {sorted(classes)}"
+                )
+                raise SyncError(ErrorCode.INVALID, f"record type(s) {empty} {hint}")
         wanted = set(types) if types is not None else None
         return [
-            rtype
+            _Selected(
+                rtype,
+                rtype.readable_fields(actor.role) & rtype.fields_of(classes),
+                rtype.fields_of(classes),
+            )
             for name, rtype in schema_types.items()
-            if actor.role in rtype.read and (wanted is None or name in wanted)
+            if actor.role in rtype.read
+            and (wanted is None or name in wanted)
+            and rtype.fields_of(classes)
         ]
 
     async def _snapshot(
         self,
         actor: Actor,
-        readable: list[RecordType],
+        readable: list[_Selected],
         size: int,
         digest: str,
         top: str,
@@ -120,9 +160,8 @@ class Puller:
         changes: list[dict[str, Any]] = []
         store = self._catalog.store
         while index < len(readable):
-            rtype = readable[index]
+            rtype, fields = readable[index].rtype, readable[index].fields
             scope = rtype.read[actor.role]
-            fields = rtype.readable_fields(actor.role)
             mapping = self._catalog.mappings.of(actor.side, rtype.name)
             page = await store.scan(rtype.name, after, size)
             for rid, stored in page:
@@ -146,9 +185,9 @@ class Puller:
         }
 
     async def _changes_since(
-        self, actor: Actor, readable: list[RecordType], size: int, digest: str, after: str
+        self, actor: Actor, readable: list[_Selected], size: int, digest: str, after: str
     ) -> dict[str, Any]:
-        types = {rtype.name: rtype for rtype in readable}
+        types = {selected.rtype.name: selected for selected in readable}
         merged: _Merged = {}
         complete: set[tuple[str, str]] = set()  # records that entered the scope: send all
         more = False
@@ -163,13 +202,13 @@ class Puller:
                 )
             for position, blob in entries:
                 entry = unpack(blob)
-                rtype = types.get(entry["type"])
-                if entry["kind"] == EntryKind.APPLIED and rtype is not None:
+                selected = types.get(entry["type"])
+                if entry["kind"] == EntryKind.APPLIED and selected is not None:
                     key = (entry["type"], entry["rid"])
                     if key not in merged and len(merged) >= size:
                         more = True
                         break
-                    self._fold(actor, rtype, entry, merged, complete)
+                    self._fold(actor, selected, entry, merged, complete)
                 after = position
             else:
                 if len(entries) == LOG_CHUNK:
@@ -188,12 +227,15 @@ class Puller:
     def _fold(
         self,
         actor: Actor,
-        rtype: RecordType,
+        selected: _Selected,
         entry: dict[str, Any],
         merged: _Merged,
         complete: set[tuple[str, str]],
     ) -> None:
-        """Add one applied log entry to a pull's page."""
+        """Add one applied log entry to a pull's page. An entry that changed
+        no field of the classes asked for adds nothing unless it moved the
+        record in or out of the reader's scope."""
+        rtype = selected.rtype
         scope = rtype.read[actor.role]
         now = rtype.reaches(scope, actor.user, actor.teams, *entry["scope"])
         before = not entry["created"] and rtype.reaches(
@@ -205,12 +247,15 @@ class Puller:
                 merged[key] = {"fields": {}, "removed": True}
                 complete.discard(key)
             return
+        entering = not before and not entry["created"]
+        if key not in merged and not entering and selected.in_classes.isdisjoint(entry["fields"]):
+            return
         change = merged.get(key)
         if change is None or change.get("removed"):
             change = merged[key] = {"fields": {}}
-            if not before and not entry["created"]:
+            if entering:
                 complete.add(key)
-        readable = rtype.readable_fields(actor.role)
+        readable = selected.fields
         mapping = self._catalog.mappings.of(actor.side, rtype.name)
         change["fields"].update(
             mapping.outbound({n: pair[1] for n, pair in entry["fields"].items() if n in readable})
@@ -219,19 +264,20 @@ class Puller:
     async def _complete(
         self,
         actor: Actor,
-        types: dict[str, RecordType],
+        types: dict[str, _Selected],
         merged: _Merged,
         keys: set[tuple[str, str]],
     ) -> None:
-        """Fill in every readable field of the records that entered the reader's scope."""
+        """Fill in every field the reader gets of the records that entered its scope."""
         ordered = sorted(keys)
         stored, _ = await self._catalog.store.load([f"{t}:{rid}" for t, rid in ordered], [])
         for key, found in zip(ordered, stored, strict=True):
-            rtype = types[key[0]]
+            rtype, fields = types[key[0]].rtype, types[key[0]].fields
             state = decode_state(found)
             scope = rtype.read[actor.role]
             if not reaches(rtype, scope, actor, state):
                 continue  # it left again since: a later page removes it
-            values = visible(rtype, self._catalog.mappings.of(actor.side, rtype.name), actor, state)
+            mapping = self._catalog.mappings.of(actor.side, rtype.name)
+            values = visible(rtype, mapping, actor, state, fields)
             if values is not None:
                 merged[key]["fields"] = {**merged[key]["fields"], **values}  # now's values

@@ -34,9 +34,11 @@ from typing import Any, Final
 from fieldpush.errors import ConfigError, FieldpushError
 from fieldpush.identity.auth import ROLES
 from fieldpush.logs import shown
-from fieldpush_client.protocol import Priority
+from fieldpush_client.protocol import BATCH_CLASS, CORE_CLASS, Priority
 
 __all__ = [
+    "BATCH",
+    "CORE",
     "FIELD_TYPES",
     "FieldSpec",
     "InvalidValue",
@@ -55,7 +57,12 @@ _INT_LIMIT: Final = 2**63
 RULES: Final = frozenset({"mdm", "lww", "locked", "append"})
 #: The two keys of an ``append`` field's edit (docs/sync.md, "Logs that merge").
 LOG_EDIT_KEYS: Final = ("add", "remove")
-SYNC_CLASSES: Final = frozenset({"realtime", "delta", "poll"})
+SYNC_CLASSES: Final = frozenset({"realtime", "delta", "poll", "batch"})
+#: The sync class whose data is neither pushed nor pulled with the core data
+#: (docs/sync.md, "Batch sync class"); every other class is core data. Both
+#: are the protocol's names of a pull's data classes (``pull.classes``).
+BATCH: Final = BATCH_CLASS
+CORE: Final = CORE_CLASS
 #: Most urgent first (the order of ``fieldpush_client.protocol.Priority``).
 PRIORITIES: Final = tuple(priority.value for priority in Priority)
 SCOPES: Final = ("own", "team", "all")
@@ -272,6 +279,9 @@ class RecordType:
     sync: str = "delta"
     #: For ``sync = "poll"``: how often phones pull it (seconds).
     poll_s: float | None = None
+    #: For a type of ``sync = "batch"`` or with batch fields: how often phones
+    #: pull its batch data (seconds).
+    batch_s: float | None = None
     read: Mapping[str, str] = field(default_factory=dict)
     write: Mapping[str, str] = field(default_factory=dict)
     create: frozenset[str] = frozenset()
@@ -290,6 +300,14 @@ class RecordType:
             return team is not None and team in teams
         return False
 
+    def class_of(self, name: str) -> str:
+        """The data class of field ``name``: :data:`BATCH` or :data:`CORE`."""
+        return BATCH if self.fields[name].sync == BATCH else CORE
+
+    def fields_of(self, classes: frozenset[str]) -> frozenset[str]:
+        """The fields whose data class is one of ``classes``."""
+        return frozenset(name for name in self.fields if self.class_of(name) in classes)
+
     def readable_fields(self, role: str) -> frozenset[str]:
         return frozenset(
             name for name, spec in self.fields.items() if spec.read is None or role in spec.read
@@ -305,11 +323,17 @@ class Schema:
         """``welcome.poll`` entries of the record types of the ``poll`` sync class."""
         return {t.name: t.poll_s for t in self.types.values() if t.poll_s is not None}
 
+    def batch_interval(self) -> float | None:
+        """``welcome.poll.batch``: how often phones pull batch data, the
+        shortest ``batch_s`` of the schema (None: there is no batch data)."""
+        intervals = [t.batch_s for t in self.types.values() if t.batch_s is not None]
+        return min(intervals) if intervals else None
+
 
 # ---------------------------------------------------------------- loading
 
 _TYPE_KEYS: Final = frozenset(
-    {"scope", "team", "sync", "poll_s", "read", "write", "create", "delete", "fields"}
+    {"scope", "team", "sync", "poll_s", "batch_s", "read", "write", "create", "delete", "fields"}
 )
 _FIELD_KEYS: Final = frozenset(
     {
@@ -424,6 +448,11 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
     sync = raw.get("sync", type_sync)
     if sync not in SYNC_CLASSES:
         raise where.error(f"sync must be one of {sorted(SYNC_CLASSES)}, not {sync!r}")
+    if type_sync == BATCH and sync != BATCH:
+        raise where.error(
+            f'a field of a type of sync = "batch" is batch data too, not {sync!r}: '
+            "its records are pulled in batches only"
+        )
     priority = raw.get("priority", "normal")
     if priority not in PRIORITIES:
         raise where.error(f"priority must be one of {list(PRIORITIES)}, not {priority!r}")
@@ -474,6 +503,7 @@ def _record_type(name: str, raw: Any, where: _Where) -> RecordType:
         raise where.error('sync = "poll" needs poll_s, the poll interval in seconds')
     if sync != "poll" and poll_s is not None:
         raise where.error('poll_s is only for sync = "poll"')
+    batch_s = _number(raw.get("batch_s"), where, "batch_s")
     raw_fields = raw.get("fields")
     if not isinstance(raw_fields, dict) or not raw_fields:
         raise where.error("needs [fields]")
@@ -490,6 +520,7 @@ def _record_type(name: str, raw: Any, where: _Where) -> RecordType:
     team = raw.get("team")
     if team is not None and (team not in fields or fields[team].type != "string"):
         raise where.error(f"team must name one of its string fields, not {team!r}")
+    _check_batch(sync, fields, scope, team, batch_s, where)
     read = _scopes(raw.get("read", {}), where, "read")
     write = _scopes(raw.get("write", {}), where, "write")
     for role, scope_name in {**read, **write}.items():
@@ -505,6 +536,7 @@ def _record_type(name: str, raw: Any, where: _Where) -> RecordType:
         team=team,
         sync=sync,
         poll_s=poll_s,
+        batch_s=batch_s,
         read=read,
         write=write,
         create=_roles(raw.get("create", []), where, "create"),
@@ -512,6 +544,32 @@ def _record_type(name: str, raw: Any, where: _Where) -> RecordType:
     )
     _check_grants(rtype, where)
     return rtype
+
+
+def _check_batch(
+    sync: str,
+    fields: Mapping[str, FieldSpec],
+    scope: str,
+    team: str | None,
+    batch_s: float | None,
+    where: _Where,
+) -> None:
+    """A type with batch data needs ``batch_s`` (and only such a type has it);
+    the scope and team fields of a core type decide who sees its records, so
+    they are core data."""
+    batch = [name for name, spec in fields.items() if spec.sync == BATCH]
+    if batch and (batch_s is None or batch_s <= 0):
+        raise where.error(
+            'batch data (sync = "batch") needs batch_s, the batch interval in seconds'
+        )
+    if not batch and batch_s is not None:
+        raise where.error('batch_s is only for a type with batch data (sync = "batch")')
+    if sync != BATCH:
+        for name in (scope, team):
+            if name is not None and fields[name].sync == BATCH:
+                raise _Where(where.path, *where.parts, name).error(
+                    "the scope and team fields decide who sees a record: they cannot be batch data"
+                )
 
 
 def _check_grants(rtype: RecordType, where: _Where) -> None:
