@@ -70,6 +70,16 @@ def stored(files: Path) -> list[Path]:
     return sorted(p for p in (files / "sha256").rglob("*") if p.is_file())
 
 
+def parts(files: Path) -> list[Path]:
+    """Every unfinished upload's bytes."""
+    return sorted((files / "uploads").glob("*/*.part"))
+
+
+def dir_modes(files: Path) -> set[int]:
+    """The permission bits of every directory under ``files``, itself included."""
+    return {p.stat().st_mode & 0o777 for p in [files, *files.rglob("*")] if p.is_dir()}
+
+
 def upload_infos(files: Path) -> list[Path]:
     return sorted((files / "uploads").glob("*/*.json"))
 
@@ -191,10 +201,8 @@ async def test_tuspy_uploads_a_file_stored_by_its_sha256(
     assert b"".join([c async for c in node.node.files.read(digest)]) == data
     sent = dict(pair.split(" ") for pair in reply.headers["upload-metadata"].split(","))
     assert {k: base64.b64decode(v).decode() for k, v in sent.items()} == metadata
-    assert not list((files / "uploads").glob("*/*.part"))  # moved, not copied
-    for path in [files, *files.rglob("*")]:
-        if path.is_dir():
-            assert path.stat().st_mode & 0o777 == 0o700, path
+    assert not parts(files)  # moved, not copied
+    assert dir_modes(files) == {0o700}
     assert node.node.metrics.files_uploads_completed == 1
     assert node.node.metrics.files_bytes_received == len(data)
     scrape = (await http.get("/metrics")).text
@@ -253,7 +261,7 @@ async def test_a_checksum_mismatch_is_460_and_nothing_of_the_chunk_is_kept(
     assert reply.status_code == 460
     assert reply.headers["tus-resumable"] == "1.0.0"
     assert await offset_of(http, token, url) == 4000
-    (part,) = (files / "uploads").glob("*/*.part")
+    (part,) = parts(files)
     assert part.read_bytes() == first
     assert node.node.metrics.files_checksum_failures == 1
     again = await patch(http, token, url, 4000, second, **{"Upload-Checksum": checksum(second)})
@@ -343,7 +351,7 @@ async def test_a_body_beyond_upload_length_is_refused_without_writing_past_it(
 
     streamed = await patch(http, token, url, 0, endless())
     assert streamed.status_code == 413
-    (part,) = (files / "uploads").glob("*/*.part")
+    (part,) = parts(files)
     assert part.stat().st_size == 0
     assert await offset_of(http, token, url) == 0
 
@@ -387,7 +395,7 @@ async def test_termination_removes_an_unfinished_upload(
     assert reply.headers["tus-resumable"] == "1.0.0"
     assert (await http.head(url, headers=tus(token))).status_code == 404
     assert (await patch(http, token, url, 500, b"a")).status_code == 404
-    assert not list((files / "uploads").glob("*/*.part"))
+    assert not parts(files)
     assert not upload_infos(files)
 
 
@@ -405,7 +413,7 @@ async def test_unfinished_uploads_expire_and_are_cleaned_up(files: Path) -> None
             message="the sweeper removed the expired upload",
         )
         assert (await http.head(url, headers=tus(token))).status_code == 404
-        assert len(upload_infos(files)) == 1 and not list(files.glob("uploads/*/*.part"))
+        assert len(upload_infos(files)) == 1 and not parts(files)
         assert await offset_of(http, token, done) == 4  # finished uploads never expire
 
 
@@ -534,7 +542,7 @@ async def test_hostile_patch_headers_are_refused_and_change_nothing(
     reply = await http.patch(url, content=b"b" * 10, headers=tus(token, **sent))
     assert reply.status_code == status, reply.text
     assert await offset_of(http, token, url) == 10
-    (part,) = (files / "uploads").glob("*/*.part")
+    (part,) = parts(files)
     assert part.read_bytes() == b"a" * 10
 
 
