@@ -146,7 +146,7 @@ class Uploads:
         )
         await asyncio.to_thread(self._create, info, self.root / key)
         if length == 0:
-            return await self._finish(info, self._paths(info.id)[1])
+            return await self._finish(info, self._paths(info.id)[1], hashlib.sha256().hexdigest())
         return info
 
     def _create(self, info: UploadInfo, folder: Path) -> None:
@@ -312,12 +312,10 @@ class Uploads:
         self._keep_hasher(moved, hasher)
         return moved
 
-    async def _finish(
-        self, info: UploadInfo, part_path: Path, sha256: str | None = None
-    ) -> UploadInfo:
-        digest = sha256 or hashlib.sha256().hexdigest()
-        await self.store.put(part_path, digest)
-        done = info.finished(digest)
+    async def _finish(self, info: UploadInfo, part_path: Path, sha256: str) -> UploadInfo:
+        """Move the complete part into the store, then mark the upload complete."""
+        await self.store.put(part_path, sha256)
+        done = info.finished(sha256)
         await asyncio.to_thread(_write_atomic, self._paths(info.id)[0], encode(done))
         self._hashers.pop(info.id, None)
         self.metrics.files_uploads_completed += 1
