@@ -33,6 +33,7 @@ from fieldpush.files.headers import (
 from fieldpush.files.info import UploadInfo
 from fieldpush.files.uploads import Interrupted
 from fieldpush.http.toolkit import HTTPError, caller
+from fieldpush.node import Node
 from fieldpush_client.protocol import ErrorCode
 
 __all__ = ["files_routes"]
@@ -112,8 +113,8 @@ async def _chunks(request: Request) -> AsyncIterator[bytes]:
         raise Interrupted("the client went away mid-chunk") from None
 
 
-async def _append(request: Request, info: UploadInfo, offset: int) -> UploadInfo:
-    node, _ = caller(request)
+async def _append(node: Node, request: Request, info: UploadInfo, offset: int) -> UploadInfo:
+    """The request's body appended at ``offset``; the upload afterwards."""
     try:
         return await node.uploads.append(
             info,
@@ -161,7 +162,7 @@ async def create(request: Request) -> Response:
             raise TusError(413, f"the body is {declared} bytes; Upload-Length is {length}")
     info = await node.uploads.create(identity.user, length, metadata)
     if with_upload and not info.complete:
-        info = await _append(request, info, 0)
+        info = await _append(node, request, info, 0)
     headers = {"Location": f"/v1/files/{info.id}", **_state(info)}
     return Response(status_code=201, headers=headers)
 
@@ -184,7 +185,7 @@ async def patch(request: Request) -> Response:
     info = await node.uploads.get(request.path_params["id"], identity.user)
     _require_offset_stream(request)
     offset = parse_number("Upload-Offset", request.headers.get("upload-offset"))
-    info = await _append(request, info, offset)
+    info = await _append(node, request, info, offset)
     return Response(status_code=204, headers=_state(info))
 
 
