@@ -79,6 +79,12 @@ class Metrics:
         self.webhook_entries = 0
         self.webhook_failures: Counter[str] = Counter()
         self.webhook_gaps = 0
+        #: Upload bytes kept on disk, uploads completed, chunks refused by their
+        #: checksum, unfinished uploads removed as expired (docs/attachments.md).
+        self.files_bytes_received = 0
+        self.files_uploads_completed = 0
+        self.files_checksum_failures = 0
+        self.files_uploads_expired = 0
         self.ack_roundtrip = Histogram()
         #: Per phone stamp judged: its offset from the server's clock (docs/sync.md).
         self.clock_offset = Histogram(OFFSET_BOUNDS)
@@ -170,6 +176,26 @@ class Metrics:
             "Times the webhook's cursor was older than the retained change log "
             "(entries the CRM never got; alert on any increase).",
             {"": self.webhook_gaps},
+        )
+        counter(
+            "files_bytes_received_total",
+            "Upload bytes written and fsynced (chunks refused or rolled back not counted).",
+            {"": self.files_bytes_received},
+        )
+        counter(
+            "files_uploads_completed_total",
+            "Uploads that reached their Upload-Length and were stored.",
+            {"": self.files_uploads_completed},
+        )
+        counter(
+            "files_checksum_failures_total",
+            "Upload chunks refused because Upload-Checksum did not match (460).",
+            {"": self.files_checksum_failures},
+        )
+        counter(
+            "files_uploads_expired_total",
+            "Unfinished uploads removed after files_upload_expiry_s.",
+            {"": self.files_uploads_expired},
         )
         lines.extend(
             self.ack_roundtrip.render(

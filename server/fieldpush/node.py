@@ -24,6 +24,9 @@ from fieldpush.delivery.registry import Registry
 from fieldpush.delivery.session import Session, SessionServices
 from fieldpush.errors import ConfigError
 from fieldpush.events.ids import Ids
+from fieldpush.files.expiry import ExpirySweeper
+from fieldpush.files.store import DirectoryStore
+from fieldpush.files.uploads import Uploads
 from fieldpush.identity.access import AccessList
 from fieldpush.identity.auth import TokenVerifier
 from fieldpush.metrics import Metrics
@@ -168,6 +171,18 @@ class Node:
             if settings.webhook_url
             else None
         )
+        #: tus uploads and the content-addressed files (docs/attachments.md).
+        files_dir = Path(settings.files_dir)
+        self.files = DirectoryStore(files_dir)
+        self.uploads = Uploads(
+            files_dir,
+            self.files,
+            self.metrics,
+            max_bytes=settings.files_max_bytes,
+            quota_bytes=settings.files_quota_bytes,
+            expiry_s=settings.files_upload_expiry_s,
+        )
+        self.files_sweeper = ExpirySweeper(self.uploads, settings.files_sweep_s)
         #: ``welcome.poll``: the schema's poll intervals, then the settings' (which win).
         #: ``batch``: the schema's batch interval, when it has batch data.
         batch = self.sync.schema.batch_interval()
@@ -213,7 +228,7 @@ class Node:
     async def start(self) -> None:
         """Start the parts, lowest first: the backend (with the hub as its event
         sink), the audit recorder, access control (its first read of the access
-        state), the hub, receipts, presence, the heartbeat, the webhook."""
+        state), the hub, receipts, presence, the heartbeat, the upload sweeper, the webhook."""
         await self.backend.start(self.hub)
         self.audit.start()
         self.login_refusals.start()
@@ -229,6 +244,7 @@ class Node:
         self.dispatch.start()
         self.presence.start()
         self.heartbeat.start()
+        self.files_sweeper.start()
         if self.webhook is not None:
             self.webhook.start()
         log.info(
@@ -246,6 +262,7 @@ class Node:
             conn.close(CloseCode.SERVICE_RESTART, "node stopped")
         if self.webhook is not None:
             await self.webhook.close()
+        await self.files_sweeper.close()
         await self.heartbeat.close()
         await self.dispatch.close()
         await self.presence.close()

@@ -254,6 +254,19 @@ class Settings:
     #: a node that dies holding it delays delivery by at most this.
     webhook_lease_s: float = 15.0
 
+    # Uploads and files (docs/attachments.md).
+    #: The directory of uploads and finished files; every node of a cluster
+    #: must mount the same one. Created (mode 0700) at the first upload.
+    files_dir: str = "files"
+    #: ``Upload-Length`` at most, per file (``Tus-Max-Size``); more: 413.
+    files_max_bytes: int = 100 * 1024 * 1024
+    #: Bytes per user at most, unfinished and finished uploads together; more: 413.
+    files_quota_bytes: int = 2 * 1024 * 1024 * 1024
+    #: An unfinished upload expires this many seconds after its last chunk.
+    files_upload_expiry_s: float = 86400.0
+    #: How often each node removes expired unfinished uploads.
+    files_sweep_s: float = 60.0
+
     # The audit trail (docs/compliance.md, "Audit trail").
     #: Memory backend only: the append-only JSONL file that keeps the trail
     #: across restarts (read and verified at start; a file that does not
@@ -349,6 +362,10 @@ class Settings:
             "webhook_backoff_min_s",
             "webhook_backoff_max_s",
             "webhook_lease_s",
+            "files_max_bytes",
+            "files_quota_bytes",
+            "files_upload_expiry_s",
+            "files_sweep_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -12,6 +12,7 @@ from fieldpush.http.admin import admin_routes
 from fieldpush.http.audit import audit_routes
 from fieldpush.http.dispatch import dispatch_routes
 from fieldpush.http.export import export_routes
+from fieldpush.http.files import files_routes
 from fieldpush.http.health import health_routes
 from fieldpush.http.poll import poll_routes
 from fieldpush.http.publish import PublishEndpoint, publish_routes
@@ -30,5 +31,6 @@ routes = [
     *admin_routes,
     *audit_routes,
     *export_routes,
+    *files_routes,
     *scim_routes,
 ]
