@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.servers import Redis, Server, server_command
+from bench.servers import one_node
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 500
@@ -146,17 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)
     for name in [n for n in os.environ if n.startswith("FIELDPUSH_")]:
         del os.environ[name]
-    with tempfile.TemporaryDirectory(prefix="fieldpush-export-") as directory:
-        redis = Redis(1, Path(directory))
-        try:
-            command = server_command("fieldpush", "asyncio", 0, redis.url, "warning")
-            server = Server(command, Path(directory) / "node.log")
-            try:
-                result = asyncio.run(measure(f"http://{server.host}:{server.port}", args))
-            finally:
-                server.stop()
-        finally:
-            redis.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="fieldpush-export-") as directory,
+        one_node(Path(directory)) as server,
+    ):
+        result = asyncio.run(measure(f"http://{server.host}:{server.port}", args))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -10,6 +10,7 @@ so a chatty server never blocks on a full pipe).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -155,3 +157,20 @@ def server_command(kind: str, loop: str, core: int, redis_url: str, log_level: s
         *launch, "fieldpush.cli", "serve", "--redis-url", redis_url, "--host", "127.0.0.1",
         "--port", "0", "--node-id", "bench", "--log-level", log_level,
     ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def one_node(directory: Path, log_level: str = "warning") -> Iterator[Server]:
+    """redis-server on core 1 and one fieldpush node (asyncio loop) on core 0,
+    logging into ``directory``; both stopped afterwards. For the benchmarks
+    that measure one node's work (``bench.export``, ``bench.uploads``)."""
+    redis = Redis(1, directory)
+    try:
+        command = server_command("fieldpush", "asyncio", 0, redis.url, log_level)
+        server = Server(command, directory / "node.log")
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        redis.stop()

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from bench.procstat import cpu_seconds
-from bench.servers import Redis, Server, server_command
+from bench.servers import one_node
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -134,17 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         files = Path(directory) / "files"
         os.environ["FIELDPUSH_FILES_DIR"] = str(files)
         os.environ["FIELDPUSH_FILES_QUOTA_BYTES"] = str(1 << 40)
-        redis = Redis(1, Path(directory))
-        try:
-            command = server_command("fieldpush", "asyncio", 0, redis.url, "warning")
-            server = Server(command, Path(directory) / "node.log")
-            try:
-                url = f"http://{server.host}:{server.port}"
-                result = asyncio.run(measure(url, server.pid, files, args))
-            finally:
-                server.stop()
-        finally:
-            redis.stop()
+        with one_node(Path(directory)) as server:
+            url = f"http://{server.host}:{server.port}"
+            result = asyncio.run(measure(url, server.pid, files, args))
     print(json.dumps(result, indent=2))
     return 0
 
