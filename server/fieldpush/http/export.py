@@ -75,20 +75,17 @@ def _cell(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _csv_line(cells: list[str]) -> bytes:
+def _csv_rows(rows: list[list[str]]) -> bytes:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow(cells)
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
     return out.getvalue().encode()
 
 
 async def _csv(plan: ExportPlan, pages: AsyncIterator[list[tuple[str, dict[str, Any]]]]) -> Chunks:
-    yield _csv_line(["rid", *plan.columns]), 0
+    yield _csv_rows([["rid", *plan.columns]]), 0
     async for page in pages:
-        lines = [
-            _csv_line([_cell(rid), *(_cell(values.get(c)) for c in plan.columns)])
-            for rid, values in page
-        ]
-        yield b"".join(lines), len(page)
+        rows = [[_cell(rid), *(_cell(values.get(c)) for c in plan.columns)] for rid, values in page]
+        yield _csv_rows(rows), len(page)
 
 
 async def _ndjson(

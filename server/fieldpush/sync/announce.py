@@ -116,6 +116,8 @@ class Announcer:
         self._new_event_id = new_event_id
         self._mappings = mappings
         self._deadline_s = deadline_s
+        #: Record type -> :func:`_owner_fields`, computed once per type.
+        self._whole: dict[str, frozenset[str]] = {}
 
     async def announce(self, actor: Actor, change: Change) -> None:
         """Publish what ``change`` by ``actor`` means to the record's scope
@@ -145,7 +147,9 @@ class Announcer:
         base = {"type": rtype.name, "rid": change.rid}
         origin = {"user": actor.user, "device": actor.device}
         if entered:
-            readable = _owner_fields(rtype)
+            readable = self._whole.get(rtype.name)
+            if readable is None:
+                readable = self._whole[rtype.name] = _owner_fields(rtype)
             whole = {n: v for n, v in state.values().items() if n in readable}
             priority, kind = _most_urgent(rtype, state.values())
             data = {**base, "fields": phone.outbound(whole), "entered": True, "origin": origin}
