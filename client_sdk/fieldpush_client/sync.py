@@ -49,6 +49,7 @@ from typing import Any
 
 from fieldpush_client.backoff import backoff_delays
 from fieldpush_client.client import PushClient
+from fieldpush_client.drift import BucketTooLarge, Tally, plan_repairs
 from fieldpush_client.errors import (
     PublishError,
     RequestError,
@@ -59,6 +60,8 @@ from fieldpush_client.errors import (
 from fieldpush_client.protocol import (
     CORE_CLASS,
     Changes,
+    Digest,
+    DriftReport,
     ErrorCode,
     Mutate,
     Mutated,
@@ -165,6 +168,8 @@ class SyncStore:
         self._wall_ms = wall_ms
         self._path = str(path)
         self._db = sqlite3.connect(self._path, isolation_level=None)
+        self._tally = Tally(self._db, self._cipher, self._type_tag, self._all_records)
+        self._digests_built = False
         try:
             # Freed pages are zeroed: no old value lingers in the file's free space.
             self._db.execute("PRAGMA secure_delete=ON")
@@ -495,7 +500,10 @@ class SyncStore:
         fields: dict[str, Any] | None,
         tags: tuple[bytes, bytes] | None = None,
     ) -> None:
+        """Store (None: drop) the server copy of a record, and its type's digest."""
         type_tag, rid_tag = tags or self._tags(record_type, rid)
+        old = self._server_copy(record_type, rid, (type_tag, rid_tag))
+        self._tally.replaced(record_type, rid, old, fields)
         if fields is None:
             self._db.execute(
                 "DELETE FROM records WHERE type_tag = ? AND rid_tag = ?", (type_tag, rid_tag)
@@ -553,10 +561,12 @@ class SyncStore:
             if changes.snapshot and self._meta(snapshot_key) is None:
                 if core and types is None:
                     self._db.execute("DELETE FROM records")
+                    self._tally.forget(None)
                 for record_type in (types or ()) if core else ():
                     self._db.execute(
                         "DELETE FROM records WHERE type_tag = ?", (self._type_tag(record_type),)
                     )
+                    self._tally.forget(record_type)
                 if core:
                     self._db.execute(
                         "DELETE FROM meta WHERE key LIKE 'cursor:c:%' OR key LIKE 'snapshot:c:%'"
@@ -564,6 +574,11 @@ class SyncStore:
                 self._set_meta(snapshot_key, "1")
             if not changes.snapshot:
                 self._set_meta(snapshot_key, None)
+            if not core:
+                learned: dict[str, set[str]] = {}
+                for change in changes.changes:
+                    learned.setdefault(change.type, set()).update(change.fields)
+                self._tally.learn_batch(learned)
             for change in changes.changes:
                 if change.removed:
                     self._put(change.type, change.rid, None)
@@ -575,6 +590,76 @@ class SyncStore:
             self._set_meta(self._set_key("cursor", types, classes), changes.cursor)
             if not changes.more:
                 self._set_meta(snapshot_key, None)
+
+    def digest(self, types: Iterable[str] | None = None) -> dict[str, Digest]:
+        """What the store holds of ``types`` (None: every type it holds), per
+        type: the digest a pull sends (docs/protocol.md 3.8). The digests are
+        kept as records are stored; the first call of a store built them from
+        the records (a scan of the file, once per opening)."""
+        if not self._digests_built:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._tally.rebuild()
+            self._digests_built = True
+        names = self._held_types() if types is None else set(types)
+        held = {name: self._tally.of(name) for name in sorted(names)}
+        return {name: digest for name, digest in held.items() if digest.count}
+
+    def holdings(self, record_type: str) -> dict[str, int]:
+        """Every record held of a type, with its hash (a scan of that type)."""
+        type_tag = self._type_tag(record_type)
+        rows = self._db.execute(
+            "SELECT rid_tag, sealed FROM records WHERE type_tag = ?", (type_tag,)
+        )
+        return {
+            rid: self._tally.hash_of(record_type, rid, fields)
+            for rid, fields in (
+                self._opened_record(record_type, type_tag, rid_tag, sealed, None)
+                for rid_tag, sealed in rows
+            )
+        }
+
+    def apply_repair(self, changes: Changes, pulled_types: Iterable[str] | None = None) -> None:
+        """Store the answer to a ``repair`` (``changes.repair``): each record
+        it holds replaces the held copy's core fields whole (the fields
+        learned as batch data are kept), each ``removed`` one is dropped; and
+        the cursor of ``pulled_types``."""
+        types = None if pulled_types is None else list(pulled_types)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for change in changes.changes:
+                if change.removed:
+                    self._put(change.type, change.rid, None)
+                    continue
+                tags = self._tags(change.type, change.rid)
+                held = self._server_copy(change.type, change.rid, tags) or {}
+                batch = self._tally.batch_fields(change.type)
+                kept = {name: value for name, value in held.items() if name in batch}
+                self._put(change.type, change.rid, {**kept, **change.fields}, tags)
+            self._set_meta(self._set_key("cursor", types), changes.cursor)
+
+    def _held_types(self) -> set[str]:
+        """The names of the types held (one opened record per type)."""
+        names: set[str] = set()
+        for (type_tag,) in self._db.execute("SELECT DISTINCT type_tag FROM records").fetchall():
+            rid_tag, sealed = self._db.execute(
+                "SELECT rid_tag, sealed FROM records WHERE type_tag = ? LIMIT 1", (type_tag,)
+            ).fetchone()
+            names.add(self._opened_record_type(type_tag, rid_tag, sealed))
+        return names
+
+    def _opened_record_type(self, type_tag: bytes, rid_tag: bytes, sealed: bytes) -> str:
+        payload = self._cipher.open(sealed, aad(b"record", type_tag, rid_tag))
+        return str(json.loads(payload)[0])
+
+    def _all_records(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Every record held: ``(type, rid, fields)``."""
+        for type_tag, rid_tag, sealed in self._db.execute(
+            "SELECT type_tag, rid_tag, sealed FROM records"
+        ).fetchall():
+            payload = self._cipher.open(sealed, aad(b"record", type_tag, rid_tag))
+            record_type, rid, fields = json.loads(payload)
+            yield str(record_type), str(rid), dict(fields)
 
     def restart_download(
         self, types: Iterable[str] | None = None, classes: Iterable[str] | None = None
@@ -674,8 +759,12 @@ class SyncClient:
         auto: bool = True,
         retry_base_s: float = 0.25,
         retry_cap_s: float = 5.0,
+        drift: bool = True,
     ) -> None:
         self.client = client
+        #: Send the store's digest with pulls and repair what differs
+        #: (docs/sdk.md, "Drift"); off after a server refused a digest.
+        self.drift = drift
         self.store = store
         self.types = list(types) if types is not None else None
         self.batch_size = batch_size
@@ -809,16 +898,31 @@ class SyncClient:
         until nothing more is new, with that type set's own cursor
         (:meth:`SyncStore.cursor_for`): SyncClients of other type sets on the
         same store skip none of each other's changes. How many changes were
-        stored. A ``resync`` answer starts a full download of the set."""
+        stored. A ``resync`` answer starts a full download of the set.
+
+        With ``drift``, every pull from a cursor carries the store's digest
+        (:meth:`SyncStore.digest`); once caught up the server compares it
+        (one more, usually empty, pull when the last page had changes), and
+        the buckets it reports differing are repaired at once
+        (:meth:`_repair`): a store that lost or changed records converges in
+        this one call."""
         count = 0
         async with self._lock:
             types = tuple(self.types) if self.types is not None else None
+            checked = False
             while True:
                 cursor = self.store.cursor_for(types)
-                pull = partial(Pull, cursor=cursor, types=types, limit=self.page_size)
+                digest = self.store.digest(types) if self.drift and cursor is not None else None
+                pull = partial(
+                    Pull, cursor=cursor, types=types, limit=self.page_size, digest=digest
+                )
                 try:
                     page = await self.client.call(pull, Changes)
                 except RequestError as exc:
+                    if exc.code == ErrorCode.BAD_REQUEST and digest is not None:
+                        log.info("fieldpush pull: the server takes no digest (%s)", exc)
+                        self.drift = False
+                        continue
                     if exc.code != ErrorCode.RESYNC:
                         raise
                     log.info("fieldpush pull: %s; downloading everything again", exc)
@@ -826,5 +930,36 @@ class SyncClient:
                     continue
                 self.store.apply_changes(page, types)
                 count += len(page.changes)
-                if not page.more:
+                if page.drift is not None and page.drift.differs:
+                    count += await self._repair(types, page.drift)
+                if page.more:
+                    continue
+                if not self.drift or page.drift is not None or checked or not page.changes:
                     return count
+                checked = True  # caught up now: one more pull compares the digest
+
+    async def _repair(self, types: tuple[str, ...] | None, report: DriftReport) -> int:
+        """Re-download the differing buckets of each type the server reported
+        (``pull`` with ``repair``); how many records were replaced or dropped.
+        A bucket too large for one request downloads the type set again; an
+        answer that is not a repair (changes arrived meanwhile) is stored as
+        a page and ends the repair: the next sync compares again."""
+        repaired = 0
+        for name, theirs in report.differs.items():
+            try:
+                for asked in plan_repairs(self.store.holdings(name), theirs):
+                    cursor = self.store.cursor_for(types)
+                    pull = partial(Pull, cursor=cursor, types=types, repair={name: asked})
+                    page = await self.client.call(pull, Changes)
+                    if not page.repair:
+                        self.store.apply_changes(page, types)
+                        return repaired + len(page.changes)
+                    self.store.apply_repair(page, types)
+                    repaired += len(page.changes)
+            except BucketTooLarge as exc:
+                log.warning("fieldpush drift in %s: %s; downloading it again", name, exc)
+                self.store.restart_download(types)
+                return repaired
+        if repaired:
+            log.info("fieldpush drift: %d record(s) repaired", repaired)
+        return repaired

@@ -90,6 +90,8 @@ class Metrics:
         self.clock_offset = Histogram(OFFSET_BOUNDS)
         #: Phone stamps further ahead of the server's clock than ``sync_max_skew_s``.
         self.clock_skewed = 0
+        #: Records found differing by drift digests, per record type (docs/sync.md).
+        self.drift_records: Counter[str] = Counter()
         self._gauges = gauges or {}
 
     def render(self) -> str:
@@ -154,6 +156,11 @@ class Metrics:
             "sync_clock_skewed_total",
             "Device stamps further ahead of the server's clock than sync_max_skew_s.",
             {"": self.clock_skewed},
+        )
+        counter(
+            "drift_records_total",
+            "Records a phone held differently from the server, found by drift digests.",
+            {f'{{type="{name}"}}': n for name, n in sorted(self.drift_records.items())},
         )
         counter(
             "webhook_deliveries_total",

@@ -144,6 +144,10 @@ class Node:
                     "1 while this node holds the change-feed webhook's lease.",
                     lambda: int(self.webhook is not None and self.webhook.delivering),
                 ),
+                "devices_drifting": (
+                    "Devices whose last drift check on this node found a difference.",
+                    lambda: self.sync.drift.drifting,
+                ),
                 "webhook_lag_seconds": (
                     "Age of the oldest change-feed entry the webhook has not delivered yet.",
                     lambda: self.webhook.lag_s if self.webhook is not None else 0.0,
@@ -161,6 +165,7 @@ class Node:
             acked=self.dispatch.acked,
             new_event_id=self.ids.new_event_id,
             note_skew=backend.devices.note_skew,
+            note_drift=backend.devices.note_drift,
             settings=settings,
             metrics=self.metrics,
             audit=self.audit,

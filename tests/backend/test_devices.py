@@ -88,3 +88,24 @@ async def test_a_devices_skew_is_kept_with_its_other_fields(store: tuple[Backend
     assert marked is not None and marked.skew_ms == 1_234
     (device,) = await devices.of_user("ann")
     assert (device.skew_ms, device.state) == (1_234, DeviceState.WIPE_PENDING)
+
+
+async def test_a_devices_drift_is_kept_per_type_with_its_other_fields(
+    store: tuple[Backend, Sink],
+) -> None:
+    backend, _ = store
+    devices = backend.devices
+    await devices.note_drift("ann", "never-seen", {"customer": 3}, 1_000)
+    assert await devices.of_user("ann") == []  # no entry made
+    await backend.open_session(hello("ann", "s1", "phone"))
+    await devices.note_skew("ann", "phone", 1_234)
+    await devices.note_drift("ann", "phone", {"customer": 3, "device": 1}, 1_764_000_000_000)
+    await devices.note_drift("ann", "phone", {"device": 7}, 1_764_000_000_500)
+    await backend.open_session(hello("ann", "s2", "phone"))  # a later hello keeps it
+    (device,) = await devices.of_user("ann")
+    assert device.drift == {"customer": (3, 1_764_000_000_000), "device": (7, 1_764_000_000_500)}
+    assert device.skew_ms == 1_234
+    assert device.as_dict()["drift"] == {
+        "customer": {"records": 3, "at": 1_764_000_000_000},
+        "device": {"records": 7, "at": 1_764_000_000_500},
+    }

@@ -18,6 +18,7 @@ from fieldpush_client.protocol import (
     Changes,
     ClientMessage,
     Codec,
+    Digest,
     Hello,
     Mutate,
     Mutated,
@@ -34,6 +35,7 @@ from fieldpush_client.protocol import (
     Welcome,
     codec_for,
     parse_client_message,
+    record_hash,
 )
 from tests.support.stores import STORE_KEY
 from tests.support.timing import scaled
@@ -120,6 +122,15 @@ async def test_every_message_the_sdk_sends_is_a_protocol_type_on_the_wire(
         {"type": "unsubscribe", "id": 3, "channel": "team:b"},
         {"type": "mutate", "id": 4, "mutations": [{**mutation, "hlc": [5, 0]}]},
         {"type": "pull", "id": 5, "types": ["customer"], "limit": 50},
+        # Caught up after a page of changes: one more pull carries the digest.
+        {
+            "type": "pull",
+            "id": 6,
+            "cursor": "k1",
+            "types": ["customer"],
+            "limit": 50,
+            "digest": {"customer": Digest().add(record_hash("c1", {"stage": "won"})).to_wire()},
+        },
     ]
     assert all(parse_client_message(frame).to_wire() == frame for frame in server.frames)
 

@@ -16,6 +16,8 @@ PACKAGE = Path(protocol.__file__).parent
 #: All a protocol module may import: pure standard modules, msgpack, itself.
 ALLOWED = frozenset(
     {"__future__", "collections", "dataclasses", "enum", "json", "struct", "typing"}
+    # pure computation, for the drift digests (digest.py)
+    | {"decimal", "hashlib", "math"}
 )
 
 #: The package's public names, pinned: ``name``, or ``name old`` for what

@@ -69,13 +69,15 @@ def engine(
 ) -> SyncEngine:
     values = Settings(node_id="n1", **settings)
     ids = iter(range(1, 1000))
+    devices = MemoryDevices(announce=lambda *_: None)
     return SyncEngine(
         *load_sync_config(values),
         records=records,
         publisher=recorder,
         acked=recorder.acked,
         new_event_id=lambda: f"e{next(ids)}",
-        note_skew=MemoryDevices(announce=lambda *_: None).note_skew,
+        note_skew=devices.note_skew,
+        note_drift=devices.note_drift,
         settings=values,
         metrics=Metrics(gauges={}, catchups=lambda: 0),
         # Not started unless the test starts it: entries wait.

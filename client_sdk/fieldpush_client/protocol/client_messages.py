@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from fieldpush_client.protocol.channels import parse_channel
+from fieldpush_client.protocol.digest import Digest, Repair, parse_digest, parse_repair
 from fieldpush_client.protocol.errors import ProtocolError
 from fieldpush_client.protocol.limits import (
     MAX_APP_LENGTH,
@@ -201,13 +202,17 @@ def parse_classes(value: object) -> tuple[str, ...] | None:
 class Pull:
     """``cursor`` None: a full download; ``types`` None: every readable type;
     ``limit`` None: the server's default page size; ``classes`` None: the core
-    data only (:data:`PULL_CLASSES`)."""
+    data only (:data:`PULL_CLASSES`). ``digest`` and ``repair`` (extensions,
+    docs/protocol.md 3.8): what the phone holds per record type, and of the
+    buckets that differed."""
 
     id: int
     cursor: str | None = None
     types: tuple[str, ...] | None = None
     limit: int | None = None
     classes: tuple[str, ...] | None = None
+    digest: dict[str, Digest] | None = None
+    repair: dict[str, Repair] | None = None
     type: ClassVar[str] = "pull"
 
     def to_wire(self) -> dict[str, Any]:
@@ -220,6 +225,16 @@ class Pull:
             wire["limit"] = self.limit
         if self.classes is not None:
             wire["classes"] = list(self.classes)
+        if self.digest is not None:
+            wire["digest"] = {name: d.to_wire() for name, d in self.digest.items()}
+        if self.repair is not None:
+            wire["repair"] = {
+                name: {
+                    "buckets": sorted(r.buckets),
+                    "held": {rid: f"{h:016x}" for rid, h in r.held.items()},
+                }
+                for name, r in self.repair.items()
+            }
         return wire
 
 
@@ -261,7 +276,7 @@ _CLIENT_FIELDS: Final[dict[str, frozenset[str]]] = {
     "ack": frozenset({"type", "ids"}),
     "ping": frozenset({"type", "id"}),
     "mutate": frozenset({"type", "id", "mutations"}),
-    "pull": frozenset({"type", "id", "cursor", "types", "limit", "classes"}),
+    "pull": frozenset({"type", "id", "cursor", "types", "limit", "classes", "digest", "repair"}),
     "refresh": frozenset({"type", "id", "token"}),
     "wiped": frozenset({"type", "id"}),
 }
@@ -332,6 +347,8 @@ def _parse_pull(message: dict[str, Any]) -> Pull:
         raise ProtocolError("pull: 'limit' must be a positive integer", request_id)
     try:
         classes = parse_classes(message.get("classes"))
+        digest = parse_digest(message.get("digest"))
+        repair = parse_repair(message.get("repair"))
     except ValueError as exc:
         raise ProtocolError(f"pull: {exc}", request_id) from None
     return Pull(
@@ -340,6 +357,8 @@ def _parse_pull(message: dict[str, Any]) -> Pull:
         types=tuple(types) if types is not None else None,
         limit=limit,
         classes=classes,
+        digest=digest,
+        repair=repair,
     )
 
 

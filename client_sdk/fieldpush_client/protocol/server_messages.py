@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+from fieldpush_client.protocol.digest import DriftReport
 from fieldpush_client.protocol.errors import ProtocolError
 
 __all__ = [
@@ -364,6 +365,12 @@ class Changes:
     #: An extension: true on a full download (pull without a cursor): the
     #: reader replaces what it holds of the pulled types.
     snapshot: bool = False
+    #: An extension (docs/protocol.md 3.8): the comparison of the pull's
+    #: ``digest`` (None: not compared).
+    drift: DriftReport | None = None
+    #: An extension: the answer to a ``repair``: ``changes`` holds whole
+    #: records (replace them) and ``removed`` for records not to be held.
+    repair: bool = False
     type: ClassVar[str] = "changes"
 
     def to_wire(self) -> dict[str, Any]:
@@ -376,6 +383,10 @@ class Changes:
         }
         if self.snapshot:
             wire["snapshot"] = True
+        if self.drift is not None:
+            wire["drift"] = self.drift.to_wire()
+        if self.repair:
+            wire["repair"] = True
         return wire
 
 
@@ -457,6 +468,8 @@ def parse_server_message(message: dict[str, Any]) -> ServerMessage:
                 cursor=message["cursor"],
                 more=bool(message["more"]),
                 snapshot=bool(message.get("snapshot", False)),
+                drift=DriftReport.from_wire(message["drift"]) if "drift" in message else None,
+                repair=message.get("repair") is True,
             )
         if kind == "refresh_needed":
             return RefreshNeeded(expires_at=message["expires_at"])

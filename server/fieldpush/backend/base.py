@@ -387,7 +387,8 @@ class Device:
     """One device of a user, as the registry keeps it: times in ms since the
     epoch, ``last_seen`` its latest ``hello``, ``node`` and ``app`` that
     hello's; ``skew_ms`` its last reported clock offset (docs/sync.md, "Clock
-    guarantees"; None: none reported yet)."""
+    guarantees"; None: none reported yet); ``drift`` per record type its last
+    drift found, ``(records, at ms)`` (docs/sync.md, "Data drift")."""
 
     user: str
     device: str
@@ -399,6 +400,7 @@ class Device:
     #: The wipe asked for (``wipe_pending``, ``wiped``): the id of its ``wipe``.
     wipe_id: str | None = None
     skew_ms: int | None = None
+    drift: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -410,6 +412,7 @@ class Device:
             "state": self.state.value,
             "wipe_id": self.wipe_id,
             "skew_ms": self.skew_ms,
+            "drift": {t: {"records": n, "at": at} for t, (n, at) in sorted(self.drift.items())},
         }
 
 
@@ -433,6 +436,13 @@ class Devices(Protocol):
         """Set a registered device's ``skew_ms``, atomically with its other
         fields (a device never registered gets no entry). Raises
         BackendUnavailable when the store cannot be reached."""
+
+    async def note_drift(self, user: str, device: str, records: dict[str, int], at: int) -> None:
+        """Set a registered device's last drift of each record type in
+        ``records`` (how many records differed) to ``(records, at)``, the other
+        types' kept, atomically with its other fields (a device never
+        registered gets no entry). Raises BackendUnavailable when the store
+        cannot be reached."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ from fieldpush_client.protocol import (
     Changes,
     ClientMessage,
     CloseCode,
+    DriftReport,
     ErrorCode,
     ErrorMsg,
     Hello,
@@ -452,6 +453,8 @@ class Session:
                 message.types,
                 message.limit,
                 message.classes,
+                message.digest,
+                message.repair,
             )
         except SyncError as exc:
             self.error(exc.code, exc.message, message.id)
@@ -466,6 +469,8 @@ class Session:
                 cursor=reply["cursor"],
                 more=reply["more"],
                 snapshot=reply.get("snapshot", False),
+                drift=DriftReport.from_wire(reply["drift"]) if "drift" in reply else None,
+                repair=reply.get("repair", False),
             )
         )
 

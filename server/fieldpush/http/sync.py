@@ -38,7 +38,9 @@ from fieldpush_client.protocol import (
     ErrorCode,
     ProtocolError,
     parse_classes,
+    parse_digest,
     parse_mutate,
+    parse_repair,
 )
 
 __all__ = ["sync_routes"]
@@ -46,7 +48,7 @@ __all__ = ["sync_routes"]
 T = TypeVar("T")
 
 _PUSH_FIELDS = frozenset({"mutations", "id", "device"})
-_PULL_FIELDS = frozenset({"cursor", "types", "limit", "classes", "id"})
+_PULL_FIELDS = frozenset({"cursor", "types", "limit", "classes", "digest", "repair", "id"})
 _STATUS = {
     ErrorCode.RESYNC: 409,
     ErrorCode.BAD_REQUEST: 422,
@@ -121,8 +123,13 @@ async def pull(request: Request) -> Response:
         classes = parse_classes(body.get("classes"))
     except ValueError as exc:
         raise invalid("classes", str(exc).removeprefix("'classes' ")) from None
+    try:
+        digest, repair = parse_digest(body.get("digest")), parse_repair(body.get("repair"))
+    except ValueError as exc:
+        raise HTTPError(422, ErrorCode.INVALID, str(exc)) from None
     reply = await _answer(
-        node.sync.pull(actor_of(identity, "http"), cursor, types, limit, classes), "pull again"
+        node.sync.pull(actor_of(identity, "http"), cursor, types, limit, classes, digest, repair),
+        "pull again",
     )
     if "id" in body:
         reply = {"id": body["id"], **reply}

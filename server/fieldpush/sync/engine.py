@@ -11,7 +11,9 @@
   :class:`~fieldpush.sync.announce.Announcer`, and the clock offsets of a
   phone's stamps reported by :class:`~fieldpush.sync.skew.SkewReport`;
 - :attr:`SyncEngine.pull` answers from the change log, or with a full
-  download (:meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`);
+  download (:meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`), and
+  compares a phone's digest of its copy (:attr:`SyncEngine.drift`,
+  :class:`~fieldpush.sync.drift.DriftCheck`);
 - :attr:`SyncEngine.put_record` and :attr:`SyncEngine.feed` are the CRM's
   calls (:class:`~fieldpush.sync.crm.CrmSide`);
 - :attr:`SyncEngine.exporter` reads a record type whole, for an export
@@ -19,12 +21,13 @@
 
 It gets its collaborators through the constructor: the record store, a
 publisher, the ack recorder, an event id source, the device registry's
-``note_skew``, the settings and the metrics.
+``note_skew`` and ``note_drift``, the settings and the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +40,7 @@ from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.changelog import Paging
 from fieldpush.sync.commit import Committer
 from fieldpush.sync.crm import CrmSide
+from fieldpush.sync.drift import DriftCheck, DriftWriter
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.export import Exporter
 from fieldpush.sync.hlc import HybridClock
@@ -79,6 +83,7 @@ class SyncEngine:
         acked: AckRecorder,
         new_event_id: Callable[[], str],
         note_skew: SkewWriter,
+        note_drift: DriftWriter,
         settings: Settings,
         metrics: Metrics,
         audit: AuditRecorder,
@@ -103,7 +108,9 @@ class SyncEngine:
         )
         crm = CrmSide(catalog, self.mutate, paging)
         #: A pull's ``changes`` reply: :meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`.
-        self.pull = Puller(catalog, paging).pull
+        #: Data drift: ``drifting`` is ``fieldpush_devices_drifting``.
+        self.drift = DriftCheck(catalog, metrics, note_drift, lambda: time.time_ns() // 1_000_000)
+        self.pull = Puller(catalog, paging, self.drift).pull
         #: ``PUT /v1/records/{type}/{id}``: :meth:`fieldpush.sync.crm.CrmSide.put_record`.
         self.put_record = crm.put_record
         #: ``GET /v1/changes``: :meth:`fieldpush.sync.crm.CrmSide.feed`.

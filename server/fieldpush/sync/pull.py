@@ -26,11 +26,22 @@ Without a cursor it is a full download: the records of the readable types page
 by page (``snapshot: true``, continued by a
 :class:`~fieldpush.sync.codec.SnapshotCursor`), then the log from where it was
 when the download began.
+
+Drift (docs/sync.md, "Data drift"): a core pull may carry the phone's
+``digest`` of what it holds, or a ``repair`` of the buckets that differed.
+Both are acted on only when the pull, from a log cursor, found nothing new for
+the reader (no change, no ``more``): then the reply gets ``drift``
+(:meth:`DriftCheck.compare <fieldpush.sync.drift.DriftCheck.compare>`) or the
+repaired records (:meth:`DriftCheck.repair
+<fieldpush.sync.drift.DriftCheck.repair>`, ``repair: true``). Otherwise
+(a full download, changes to send) they are ignored: the phone tries again.
+A digest or repair naming a record type the schema does not have, or sent
+with other data classes than the core data, is ``bad_request``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +57,12 @@ from fieldpush.sync.codec import (
     types_digest,
     unpack,
 )
+from fieldpush.sync.drift import DriftCheck, Readable
 from fieldpush.sync.errors import SyncError
 from fieldpush.sync.rules import Actor, reaches
 from fieldpush.sync.schema import CORE, RecordType
 from fieldpush.sync.view import visible
-from fieldpush_client.protocol import ErrorCode
+from fieldpush_client.protocol import Digest, ErrorCode, Repair
 
 __all__ = ["LOG_CHUNK", "MAX_SCAN", "OTHER_TYPES", "Puller"]
 
@@ -85,9 +97,10 @@ class _Selected:
 class Puller:
     """See the module docstring."""
 
-    def __init__(self, catalog: Catalog, paging: Paging) -> None:
+    def __init__(self, catalog: Catalog, paging: Paging, drift: DriftCheck) -> None:
         self._catalog = catalog
         self._paging = paging
+        self._drift = drift
 
     async def pull(
         self,
@@ -96,27 +109,56 @@ class Puller:
         types: Sequence[str] | None = None,
         limit: int | None = None,
         classes: Sequence[str] | None = None,
+        digest: Mapping[str, Digest] | None = None,
+        repair: Mapping[str, Repair] | None = None,
     ) -> dict[str, Any]:
         """The ``changes`` reply (without ``id``) for a pull of the data
-        ``classes`` (None: the core data). Raises SyncError (``resync`` when
-        the cursor is older than the retained log)."""
+        ``classes`` (None: the core data), with the phone's ``digest`` or
+        ``repair`` (see the module docstring). Raises SyncError (``resync``
+        when the cursor is older than the retained log)."""
         chosen = frozenset(classes) if classes is not None else frozenset({CORE})
+        self._check_drift_request(chosen, digest, repair)
         readable = self._readable_types(actor, types, chosen)
         size = self._paging.size(limit)
-        digest = types_digest(types, classes)
+        selection = types_digest(types, classes)
         if cursor is None:
             top = await self._catalog.store.log_top()
-            return await self._snapshot(actor, readable, size, digest, top, 0, "")
+            return await self._snapshot(actor, readable, size, selection, top, 0, "")
         decoded = decode_cursor(cursor)
-        if decoded.types not in (None, digest):
+        if decoded.types not in (None, selection):
             raise SyncError(ErrorCode.BAD_REQUEST, OTHER_TYPES)
         match decoded:
             case SnapshotCursor(top, type_name, after):
                 names = [selected.rtype.name for selected in readable]
                 index = names.index(type_name) if type_name in names else len(names)
-                return await self._snapshot(actor, readable, size, digest, top, index, after)
+                return await self._snapshot(actor, readable, size, selection, top, index, after)
             case LogCursor(position):
-                return await self._changes_since(actor, readable, size, digest, position)
+                reply = await self._changes_since(actor, readable, size, selection, position)
+        if reply["changes"] or reply["more"]:
+            return reply  # not caught up: a digest would compare lag, not drift
+        core = {s.rtype.name: Readable(s.rtype, s.fields) for s in readable}
+        if repair is not None:
+            reply["changes"] = await self._drift.repair(actor, core, repair)
+            reply["repair"] = True
+        elif digest is not None:
+            reply["drift"] = (await self._drift.compare(actor, core, digest)).to_wire()
+        return reply
+
+    def _check_drift_request(
+        self,
+        classes: frozenset[str],
+        digest: Mapping[str, Digest] | None,
+        repair: Mapping[str, Repair] | None,
+    ) -> None:
+        """SyncError ``bad_request`` for a digest or repair the pull cannot take."""
+        for what, asked in (("digest", digest), ("repair", repair)):
+            if asked is None:
+                continue
+            if classes != {CORE}:
+                raise SyncError(ErrorCode.BAD_REQUEST, f"{what}: only with the core data")
+            unknown = sorted(set(asked) - set(self._catalog.schema.types))
+            if unknown:
+                raise SyncError(ErrorCode.BAD_REQUEST, f"{what}: unknown record type(s) {unknown}")
 
     def _readable_types(
         self, actor: Actor, types: Sequence[str] | None, classes: frozenset[str]

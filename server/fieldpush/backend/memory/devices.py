@@ -42,6 +42,12 @@ class MemoryDevices:
         if known is not None:
             self._devices[user][device] = dataclasses.replace(known, skew_ms=skew_ms)
 
+    async def note_drift(self, user: str, device: str, records: dict[str, int], at: int) -> None:
+        known = self._devices.get(user, {}).get(device)
+        if known is not None:
+            drift = {**known.drift, **{name: (n, at) for name, n in records.items()}}
+            self._devices[user][device] = dataclasses.replace(known, drift=drift)
+
     def wiped(self, user: str, device: str) -> Device | None:
         """The device, if it is ``wiped`` (its hellos are refused)."""
         known = self._devices.get(user, {}).get(device)

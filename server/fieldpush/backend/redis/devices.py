@@ -2,12 +2,13 @@
 :class:`~fieldpush.backend.base.Devices`.
 
 ``<p>:dev:<user>`` is a hash: device id -> JSON ``{first_seen, last_seen,
-node, app, state, wipe_id?, skew_ms?}`` (ms since the epoch). ``open.lua``
+node, app, state, wipe_id?, skew_ms?, drift?}`` (ms since the epoch; ``drift``:
+``{type: [records, at]}``). ``open.lua``
 writes it, in the hello's one step, and refuses a ``wiped`` device;
 ``device.lua`` marks a wipe (announced on the access channel, ``w {user,
-device, id}``), confirms it, and sets the clock offset of a registered
-device; entries stay until a newer device evicts the least recently seen
-``active`` one beyond ``max_devices_per_user``.
+device, id}``), confirms it, and sets the clock offset and the last drift
+per record type of a registered device; entries stay until a newer device
+evicts the least recently seen ``active`` one beyond ``max_devices_per_user``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def device_of(user: str, device: str, raw: bytes | str) -> Device:
         state=DeviceState(fields.get("state", "active")),
         wipe_id=fields.get("wipe_id"),
         skew_ms=None if fields.get("skew_ms") is None else int(fields["skew_ms"]),
+        drift={
+            str(name): (int(pair[0]), int(pair[1]))
+            for name, pair in (fields.get("drift") or {}).items()
+        },
     )
 
 
@@ -57,6 +62,10 @@ class RedisDevices:
 
     async def note_skew(self, user: str, device: str, skew_ms: int) -> None:
         await self._change(user, device, "skew", str(skew_ms), "")
+
+    async def note_drift(self, user: str, device: str, records: dict[str, int], at: int) -> None:
+        drift = json.dumps({name: [n, at] for name, n in records.items()})
+        await self._change(user, device, "drift", drift, "")
 
     async def _change(
         self, user: str, device: str, mode: str, wipe_id: str, announcement: str
