@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from fieldpush_client.backoff import backoff_delays
@@ -499,10 +500,13 @@ class SyncStore:
         rid: str,
         fields: dict[str, Any] | None,
         tags: tuple[bytes, bytes] | None = None,
+        old: dict[str, Any] | EllipsisType | None = ...,
     ) -> None:
-        """Store (None: drop) the server copy of a record, and its type's digest."""
+        """Store (None: drop) the server copy of a record, and its type's
+        digest; ``old``: the copy held before, when the caller read it."""
         type_tag, rid_tag = tags or self._tags(record_type, rid)
-        old = self._server_copy(record_type, rid, (type_tag, rid_tag))
+        if old is ...:
+            old = self._server_copy(record_type, rid, (type_tag, rid_tag))
         self._tally.replaced(record_type, rid, old, fields)
         if fields is None:
             self._db.execute(
@@ -584,9 +588,8 @@ class SyncStore:
                     self._put(change.type, change.rid, None)
                     continue
                 tags = self._tags(change.type, change.rid)
-                copy = self._server_copy(change.type, change.rid, tags) or {}
-                copy.update(change.fields)
-                self._put(change.type, change.rid, copy, tags)
+                held = self._server_copy(change.type, change.rid, tags)
+                self._put(change.type, change.rid, {**(held or {}), **change.fields}, tags, held)
             self._set_meta(self._set_key("cursor", types, classes), changes.cursor)
             if not changes.more:
                 self._set_meta(snapshot_key, None)
@@ -632,10 +635,10 @@ class SyncStore:
                     self._put(change.type, change.rid, None)
                     continue
                 tags = self._tags(change.type, change.rid)
-                held = self._server_copy(change.type, change.rid, tags) or {}
+                held = self._server_copy(change.type, change.rid, tags)
                 batch = self._tally.batch_fields(change.type)
-                kept = {name: value for name, value in held.items() if name in batch}
-                self._put(change.type, change.rid, {**kept, **change.fields}, tags)
+                kept = {name: value for name, value in (held or {}).items() if name in batch}
+                self._put(change.type, change.rid, {**kept, **change.fields}, tags, held)
             self._set_meta(self._set_key("cursor", types), changes.cursor)
 
     def _held_types(self) -> set[str]:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from fieldpush_client import PushClient, SyncClient, SyncStore
+from fieldpush_client.batch import BatchSync
 from fieldpush_client.vault import aad
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.stores import STORE_KEY
@@ -148,3 +149,23 @@ async def test_the_store_digest_follows_pulls_without_a_scan(
     assert rebuilt.digest() == after
     assert metric_lines(node, "fieldpush_devices_drifting ") == ["fieldpush_devices_drifting 0"]
     rebuilt.close()
+
+
+async def test_batch_data_held_beside_the_core_data_is_no_drift(
+    node: RunningNode, tmp_path: Path
+) -> None:
+    await node.crm_put("chat_message", "m1", owner="alice", team="north", room="r", body="hi")
+    store = SyncStore(tmp_path / "phone.db", key=STORE_KEY)
+    async with client_for(node) as client, SyncClient(client, store, auto=False) as sync:
+        await client.wait_connected(scaled(5))
+        await sync.pull()
+        outcome = await BatchSync(sync).run()  # debug_log and the chat history
+        assert outcome.changes == 2
+        assert store.record("device", "d1")["debug_log"] == ["boot"]  # type: ignore[index]
+        await node.crm_put("device", "d1", debug_log=["boot", "ok"])  # batch data only
+        await BatchSync(sync).run()
+        await sync.pull()  # compared: what it holds of the core data is right
+    assert metric_lines(node, "fieldpush_devices_drifting ") == ["fieldpush_devices_drifting 0"]
+    assert metric_lines(node, "fieldpush_drift_records_total{") == []
+    assert store.record("device", "d1")["debug_log"] == ["boot", "ok"]  # type: ignore[index]
+    store.close()
