@@ -54,7 +54,8 @@ class Tally:
     """See the module docstring. ``type_tag`` is the store's keyed tag of a
     type name; ``records`` iterates the store (to build the digests of a store
     at its first digest, and after a batch field is learned). Every
-    method runs inside the caller's transaction."""
+    method runs inside the caller's transaction, which calls :meth:`flush`
+    before it commits (or :meth:`discard` when it rolls back)."""
 
     def __init__(
         self,
@@ -68,11 +69,13 @@ class Tally:
         self._type_tag = type_tag
         self._records = records
         self._batch: dict[str, frozenset[str]] | None = None
+        self._pending: dict[str, Digest] = {}
 
     # ------------------------------------------------------------ digests
 
     def rebuild(self) -> None:
         """Every type's digest from the records held (a full scan)."""
+        self._pending.clear()
         self._db.execute("DELETE FROM meta WHERE key LIKE 'digest:%'")
         totals: dict[str, Digest] = {}
         for record_type, rid, fields in self._records():
@@ -94,16 +97,33 @@ class Tally:
         old: dict[str, Any] | None,
         new: dict[str, Any] | None,
     ) -> None:
-        """A record went from ``old`` to ``new`` (None: not held)."""
-        digest = self.of(record_type)
+        """A record went from ``old`` to ``new`` (None: not held); written by
+        :meth:`flush`, at the end of the transaction."""
+        digest = self._pending.get(record_type)
+        if digest is None:
+            digest = self.of(record_type)
         if old is not None:
             digest = digest.remove(self.hash_of(record_type, rid, old))
         if new is not None:
             digest = digest.add(self.hash_of(record_type, rid, new))
-        self._write(record_type, digest)
+        self._pending[record_type] = digest
+
+    def flush(self) -> None:
+        """Write the digests :meth:`replaced` changed (in the transaction)."""
+        pending, self._pending = self._pending, {}
+        for record_type, digest in pending.items():
+            self._write(record_type, digest)
+
+    def discard(self) -> None:
+        """The transaction was rolled back: forget what :meth:`replaced` changed."""
+        self._pending.clear()
 
     def forget(self, record_type: str | None) -> None:
         """The records of a type (None: every type) were dropped at once."""
+        if record_type is None:
+            self._pending.clear()
+        else:
+            self._pending.pop(record_type, None)
         if record_type is None:
             self._db.execute("DELETE FROM meta WHERE key LIKE 'digest:%'")
         else:

@@ -276,12 +276,26 @@ class SyncStore:
             )
             self._queue(edit)
         self._write_key_check()
+        self._tally.flush()
         log.warning(
             "fieldpush store %s was not encrypted: sealed %d records and %d queued edits in place",
             path,
             len(records),
             len(queue),
         )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction of records: their types' digests are
+        written in it, before it commits (forgotten if it rolls back)."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield
+                self._tally.flush()
+        except BaseException:
+            self._tally.discard()
+            raise
 
     def _tags(self, record_type: str, rid: str) -> tuple[bytes, bytes]:
         return self._type_tag(record_type), self._cipher.tag("record", record_type, rid)
@@ -364,8 +378,7 @@ class SyncStore:
         a ``record`` in a result (a conflict, an ``mdm``/locked refusal)
         replaces the copy's fields with the server's values."""
         by_mid = {result.mid: result for result in results}
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._writing():
             for edit in edits:
                 result = by_mid.get(edit.mid)
                 if result is None:
@@ -560,8 +573,7 @@ class SyncStore:
         types = None if pulled_types is None else list(pulled_types)
         core = classes is None or set(classes) == {CORE_CLASS}
         snapshot_key = self._set_key("snapshot", types, classes)
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._writing():
             if changes.snapshot and self._meta(snapshot_key) is None:
                 if core and types is None:
                     self._db.execute("DELETE FROM records")
@@ -628,8 +640,7 @@ class SyncStore:
         learned as batch data are kept), each ``removed`` one is dropped; and
         the cursor of ``pulled_types``."""
         types = None if pulled_types is None else list(pulled_types)
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._writing():
             for change in changes.changes:
                 if change.removed:
                     self._put(change.type, change.rid, None)

@@ -14,6 +14,7 @@ import pytest
 
 from fieldpush_client import PushClient, SyncClient, SyncStore
 from fieldpush_client.batch import BatchSync
+from fieldpush_client.protocol import Change, Changes
 from fieldpush_client.vault import aad
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.stores import STORE_KEY
@@ -169,3 +170,27 @@ async def test_batch_data_held_beside_the_core_data_is_no_drift(
     assert metric_lines(node, "fieldpush_drift_records_total{") == []
     assert store.record("device", "d1")["debug_log"] == ["boot", "ok"]  # type: ignore[index]
     store.close()
+
+
+def test_a_write_that_rolls_back_leaves_the_digests_as_the_records_are(tmp_path: Path) -> None:
+    path = tmp_path / "phone.db"
+    store = SyncStore(path, key=STORE_KEY)
+    first = Changes(0, [Change("customer", "c1", {"name": "A"})], "k1", more=False)
+    store.apply_changes(first)
+    held = store.digest()
+    broken = Changes(
+        0,
+        [Change("customer", "c2", {"name": "B"}), Change("customer", "c3", {"x": {1, 2}})],
+        "k2",
+        more=False,
+    )
+    with pytest.raises(TypeError):  # a set is no JSON: the page is rolled back
+        store.apply_changes(broken)
+    assert store.digest() == held and store.cursor == "k1"
+    store.apply_changes(Changes(0, [Change("customer", "c2", {"name": "B"})], "k3", more=False))
+    kept = store.digest()
+    assert kept["customer"].count == 2
+    store.close()
+    reopened = SyncStore(path, key=STORE_KEY)  # digests built from the records
+    assert reopened.digest() == kept
+    reopened.close()

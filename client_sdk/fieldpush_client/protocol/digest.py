@@ -57,7 +57,9 @@ def canonical(value: Any) -> str:
     whitespace, strings escaped only where JSON must (``"``, ``\\``, controls),
     numbers as ECMAScript prints them (``1.0`` is ``1``, ``1e21`` is
     ``1e+21``). TypeError for what JSON cannot carry (NaN, infinities, bytes)."""
-    if isinstance(value, float) and not isinstance(value, bool):
+    if _plain(value):  # the common case, through the C encoder: the same text
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    if isinstance(value, float):
         return _number(value)
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda item: _utf16(item[0]))
@@ -67,6 +69,19 @@ def canonical(value: Any) -> str:
     if value is None or isinstance(value, bool | int | str):
         return json.dumps(value, ensure_ascii=False)
     raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _plain(value: Any) -> bool:
+    """No floats, and object keys that sort the same by code point as by
+    UTF-16 code unit (none at or above U+D800): ``json.dumps`` writes RFC 8785."""
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, str) and all(c < "\ud800" for c in k) and _plain(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return all(_plain(item) for item in value)
+    return value is None or isinstance(value, bool | int | str)
 
 
 def _utf16(key: object) -> bytes:
