@@ -15,7 +15,10 @@ ms), the kinds alternating in each round:
   the CRM wrote a record the user cannot see (the log moved, so the pull reads
   one entry and the cached digest is stale: the digest pull scans the type);
 - **repair, one bucket**: a ``repair`` of one bucket (about 1/256 of the
-  records held), which scans the type too.
+  records held), which scans the type too (after a digest that differed:
+  only then is a repair taken).
+
+The node runs with ``sync_drift_interval_s = 0`` (every pull compared).
 
 Phone side, no server (:class:`~fieldpush_client.sync.SyncStore`, AES-256-GCM):
 storing ``--records`` pulled records in pages of 500 with the digests kept
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -121,6 +125,9 @@ async def server_side(args: argparse.Namespace, url: str) -> dict[str, list[floa
         def agreed(answer: dict[str, Any]) -> bool:
             return answer.get("drift", {}).get("differs") == {}
 
+        def differs(answer: dict[str, Any]) -> bool:
+            return "customer" in answer.get("drift", {}).get("differs", {})
+
         def plain(answer: dict[str, Any]) -> bool:
             return answer["changes"] == [] and "drift" not in answer
 
@@ -134,6 +141,7 @@ async def server_side(args: argparse.Namespace, url: str) -> dict[str, list[floa
             times["digest, cold"].append(await pulled({"digest": digest}, agreed))
             times["digest, warm"].append(await pulled({"digest": digest}, agreed))
             times["plain"].append(await pulled({}, plain))
+            await pulled({"digest": {"customer": Digest().to_wire()}}, differs)
             times["repair, one bucket"].append(await pulled({"repair": repair}, repaired))
     return times
 
@@ -205,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    os.environ["FIELDPUSH_SYNC_DRIFT_INTERVAL_S"] = "0"  # compare at every pull
     with tempfile.TemporaryDirectory() as temp:
         directory = Path(temp)
         with one_node(directory) as server:

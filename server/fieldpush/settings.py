@@ -218,6 +218,10 @@ class Settings:
     #: ``fieldpush_sync_clock_skewed_total`` (a wrong clock, not jitter). Every
     #: stamp ahead is clamped to the server's clock at receipt, whatever this says.
     sync_max_skew_s: float = 300.0
+    #: A device's drift digest is compared at most once per this many seconds
+    #: on a node (0: at every caught-up pull); a comparison scans the readable
+    #: records of the type (docs/sync.md, "Data drift").
+    sync_drift_interval_s: float = 900.0
     #: A mutation's result is kept this long: a replay of its ``mid`` within it
     #: returns the first result.
     sync_results_ttl_s: float = 7 * 86400
@@ -376,6 +380,7 @@ class Settings:
             "max_devices_per_user",
             "coalesce_ms",
             "refresh_grace_s",
+            "sync_drift_interval_s",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (off) or positive")

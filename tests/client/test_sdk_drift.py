@@ -25,7 +25,7 @@ CUSTOMERS = 40
 
 @pytest.fixture
 async def node() -> AsyncIterator[RunningNode]:
-    async with running_node(node_settings()) as running:
+    async with running_node(node_settings(sync_drift_interval_s=0)) as running:
         for n in range(CUSTOMERS):
             await running.crm_put(
                 "customer", f"c{n:02d}", name=f"C{n}", owner="alice", team="north", budget=n

@@ -23,7 +23,7 @@ ZERO = "0" * 16
 @pytest.fixture
 async def node(start_node: NodeFactory) -> AsyncIterator[RunningNode]:
     """A node on each backend with alice's customers and one of bob's."""
-    async with start_node() as running:
+    async with start_node(sync_drift_interval_s=0) as running:
         for rid, fields in ALICE.items():
             await running.crm_put("customer", rid, owner="alice", team="north", **fields)
         await running.crm_put("customer", "c-bob", name="Bolt", owner="bob", team="north")
@@ -119,6 +119,8 @@ async def test_a_repair_answers_what_differs_in_its_buckets_and_counts_it(
                 "held": {rid: f"{record_hash(rid, f):016x}" for rid, f in listed.items()},
             }
         }
+        compared = await pull(alice, cursor, digest={"customer": digest_of(listed)})
+        assert "customer" in compared["drift"]["differs"]
         answer = await pull(alice, cursor, repair=repair)
         assert answer["type"] == "changes" and answer["repair"] is True
         by_rid = {c["rid"]: c for c in answer["changes"]}
@@ -239,3 +241,27 @@ async def test_a_hostile_digest_or_repair_is_a_bad_request_and_changes_nothing(
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid"
     assert drift_lines(node) == ["fieldpush_devices_drifting 0"]
     assert [d.get("drift") for d in await admin_devices(node)] == [{}, {}]
+
+
+async def test_a_device_is_compared_once_per_interval_and_repairs_only_what_differed(
+    start_node: NodeFactory,
+) -> None:
+    async with start_node(sync_drift_interval_s=3600) as node:
+        for rid, fields in ALICE.items():
+            await node.crm_put("customer", rid, owner="alice", team="north", **fields)
+        async with (
+            phone(node, "alice", teams=("north",), device="a-phone") as alice,
+            phone(node, "alice", teams=("north",), device="a-tablet") as tablet,
+        ):
+            _, cursor = await full_download(alice)
+            bucket = bucket_of("c1")
+            repair = {"customer": {"buckets": [bucket], "held": {}}}
+            ignored = await pull(alice, cursor, repair=repair)  # never compared: no repair
+            assert "repair" not in ignored and ignored["changes"] == []
+            wrong = {"customer": digest_of({})}
+            assert "differs" in (await pull(alice, cursor, digest=wrong))["drift"]
+            assert "drift" not in await pull(alice, cursor, digest=wrong)  # within the interval
+            assert "drift" in await pull(tablet, cursor, digest=wrong)  # another device
+            for _ in range(32):
+                assert (await pull(alice, cursor, repair=repair))["repair"] is True
+            assert "repair" not in await pull(alice, cursor, repair=repair)  # past its repairs

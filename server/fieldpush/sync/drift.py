@@ -24,6 +24,14 @@ reader may read now, and any difference is drift, not lag.
   (the type's last drift and when, :meth:`Devices.note_drift
   <fieldpush.backend.base.Devices.note_drift>`; a failed write is skipped).
 
+Both scan the type, as a full download does, so a device is compared at most
+once per ``interval_s`` (``sync_drift_interval_s``) on a node: a digest sent
+sooner is ignored (``None``: the reply has no ``drift``). A repair is taken
+only for the types the device's last comparison found differing, at most
+:data:`REPAIRS_PER_TYPE` requests per type and comparison; the others are
+ignored too (``None``). So a device costs at most one scan per interval, and
+a bounded number after a comparison that differed, whatever it sends.
+
 ``fieldpush_devices_drifting`` (:attr:`DriftCheck.drifting`) counts the
 devices whose last check on this node found a difference (a digest that
 differed, or a repair that found records), of the :data:`REMEMBERED_DEVICES`
@@ -58,10 +66,23 @@ SCAN_PAGE: Final = 1000
 CACHED_DIGESTS: Final = 1024
 #: Devices whose last check this node remembers (the gauge counts among them).
 REMEMBERED_DEVICES: Final = 65_536
+#: Repair requests a device may make per record type after one comparison.
+REPAIRS_PER_TYPE: Final = 32
 
 #: :meth:`fieldpush.backend.base.Devices.note_drift`: user, device, per type
 #: the differing records, the time in ms.
 DriftWriter = Callable[[str, str, dict[str, int], int], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Checked:
+    """What a node remembers of a device: when it was last compared, whether
+    that (or a repair since) found a difference, and the repairs it may still
+    make per record type."""
+
+    at_s: float
+    drifting: bool
+    repairs: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,25 +101,36 @@ class DriftCheck:
         catalog: Catalog,
         metrics: Metrics,
         note_drift: DriftWriter,
+        *,
+        interval_s: float,
         now_ms: Callable[[], int],
+        monotonic: Callable[[], float],
     ) -> None:
         self._catalog = catalog
         self._metrics = metrics
         self._note = note_drift
+        self._interval_s = interval_s
         self._now_ms = now_ms
+        self._monotonic = monotonic
         self._digests: OrderedDict[tuple[Any, ...], tuple[str, TypeDrift]] = OrderedDict()
-        self._devices: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._devices: OrderedDict[tuple[str, str], _Checked] = OrderedDict()
 
     @property
     def drifting(self) -> int:
         """Devices whose last check on this node found a difference."""
-        return sum(self._devices.values())
+        return sum(checked.drifting for checked in self._devices.values())
 
     async def compare(
         self, actor: Actor, readable: Mapping[str, Readable], digest: Mapping[str, Digest]
-    ) -> DriftReport:
+    ) -> DriftReport | None:
         """Compare the phone's ``digest`` with what it should hold of every
-        type of ``readable`` (a type it did not list: nothing)."""
+        type of ``readable`` (a type it did not list: nothing); None when the
+        device was compared less than the interval ago."""
+        key = (actor.user, actor.device)
+        last = self._devices.get(key)
+        now_s = self._monotonic()
+        if last is not None and now_s - last.at_s < self._interval_s:
+            return None
         top = await self._catalog.store.log_top()
         compared: list[str] = []
         differs: dict[str, TypeDrift] = {}
@@ -109,22 +141,31 @@ class DriftCheck:
             compared.append(name)
             if ours.total != digest.get(name, Digest()):
                 differs[name] = ours
-        self._remember(actor, drifting=bool(differs))
+        repairs = dict.fromkeys(differs, REPAIRS_PER_TYPE)
+        self._remember(key, _Checked(now_s, bool(differs), repairs))
         return DriftReport(tuple(compared), differs)
 
     async def repair(
         self, actor: Actor, readable: Mapping[str, Readable], repair: Mapping[str, Repair]
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, Any]] | None:
         """The ``changes`` that make the phone's copy of the listed buckets
-        right (see the module docstring), counted and noted as drift. A type
-        not in ``readable``, or of more than :data:`MAX_RECORDS` records, is
-        left as it is."""
+        right (see the module docstring), counted and noted as drift; None
+        when no listed type may be repaired now. A type not in ``readable``,
+        not found differing by the device's last comparison, past its
+        repairs, or of more than :data:`MAX_RECORDS` records, is left as it is."""
+        checked = self._devices.get((actor.user, actor.device))
+        allowed = [
+            name
+            for name in repair
+            if name in readable and checked is not None and checked.repairs.get(name, 0) > 0
+        ]
+        if not allowed or checked is None:
+            return None
         changes: list[dict[str, Any]] = []
         found: dict[str, int] = {}
-        for name, asked in repair.items():
-            selected = readable.get(name)
-            if selected is None:
-                continue
+        for name in allowed:
+            asked, selected = repair[name], readable[name]
+            checked.repairs[name] -= 1
             held = dict(asked.held)
             before = len(changes)
             try:
@@ -140,7 +181,7 @@ class DriftCheck:
             found[name] = len(changes) - before
         for name, count in found.items():
             self._metrics.drift_records[name] += count
-        self._remember(actor, drifting=bool(changes))
+        checked.drifting = bool(changes)
         differing = {name: count for name, count in found.items() if count}
         if differing:
             # A failed write: the registry misses this one; the metric has it.
@@ -148,13 +189,12 @@ class DriftCheck:
                 await self._note(actor.user, actor.device, differing, self._now_ms())
         return changes
 
-    def _remember(self, actor: Actor, *, drifting: bool) -> None:
-        key = (actor.user, actor.device)
+    def _remember(self, key: tuple[str, str], checked: _Checked) -> None:
         devices = self._devices
         devices.pop(key, None)
         if len(devices) >= REMEMBERED_DEVICES:
             devices.popitem(last=False)
-        devices[key] = drifting
+        devices[key] = checked
 
     async def _digest(self, actor: Actor, selected: Readable, top: str) -> TypeDrift | None:
         """The server's digest of what ``actor`` should hold of a type (None:

@@ -109,7 +109,14 @@ class SyncEngine:
         crm = CrmSide(catalog, self.mutate, paging)
         #: A pull's ``changes`` reply: :meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`.
         #: Data drift: ``drifting`` is ``fieldpush_devices_drifting``.
-        self.drift = DriftCheck(catalog, metrics, note_drift, lambda: time.time_ns() // 1_000_000)
+        self.drift = DriftCheck(
+            catalog,
+            metrics,
+            note_drift,
+            interval_s=settings.sync_drift_interval_s,
+            now_ms=lambda: time.time_ns() // 1_000_000,
+            monotonic=time.monotonic,
+        )
         self.pull = Puller(catalog, paging, self.drift).pull
         #: ``PUT /v1/records/{type}/{id}``: :meth:`fieldpush.sync.crm.CrmSide.put_record`.
         self.put_record = crm.put_record

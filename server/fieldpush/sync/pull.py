@@ -30,7 +30,8 @@ when the download began.
 Drift (docs/sync.md, "Data drift"): a core pull may carry the phone's
 ``digest`` of what it holds, or a ``repair`` of the buckets that differed.
 Both are acted on only when the pull, from a log cursor, found nothing new for
-the reader (no change, no ``more``): then the reply gets ``drift``
+the reader (no change, no ``more``), and as often as :class:`DriftCheck
+<fieldpush.sync.drift.DriftCheck>` allows the device: then the reply gets ``drift``
 (:meth:`DriftCheck.compare <fieldpush.sync.drift.DriftCheck.compare>`) or the
 repaired records (:meth:`DriftCheck.repair
 <fieldpush.sync.drift.DriftCheck.repair>`, ``repair: true``). Otherwise
@@ -138,10 +139,13 @@ class Puller:
             return reply  # not caught up: a digest would compare lag, not drift
         core = {s.rtype.name: Readable(s.rtype, s.fields) for s in readable}
         if repair is not None:
-            reply["changes"] = await self._drift.repair(actor, core, repair)
-            reply["repair"] = True
+            repaired = await self._drift.repair(actor, core, repair)
+            if repaired is not None:
+                reply["changes"], reply["repair"] = repaired, True
         elif digest is not None:
-            reply["drift"] = (await self._drift.compare(actor, core, digest)).to_wire()
+            report = await self._drift.compare(actor, core, digest)
+            if report is not None:
+                reply["drift"] = report.to_wire()
         return reply
 
     def _check_drift_request(
