@@ -20,6 +20,7 @@ from fieldpush_client.protocol import (
     TypeDrift,
     bucket_of,
     canonical,
+    digest,
     parse_digest,
     parse_repair,
     record_hash,
@@ -43,6 +44,21 @@ from fieldpush_client.protocol import (
 )
 def test_canonical_json_is_rfc_8785(value: Any, text: str) -> None:
     assert canonical(value) == text
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_the_fast_path_writes_what_the_written_out_rules_write(value: Any) -> None:
+    assert canonical(value) == digest._jcs(value)
+    assert json.loads(canonical(value)) == value
 
 
 def test_canonical_json_refuses_what_json_cannot_carry() -> None:

@@ -59,13 +59,18 @@ def canonical(value: Any) -> str:
     ``1e+21``). TypeError for what JSON cannot carry (NaN, infinities, bytes)."""
     if _plain(value):  # the common case, through the C encoder: the same text
         return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _jcs(value)
+
+
+def _jcs(value: Any) -> str:
+    """:func:`canonical`, written out (for floats and keys beyond U+D7FF)."""
     if isinstance(value, float):
         return _number(value)
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda item: _utf16(item[0]))
-        return "{" + ",".join(f"{_string(k)}:{canonical(v)}" for k, v in items) + "}"
+        return "{" + ",".join(f"{_string(k)}:{_jcs(v)}" for k, v in items) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(canonical(item) for item in value) + "]"
+        return "[" + ",".join(_jcs(item) for item in value) + "]"
     if value is None or isinstance(value, bool | int | str):
         return json.dumps(value, ensure_ascii=False)
     raise TypeError(f"not JSON: {type(value).__name__}")
@@ -73,15 +78,22 @@ def canonical(value: Any) -> str:
 
 def _plain(value: Any) -> bool:
     """No floats, and object keys that sort the same by code point as by
-    UTF-16 code unit (none at or above U+D800): ``json.dumps`` writes RFC 8785."""
-    if isinstance(value, dict):
-        return all(
-            isinstance(k, str) and all(c < "\ud800" for c in k) and _plain(v)
-            for k, v in value.items()
-        )
-    if isinstance(value, list | tuple):
-        return all(_plain(item) for item in value)
-    return value is None or isinstance(value, bool | int | str)
+    UTF-16 code unit (none at or above U+D800): ``json.dumps`` writes RFC 8785.
+    Exact types only (what JSON and msgpack decode to); anything else takes
+    the slow path of :func:`canonical`."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or max(key, default="") < "\ud800"):
+                return False
+            if not _plain(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(map(_plain, value))
+    return False
 
 
 def _utf16(key: object) -> bytes:
