@@ -155,6 +155,28 @@ async def test_a_repair_answers_what_differs_in_its_buckets_and_counts_it(
             },
         )
         assert clean["changes"] == [] and clean["repair"] is True
+        assert drift_lines(node)[-1] == "fieldpush_devices_drifting 1"  # it did differ
+        agreed = await pull(alice, cursor, digest={"customer": digest_of(held)})
+        assert agreed["drift"]["differs"] == {}
+        assert drift_lines(node)[-1] == "fieldpush_devices_drifting 0"
+
+        # A comparison that differed by a commit made meanwhile: the repair finds nothing.
+        await pull(alice, cursor, digest={"customer": digest_of({})})
+        assert drift_lines(node)[-1] == "fieldpush_devices_drifting 1"
+        await pull(
+            alice,
+            cursor,
+            repair={
+                "customer": {
+                    "buckets": [0],
+                    "held": {
+                        rid: f"{record_hash(rid, f):016x}"
+                        for rid, f in held.items()
+                        if bucket_of(rid) == 0
+                    },
+                }
+            },
+        )
         assert drift_lines(node)[-1] == "fieldpush_devices_drifting 0"
 
 

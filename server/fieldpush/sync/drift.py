@@ -35,8 +35,9 @@ a bounded number after a comparison that differed, whatever it sends.
 ``fieldpush_devices_drifting`` (:attr:`DriftCheck.drifting`) counts the
 devices whose last check on this node found a difference (a digest that
 differed, or a repair that found records), of the :data:`REMEMBERED_DEVICES`
-checked last. A repair that finds nothing (the digest differed by a commit
-made during the check) clears its device. Nothing stored changes.
+checked last. When the repairs after a comparison that differed find no
+record at all (the digest differed by a commit made during the check), the
+device is cleared. No record is ever changed here.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class _Checked:
     at_s: float
     drifting: bool
     repairs: dict[str, int]
+    #: Records the repairs since that comparison found.
+    found: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,8 @@ class DriftCheck:
             found[name] = len(changes) - before
         for name, count in found.items():
             self._metrics.drift_records[name] += count
-        checked.drifting = bool(changes)
+        checked.found += len(changes)
+        checked.drifting = checked.found > 0
         differing = {name: count for name, count in found.items() if count}
         if differing:
             # A failed write: the registry misses this one; the metric has it.
