@@ -933,7 +933,7 @@ class SyncClient:
                 try:
                     page = await self.client.call(pull, Changes)
                 except RequestError as exc:
-                    if exc.code == ErrorCode.BAD_REQUEST and digest is not None:
+                    if exc.code == ErrorCode.BAD_REQUEST and "'digest'" in str(exc):
                         log.info("fieldpush pull: the server takes no digest (%s)", exc)
                         self.drift = False
                         continue

@@ -14,7 +14,7 @@ import pytest
 
 from fieldpush_client import PushClient, SyncClient, SyncStore
 from fieldpush_client.batch import BatchSync
-from fieldpush_client.protocol import Change, Changes
+from fieldpush_client.protocol import Change, Changes, client_messages
 from fieldpush_client.vault import aad
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.stores import STORE_KEY
@@ -194,3 +194,21 @@ def test_a_write_that_rolls_back_leaves_the_digests_as_the_records_are(tmp_path:
     reopened = SyncStore(path, key=STORE_KEY)  # digests built from the records
     assert reopened.digest() == kept
     reopened.close()
+
+
+async def test_a_server_that_refuses_digests_is_pulled_from_without_them(
+    node: RunningNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node from before issue 15 refuses a pull with ``digest`` as an unknown
+    field: the node under test is made to parse pulls as it did."""
+    before = frozenset({"type", "id", "cursor", "types", "limit", "classes"})
+    monkeypatch.setitem(client_messages._CLIENT_FIELDS, "pull", before)
+    store = SyncStore(tmp_path / "phone.db", key=STORE_KEY)
+    async with client_for(node) as client, SyncClient(client, store, auto=False) as sync:
+        await client.wait_connected(scaled(5))
+        await sync.pull()  # the full download: no digest yet
+        await node.crm_put("customer", "c05", name="Renamed")
+        assert await sync.pull() == 1  # refused with the digest, pulled again without
+        assert sync.drift is False
+        assert store.record("customer", "c05")["name"] == "Renamed"  # type: ignore[index]
+    store.close()
