@@ -201,3 +201,24 @@ async def test_the_metrics_listener_drops_hostile_heads_and_keeps_serving() -> N
             await slow.wait_closed()
         async with httpx.AsyncClient(timeout=scaled(10)) as http:
             assert (await http.get(node.metrics_url + "/metrics")).status_code == 200
+
+
+async def test_a_waiting_poll_is_an_open_longpoll_connection() -> None:
+    async with running_node() as node:
+        headers = {"Authorization": f"Bearer {node.token('bob', 'supervisor', ('north',))}"}
+        body = {"subs": {"team:north": None}, "wait_s": 30}
+        async with httpx.AsyncClient(base_url=node.url, timeout=scaled(40)) as http:
+            waiting = asyncio.create_task(http.post("/v1/poll", json=body, headers=headers))
+
+            async def open_polls() -> float:
+                samples = families(await scrape(node))["fieldpush_connections"].samples
+                return sum(s.value for s in samples if s.labels["role"] == "supervisor")
+
+            await eventually(open_polls, message="the waiting poll is an open connection")
+            during = await scrape(node)
+            assert value(during, "fieldpush_connections", transport="longpoll", role="supervisor")
+            await publish(node, ["team:north"])
+            assert (await waiting).status_code == 200
+        text = await scrape(node)
+        assert value(text, "fieldpush_connections", transport="longpoll", role="supervisor") == 0
+        assert value(text, "fieldpush_connections_opened_total", transport="longpoll") == 1
