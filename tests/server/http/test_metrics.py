@@ -80,6 +80,7 @@ async def test_every_family_of_the_contract_with_its_type_labels_and_counts() ->
             critical = await publish(node, ["team:north"], priority="critical")
             events = await alice.events(2)
             assert [e["priority"] for e in events] == ["normal", "critical"]
+            assert value(await scrape(node), "fieldpush_critical_pending") == 1
             await alice.send({"type": "ack", "ids": [critical["id"]]})
             await eventually(
                 lambda: sum(node.node.metrics.ack_roundtrip["critical"].counts),
@@ -120,6 +121,7 @@ async def test_every_family_of_the_contract_with_its_type_labels_and_counts() ->
     assert value(text, "fieldpush_sync_mutate_duration_seconds_count") == 4  # 3 puts, 1 push
     assert value(text, "fieldpush_sync_pull_duration_seconds_count") == 1
     assert value(text, "fieldpush_backend_up") == 1
+    assert value(text, "fieldpush_critical_pending") == 0  # acked
     assert value(text, "fieldpush_audit_appends_total") >= 5
     [build] = found["fieldpush_build_info"].samples
     assert build.labels["version"] == "0.1.0" and build.value == 1
