@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import time
 
 import httpx
 import pytest
 from prometheus_client.metrics_core import Metric
 
+from tests.support.cli import ServeProcess
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import api_get, connect_phone, phone, publish
 from tests.support.proxy import proxy_to
@@ -224,3 +227,22 @@ async def test_a_waiting_poll_is_an_open_longpoll_connection() -> None:
         text = await scrape(node)
         assert value(text, "fieldpush_connections", transport="longpoll", role="supervisor") == 0
         assert value(text, "fieldpush_connections_opened_total", transport="longpoll") == 1
+
+
+def test_fieldpush_serve_moves_metrics_to_the_port_of_the_environment() -> None:
+    server = ServeProcess("--port", "0", env={"FIELDPUSH_METRICS_PORT": "0"}).start()
+    try:
+
+        def listener() -> str | None:
+            found = re.search(r"metrics on (http://\S+)/metrics", server.output)
+            return found.group(1) if found else None
+
+        deadline = time.monotonic() + scaled(10)
+        while (url := listener()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the line comes with the app's startup, before or after the banner
+        assert url is not None, server.output
+        assert httpx.get(server.url + "/metrics", timeout=10).status_code == 404
+        scraped = httpx.get(url + "/metrics", timeout=10)
+        assert scraped.status_code == 200 and "fieldpush_build_info" in families(scraped.text)
+    finally:
+        assert server.stop() == 0, server.output
