@@ -79,7 +79,7 @@ def engine(
         note_skew=devices.note_skew,
         note_drift=devices.note_drift,
         settings=values,
-        metrics=Metrics(gauges={}, catchups=lambda: 0),
+        metrics=Metrics(),
         # Not started unless the test starts it: entries wait.
         audit=audit or AuditRecorder(MemoryAudit(), max_pending=10**9),
     )
