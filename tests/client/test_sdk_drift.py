@@ -16,6 +16,7 @@ from fieldpush_client import PushClient, SyncClient, SyncStore
 from fieldpush_client.batch import BatchSync
 from fieldpush_client.protocol import Change, Changes, client_messages
 from fieldpush_client.vault import aad
+from tests.support import scrape
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.stores import STORE_KEY
 from tests.support.timing import scaled
@@ -77,8 +78,7 @@ async def sync_once(node: RunningNode, store: SyncStore) -> int:
 
 
 def metric_lines(node: RunningNode, name: str) -> list[str]:
-    text = node.node.metrics.render()
-    return [line for line in text.splitlines() if line.startswith(name)]
+    return scrape.lines(node.node.metrics.render(), name)
 
 
 async def admin_devices(node: RunningNode) -> list[dict[str, object]]:
@@ -102,7 +102,7 @@ async def test_a_store_that_lost_and_changed_records_converges_after_one_sync(
     assert len(truth) == CUSTOMERS and "other" not in truth
     device_truth = store.records("device")
     await sync_once(node, store)  # caught up, the digests agree
-    assert metric_lines(node, "fieldpush_devices_drifting ") == ["fieldpush_devices_drifting 0"]
+    assert metric_lines(node, "fieldpush_devices_drifting") == ["fieldpush_devices_drifting 0"]
     assert not any("drift_records_total{" in line for line in metric_lines(node, "fieldpush_"))
     store.close()
 
@@ -117,19 +117,19 @@ async def test_a_store_that_lost_and_changed_records_converges_after_one_sync(
 
     assert store.records("customer") == truth
     assert store.records("device") == device_truth
-    assert metric_lines(node, "fieldpush_drift_records_total{") == [
+    assert metric_lines(node, "fieldpush_drift_records_total") == [
         'fieldpush_drift_records_total{type="customer"} 3',
         'fieldpush_drift_records_total{type="device"} 1',
     ]
-    assert metric_lines(node, "fieldpush_devices_drifting ") == ["fieldpush_devices_drifting 1"]
+    assert metric_lines(node, "fieldpush_devices_drifting") == ["fieldpush_devices_drifting 1"]
     (device,) = await admin_devices(node)
     drift = device["drift"]
     assert isinstance(drift, dict)
     assert {name: entry["records"] for name, entry in drift.items()} == {"customer": 3, "device": 1}
 
     await sync_once(node, store)  # the next sync finds nothing: no longer drifting
-    assert metric_lines(node, "fieldpush_devices_drifting ") == ["fieldpush_devices_drifting 0"]
-    assert metric_lines(node, "fieldpush_drift_records_total{")[0].endswith(" 3")
+    assert metric_lines(node, "fieldpush_devices_drifting") == ["fieldpush_devices_drifting 0"]
+    assert metric_lines(node, "fieldpush_drift_records_total")[0].endswith(" 3")
     store.close()
 
 
@@ -148,7 +148,7 @@ async def test_the_store_digest_follows_pulls_without_a_scan(
     rebuilt = SyncStore(tmp_path / "phone.db", key=STORE_KEY)  # built from the records
     store.close()
     assert rebuilt.digest() == after
-    assert metric_lines(node, "fieldpush_devices_drifting ") == ["fieldpush_devices_drifting 0"]
+    assert metric_lines(node, "fieldpush_devices_drifting") == ["fieldpush_devices_drifting 0"]
     rebuilt.close()
 
 
@@ -166,8 +166,8 @@ async def test_batch_data_held_beside_the_core_data_is_no_drift(
         await node.crm_put("device", "d1", debug_log=["boot", "ok"])  # batch data only
         await BatchSync(sync).run()
         await sync.pull()  # compared: what it holds of the core data is right
-    assert metric_lines(node, "fieldpush_devices_drifting ") == ["fieldpush_devices_drifting 0"]
-    assert metric_lines(node, "fieldpush_drift_records_total{") == []
+    assert metric_lines(node, "fieldpush_devices_drifting") == ["fieldpush_devices_drifting 0"]
+    assert metric_lines(node, "fieldpush_drift_records_total") == []
     assert store.record("device", "d1")["debug_log"] == ["boot", "ok"]  # type: ignore[index]
     store.close()
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from fieldpush_client.protocol import MAX_REPAIR_HELD, Digest, bucket_of, record_hash
+from tests.support import scrape
 from tests.support.node import NodeFactory, RunningNode
 from tests.support.phones import Phone, phone
 from tests.support.timing import scaled
@@ -60,11 +61,9 @@ async def pull(alice: Phone, cursor: str, **extra: Any) -> dict[str, Any]:
 
 
 def drift_lines(node: RunningNode) -> list[str]:
-    return [
-        line
-        for line in node.node.metrics.render().splitlines()
-        if line.startswith(("fieldpush_drift_records_total{", "fieldpush_devices_drifting "))
-    ]
+    return scrape.lines(
+        node.node.metrics.render(), "fieldpush_drift_records_total", "fieldpush_devices_drifting"
+    )
 
 
 async def test_a_digest_is_compared_once_the_pull_is_caught_up(node: RunningNode) -> None:
@@ -134,8 +133,8 @@ async def test_a_repair_answers_what_differs_in_its_buckets_and_counts_it(
         }
         assert len(by_rid) == 3
         assert drift_lines(node) == [
-            'fieldpush_drift_records_total{type="customer"} 3',
             "fieldpush_devices_drifting 1",
+            'fieldpush_drift_records_total{type="customer"} 3',
         ]
         devices = await admin_devices(node)
         assert [d["drift"]["customer"]["records"] for d in devices] == [3]
@@ -155,14 +154,14 @@ async def test_a_repair_answers_what_differs_in_its_buckets_and_counts_it(
             },
         )
         assert clean["changes"] == [] and clean["repair"] is True
-        assert drift_lines(node)[-1] == "fieldpush_devices_drifting 1"  # it did differ
+        assert drift_lines(node)[0] == "fieldpush_devices_drifting 1"  # it did differ
         agreed = await pull(alice, cursor, digest={"customer": digest_of(held)})
         assert agreed["drift"]["differs"] == {}
-        assert drift_lines(node)[-1] == "fieldpush_devices_drifting 0"
+        assert drift_lines(node)[0] == "fieldpush_devices_drifting 0"
 
         # A comparison that differed by a commit made meanwhile: the repair finds nothing.
         await pull(alice, cursor, digest={"customer": digest_of({})})
-        assert drift_lines(node)[-1] == "fieldpush_devices_drifting 1"
+        assert drift_lines(node)[0] == "fieldpush_devices_drifting 1"
         await pull(
             alice,
             cursor,
@@ -177,7 +176,7 @@ async def test_a_repair_answers_what_differs_in_its_buckets_and_counts_it(
                 }
             },
         )
-        assert drift_lines(node)[-1] == "fieldpush_devices_drifting 0"
+        assert drift_lines(node)[0] == "fieldpush_devices_drifting 0"
 
 
 async def admin_devices(node: RunningNode) -> list[dict[str, Any]]:
