@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 
+from prometheus_client.parser import text_string_to_metric_families
+
 
 async def metrics_text(host: str, port: int) -> str:
     """``GET /metrics``, one short-lived HTTP/1.1 connection."""
@@ -20,14 +22,15 @@ async def metrics_text(host: str, port: int) -> str:
 
 
 def histogram(text: str, name: str) -> list[tuple[float, int]]:
-    """The cumulative ``(le, count)`` buckets of histogram ``name``."""
-    buckets = []
-    prefix = f'{name}_bucket{{le="'
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            bound, _, count = line[len(prefix) :].partition('"} ')
-            buckets.append((math.inf if bound == "+Inf" else float(bound), int(count)))
-    return buckets
+    """The cumulative ``(le, count)`` buckets of histogram ``name``, summed over
+    its other labels (``priority``: a tree from before issue 15 has none)."""
+    sums: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                bound = float(sample.labels["le"])
+                sums[bound] = sums.get(bound, 0.0) + sample.value
+    return [(bound, int(count)) for bound, count in sorted(sums.items())]
 
 
 def quantile_upper_bound(buckets: list[tuple[float, int]], fraction: float) -> float:

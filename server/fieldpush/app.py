@@ -27,10 +27,12 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fieldpush.backend.base import Backend
+from fieldpush.http.metrics_listener import MetricsListener
+from fieldpush.http.requests import RequestIds, with_cors
 from fieldpush.http.routes import PublishEndpoint, exception_handlers, routes
 from fieldpush.node import Node, make_backend
 from fieldpush.settings import Settings
-from fieldpush.transport.gateway import WS_PATH, Connection, Gateway
+from fieldpush.transport.gateway import WS_PATH, Connection
 from fieldpush.transport.router import ConnectionRouter
 from fieldpush.transport.tls import server_context
 
@@ -43,13 +45,17 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
     """The app; the node (and the backend, unless given) is created at startup."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Node | Gateway]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         node = Node(settings, backend if backend is not None else make_backend(settings))
         await node.start()
+        listener = MetricsListener(node.metrics, settings)
         try:
+            if settings.metrics_port is not None:
+                await listener.start()
             # The HTTP routes read the node; the WebSocket connections only the gateway.
-            yield {"node": node, "gateway": node.gateway}
+            yield {"node": node, "gateway": node.gateway, "metrics_listener": listener}
         finally:
+            await listener.close()
             await node.close()
 
     starlette = Starlette(
@@ -66,7 +72,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> ASGIApp:
         else:
             await starlette(scope, receive, send)
 
-    return app
+    return RequestIds(with_cors(app, settings))
 
 
 def _http_protocol() -> type[asyncio.Protocol]:

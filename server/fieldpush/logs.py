@@ -10,15 +10,39 @@ overrides in the formatted message: ``\\n`` becomes the four characters
 ``| `` and escaped the same way, so no line of a log record can pass for a
 record of its own. ``fieldpush serve`` installs it on the root handler, which
 uvicorn's loggers propagate to.
+
+With ``log_format = "json"`` the handler's formatter is :class:`JsonFormatter`
+instead: one JSON object per line, the same characters escaped as JSON
+``\\uXXXX`` escapes (the one table of unsafe characters serves both). Both
+formats carry the HTTP request's id (:data:`REQUEST_ID`, set per request by
+:mod:`fieldpush.http.requests`); JSON also a record's structured fields (``extra=``).
+:class:`PublishLog` writes the per-publish line, sampled.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Final
+import time
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Final
 
-__all__ = ["LOG_FORMAT", "EscapingFormatter", "escape_controls", "shown"]
+__all__ = [
+    "LOG_FORMAT",
+    "REQUEST_ID",
+    "EscapingFormatter",
+    "JsonFormatter",
+    "PublishLog",
+    "escape_controls",
+    "formatter",
+    "shown",
+]
+
+#: The id of the HTTP request being served (None outside one): in every log
+#: line written while it is served, and in its ``X-Request-Id`` response header.
+REQUEST_ID: ContextVar[str | None] = ContextVar("fieldpush_request_id", default=None)
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -32,6 +56,14 @@ _UNSAFE: Final = [
 ]
 _ESCAPES: Final = {
     code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _UNSAFE
+}
+#: The same characters as JSON escapes (``json.dumps`` escapes C0 itself).
+_JSON_ESCAPES: Final = {code: f"\\u{code:04x}" for code in _UNSAFE}
+#: The attributes every ``LogRecord`` has: the others are a record's ``extra`` fields.
+_STANDARD: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
 }
 
 
@@ -62,11 +94,14 @@ def shown(value: object, limit: int = 60) -> str:
 
 class EscapingFormatter(logging.Formatter):
     """A :class:`logging.Formatter` whose every output line is one record's:
-    the message (with its ``%``-arguments) escaped, tracebacks indented."""
+    the message (with its ``%``-arguments) escaped, tracebacks indented; the
+    request's id, when there is one, at the end as ``request_id=<id>``."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
-        return super().formatMessage(record)
+        line = super().formatMessage(record)
+        request_id = REQUEST_ID.get()
+        return line if request_id is None else f"{line} request_id={request_id}"
 
     def formatException(self, ei: object) -> str:
         return _continuation(super().formatException(ei))  # type: ignore[arg-type]
@@ -77,3 +112,81 @@ class EscapingFormatter(logging.Formatter):
 
 def _continuation(text: str) -> str:
     return "\n".join("| " + escape_controls(line) for line in text.split("\n"))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line, with the stable keys ``ts``
+    (ISO 8601, UTC, milliseconds), ``level``, ``logger``, ``msg``, then
+    ``request_id`` during an HTTP request, the record's ``extra`` fields and
+    ``exc`` (the traceback) when there is one. Every unsafe character of
+    :func:`escape_controls` is a JSON escape, so a line never splits."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        text = json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":"))
+        return text.translate(_JSON_ESCAPES)
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of the ``log_format`` setting: ``json`` or ``text``."""
+    return JsonFormatter() if log_format == "json" else EscapingFormatter(LOG_FORMAT)
+
+
+class PublishLog:
+    """One INFO line per accepted publish (id, kind, priority, channel count,
+    latency), at most ``max_per_s`` in each second (0: none); the first
+    publish after a second in which some were not logged first writes one
+    line saying how many. The fields are also the record's ``extra`` (JSON keys)."""
+
+    __slots__ = ("_clock", "_dropped", "_log", "_logged", "_max", "_window")
+
+    def __init__(self, max_per_s: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logging.getLogger("fieldpush.publish")
+        self._max = max_per_s
+        self._clock = clock
+        self._window = float("-inf")
+        self._logged = self._dropped = 0
+
+    def published(
+        self, event_id: str, kind: str, priority: str, channels: Sequence[str], latency_s: float
+    ) -> None:
+        if not self._max or not self._log.isEnabledFor(logging.INFO):
+            return
+        now = self._clock()
+        if now - self._window >= 1.0:
+            if self._dropped:
+                self._log.info(
+                    "%d publish(es) not logged in the last second (log_publish_max_per_s=%d)",
+                    self._dropped, self._max, extra={"not_logged": self._dropped},
+                )  # fmt: skip
+            self._window, self._logged, self._dropped = now, 0, 0
+        if self._logged >= self._max:
+            self._dropped += 1
+            return
+        self._logged += 1
+        latency_ms = round(latency_s * 1000, 3)
+        self._log.info(
+            "published %s kind %s priority %s to %d channel(s) in %.3f ms",
+            event_id, kind, priority, len(channels), latency_ms,
+            extra={
+                "event_id": event_id, "kind": kind, "priority": priority,
+                "channels": len(channels), "latency_ms": latency_ms,
+            },
+        )  # fmt: skip

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fieldpush import __version__
 from fieldpush.audit.checkpoint import load_private_key
 from fieldpush.backend.base import Backend
 from fieldpush.delivery.access import AccessControl
@@ -29,6 +31,7 @@ from fieldpush.files.store import DirectoryStore
 from fieldpush.files.uploads import Uploads
 from fieldpush.identity.access import AccessList
 from fieldpush.identity.auth import TokenVerifier
+from fieldpush.logs import PublishLog
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
 from fieldpush.sync.engine import SyncEngine, load_sync_config
@@ -130,27 +133,58 @@ class Node:
             audit=self.audit,
         )
         self.metrics = Metrics(
+            version=__version__,
             gauges={
-                "connections": (
-                    "Open WebSocket connections.",
-                    lambda: registry.connection_count,
-                ),
                 "sessions": ("Sessions past hello.", lambda: registry.session_count),
                 "channels": (
                     "Channels with a live feed on this node.",
                     lambda: self.hub.channel_count,
+                ),
+                "critical_pending": (
+                    "Critical events this node wrote to a user who has not acked them yet.",
+                    lambda: self.dispatch.unacked,
+                ),
+                "backend_up": (
+                    "1 when the backend answers (as far as this node knows), else 0.",
+                    lambda: int(backend.health.up),
                 ),
                 "webhook_delivering": (
                     "1 while this node holds the change-feed webhook's lease.",
                     lambda: int(self.webhook is not None and self.webhook.delivering),
                 ),
                 "webhook_lag_seconds": (
-                    "Age of the oldest change-feed entry the webhook has not delivered yet.",
+                    "Age of the oldest change-feed entry the webhook has not delivered yet "
+                    "(0 when none or no webhook).",
                     lambda: self.webhook.lag_s if self.webhook is not None else 0.0,
                 ),
+                "audit_checkpoint_age_seconds": (
+                    "Seconds since the audit trail's head last had a signed checkpoint "
+                    "(0 without audit_signing_key).",
+                    lambda: self.checkpoints.age_s if self.checkpoints is not None else 0.0,
+                ),
             },
-            catchups=lambda: self.hub.catchups,
+            counters={
+                "backend_errors_total": (
+                    "Backend operations failed as unavailable.",
+                    lambda: backend.health.errors,
+                ),
+                "backend_reconnects_total": (
+                    "Backend links re-established after a loss.",
+                    lambda: backend.health.reconnects,
+                ),
+                "backend_catchups_total": (
+                    "Channel catch-ups from history after a live-feed gap.",
+                    lambda: self.hub.catchups,
+                ),
+                "audit_appends_total": (
+                    "Audit entries stored by this node.",
+                    lambda: self.audit.stored,
+                ),
+            },
+            connections=self._connections,
         )
+        #: The sampled INFO line per accepted publish (``log_publish_max_per_s``).
+        self.publish_log = PublishLog(settings.log_publish_max_per_s)
         self.flusher = Flusher(self.metrics, settings.coalesce_ms / 1000)
         self.dispatch = Dispatch(backend.ledger, backend, self.ids, settings, self.metrics)
         self.presence = PresenceTracker(backend.presence, backend.ledger, registry, settings)
@@ -220,6 +254,18 @@ class Node:
             functools.partial(Session, services),
             self.login_refusals,
         )
+
+    def _connections(self) -> dict[tuple[str, str], int]:
+        """Open connections by (transport, role): sockets (``none`` before
+        hello) and the polls waiting now."""
+        counts = Counter(
+            ("websocket", session.identity.role if session.identity else "none")
+            for session in self.registry.sessions()
+        )
+        counts["websocket", "none"] += self.registry.connection_count - self.registry.session_count
+        for role, polls in self.metrics.polling.items():
+            counts["longpoll", role] += polls
+        return dict(counts)
 
     def new_event_id(self) -> str:
         """A unique event id (for the parts above the node: HTTP, sync)."""

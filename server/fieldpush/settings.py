@@ -87,6 +87,17 @@ class Settings:
     dev: bool = False
     log_level: str = "info"
     access_log: bool = False
+    #: ``text`` (one escaped line per record) or ``json`` (one JSON object per
+    #: line: ts, level, logger, msg and the record's fields; docs/operations.md, "Logs").
+    log_format: str = "text"
+    #: Publishes logged per second at INFO (one line each); above it, one line
+    #: a second says how many were not logged. 0: no publish lines.
+    log_publish_max_per_s: int = 50
+    #: A listener that serves only ``GET /metrics`` (then the main port answers
+    #: 404 for it), on ``metrics_host``; None: ``/metrics`` on the main port.
+    #: 0: any free port (logged at start).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     #: Trust X-Forwarded-* headers from these proxies ("*" or a comma-separated
     #: list of addresses); None: ignore those headers.
     forwarded_allow_ips: str | None = None
@@ -110,6 +121,9 @@ class Settings:
     #: An upgrade carrying another ``Origin`` gets HTTP 403; one without
     #: ``Origin`` (phones, servers, the SDK) is accepted. Empty: no browser page.
     allowed_origins: tuple[str, ...] = ()
+    #: Origins whose pages may call the HTTP API (CORS: ``Access-Control-Allow-*``
+    #: answers, preflights included). Empty: no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
 
     # Tokens (docs/protocol.md section 4)
     jwt_secret: Secret = field(default_factory=lambda: Secret(DEV_JWT_SECRET))
@@ -440,13 +454,20 @@ class Settings:
             raise ConfigError(
                 f"ssl_client_cert must be 'required' or 'optional', not {self.ssl_client_cert!r}"
             )
-        for origin in self.allowed_origins:
-            if not _is_origin(origin):
-                raise ConfigError(
-                    f"allowed_origins: {origin!r} is not an origin; write it as browsers send "
-                    "it, scheme://host[:port] in lower case without a path or a trailing "
-                    "slash, e.g. https://console.example.com"
-                )
+        for name in ("allowed_origins", "cors_origins"):
+            for origin in getattr(self, name):
+                if not _is_origin(origin):
+                    raise ConfigError(
+                        f"{name}: {origin!r} is not an origin; write it as browsers send "
+                        "it, scheme://host[:port] in lower case without a path or a trailing "
+                        "slash, e.g. https://console.example.com"
+                    )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be 'text' or 'json', not {self.log_format!r}")
+        if self.log_publish_max_per_s < 0:
+            raise ConfigError("log_publish_max_per_s must be 0 (off) or positive")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be a port (0 to 65535), not {self.metrics_port}")
 
     def _check_hostile_input(self) -> None:
         """The settings of docs/security.md: positive head limits, and never
@@ -550,6 +571,10 @@ def _cast(name: str, value: Any, source: str) -> Any:
             return {str(k): cast(v) for k, v in value.items()}
         if hint == str | None:
             return None if value in ("", None) else str(value)
+        if hint == int | None:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return None if value in ("", None) else int(value)
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: invalid value for {name}: {exc}") from None

@@ -17,6 +17,7 @@ from fieldpush.backend.redis.pubsub import RedisAddress
 from tests.support.cli import ServeProcess
 from tests.support.cluster import DISPATCHER, start_node, token
 from tests.support.phones import connect_phone, next_of_kind
+from tests.support.scrape import value
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.e2e
@@ -129,10 +130,7 @@ def epoch_start(offset: str) -> str:
 
 
 def escalations(metrics_text: str) -> int:
-    for line in metrics_text.splitlines():
-        if line.startswith("fieldpush_escalations_total "):
-            return int(line.split()[1])
-    raise AssertionError("no fieldpush_escalations_total in /metrics")
+    return int(value(metrics_text, "fieldpush_escalations_total"))
 
 
 async def test_presence_of_a_killed_node_expires(redis_url: str) -> None:

@@ -15,6 +15,7 @@ from fieldpush.cli.records import SHOWN_REFUSALS
 from fieldpush.identity.auth import TokenVerifier
 from fieldpush.settings import Settings, load_settings
 from tests.support.cli import ServeProcess, fieldpush_command, run
+from tests.support.scrape import families
 from tests.support.timing import scaled
 
 SECRET = "an-operator-secret-of-at-least-32-bytes!"
@@ -191,8 +192,10 @@ def test_the_readme_example_file_imports() -> None:
 def _mutations(url: str) -> dict[str, int]:
     """``fieldpush_mutations_total`` by status, from the node's /metrics."""
     text = httpx.get(url + "/metrics").text
-    found = re.findall(r'^fieldpush_mutations_total\{status="(\w+)"\} (\d+)$', text, re.M)
-    return {status: int(n) for status, n in found}
+    return {
+        sample.labels["status"]: int(sample.value)
+        for sample in families(text)["fieldpush_mutations"].samples
+    }
 
 
 def test_records_import_a_second_time_reports_every_record_unchanged(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ The property over any hostile stamps is in tests/sync/test_clock_property.py.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 from fieldpush.sync.skew import SKEW_BOUND_MS
 from tests.support.node import NodeFactory, RunningNode
 from tests.support.phones import api_get, phone, pong_next
+from tests.support.scrape import value
 from tests.support.timing import eventually
 from tests.sync.test_sync import Api, mutation, now_ms
 
@@ -208,12 +208,6 @@ async def test_each_devices_clock_offset_is_in_the_registry(node: RunningNode) -
     assert "web" not in await devices_of(node, "alice")
 
 
-def metric(text: str, name: str) -> float:
-    found = re.search(rf"^fieldpush_{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert found is not None, name
-    return float(found.group(1))
-
-
 async def test_clock_offsets_are_metrics_without_a_device_label(node: RunningNode) -> None:
     await seed(node, "c-alice")
     alice = Api(node, "alice", "sales", ("north",))
@@ -226,8 +220,8 @@ async def test_clock_offsets_are_metrics_without_a_device_label(node: RunningNod
     )
     reply = await api_get(node, "/metrics")
     text = reply.text
-    assert metric(text, "sync_clock_skewed_total") == 1
-    assert metric(text, "sync_clock_offset_seconds_count") == 3
-    assert metric(text, 'sync_clock_offset_seconds_bucket{le="-300.0"}') == 1
-    assert metric(text, 'sync_clock_offset_seconds_bucket{le="300.0"}') == 2
+    assert value(text, "fieldpush_sync_clock_skewed_total") == 1
+    assert value(text, "fieldpush_sync_clock_offset_seconds_count") == 3
+    assert value(text, "fieldpush_sync_clock_offset_seconds_bucket", le="-300.0") == 1
+    assert value(text, "fieldpush_sync_clock_offset_seconds_bucket", le="300.0") == 2
     assert "fast" not in text

@@ -40,6 +40,7 @@ __all__ = [
     "Applied",
     "AuditLog",
     "Backend",
+    "BackendHealth",
     "ChannelRead",
     "CommitStatus",
     "Device",
@@ -579,11 +580,27 @@ class SessionOpener(Protocol):
         Raises ``BackendUnavailable`` (then it may or may not have written)."""
 
 
+@dataclass(frozen=True, slots=True)
+class BackendHealth:
+    """How the link to the backend fares, read at each scrape (the metrics):
+    ``up`` when it answers as far as this node knows (no failed connection
+    since the last good one, the live feed connected), ``errors`` operations
+    failed as unavailable, ``reconnects`` links re-established after a loss."""
+
+    up: bool
+    errors: int = 0
+    reconnects: int = 0
+
+
 class Backend(HistoryReader, Publisher, SessionOpener, Protocol):
     """Shared state of a fieldpush cluster. See the module docstring for the guarantees."""
 
     #: ``"memory"`` or ``"redis"``, for logs and ``/readyz``.
     name: str
+
+    @property
+    def health(self) -> BackendHealth:
+        """The link's health now (see :class:`BackendHealth`)."""
 
     @property
     def ledger(self) -> Ledger:

@@ -8,7 +8,7 @@ import signal
 from typing import Any
 
 from fieldpush.cli.common import add_config, settings_of
-from fieldpush.logs import LOG_FORMAT, EscapingFormatter
+from fieldpush.logs import formatter
 
 __all__ = ["add_serve"]
 
@@ -35,6 +35,11 @@ def add_serve(commands: Any) -> None:
     )
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text: one escaped line per record (default); json: one JSON object per line",
     )
     _tls_arguments(serve)
     serve.set_defaults(handler=_serve)
@@ -73,10 +78,11 @@ def _serve(args: argparse.Namespace) -> int:
         node_id=args.node_id,
         dev=args.dev,
         log_level=args.log_level,
+        log_format=args.log_format,
         **_tls_overrides(args),
     )
     handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter(LOG_FORMAT))  # input cannot forge a log line
+    handler.setFormatter(formatter(settings.log_format))  # input cannot forge a log line
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     load_sync_config(settings)  # a broken schema or mapping stops here, with where and why
     backend = make_backend(settings)  # a forged audit_file stops here, naming the seq

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from fieldpush.events.event import Event
 from fieldpush.metrics import Metrics
 
 __all__ = ["Flushable", "Flusher"]
@@ -29,8 +30,8 @@ class Flushable(Protocol):
     #: The flusher's clock when its events were last written.
     flushed_at: float
 
-    def flush(self) -> int:
-        """Write the pending events; return how many were written."""
+    def flush(self, written: list[Event]) -> int:
+        """Write the pending events, appending them to ``written``; return how many."""
 
 
 class Flusher:
@@ -90,14 +91,14 @@ class Flusher:
         self._flush(dirty)
 
     def _flush(self, dirty: list[Flushable]) -> None:
-        events = frames = 0
+        frames = 0
         now = self._loop_time()
+        written: list[Event] = []
         for outbox in dirty:
-            count = outbox.flush()
-            if count:
+            if outbox.flush(written):
                 outbox.flushed_at = now
-                events += count
                 frames += 1
         metrics = self._metrics
-        metrics.events_delivered += events
         metrics.frames_written += frames
+        if written:
+            metrics.deliveries(written, time.time())

@@ -206,24 +206,28 @@ class Outbox:
         if self.dirty is not _NOW:
             self._schedule(coalesce=False)
 
-    def flush(self) -> int:
-        """Write the pending events in one frame; return how many. Called by
-        the flusher.
+    def flush(self, written: list[Event]) -> int:
+        """Write the pending events in one frame, append them to ``written``
+        (the flusher's metrics); return how many. Called by the flusher.
 
         The list is reused (cleared, not replaced): one allocation less per
         delivery. Nothing can append to it while the frame is written."""
         events = self._events
         self.dirty = _CLEAN
         count = len(events)
+        if not count:
+            return 0
+        if self._sink.closing:
+            events.clear()
+            return 0
         if count == 1:
             event = events[0]
-            data = event.frames[self.binary] or event.frame(self.binary)
-        elif count:
-            data = events_frame(events, self.binary)
+            self._sink.write(event.frames[self.binary] or event.frame(self.binary))
+            written.append(event)
+        else:
+            self._sink.write(events_frame(events, self.binary))
+            written.extend(events)
         events.clear()
-        if not count or self._sink.closing:
-            return 0
-        self._sink.write(data)
         return count
 
     def discard(self) -> None:

@@ -69,7 +69,7 @@ from fieldpush.errors import AccessRevoked, AuthError, BackendUnavailable
 from fieldpush.events.event import Event, events_frame
 from fieldpush.events.ids import Ids
 from fieldpush.events.offsets import Offset
-from fieldpush.identity.access import close_code_for
+from fieldpush.identity.access import close_code_for, error_code_of
 from fieldpush.identity.auth import Identity, TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -304,6 +304,7 @@ class Session:
             self._rate_limited(message, verdict)
             return
         if len(self.inbox) >= MAX_INBOX:
+            self._services.metrics.rate_limited["in_flight"] += 1
             self.close(CloseCode.RATE_LIMITED, "too many requests in flight")
             return
         self.inbox.append(message)
@@ -311,6 +312,7 @@ class Session:
             self._drain()
 
     def _rate_limited(self, message: dict[str, Any], verdict: Rate) -> None:
+        self._services.metrics.rate_limited["messages"] += 1
         if verdict is Rate.CLOSE:
             log.info("session %s: closed for sending too fast", self.id)
             self.close(CloseCode.RATE_LIMITED, "too many messages")
@@ -400,6 +402,7 @@ class Session:
         else:
             reason = f"expected hello, got {kind!r}" if isinstance(kind, str) else "expected hello"
         log.info("connection %s refused: %s", self.conn.peer, reason)
+        self._services.metrics.handshake_refused(ErrorCode.UNAUTHORIZED.value)
         self.close(CloseCode.UNAUTHORIZED, reason)
 
     def _ack(self, identity: Identity, message: Ack) -> None:
@@ -483,6 +486,7 @@ class Session:
         except AuthError as exc:
             services.login_refusals.note(self.conn.source, reason_of(exc))
             log.info("connection %s refused: %s (device %s)", self.conn.peer, exc, hello.device)
+            services.metrics.handshake_refused(error_code_of(exc))
             self.close(close_code_for(exc), str(exc))
             return
         self.identity = identity
@@ -497,10 +501,12 @@ class Session:
             log.info(
                 "session %s refused: device %s of %s was wiped", self.id, self.device, identity.user
             )
+            services.metrics.handshake_refused(ErrorCode.FORBIDDEN.value)
             self.close(CloseCode.FORBIDDEN, "device wiped")
             return
         except BackendUnavailable:
             log.warning("session %s: backend unavailable during hello", self.id)
+            services.metrics.handshake_refused(ErrorCode.UNAVAILABLE.value)
             self.close(CloseCode.INTERNAL_ERROR, "backend unavailable; retry")
             return
         if starts is None:
@@ -508,6 +514,8 @@ class Session:
             log.info(
                 "session %s refused: user %s has %d connections", self.id, identity.user, limit
             )
+            services.metrics.rate_limited["connections_per_user"] += 1
+            services.metrics.handshake_refused(ErrorCode.RATE_LIMITED.value)
             self.close(CloseCode.RATE_LIMITED, f"at most {limit} connections per user")
             return
         replays, pending, device = starts
@@ -531,8 +539,10 @@ class Session:
             services.access.admit(identity)
         except AuthError as exc:
             log.info("session %s refused once open: %s", self.id, exc)
+            services.metrics.handshake_refused(error_code_of(exc))
             self.close(close_code_for(exc), str(exc))
             return
+        services.metrics.handshakes_accepted += 1
         wipe_id = services.access.wipe_pending(identity.user, self.device)
         if wipe_id is None and device is not None and device.state is DeviceState.WIPE_PENDING:
             wipe_id = device.wipe_id

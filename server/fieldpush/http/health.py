@@ -2,16 +2,20 @@
 
 No authentication (they are for load balancers and Prometheus). ``/healthz``
 says the process serves; ``/readyz`` answers 503 while the backend cannot be
-reached; ``/metrics`` is the Prometheus text format.
+reached; ``/metrics`` is the Prometheus text format, here unless the
+``metrics_port`` setting moves it to a listener of its own
+(:mod:`fieldpush.http.metrics_listener`): then this one answers 404.
 """
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fieldpush.http.toolkit import node_of
+from fieldpush.http.toolkit import HTTPError, node_of
+from fieldpush.metrics import CONTENT_TYPE
+from fieldpush_client.protocol import ErrorCode
 
 __all__ = ["health_routes"]
 
@@ -28,9 +32,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(
-        node_of(request).metrics.render(), media_type="text/plain; version=0.0.4"
-    )
+    node = node_of(request)
+    if node.settings.metrics_port is not None:
+        raise HTTPError(404, ErrorCode.NOT_FOUND, "not found")
+    return Response(node.metrics.render(), media_type=CONTENT_TYPE)
 
 
 health_routes = [

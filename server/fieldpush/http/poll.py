@@ -29,7 +29,9 @@ from fieldpush.http.toolkit import (
     invalid,
     read_fields,
 )
+from fieldpush.identity.auth import Identity
 from fieldpush.identity.policy import may_subscribe
+from fieldpush.node import Node
 from fieldpush_client.protocol import ErrorCode
 
 __all__ = ["poll_routes"]
@@ -56,6 +58,19 @@ async def poll_route(request: Request) -> Response:
         raise invalid("wait_s", "must be a number of seconds >= 0")
     wait_s = min(float(wait_s), node.settings.poll_max_wait_s)
     device = device_of(body, "poll")
+    metrics = node.metrics
+    metrics.connections_opened["longpoll"] += 1
+    metrics.polling[identity.role] += 1
+    try:
+        return await _wait(node, identity, subs, wait_s, device)
+    finally:
+        metrics.polling[identity.role] -= 1
+
+
+async def _wait(
+    node: Node, identity: Identity, subs: dict[str, Any], wait_s: float, device: str
+) -> Response:
+    """The poll's reply: its events, or 403 when the user is disabled meanwhile."""
     with node.accounts.guard(identity) as revoked:
         polling = asyncio.ensure_future(poll(node, subs, wait_s, reader=(identity.user, device)))
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,8 +137,11 @@ def _tracking(settings: Settings, body: PublishInput) -> Tracking | None:
     return Tracking(kind=body.kind, ack_deadline_ms=round(deadline_s * 1000))
 
 
-async def _publish(node: Node, identity: Identity, raw: dict[str, Any]) -> dict[str, Any]:
-    """Check, store and announce one publish by a publisher; the 201 body. Raises HTTPError."""
+async def _publish(
+    node: Node, identity: Identity, raw: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """Check, store and announce one publish by a publisher, received at
+    ``started`` (``time.perf_counter()``); the 201 body. Raises HTTPError."""
     settings = node.settings
     body = parse_publish(raw, settings.max_publish_channels)
     node.audit.require()
@@ -187,9 +191,14 @@ async def _publish(node: Node, identity: Identity, raw: dict[str, Any]) -> dict[
             409, ErrorCode.CONFLICT, "idempotency_key was already used with a different body"
         ) from None
     audit("ok:duplicate" if result.duplicate else "ok", result.id)
+    metrics = node.metrics
+    elapsed_s = time.perf_counter() - started
+    metrics.publish_duration[body.priority].observe(elapsed_s)
     if not result.duplicate:
+        metrics.publishes[body.priority] += 1
         for channel in body.channels:
-            node.metrics.published[channel.partition(":")[0]] += 1
+            metrics.published[channel.partition(":")[0]] += 1
+        node.publish_log.published(result.id, body.kind, body.priority, body.channels, elapsed_s)
     return {"id": result.id, "offsets": result.offsets}
 
 
@@ -202,6 +211,7 @@ class PublishEndpoint:
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         node: Node = scope["state"]["node"]
         headers: dict[str, str] = {}
         try:
@@ -227,9 +237,9 @@ class PublishEndpoint:
                 )  # fmt: skip
                 raise forbidden(f"role {identity.role!r} may not publish")
             raw = await read_body(receive, declared, node.settings.max_publish_bytes)
-            status, reply = 201, await _publish(node, identity, decode_body(raw))
+            status, reply = 201, await _publish(node, identity, decode_body(raw), started)
         except HTTPError as exc:
-            node.metrics.publish_errors[exc.status] += 1
+            node.metrics.publish_errors[exc.code.value] += 1
             status, reply, headers = exc.status, exc.body, exc.headers
         payload = json.dumps(reply, separators=(",", ":")).encode()
         raw_headers = [

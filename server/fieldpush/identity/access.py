@@ -35,7 +35,13 @@ def close_code_for(refusal: AuthError) -> CloseCode:
     return CloseCode.FORBIDDEN if isinstance(refusal, AccessRevoked) else CloseCode.UNAUTHORIZED
 
 
-__all__ = ["AccessList", "Changes", "close_code_for"]
+def error_code_of(refusal: AuthError) -> str:
+    """The protocol's error code for a refused token: ``account_disabled`` or
+    ``token_revoked`` for a valid token that may no longer act, else ``unauthorized``."""
+    return refusal.reason if isinstance(refusal, AccessRevoked) else ErrorCode.UNAUTHORIZED.value
+
+
+__all__ = ["AccessList", "Changes", "close_code_for", "error_code_of"]
 
 
 class AccessList:

@@ -25,10 +25,12 @@ publisher, the ack recorder, an event id source, the device registry's
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from fieldpush.backend.base import RecordStore
+from fieldpush.errors import BackendUnavailable
 from fieldpush.identity.auth import Identity
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -102,8 +104,7 @@ class SyncEngine:
             ),
         )
         crm = CrmSide(catalog, self.mutate, paging)
-        #: A pull's ``changes`` reply: :meth:`Puller.pull <fieldpush.sync.pull.Puller.pull>`.
-        self.pull = Puller(catalog, paging).pull
+        self._puller = Puller(catalog, paging)
         #: ``PUT /v1/records/{type}/{id}``: :meth:`fieldpush.sync.crm.CrmSide.put_record`.
         self.put_record = crm.put_record
         #: ``GET /v1/changes``: :meth:`fieldpush.sync.crm.CrmSide.feed`.
@@ -151,14 +152,39 @@ class SyncEngine:
         """Apply ``items`` in order; one result per item (see the module
         docstring). Raises BackendUnavailable when the store cannot be reached;
         the announcements never do."""
-        batch = await self._committer.commit(actor, items, idempotent=idempotent)
+        metrics = self._metrics
+        started = time.perf_counter()
+        try:
+            batch = await self._committer.commit(actor, items, idempotent=idempotent)
+        except BackendUnavailable:
+            metrics.sync_mutations["unavailable", ""] += len(items)
+            raise
         await asyncio.gather(
             *(self._announcer.announce(actor, c) for c in batch.changes),
             self._skew.note(actor, batch.offsets),
         )
+        metrics.sync_mutate_duration.observe(time.perf_counter() - started)
         for result, replayed in zip(batch.results, batch.replayed, strict=True):
-            self._metrics.mutations[_counted_as(result, replayed=replayed)] += 1
+            metrics.mutations[_counted_as(result, replayed=replayed)] += 1
+            outcome = "unchanged" if result.get("unchanged") else str(result["status"])
+            metrics.sync_mutations[outcome, str(result.get("reason") or "")] += 1
         return batch.results
+
+    async def pull(
+        self,
+        actor: Actor,
+        cursor: str | None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """A pull's ``changes`` reply: :meth:`Puller.pull
+        <fieldpush.sync.pull.Puller.pull>`, timed and its size counted."""
+        started = time.perf_counter()
+        reply = await self._puller.pull(actor, cursor, types, limit, classes)
+        self._metrics.sync_pull_duration.observe(time.perf_counter() - started)
+        self._metrics.sync_pull_records.observe(len(reply["changes"]))
+        return reply
 
 
 def _counted_as(result: dict[str, Any], *, replayed: bool) -> str:

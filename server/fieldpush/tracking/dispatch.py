@@ -109,6 +109,11 @@ class Dispatch:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    @property
+    def unacked(self) -> int:
+        """Critical events written by this node to a user who has not acked them yet."""
+        return len(self._written)
+
     def _spawn(self, work: Any, name: str | None = None) -> None:
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
@@ -184,7 +189,7 @@ class Dispatch:
                     future.set_exception(BackendUnavailable(str(exc)))
             return
         now = time.monotonic()
-        histogram = self._metrics.ack_roundtrip
+        histogram = self._metrics.ack_roundtrip["critical"]  # only critical events are tracked
         for step in steps:
             if step.step is ReceiptStepKind.ACKED:
                 written = self._written.pop((step.user, step.event), None)

@@ -68,6 +68,14 @@ class Checkpointer:
         self._writing: asyncio.Task[None] | None = None
         #: Checkpoints written by this node (for tests and metrics).
         self.written: list[Checkpoint] = []
+        #: ``time.time()`` when the trail last had a checkpoint of its head
+        #: (written now, or the head had not moved since the last one).
+        self.current_at = time.time()
+
+    @property
+    def age_s(self) -> float:
+        """Seconds since the trail's head last had a checkpoint (``current_at``)."""
+        return max(0.0, time.time() - self.current_at)
 
     def start(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +104,7 @@ class Checkpointer:
             log.error("audit checkpoint not written: %s", exc)
             return None
         if head == self._last:
+            self.current_at = time.time()
             return None
         ts = time.time_ns() // 1_000_000
         checkpoint = sign(self._key, head, ts)
@@ -106,6 +115,7 @@ class Checkpointer:
             log.error("audit checkpoint not written to %s: %s", self._dir, exc)
             return None
         self._last = head
+        self.current_at = time.time()
         self.written.append(checkpoint)
         return checkpoint
 

@@ -32,7 +32,7 @@ from fieldpush.delivery.registry import Registry
 from fieldpush.delivery.session import Session
 from fieldpush.errors import AuthError
 from fieldpush.events.frames import PING_FRAME, data_frame
-from fieldpush.identity.access import close_code_for
+from fieldpush.identity.access import close_code_for, error_code_of
 from fieldpush.identity.auth import TokenVerifier
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
@@ -50,6 +50,10 @@ from fieldpush_client.protocol import (
 __all__ = ["WS_PATH", "Connection", "Gateway"]
 
 log = logging.getLogger("fieldpush.gateway")
+
+#: The protocol's error code counted for an upgrade refused with an HTTP status
+#: (``fieldpush_handshake_refusals_total``); any other status: ``bad_request``.
+_UPGRADE_REFUSALS: Final = {403: "forbidden", 503: "unavailable"}
 #: websockets logs every open and close at INFO; the session logs its own lines.
 _WS_LOG: Final = logging.getLogger("fieldpush.gateway.websockets")
 _WS_LOG.setLevel(logging.WARNING)
@@ -235,6 +239,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None  # data comes after connection_made
         log.info("connection %s: upgrade refused (%d): %s", self.peer, error.status, error.text)
+        self.gateway.metrics.handshake_refused(_UPGRADE_REFUSALS.get(error.status, "bad_request"))
         self.closing = True
         transport.write(reject(error))
         transport.close()
@@ -262,7 +267,7 @@ class Connection(asyncio.Protocol):
         self.header_token = _token_from_header(upgrade.authorization)
         self.session = gateway.new_session(self)
         gateway.registry.add_connection(self)
-        gateway.metrics.connections_total += 1
+        gateway.metrics.connections_opened["websocket"] += 1
         loop = asyncio.get_running_loop()
         self.timer = loop.call_later(settings.hello_timeout_s, self._hello_timeout)
         if self.header_token is not None:
@@ -271,10 +276,12 @@ class Connection(asyncio.Protocol):
             except AuthError as exc:
                 log.info("connection %s refused: %s (Authorization header)", self.peer, exc)
                 gateway.login_refusals.note(self.source, reason_of(exc))
+                gateway.metrics.handshake_refused(error_code_of(exc))
                 self.close(close_code_for(exc), str(exc))
             except Exception:  # fail closed: a verifier's bug refuses the token
                 log.exception("connection %s refused: the token broke the verifier", self.peer)
                 gateway.login_refusals.note(self.source, "invalid_token")
+                gateway.metrics.handshake_refused("unauthorized")
                 self.close(CloseCode.UNAUTHORIZED, "invalid token")
 
     def _hello_timeout(self) -> None:
@@ -285,6 +292,7 @@ class Connection(asyncio.Protocol):
                 self.peer,
                 self.settings.hello_timeout_s,
             )
+            self.gateway.metrics.handshake_refused("unauthorized")
             self.close(CloseCode.UNAUTHORIZED, "no hello in time")
 
     def hello_received(self) -> None:

@@ -167,7 +167,7 @@ def test_an_urgent_event_takes_the_waiting_normal_ones_along() -> None:
     outbox.push(event("normal", "a"))
     outbox.push(event("high", "b"))
     assert scheduler.now == [outbox]
-    assert outbox.flush() == 2
+    assert outbox.flush([]) == 2
     assert sink.ids() == [["a", "b"]]
     assert outbox.dirty is Dirty.CLEAN
 
@@ -180,7 +180,7 @@ def test_low_events_are_held_until_the_next_non_low_and_go_ahead_of_it() -> None
     assert [timer.delay_s for timer in scheduler.timers] == [300]
     outbox.push(event("normal", "n"))
     assert scheduler.timers[0].cancelled
-    outbox.flush()
+    outbox.flush([])
     assert sink.ids() == [["l1", "l2", "n"]]
 
 
@@ -189,7 +189,7 @@ def test_low_events_go_when_the_interval_passes() -> None:
     outbox.push(event("low", "l1"))
     scheduler.timers[0].callback()
     assert scheduler.now == [outbox]
-    outbox.flush()
+    outbox.flush([])
     assert sink.ids() == [["l1"]]
 
 
@@ -208,7 +208,7 @@ def test_a_critical_event_is_written_at_most_once_per_connection() -> None:
     assert [e.id for e in page] == ["c", "n"]
     outbox.push(critical)  # the same event live after the replay
     assert outbox.first_critical(critical) is False  # and from the pending list
-    assert outbox.flush() == 0
+    assert outbox.flush([]) == 0
     assert delivered == ["c"]
     assert sink.frames == []
 
@@ -224,7 +224,7 @@ def test_nothing_is_written_to_a_closing_connection() -> None:
     outbox, _, sink, _ = make_outbox()
     outbox.push(event("high", "h"))
     sink.closing = True
-    assert outbox.flush() == 0
+    assert outbox.flush([]) == 0
     assert sink.frames == [] and outbox.pending == 0
 
 

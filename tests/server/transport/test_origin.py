@@ -50,7 +50,7 @@ async def test_a_forged_origin_is_refused_before_the_upgrade(allowed: tuple[str,
             async with connect(node.ws_url, origin=Origin("https://evil.example.net")):
                 pass
         assert caught.value.response.status_code == 403
-        assert node.node.metrics.connections_total == 0
+        assert node.node.metrics.connections_opened["websocket"] == 0
 
 
 async def test_an_allowed_origin_and_no_origin_are_upgraded() -> None:

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from fieldpush.backend.base import (
+    BackendHealth,
     EventSink,
     History,
     PublishRequest,
@@ -206,6 +207,11 @@ class MemoryBackend:
 
     async def unsubscribe(self, channel: str) -> None:
         """Nothing to do."""
+
+    @property
+    def health(self) -> BackendHealth:
+        """Always up: the state is in this process."""
+        return BackendHealth(up=True)
 
     async def ready(self) -> bool:
         return True

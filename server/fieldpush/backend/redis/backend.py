@@ -44,6 +44,7 @@ import logging
 from typing import Any
 
 from fieldpush.backend.base import (
+    BackendHealth,
     EventSink,
     History,
     PublishRequest,
@@ -97,6 +98,7 @@ class RedisBackend:
         sync_log_max_age_s: float = 30 * 86400,
     ) -> None:
         self._address = RedisAddress.from_url(url)
+        self._pubsub_reconnects = 0
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._max_events = history_max_events
@@ -153,9 +155,19 @@ class RedisBackend:
         )
         await self._pubsub.start()
 
+    @property
+    def health(self) -> BackendHealth:
+        client, pubsub = self._client, self._pubsub
+        return BackendHealth(
+            up=client.linked and pubsub is not None and pubsub.connected,
+            errors=client.errors,
+            reconnects=client.reconnects + self._pubsub_reconnects,
+        )
+
     def _reconnected(self) -> None:
         """The pub/sub link is back: the hub catches up from history, the
         accounts' listener re-reads what it may have missed."""
+        self._pubsub_reconnects += 1
         if self._sink is not None:
             self._sink.on_reconnected()
         self.accounts.resync()

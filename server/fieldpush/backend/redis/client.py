@@ -152,6 +152,17 @@ class RedisClient:
         self._timeout_s = timeout_s
         self._connection: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
+        #: Commands failed as ``BackendUnavailable``; connections made after the
+        #: first; whether the last attempt to connect succeeded (the metrics).
+        self.errors = 0
+        self.reconnects = 0
+        self._connections_made = 0
+
+    @property
+    def linked(self) -> bool:
+        """Whether the command connection is open now (or not needed yet)."""
+        connection = self._connection
+        return self._connections_made == 0 or (connection is not None and not connection.closed)
 
     async def close(self) -> None:
         """Fail the commands in flight and close the connection."""
@@ -171,6 +182,8 @@ class RedisClient:
             connection = self._connection
             if connection is None or connection.closed:
                 connection = self._connection = await self._connect()
+                self.reconnects += self._connections_made > 0
+                self._connections_made += 1
         return connection
 
     async def _connect(self) -> _Connection:
@@ -200,6 +213,13 @@ class RedisClient:
     async def execute(self, *args: Any) -> Any:
         """Run one command; its reply (a ``hiredis.ReplyError`` is returned, not raised,
         except the ones that mean Redis cannot serve now: BackendUnavailable)."""
+        try:
+            return await self._execute(args)
+        except BackendUnavailable:
+            self.errors += 1
+            raise
+
+    async def _execute(self, args: tuple[Any, ...]) -> Any:
         connection = await self._connected()
         reply = await connection.send(encode_command(*map(_bytes, args)))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_NOT_NOW):
@@ -209,6 +229,13 @@ class RedisClient:
     async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run ``commands`` in one write, in order; their replies (as :meth:`execute`).
         Cheaper than gathering :meth:`execute` calls: no task per command."""
+        try:
+            return await self._pipeline(commands)
+        except BackendUnavailable:
+            self.errors += 1
+            raise
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         connection = await self._connected()
         futures = [connection.send(encode_command(*map(_bytes, command))) for command in commands]
         replies = await asyncio.gather(*futures)  # marks the others' failures retrieved
