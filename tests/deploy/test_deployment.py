@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -206,10 +207,13 @@ def test_compose_has_redis_two_nodes_prometheus_and_grafana_with_files_that_exis
     rule_targets = {target: source.name for target, source in prometheus.items()}
     assert [rule_targets[path] for path in config["rule_files"]] == ["recording.yml", "alerts.yml"]
     (job,) = config["scrape_configs"]
-    assert (
-        job["job_name"] == "fieldpush"
-    )  # alerts.yml's FieldpushNodeDown reads up{job="fieldpush"}
-    assert job["static_configs"][0]["targets"] == ["node-a:8080", "node-b:8080"]
+    # alerts.yml's FieldpushNodeDown reads up{job="fieldpush"}.
+    assert job["job_name"] == "fieldpush"
+    scraped = [
+        f"{name}:{services[name]['environment']['FIELDPUSH_METRICS_PORT']}"
+        for name in ("node-a", "node-b")
+    ]
+    assert job["static_configs"][0]["targets"] == scraped
     grafana = bind_mounts(services["grafana"])
     dashboards = grafana["/etc/grafana/provisioning"] / "dashboards" / "fieldpush.yml"
     (provider,) = yaml.safe_load(dashboards.read_text())["providers"]
@@ -221,22 +225,28 @@ def test_compose_has_redis_two_nodes_prometheus_and_grafana_with_files_that_exis
 
 
 def test_the_compose_nodes_start_as_written_on_redis(redis_server: RedisServer) -> None:
-    """Each node's ENTRYPOINT + compose command, on the test's Redis and a free port."""
+    """Each node's ENTRYPOINT + compose command and environment, on the test's Redis
+    and free ports: /metrics is on the metrics listener only (the API port: 404)."""
     document, _ = compose_document()
     entrypoint = exec_form(dockerfile()["ENTRYPOINT"][-1])
     assert entrypoint == ["fieldpush", "serve"]
-    nodes = [
-        ServeProcess(
-            *serve_args(document["services"][name]["command"], redis_server.url),
-            env={"FIELDPUSH_JWT_SECRET": SECRET},
-        ).start()
-        for name in ("node-a", "node-b")
-    ]
+    nodes = []
     try:
+        for name in ("node-a", "node-b"):
+            service = document["services"][name]
+            env = {**service["environment"], "FIELDPUSH_JWT_SECRET": SECRET}
+            env["FIELDPUSH_METRICS_PORT"] = "0"
+            command = serve_args(service["command"], redis_server.url)
+            nodes.append(ServeProcess(*command, env=env).start())
         for node in nodes:
             assert "backend redis" in node.output, node.output
+            found = re.search(r"metrics on (http://\S+/metrics)", node.output)
+            assert found is not None, node.output
+            metrics = httpx.get(found.group(1), timeout=scaled(10))
+            assert metrics.status_code == 200 and "fieldpush_build_info" in metrics.text
+            assert httpx.get(node.url + "/metrics", timeout=scaled(10)).status_code == 404
     finally:
-        assert [node.stop() for node in nodes] == [0, 0]
+        assert [node.stop() for node in nodes] == [0] * len(nodes)
 
 
 def test_promtool_check_config_passes_on_the_compose_prometheus(

@@ -1,5 +1,5 @@
 """Debian's ``prometheus`` package for the deploy tests: ``promtool`` and the
-``prometheus`` server binary.
+``prometheus`` server binary, and :class:`PrometheusServer` to run the latter.
 
 :func:`prometheus_tools` (a session-scoped fixture: the tests of ``tests/deploy``
 import it into their conftest) finds both binaries on PATH, or installs the
@@ -10,16 +10,28 @@ never skip. When the binaries are present it costs two ``shutil.which`` calls.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from tests.support.redis_server import free_port
 from tests.support.timing import scaled
 
-__all__ = ["INSTALL_COMMAND", "PrometheusTools", "find_tools", "prometheus_tools"]
+__all__ = [
+    "INSTALL_COMMAND",
+    "PrometheusServer",
+    "PrometheusTools",
+    "find_tools",
+    "prometheus_tools",
+]
 
 #: What the setup runs (as root), and what a failure tells a developer to run.
 INSTALL_COMMAND = ("apt-get", "install", "-y", "--no-install-recommends", "prometheus")
@@ -80,3 +92,82 @@ def prometheus_tools() -> PrometheusTools:
         return install_tools()
     except RuntimeError as error:
         pytest.fail(str(error), pytrace=False)
+
+
+class PrometheusServer:
+    """A real Prometheus (Debian's binary) on a free loopback port, scraping
+    ``targets`` (``host:port``, job ``fieldpush``) every ``scrape_s`` seconds and
+    evaluating ``rule_files`` as often; its data in ``directory``. ``query`` is
+    the HTTP API's ``/api/v1/query``. Every wait is bounded."""
+
+    def __init__(
+        self,
+        tools: PrometheusTools,
+        directory: Path,
+        targets: list[str],
+        rule_files: list[Path],
+        scrape_s: float = 1.0,
+    ) -> None:
+        self.tools = tools
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = {
+            "global": {
+                "scrape_interval": f"{scrape_s:g}s",
+                "evaluation_interval": f"{scrape_s:g}s",
+            },
+            "rule_files": [str(path) for path in rule_files],
+            "scrape_configs": [{"job_name": "fieldpush", "static_configs": [{"targets": targets}]}],
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrometheusServer:
+        """Start it; return once ``/-/ready`` answers 200."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "prometheus.yml"
+        config.write_text(json.dumps(self.config))  # JSON is YAML
+        arguments = [
+            self.tools.prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        with (self.directory / "prometheus.log").open("ab") as log:
+            self.process = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + scaled(20)
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("prometheus did not start:\n" + self.log)
+            time.sleep(0.05)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(self.url + "/-/ready", timeout=scaled(2)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    @property
+    def log(self) -> str:
+        return (self.directory / "prometheus.log").read_text(errors="replace")
+
+    async def query(self, expression: str) -> dict[str, Any]:
+        """The API's answer to an instant query now (status, data or error)."""
+        async with httpx.AsyncClient(timeout=scaled(10)) as http:
+            reply = await http.get(self.url + "/api/v1/query", params={"query": expression})
+        answer: dict[str, Any] = reply.json()
+        return answer
+
+    def stop(self) -> None:
+        """SIGTERM, wait; SIGKILL if it does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(scaled(15))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
