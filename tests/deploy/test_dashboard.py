@@ -288,6 +288,26 @@ async def test_every_panel_returns_data_from_a_real_prometheus_scraping_a_real_n
             timeout=20,
             interval=0.5,
         )
+        await rules_run_on_the_nodes_series(prometheus, drifting)
     finally:
         prometheus.stop()
         assert node.stop() == 0, node.output
+
+
+async def rules_run_on_the_nodes_series(prometheus: PrometheusServer, drifting: bool) -> None:
+    """The real Prometheus evaluates every rule of recording.yml and alerts.yml
+    without an error, and every series they read is one the node exposes."""
+    async with httpx.AsyncClient(timeout=scaled(10)) as http:
+        groups = (await http.get(prometheus.url + "/api/v1/rules")).json()["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) == 10, rules
+    for rule in rules:
+        assert rule["health"] == "ok", rule
+    answer = await prometheus.query('group by (__name__) ({__name__=~"fieldpush_.+"})')
+    exposed = {sample["metric"]["__name__"] for sample in answer["data"]["result"]}
+    read = set()
+    for name in ("recording.yml", "alerts.yml"):
+        read |= set(re.findall(r"\bfieldpush_\w+", (DEPLOY / "prometheus" / name).read_text()))
+    if not drifting:
+        read.discard("fieldpush_drift_records_total")
+    assert read <= exposed, f"the rules read series the node does not expose: {read - exposed}"
