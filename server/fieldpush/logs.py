@@ -64,6 +64,7 @@ _STANDARD: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__d
     "message",
     "asctime",
     "request_id",
+    "color_message",  # uvicorn's: the message again, with terminal colours
 }
 
 

@@ -25,6 +25,8 @@ class RunningNode:
     url: str
     settings: Settings
     node: Node
+    #: ``http://host:port`` of the separate metrics listener (``metrics_port``), else None.
+    metrics_url: str | None = None
 
     @property
     def ws_url(self) -> str:
@@ -70,7 +72,8 @@ async def running_node(
     try:
         await eventually(started, timeout=10, message="the node did not start")
         node: Node = server.lifespan.state["node"]
-        yield RunningNode(url=server.url, settings=settings, node=node)
+        metrics_url = server.lifespan.state["metrics_listener"].url or None
+        yield RunningNode(url=server.url, settings=settings, node=node, metrics_url=metrics_url)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, scaled(15))

@@ -11,7 +11,8 @@ from websockets.exceptions import ConnectionClosed
 from fieldpush.backend.base import PublishRequest
 from fieldpush.events.event import encode_body
 from tests.support.node import RunningNode, node_settings, running_node
-from tests.support.phones import Phone, phone, publish
+from tests.support.phones import Phone, api_get, phone, publish
+from tests.support.scrape import value
 from tests.support.timing import eventually
 
 
@@ -53,6 +54,7 @@ async def test_too_many_unsent_messages_close_with_4008_even_under_the_byte_boun
         assert node.node.metrics.closed[4008] == 1
         stalled.ws.transport.resume_reading()
         assert await stalled.closed_with() == 4008
+        assert value((await api_get(node, "/metrics")).text, "fieldpush_outbox_closes_total") == 1
 
 
 async def test_a_long_replay_to_a_slow_reader_is_paced_not_closed() -> None:

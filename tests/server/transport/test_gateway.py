@@ -12,7 +12,8 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 
 from tests.support.node import RunningNode, node_settings, running_node
-from tests.support.phones import Phone, phone, publish
+from tests.support.phones import Phone, api_get, phone, publish
+from tests.support.scrape import value
 from tests.support.timing import eventually
 
 
@@ -249,6 +250,8 @@ async def test_limits_subscriptions_and_message_rate() -> None:
                 assert (reply["type"], reply["code"], reply["id"]) == ("error", "rate_limited", n)
             await alice.send({"type": "ping", "id": 10})  # the sixth closes
             assert await alice.closed_with() == 4029
+            text = (await api_get(node, "/metrics")).text
+            assert value(text, "fieldpush_rate_limited_total", what="messages") == 6
 
 
 async def test_a_full_node_refuses_the_upgrade() -> None:
@@ -260,6 +263,9 @@ async def test_a_full_node_refuses_the_upgrade() -> None:
                 pass
         assert caught.value.response.status_code == 503
         assert caught.value.response.headers["Retry-After"] == "5"
+        text = (await api_get(node, "/metrics")).text
+        assert value(text, "fieldpush_handshake_refusals_total", reason="unavailable") == 1
+        assert value(text, "fieldpush_handshakes_total", outcome="accepted") == 1
 
 
 async def test_a_phone_that_does_not_read_is_closed_and_others_carry_on() -> None:
