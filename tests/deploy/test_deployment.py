@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,27 @@ def test_the_units_command_is_fieldpush_serve_with_options_it_knows() -> None:
     for option in command[2:]:
         if option.startswith("--"):
             assert option in usage.stdout, f"fieldpush serve has no {option}"
+
+
+def test_the_image_copies_what_pip_install_needs() -> None:
+    """The Dockerfile's COPY sources and the allow-list of its .dockerignore hold
+    pyproject.toml, its readme and the package directories it finds."""
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())
+    needed = {
+        "pyproject.toml",
+        project["project"]["readme"],
+        *project["tool"]["setuptools"]["packages"]["find"]["where"],
+    }
+    copied = {
+        source.rstrip("/")
+        for line in dockerfile()["COPY"]
+        for source in line.split()[:-1]
+        if not source.startswith("--")
+    }
+    assert needed <= copied, f"not copied into the image: {needed - copied}"
+    allowed = {
+        line.removeprefix("!").rstrip("/")
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    assert needed <= allowed, f"ignored by Dockerfile.dockerignore: {needed - allowed}"
