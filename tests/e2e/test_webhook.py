@@ -6,14 +6,13 @@ de-duplicated by each entry's cursor: a re-sent batch may be cut differently).""
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
 
 from tests.support.cli import ServeProcess
 from tests.support.cluster import start_node, token
 from tests.support.receiver import Receiver, receiver
+from tests.support.scrape import value
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +36,7 @@ def webhook_node(redis_url: str, name: str, r: Receiver) -> ServeProcess:
 
 async def delivering(http: httpx.AsyncClient, node: ServeProcess) -> bool:
     text = (await http.get(node.url + "/metrics")).text
-    return re.search(r"^fieldpush_webhook_delivering 1$", text, re.MULTILINE) is not None
+    return value(text, "fieldpush_webhook_delivering") == 1
 
 
 async def put(http: httpx.AsyncClient, node: ServeProcess, names: list[str]) -> None:

@@ -77,7 +77,7 @@ def engine(
         new_event_id=lambda: f"e{next(ids)}",
         note_skew=MemoryDevices(announce=lambda *_: None).note_skew,
         settings=values,
-        metrics=Metrics(gauges={}, catchups=lambda: 0),
+        metrics=Metrics(),
         # Not started unless the test starts it: entries wait.
         audit=audit or AuditRecorder(MemoryAudit(), max_pending=10**9),
     )

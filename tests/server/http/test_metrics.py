@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import time
 
 import httpx
 import pytest
 from prometheus_client.metrics_core import Metric
 
+from tests.support.cli import ServeProcess
 from tests.support.node import RunningNode, node_settings, running_node
 from tests.support.phones import api_get, connect_phone, phone, publish
 from tests.support.proxy import proxy_to
@@ -80,6 +83,7 @@ async def test_every_family_of_the_contract_with_its_type_labels_and_counts() ->
             critical = await publish(node, ["team:north"], priority="critical")
             events = await alice.events(2)
             assert [e["priority"] for e in events] == ["normal", "critical"]
+            assert value(await scrape(node), "fieldpush_critical_pending") == 1
             await alice.send({"type": "ack", "ids": [critical["id"]]})
             await eventually(
                 lambda: sum(node.node.metrics.ack_roundtrip["critical"].counts),
@@ -120,6 +124,7 @@ async def test_every_family_of_the_contract_with_its_type_labels_and_counts() ->
     assert value(text, "fieldpush_sync_mutate_duration_seconds_count") == 4  # 3 puts, 1 push
     assert value(text, "fieldpush_sync_pull_duration_seconds_count") == 1
     assert value(text, "fieldpush_backend_up") == 1
+    assert value(text, "fieldpush_critical_pending") == 0  # acked
     assert value(text, "fieldpush_audit_appends_total") >= 5
     [build] = found["fieldpush_build_info"].samples
     assert build.labels["version"] == "0.1.0" and build.value == 1
@@ -201,3 +206,43 @@ async def test_the_metrics_listener_drops_hostile_heads_and_keeps_serving() -> N
             await slow.wait_closed()
         async with httpx.AsyncClient(timeout=scaled(10)) as http:
             assert (await http.get(node.metrics_url + "/metrics")).status_code == 200
+
+
+async def test_a_waiting_poll_is_an_open_longpoll_connection() -> None:
+    async with running_node() as node:
+        headers = {"Authorization": f"Bearer {node.token('bob', 'supervisor', ('north',))}"}
+        body = {"subs": {"team:north": None}, "wait_s": 30}
+        async with httpx.AsyncClient(base_url=node.url, timeout=scaled(40)) as http:
+            waiting = asyncio.create_task(http.post("/v1/poll", json=body, headers=headers))
+
+            async def open_polls() -> float:
+                samples = families(await scrape(node))["fieldpush_connections"].samples
+                return sum(s.value for s in samples if s.labels["role"] == "supervisor")
+
+            await eventually(open_polls, message="the waiting poll is an open connection")
+            during = await scrape(node)
+            assert value(during, "fieldpush_connections", transport="longpoll", role="supervisor")
+            await publish(node, ["team:north"])
+            assert (await waiting).status_code == 200
+        text = await scrape(node)
+        assert value(text, "fieldpush_connections", transport="longpoll", role="supervisor") == 0
+        assert value(text, "fieldpush_connections_opened_total", transport="longpoll") == 1
+
+
+def test_fieldpush_serve_moves_metrics_to_the_port_of_the_environment() -> None:
+    server = ServeProcess("--port", "0", env={"FIELDPUSH_METRICS_PORT": "0"}).start()
+    try:
+
+        def listener() -> str | None:
+            found = re.search(r"metrics on (http://\S+)/metrics", server.output)
+            return found.group(1) if found else None
+
+        deadline = time.monotonic() + scaled(10)
+        while (url := listener()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the line comes with the app's startup, before or after the banner
+        assert url is not None, server.output
+        assert httpx.get(server.url + "/metrics", timeout=10).status_code == 404
+        scraped = httpx.get(url + "/metrics", timeout=10)
+        assert scraped.status_code == 200 and "fieldpush_build_info" in families(scraped.text)
+    finally:
+        assert server.stop() == 0, server.output
