@@ -123,3 +123,14 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     """A throwaway CA, a server certificate for localhost/127.0.0.1/::1, a client CA
     and a client certificate, made once per run (tests/support/tls.py)."""
     return make_certificates(Path(tmp_path_factory.mktemp("tls")))
+
+
+# ----------------------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium, installed when missing (tests/support/browser.py)."""
+    from tests.support.browser import chromium_binary
+
+    return chromium_binary()

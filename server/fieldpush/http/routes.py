@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fieldpush.http.admin import admin_routes
 from fieldpush.http.audit import audit_routes
+from fieldpush.http.console import console_routes
 from fieldpush.http.dispatch import dispatch_routes
 from fieldpush.http.export import export_routes
 from fieldpush.http.files import files_routes
@@ -33,4 +34,5 @@ routes = [
     *export_routes,
     *files_routes,
     *scim_routes,
+    *console_routes,
 ]
