@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -52,8 +52,9 @@ def parse_upgrade(raw: bytes, *, path: str, origins: Collection[str]) -> Upgrade
 
     ``origins`` are the browser origins allowed to open the socket: a request
     whose ``Origin`` header is not one of them (byte for byte, as browsers
-    serialise it) is refused with 403, after the checks of the request's form;
-    a request without ``Origin`` (not a browser) passes this check."""
+    serialise it) and not a page of this node itself (:func:`same_origin`) is
+    refused with 403, after the checks of the request's form; a request without
+    ``Origin`` (not a browser) passes this check."""
     head, _, _ = raw.partition(b"\r\n\r\n")
     request_line, *lines = head.decode("latin-1").split("\r\n")
     method, _, rest = request_line.partition(" ")
@@ -102,9 +103,31 @@ def parse_upgrade(raw: bytes, *, path: str, origins: Collection[str]) -> Upgrade
             400, f"unsupported subprotocol; offer one of {', '.join(SUBPROTOCOLS)}"
         )
     origin = headers.get("origin")
-    if origin is not None and origin not in origins:
+    if origin is not None and origin not in origins and not same_origin(origin, headers):
         raise HandshakeError(403, f"origin {origin} may not open this WebSocket")
     return Upgrade(request_path, key, subprotocol, headers.get("authorization"))
+
+
+def same_origin(origin: str, headers: Mapping[str, str]) -> bool:
+    """Whether ``origin`` is a page of the host the request was sent to: its
+    ``host[:port]`` is the request's ``Host`` (compared case-insensitively),
+    its scheme ``http`` or ``https`` (a TLS proxy in front changes the scheme
+    the node sees). The node's own console at ``/console`` needs no setting.
+
+    A page of another site never matches: a browser sends the page's origin
+    and the host it connects to. A rebound DNS name could match, but gains
+    nothing a script could not do itself: no credential is ambient (the token
+    travels in ``hello`` or an ``Authorization`` header a page cannot make a
+    browser add) and a TLS certificate does not cover the rebound name."""
+    scheme, sep, host = origin.partition("://")
+    target = headers.get("host", "")
+    return (
+        bool(sep)
+        and scheme in ("http", "https")
+        and bool(host)
+        and "," not in target
+        and host.lower() == target.lower()
+    )
 
 
 def switching_protocols(upgrade: Upgrade) -> bytes:

@@ -106,6 +106,45 @@ def test_a_browser_page_of_another_origin_is_refused_with_403(
     assert reject(caught.value).startswith(b"HTTP/1.1 403 Forbidden\r\n")
 
 
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://node.example.com:8080", "node.example.com:8080"),
+        ("https://node.example.com", "node.example.com"),  # a TLS proxy in front
+        ("http://node.example.com", "Node.Example.COM"),
+    ],
+)
+def test_a_page_of_the_node_itself_needs_no_setting(origin: str, host: str) -> None:
+    parse_upgrade(request(origin=origin, host=host), path="/v1/ws", origins=())
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://node.example.com:8081", "node.example.com:8080"),  # another port
+        ("http://evil.example.net", "node.example.com"),
+        ("ftp://node.example.com", "node.example.com"),
+        ("node.example.com", "node.example.com"),  # no scheme
+        ("http://", ""),
+        ("null", "null"),
+        ("http://a.example, http://b.example", "a.example, http://b.example"),
+    ],
+)
+def test_only_the_same_host_counts_as_the_node_itself(origin: str, host: str) -> None:
+    with pytest.raises(HandshakeError) as caught:
+        parse_upgrade(request(origin=origin, host=host), path="/v1/ws", origins=())
+    assert caught.value.status == 403
+
+
+def test_two_host_headers_are_not_the_node_itself() -> None:
+    raw = request(origin="http://a.example").replace(
+        b"\r\n\r\n", b"\r\nHost: a.example\r\nHost: a.example\r\n\r\n"
+    )
+    with pytest.raises(HandshakeError) as caught:
+        parse_upgrade(raw, path="/v1/ws", origins=())
+    assert caught.value.status == 403
+
+
 def test_a_malformed_request_is_refused_for_its_form_before_its_origin() -> None:
     with pytest.raises(HandshakeError) as caught:
         parse_upgrade(
