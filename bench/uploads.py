@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(runs))
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": vars(args), "runs": runs}, default=str, indent=2))
     return 0
 
