@@ -153,13 +153,13 @@ class TusConnection:
 
 @dataclass
 class Upload:
-    """What one upload cost: body bytes sent, cuts, 423 answers after a cut."""
+    """What one upload cost: body bytes sent, cuts, 423 answers after a cut,
+    and the server's ``Upload-Offset`` after each cut."""
 
     size: int
     sent: int = 0
     cuts: int = 0
     locked: int = 0
-    url: str = ""
     resumed_from: list[int] = field(default_factory=list)
 
 
@@ -185,7 +185,7 @@ async def upload(
     )
     if created.status != 201:
         raise TusError(f"create: {created.status} {created.body[:200]!r}")
-    result.url = path = created.headers["location"]
+    path = created.headers["location"]
     offset, resuming = 0, False
     while offset < len(data):
         piece = data[offset : offset + chunk]
