@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import attachments
-from bench.procstat import cpu_seconds
+from bench.procstat import LOOPS, cpu_seconds
 from bench.servers import one_node
 from bench.tus import TusConnection, check_stored, photo, upload
 
@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--concurrency", type=int, default=None, help="uploads at a time (10; attachments 20)")
     add("--repeat", type=int, default=1, help="runs, each on a fresh node (1)")
     add("--json", type=Path, default=None, help="write every run's figures there")
+    add("--loop", choices=LOOPS, default="asyncio", help="the node's event loop (asyncio)")
     attachments.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.concurrency is None:
@@ -152,7 +153,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         files = Path(directory) / "files"
         os.environ["FIELDPUSH_FILES_DIR"] = str(files)
         os.environ["FIELDPUSH_FILES_QUOTA_BYTES"] = str(1 << 40)
-        with one_node(Path(directory)) as server:
+        with one_node(Path(directory), loop=args.loop) as server:
             measure = MEASURES[args.measure]
             return asyncio.run(measure(server.host, server.port, server.pid, files, args))
 
