@@ -160,13 +160,16 @@ def server_command(kind: str, loop: str, core: int, redis_url: str, log_level: s
 
 
 @contextlib.contextmanager
-def one_node(directory: Path, log_level: str = "warning") -> Iterator[Server]:
-    """redis-server on core 1 and one fieldpush node (asyncio loop) on core 0,
-    logging into ``directory``; both stopped afterwards. For the benchmarks
-    that measure one node's work (``bench.export``, ``bench.uploads``)."""
+def one_node(
+    directory: Path, log_level: str = "warning", loop: str = "asyncio"
+) -> Iterator[Server]:
+    """redis-server on core 1 and one fieldpush node (on ``loop``, asyncio
+    unless told) on core 0, logging into ``directory``; both stopped
+    afterwards. For the benchmarks that measure one node's work
+    (``bench.export``, ``bench.uploads``)."""
     redis = Redis(1, directory)
     try:
-        command = server_command("fieldpush", "asyncio", 0, redis.url, log_level)
+        command = server_command("fieldpush", loop, 0, redis.url, log_level)
         server = Server(command, directory / "node.log")
         try:
             yield server
