@@ -200,9 +200,9 @@ async def test_a_complete_own_upload_is_referenced_and_indexed(
     assert result["status"] == "applied", result
     assert await stored_photos(records) == [ref]
     assert await records.file_records(ref["id"]) == ["follow_up:f1"]
-    assert await sync.file_reference(ALICE, ref["id"]) == ref
+    assert await sync.file_reference(ALICE, ref["id"]) == ("follow_up:f1", ref)
     assert await sync.file_reference(CAROL, ref["id"]) is None  # not her record
-    assert await sync.file_reference(ADMIN, ref["id"]) == ref
+    assert await sync.file_reference(ADMIN, ref["id"]) == ("follow_up:f1", ref)
 
 
 def _lie(ref: dict[str, Any], **changes: Any) -> dict[str, Any]:

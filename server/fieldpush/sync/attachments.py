@@ -94,9 +94,12 @@ def stored_files(spec: FieldSpec, stored: Any) -> list[dict[str, Any]]:
     return spec.files(stored)
 
 
-async def readable_reference(catalog: Catalog, actor: Actor, file_id: str) -> dict[str, Any] | None:
-    """The reference to ``file_id`` in a record ``actor`` may read, in a
-    field its role may read, as stored now; None when there is none."""
+async def readable_reference(
+    catalog: Catalog, actor: Actor, file_id: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The record key ``<type>:<rid>`` and the reference to ``file_id`` of a
+    record ``actor`` may read, in a field its role may read, as stored now;
+    None when there is none."""
     keys = await catalog.store.file_records(file_id)
     if not keys:
         return None
@@ -110,7 +113,7 @@ async def readable_reference(catalog: Catalog, actor: Actor, file_id: str) -> di
             continue
         ref = _reference(rtype, actor, state, file_id)
         if ref is not None:
-            return ref
+            return key, ref
     return None
 
 

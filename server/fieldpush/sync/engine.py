@@ -123,9 +123,10 @@ class SyncEngine:
         #: ``GET /v1/export/{type}``: :class:`fieldpush.sync.export.Exporter`.
         self.exporter = Exporter(catalog)
 
-    async def file_reference(self, actor: Actor, file_id: str) -> dict[str, Any] | None:
-        """The reference to ``file_id`` in a record ``actor`` may read, in a
-        field its role may read, as the record is now (None: there is none)."""
+    async def file_reference(self, actor: Actor, file_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The record key ``<type>:<rid>`` and the reference to ``file_id`` of
+        a record ``actor`` may read, in a field its role may read, as the
+        record is now (None: there is none)."""
         return await readable_reference(self._catalog, actor, file_id)
 
     def may_read_change(self, role: str, teams: frozenset[str], team: str, data: object) -> bool:
