@@ -23,10 +23,12 @@ from fieldpush.files.store import DirectoryStore
 from fieldpush.files.uploads import Uploads
 from fieldpush.metrics import Metrics
 from fieldpush.sync import sniff
+from fieldpush.sync.codec import decode_state
 from fieldpush.sync.engine import SyncEngine
+from fieldpush.sync.errors import SyncError
 from fieldpush.sync.rules import Actor
 from fieldpush.sync.schema import SchemaError, load_schema, parse_schema
-from fieldpush_client.protocol import Mutation
+from fieldpush_client.protocol import ErrorCode, Mutation
 from tests.support.backends import Sink
 from tests.sync.test_engine import Recorder, engine
 
@@ -93,8 +95,6 @@ async def create_follow_up(sync: SyncEngine, rid: str = "f1") -> None:
 
 async def stored_photos(records: RecordStore, rid: str = "f1") -> Any:
     (found,), _ = await records.load([f"follow_up:{rid}"], [])
-    from fieldpush.sync.codec import decode_state
-
     state = decode_state(found)
     return None if state is None else state.value("photos")
 
@@ -328,3 +328,20 @@ async def test_without_uploads_every_reference_is_refused(
     (result,) = await sync.mutate(ALICE, [mutation("m1", "f1", photos=[ref])])
     assert result["reason"] == "validation"
     assert result["message"] == "photos: this server takes no file references"
+
+
+async def test_a_crm_import_is_checked_the_same(records: RecordStore, uploads: Uploads) -> None:
+    sync = engine(records, Recorder(), uploads=uploads)
+    crm = Actor("crm", "service", "crm")
+    alices = await upload(uploads, "alice", PNG)
+    fields = {"customer": "c1", "owner": "alice", "team": "north"}
+    with pytest.raises(SyncError) as caught:
+        await sync.put_record(crm, "follow_up", "f9", {**fields, "photos": [alices]})
+    assert caught.value.code is ErrorCode.INVALID
+    assert caught.value.message.startswith(f"photos: no upload {alices['id']} of yours")
+    assert await stored_photos(records, "f9") is None
+    own = await upload(uploads, "crm", PNG + b"crm")
+    await sync.put_record(crm, "follow_up", "f9", {**fields, "photos": [own]})
+    assert await stored_photos(records, "f9") == [own]
+    assert await records.file_records(own["id"]) == ["follow_up:f9"]
+    assert await sync.file_reference(ALICE, own["id"]) == ("follow_up:f9", own)
