@@ -290,3 +290,25 @@ async def test_hostile_references_over_http_are_validation_and_store_nothing(
     )
     assert pulled.status_code == 200
     assert "f2" not in str(pulled.json())
+
+
+async def test_two_nodes_on_one_redis_and_one_directory_serve_each_others_files(
+    files: Path, redis_url: str
+) -> None:
+    settings = {"files_dir": str(files), "redis_url": redis_url}
+    async with (
+        running_node(node_settings(node_id="a", **settings)) as first,
+        running_node(node_settings(node_id="b", **settings)) as second,
+        httpx.AsyncClient(base_url=first.url) as on_first,
+        httpx.AsyncClient(base_url=second.url) as on_second,
+    ):
+        upload_id, _ = await attached(first, on_first)
+        supervisor = second.token("sue", "supervisor", teams=("north",))
+        reply = await on_second.get(
+            f"/v1/files/{upload_id}", headers=bearer(supervisor, Range="bytes=-8")
+        )
+        assert reply.status_code == 206 and reply.content == PNG[-8:]
+        outsider = second.token("bob", teams=("south",))
+        assert (
+            await on_second.get(f"/v1/files/{upload_id}", headers=bearer(outsider))
+        ).status_code == 404
