@@ -345,3 +345,30 @@ async def test_a_crm_import_is_checked_the_same(records: RecordStore, uploads: U
     assert await stored_photos(records, "f9") == [own]
     assert await records.file_records(own["id"]) == ["follow_up:f9"]
     assert await sync.file_reference(ALICE, own["id"]) == ("follow_up:f9", own)
+
+
+async def test_a_field_the_role_may_not_read_grants_no_download(
+    records: RecordStore, uploads: Uploads, tmp_path: Path
+) -> None:
+    schema = tmp_path / "schema.toml"
+    schema.write_text(
+        "[types.note]\n"
+        'scope = "owner"\nteam = "team"\n'
+        'read = { sales = "own", supervisor = "team" }\n'
+        'write = { sales = "own" }\ncreate = ["sales"]\n'
+        "[types.note.fields]\n"
+        'owner = { type = "string" }\nteam = { type = "string" }\n'
+        'public = { type = "file", content_types = ["image/png"] }\n'
+        'private = { type = "file", content_types = ["image/png"], read = ["sales"] }\n'
+    )
+    sync = engine(records, Recorder(), uploads=uploads, schema_path=str(schema), mappings_path=None)
+    shown_ref = await upload(uploads, "alice", PNG)
+    hidden_ref = await upload(uploads, "alice", PNG + b"private")
+    stamp = (time.time_ns() // 1_000_000, 0)
+    fields = {"team": "north", "public": shown_ref, "private": hidden_ref}
+    (result,) = await sync.mutate(ALICE, [Mutation("n1", "note", "n1", fields, stamp)])
+    assert result["status"] == "applied", result
+    supervisor = Actor("sue", "supervisor", "tablet", frozenset({"north"}))
+    assert await sync.file_reference(supervisor, shown_ref["id"]) == ("note:n1", shown_ref)
+    assert await sync.file_reference(supervisor, hidden_ref["id"]) is None
+    assert await sync.file_reference(ALICE, hidden_ref["id"]) == ("note:n1", hidden_ref)
