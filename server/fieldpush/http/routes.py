@@ -12,6 +12,7 @@ from fieldpush.http.admin import admin_routes
 from fieldpush.http.audit import audit_routes
 from fieldpush.http.console import console_routes
 from fieldpush.http.dispatch import dispatch_routes
+from fieldpush.http.downloads import download_routes
 from fieldpush.http.export import export_routes
 from fieldpush.http.files import files_routes
 from fieldpush.http.health import health_routes
@@ -33,6 +34,7 @@ routes = [
     *audit_routes,
     *export_routes,
     *files_routes,
+    *download_routes,  # after the tus HEAD: HEAD /v1/files/{id} is tus's
     *scim_routes,
     *console_routes,
 ]
