@@ -53,7 +53,7 @@ def uploads(tmp_path: Path) -> Uploads:
     return Uploads(
         root,
         DirectoryStore(root),
-        Metrics(gauges={}, catchups=lambda: 0),
+        Metrics(),
         max_bytes=64 * 1024 * 1024,
         quota_bytes=256 * 1024 * 1024,
         expiry_s=3600,

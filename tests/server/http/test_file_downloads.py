@@ -205,9 +205,10 @@ async def test_no_existence_oracle_the_unreadable_and_the_absent_answer_alike(
         answers.append((reply.status_code, reply.content, sorted(reply.headers.items())))
     first = answers[0]
     assert first[0] == 404
+    fresh = {"date", "x-request-id"}  # new in every answer, whatever it answers
     assert all(
-        (status, body, [h for h in headers if h[0] != "date"])
-        == (first[0], first[1], [h for h in first[2] if h[0] != "date"])
+        (status, body, [h for h in headers if h[0] not in fresh])
+        == (first[0], first[1], [h for h in first[2] if h[0] not in fresh])
         for status, body, headers in answers
     )
     for path in ("/v1/files/../../etc/passwd", "/v1/files/..%2F..%2Fetc%2Fpasswd"):
