@@ -154,23 +154,6 @@ class Node:
         self.flusher = Flusher(self.metrics, settings.coalesce_ms / 1000)
         self.dispatch = Dispatch(backend.ledger, backend, self.ids, settings, self.metrics)
         self.presence = PresenceTracker(backend.presence, backend.ledger, registry, settings)
-        self.sync = SyncEngine(
-            *load_sync_config(settings),
-            records=backend.records,
-            publisher=backend,
-            acked=self.dispatch.acked,
-            new_event_id=self.ids.new_event_id,
-            note_skew=backend.devices.note_skew,
-            settings=settings,
-            metrics=self.metrics,
-            audit=self.audit,
-        )
-        #: The change-feed webhook (None without ``webhook_url``).
-        self.webhook = (
-            WebhookDeliverer(self.sync.feed, backend.webhook, settings, self.metrics)
-            if settings.webhook_url
-            else None
-        )
         #: tus uploads and the content-addressed files (docs/attachments.md).
         files_dir = Path(settings.files_dir)
         self.files = DirectoryStore(files_dir)
@@ -181,6 +164,24 @@ class Node:
             max_bytes=settings.files_max_bytes,
             quota_bytes=settings.files_quota_bytes,
             expiry_s=settings.files_upload_expiry_s,
+        )
+        self.sync = SyncEngine(
+            *load_sync_config(settings),
+            records=backend.records,
+            publisher=backend,
+            acked=self.dispatch.acked,
+            new_event_id=self.ids.new_event_id,
+            note_skew=backend.devices.note_skew,
+            settings=settings,
+            metrics=self.metrics,
+            audit=self.audit,
+            uploads=self.uploads,
+        )
+        #: The change-feed webhook (None without ``webhook_url``).
+        self.webhook = (
+            WebhookDeliverer(self.sync.feed, backend.webhook, settings, self.metrics)
+            if settings.webhook_url
+            else None
         )
         self.files_sweeper = ExpirySweeper(self.uploads, settings.files_sweep_s)
         #: ``welcome.poll``: the schema's poll intervals, then the settings' (which win).

@@ -217,3 +217,23 @@ async def test_scan_lists_a_type_in_id_order_from_after_an_id(backend: tuple[Any
     assert await store.scan("customer", "x", 10) == []
     assert [rid for rid, _ in await store.scan("contract", "", 10)] == ["c"]
     assert await store.scan("lorry", "", 10) == []
+
+
+async def test_applied_writes_index_their_file_ids_to_the_record(
+    backend: tuple[Any, Sink],
+) -> None:
+    store = backend[0].records
+    assert await store.file_records("f1") == []
+    first = RecordWrite("k1", b"r1", "follow_up:a", 0, b"s1", (), ("f1", "f2"))
+    other = RecordWrite("k2", b"r2", "device:b", 0, b"s2", (), ("f1",))
+    assert await store.commit([first, other]) == [Applied(), Applied()]
+    stale = RecordWrite("k3", b"r3", "work_order:c", 5, b"s3", (), ("f1", "f3"))
+    assert is_stale((await store.commit([stale]))[0])
+    replay = RecordWrite("k1", b"r1", "work_order:d", 0, b"s4", (), ("f1",))
+    assert await store.commit([replay]) == [Replayed(b"r1")]
+    assert await store.file_records("f1") == ["device:b", "follow_up:a"]
+    assert await store.file_records("f2") == ["follow_up:a"]
+    assert await store.file_records("f3") == []  # a write not applied indexes nothing
+    again = RecordWrite("k5", b"r5", "follow_up:a", 1, b"s5", (), ())
+    assert await store.commit([again]) == [Applied()]
+    assert await store.file_records("f2") == ["follow_up:a"]  # a superset: kept

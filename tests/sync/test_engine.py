@@ -17,6 +17,7 @@ from fieldpush.backend.memory.devices import MemoryDevices
 from fieldpush.errors import InvalidPosition
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
+from fieldpush.sync.attachments import UploadLookup
 from fieldpush.sync.codec import LogCursor, SnapshotCursor, encode_cursor
 from fieldpush.sync.engine import SyncEngine, load_sync_config
 from fieldpush.sync.errors import SyncError
@@ -65,6 +66,7 @@ def engine(
     records: RecordStore,
     recorder: Recorder,
     audit: AuditRecorder | None = None,
+    uploads: UploadLookup | None = None,
     **settings: Any,
 ) -> SyncEngine:
     values = Settings(node_id="n1", **settings)
@@ -80,6 +82,7 @@ def engine(
         metrics=Metrics(gauges={}, catchups=lambda: 0),
         # Not started unless the test starts it: entries wait.
         audit=audit or AuditRecorder(MemoryAudit(), max_pending=10**9),
+        uploads=uploads,
     )
 
 

@@ -452,6 +452,8 @@ class RecordWrite:
     key ``<type>:<rid>`` the mutation was judged against: the write applies
     only if that record is still at ``expected_version``, and then ``blob``
     (if not empty) replaces it. ``log`` entries are appended to the change log.
+    ``files`` are file ids the new record references: each is indexed to
+    ``record`` (:meth:`RecordStore.file_records`), with the rest of the write.
     """
 
     result_key: str | None
@@ -460,6 +462,7 @@ class RecordWrite:
     expected_version: int = 0
     blob: bytes = b""
     log: tuple[bytes, ...] = ()
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,6 +536,12 @@ class RecordStore(Protocol):
     ) -> list[tuple[str, StoredRecord]]:
         """Up to ``limit`` records of a type (deleted ones included) with an id
         greater than ``after_rid`` (``""``: from the first), in id order."""
+
+    async def file_records(self, file_id: str) -> list[str]:
+        """The record keys ``<type>:<rid>`` an applied write indexed
+        ``file_id`` to (:attr:`RecordWrite.files`), sorted. A superset: a
+        record that no longer references the file stays listed; the caller
+        reads the record to know."""
 
 
 class EventSink(Protocol):

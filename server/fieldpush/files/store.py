@@ -57,8 +57,9 @@ class FileStore(Protocol):
     async def size(self, sha256: str) -> int | None:
         """The stored file's size in bytes; None if it is not stored."""
 
-    def read(self, sha256: str) -> AsyncIterator[bytes]:
-        """The stored file's bytes, in chunks; FileNotFoundError if absent."""
+    def read(self, sha256: str, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
+        """The stored file's bytes from ``start`` up to ``stop`` (exclusive;
+        None: the end), in chunks of at most 256 KiB; FileNotFoundError if absent."""
 
 
 class DirectoryStore:
@@ -100,7 +101,17 @@ class DirectoryStore:
         except FileNotFoundError:
             return None
 
-    async def read(self, sha256: str) -> AsyncIterator[bytes]:
+    async def read(
+        self, sha256: str, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[bytes]:
         with open(self.path(sha256), "rb") as file:  # noqa: ASYNC230 (one small open)
-            while chunk := await asyncio.to_thread(file.read, READ_CHUNK_BYTES):
+            file.seek(start)
+            left = None if stop is None else max(stop - start, 0)
+            while left is None or left > 0:
+                wanted = READ_CHUNK_BYTES if left is None else min(left, READ_CHUNK_BYTES)
+                chunk = await asyncio.to_thread(file.read, wanted)
+                if not chunk:
+                    return
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk

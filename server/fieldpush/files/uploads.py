@@ -173,14 +173,23 @@ class Uploads:
 
     # ------------------------------------------------------------ read
 
+    async def find(self, upload_id: str) -> UploadInfo | None:
+        """The upload of that id, whoever uploaded it, expired or not (None:
+        no upload of that id, or not an id's shape). For the checks of file
+        references and downloads; the tus routes use :meth:`get`."""
+        if not is_upload_id(upload_id):
+            return None
+        return await asyncio.to_thread(_read_info, self._paths(upload_id)[0])
+
+    async def head(self, sha256: str, limit: int) -> bytes:
+        """The first ``limit`` bytes of stored file ``sha256`` (fewer if it is
+        shorter); FileNotFoundError if it is not stored."""
+        return b"".join([chunk async for chunk in self.store.read(sha256, 0, limit)])
+
     async def get(self, upload_id: str, owner: str) -> UploadInfo:
         """The owner's upload; 404 if there is none of that id for this
         owner (another user's upload is 404 too), 410 once it has expired."""
-        info = (
-            await asyncio.to_thread(_read_info, self._paths(upload_id)[0])
-            if is_upload_id(upload_id)
-            else None
-        )
+        info = await self.find(upload_id)
         if info is None or info.owner != owner:
             raise TusError(404, "no such upload")
         if not info.complete and info.expires <= self.clock():

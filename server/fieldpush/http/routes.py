@@ -11,6 +11,7 @@ from __future__ import annotations
 from fieldpush.http.admin import admin_routes
 from fieldpush.http.audit import audit_routes
 from fieldpush.http.dispatch import dispatch_routes
+from fieldpush.http.downloads import download_routes
 from fieldpush.http.export import export_routes
 from fieldpush.http.files import files_routes
 from fieldpush.http.health import health_routes
@@ -32,5 +33,6 @@ routes = [
     *audit_routes,
     *export_routes,
     *files_routes,
+    *download_routes,  # after the tus HEAD: HEAD /v1/files/{id} is tus's
     *scim_routes,
 ]

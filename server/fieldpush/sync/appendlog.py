@@ -11,7 +11,8 @@ entry order (:meth:`Log.items`).
 
 Guarantees of :func:`apply`:
 
-- an item is in the log at most once (items are compared by value);
+- an item is in the log at most once (items are compared by value, a
+  ``file`` reference by its keys and values: :func:`item_key`);
 - entries are ordered by ``(stamp, position)``; an item added by several
   edits takes the earliest of them, so any order of the same additions ends in
   the same log, in the same order (tests/sync/test_sync_rules.py);
@@ -33,7 +34,7 @@ from typing import Any, NamedTuple
 
 from fieldpush.sync.hlc import Stamp
 
-__all__ = ["EMPTY", "Entry", "Log", "apply", "log_of"]
+__all__ = ["EMPTY", "Entry", "Log", "apply", "item_key", "log_of"]
 
 #: A log entry as stored: ``[item, wall_ms, counter, device, position]``.
 Row = list[Any]
@@ -88,6 +89,12 @@ class Log:
 EMPTY = Log([])
 
 
+def item_key(item: Any) -> Any:
+    """What an item is compared by: itself, or for a table (a ``file``
+    reference, whose values are scalars) its sorted ``(key, value)`` pairs."""
+    return tuple(sorted(item.items())) if isinstance(item, dict) else item
+
+
 def log_of(value: Any, stamp: Stamp | None, stored: Log | None) -> Log:
     """A field's log: the stored one, or, for a log stored before the rule
     kept entries (a plain list, written under ``lww``), its items each with
@@ -102,22 +109,24 @@ def log_of(value: Any, stamp: Stamp | None, stored: Log | None) -> Log:
 def apply(log: Log, edit: dict[str, list[Any]], stamp: Stamp) -> Log:
     """``log`` after ``edit`` (as checked by the schema) stamped ``stamp``; see
     the module docstring for the guarantees."""
-    gone, added = set(edit["remove"]), edit["add"]
-    rows = [row for row in log.rows() if row[0] not in gone] if gone else log.rows()
-    present = {row[0] for row in rows}
+    gone, added = {item_key(item) for item in edit["remove"]}, edit["add"]
+    rows = [row for row in log.rows() if item_key(row[0]) not in gone] if gone else log.rows()
+    present = {item_key(row[0]) for row in rows}
+    added_keys = [item_key(item) for item in added]
     last = rows[-1] if rows else None
     if (
-        len(set(added)) == len(added)
-        and present.isdisjoint(added)
+        len(set(added_keys)) == len(added)
+        and present.isdisjoint(added_keys)
         and (last is None or (Stamp(last[1], last[2], last[3]), last[4]) < (stamp, 0))
     ):  # removals and additions after the newest entry: no reordering
         if not added and len(rows) == len(log):
             return log
         return Log(rows + [[item, *stamp, position] for position, item in enumerate(added)])
-    by_item = {entry.item: entry for entry in Log(rows).entries()}
-    for position, item in enumerate(added):
-        known = by_item.get(item)
+    by_item = {item_key(entry.item): entry for entry in Log(rows).entries()}
+    for position, (item, known_key) in enumerate(zip(added, added_keys, strict=True)):
+        known = by_item.get(known_key)
         if known is None or (stamp, position) < (known.stamp, known.position):
-            by_item[item] = Entry(stamp, position, item)
-    after = Log.of(tuple(sorted(by_item.values())))
+            by_item[known_key] = Entry(stamp, position, item)
+    ordered = sorted(by_item.values(), key=lambda e: (e.stamp, e.position, item_key(e.item)))
+    after = Log.of(tuple(ordered))
     return log if after == log else after

@@ -34,6 +34,16 @@ new]``: the stored value before and the one it set, or, where it was not
 applied, the one it tried to set. The batch is refused before anything is
 judged when the trail cannot take entries (``AuditBacklogged``).
 
+A mutation that sets a file reference (a ``file`` field, a list of files)
+has it checked before it is judged, by the
+:class:`~fieldpush.sync.attachments.FileChecker` the engine gives (the upload
+exists, is complete, is the sender's, matches the reference and its content
+type), against the record as loaded; a failure refuses the mutation with
+``validation`` and the checker's message, and nothing is written but the
+result. Without a checker every new reference is refused. The write of an
+applied mutation indexes the file ids its changed fields now reference to the
+record (:attr:`~fieldpush.backend.base.RecordWrite.files`), for downloads.
+
 Nothing is announced here: the caller publishes the applied changes.
 """
 
@@ -46,6 +56,7 @@ from typing import Any
 from fieldpush.backend.base import Applied, RecordWrite, Replayed, Stale
 from fieldpush.errors import BackendUnavailable
 from fieldpush.logs import shown
+from fieldpush.sync.attachments import FileChecker, stored_files
 from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.codec import EntryKind, decode_state, encode_state, pack, unpack
 from fieldpush.sync.hlc import HybridClock, Stamp, clamp
@@ -117,10 +128,18 @@ class Committer:
     """See the module docstring. ``clock`` stamps the CRM's edits and observes
     every phone's stored stamp."""
 
-    def __init__(self, catalog: Catalog, clock: HybridClock, *, audit: AuditRecorder) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        clock: HybridClock,
+        *,
+        audit: AuditRecorder,
+        files: FileChecker | None = None,
+    ) -> None:
         self._catalog = catalog
         self._clock = clock
         self._audit = audit
+        self._files = files
 
     async def commit(
         self, actor: Actor, items: Sequence[Mutation | InvalidMutation], *, idempotent: bool
@@ -143,10 +162,13 @@ class Committer:
         )
         todo = [i for i, result in enumerate(results) if result is None]
         replayed = [result is not None for result in results]
+        problems = {i: await self._file_problem(actor, items[i], states) for i in todo}
         judged: dict[int, _Plan] = {}
         changes: list[Change] = []
         for _ in range(MAX_ATTEMPTS):
-            plans = [self._plan(actor, items[i], keys[i], states, received_ms) for i in todo]
+            plans = [
+                self._plan(actor, items[i], keys[i], states, received_ms, problems[i]) for i in todo
+            ]
             statuses = await store.commit([plan.write for plan in plans])
             retry, stale = [], set()
             for i, plan, status in zip(todo, plans, statuses, strict=True):
@@ -201,6 +223,38 @@ class Committer:
             target=plan.target, fields=plan.fields, outcome=outcome,
         )  # fmt: skip
 
+    async def _file_problem(
+        self,
+        actor: Actor,
+        item: Mutation | InvalidMutation,
+        states: dict[str, RecordState | None],
+    ) -> str | None:
+        """What is wrong with the first file reference ``item`` sets that the
+        record does not hold yet, in the sender's names; None when there is
+        nothing wrong, or nothing to check (an invalid mutation is refused by
+        :meth:`_plan`)."""
+        if not isinstance(item, Mutation) or item.fields is None:
+            return None
+        rtype = self._catalog.schema.types.get(item.type)
+        if rtype is None or not rtype.file_fields:
+            return None
+        mapping = self._catalog.mappings.of(actor.side, rtype.name)
+        try:
+            fields = _checked(rtype, mapping, item.fields)
+        except InvalidValue:
+            return None
+        held = states.get(f"{rtype.name}:{item.rid}")
+        for name in sorted(rtype.file_fields & fields.keys()):
+            spec = rtype.fields[name]
+            for ref in spec.files(fields[name]):
+                if self._files is None:
+                    problem: str | None = f"{name}: this server takes no file references"
+                else:
+                    problem = await self._files.problem(actor.user, spec, ref, held)
+                if problem is not None:
+                    return _sender_named(mapping, name, problem)
+        return None
+
     def _plan(
         self,
         actor: Actor,
@@ -208,6 +262,7 @@ class Committer:
         result_key: str | None,
         states: dict[str, RecordState | None],
         received_ms: int,
+        file_problem: str | None,
     ) -> _Plan:
         def refuse(message: str) -> _Plan:
             result = {
@@ -233,6 +288,8 @@ class Committer:
                 fields = _checked(rtype, mapping, item.fields)
             except InvalidValue as exc:
                 return refuse(str(exc))
+        if file_problem is not None:
+            return refuse(file_problem)
         key = f"{rtype.name}:{item.rid}"
         state = states.get(key)
         phone: Stamp | None = None
@@ -263,7 +320,17 @@ class Committer:
             states[key] = outcome.state
             blob = encode_state(outcome.state)
         entries = self._log_entries(actor, rtype, item, state, outcome)
-        write = RecordWrite(result_key, pack(result), key, expected, blob, entries)
+        files = tuple(
+            sorted(
+                {
+                    ref["id"]
+                    for name, (_, new) in outcome.changed.items()
+                    if name in rtype.file_fields
+                    for ref in stored_files(rtype.fields[name], new)
+                }
+            )
+        )
+        write = RecordWrite(result_key, pack(result), key, expected, blob, entries, files)
         tried: dict[str, tuple[object, object]] = {
             name: (state.value(name) if state is not None else None, value)
             for name, value in (fields or {}).items()
@@ -340,9 +407,13 @@ def _checked(rtype: RecordType, mapping: TypeMapping, fields: dict[str, Any]) ->
         try:
             checked[name] = rtype.fields[name].check(value)
         except InvalidValue as exc:
-            side_name = mapping.side_name(name)
-            message = str(exc)
-            if side_name != name and message.startswith(name):
-                raise InvalidValue(side_name + message[len(name) :]) from None  # the sender's name
-            raise
+            raise InvalidValue(_sender_named(mapping, name, str(exc))) from None
     return checked
+
+
+def _sender_named(mapping: TypeMapping, name: str, message: str) -> str:
+    """``message`` about field ``name``, starting with the sender's name of it."""
+    side_name = mapping.side_name(name)
+    if side_name != name and message.startswith(name):
+        return side_name + message[len(name) :]
+    return message

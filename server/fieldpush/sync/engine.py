@@ -15,11 +15,15 @@
 - :attr:`SyncEngine.put_record` and :attr:`SyncEngine.feed` are the CRM's
   calls (:class:`~fieldpush.sync.crm.CrmSide`);
 - :attr:`SyncEngine.exporter` reads a record type whole, for an export
-  (:class:`~fieldpush.sync.export.Exporter`).
+  (:class:`~fieldpush.sync.export.Exporter`);
+- :meth:`SyncEngine.file_reference` finds a reference to a file in a record
+  the caller may read, for a download (:mod:`fieldpush.sync.attachments`).
 
 It gets its collaborators through the constructor: the record store, a
 publisher, the ack recorder, an event id source, the device registry's
-``note_skew``, the settings and the metrics.
+``note_skew``, the settings, the metrics and the uploads (an
+:class:`~fieldpush.sync.attachments.UploadLookup`, which file references are
+checked against).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from fieldpush.identity.auth import Identity
 from fieldpush.metrics import Metrics
 from fieldpush.settings import Settings
 from fieldpush.sync.announce import EVENT_KIND, AckRecorder, Announcer, Publisher
+from fieldpush.sync.attachments import FileChecker, UploadLookup, readable_reference
 from fieldpush.sync.catalog import Catalog
 from fieldpush.sync.changelog import Paging
 from fieldpush.sync.commit import Committer
@@ -82,6 +87,7 @@ class SyncEngine:
         settings: Settings,
         metrics: Metrics,
         audit: AuditRecorder,
+        uploads: UploadLookup | None = None,
     ) -> None:
         self.schema = schema
         self.mappings = mappings
@@ -90,7 +96,13 @@ class SyncEngine:
         self._metrics = metrics
         paging = Paging(settings.sync_page_default, settings.sync_page_max)
         catalog = Catalog(records, schema, mappings)
-        self._committer = Committer(catalog, self.clock, audit=audit)
+        self._catalog = catalog
+        self._committer = Committer(
+            catalog,
+            self.clock,
+            audit=audit,
+            files=FileChecker(uploads) if uploads is not None else None,
+        )
         self._skew = SkewReport(note_skew, metrics, skewed_ms=int(settings.sync_max_skew_s * 1000))
         self._announcer = Announcer(
             publisher,
@@ -110,6 +122,12 @@ class SyncEngine:
         self.feed = crm.feed
         #: ``GET /v1/export/{type}``: :class:`fieldpush.sync.export.Exporter`.
         self.exporter = Exporter(catalog)
+
+    async def file_reference(self, actor: Actor, file_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The record key ``<type>:<rid>`` and the reference to ``file_id`` of
+        a record ``actor`` may read, in a field its role may read, as the
+        record is now (None: there is none)."""
+        return await readable_reference(self._catalog, actor, file_id)
 
     def may_read_change(self, role: str, teams: frozenset[str], team: str, data: object) -> bool:
         """Whether a user of ``role`` and ``teams`` may read the ``data`` of a

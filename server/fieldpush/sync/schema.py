@@ -34,12 +34,15 @@ from typing import Any, Final
 from fieldpush.errors import ConfigError, FieldpushError
 from fieldpush.identity.auth import ROLES
 from fieldpush.logs import shown
+from fieldpush.sync import appendlog
+from fieldpush.sync.sniff import SNIFFERS
 from fieldpush_client.protocol import BATCH_CLASS, CORE_CLASS, Priority
 
 __all__ = [
     "BATCH",
     "CORE",
     "FIELD_TYPES",
+    "FILE_KEYS",
     "FieldSpec",
     "InvalidValue",
     "RecordType",
@@ -50,7 +53,16 @@ __all__ = [
 ]
 
 FIELD_TYPES: Final = frozenset(
-    {"string", "int", "decimal", "bool", "date", "datetime", "enum", "list", "range"}
+    {"string", "int", "decimal", "bool", "date", "datetime", "enum", "list", "range", "file"}
+)
+#: The keys of a ``file`` field's value (docs/attachments.md, "File fields").
+FILE_KEYS: Final = frozenset({"id", "sha256", "size", "content_type", "name"})
+#: A file name's longest UTF-8 encoding, in bytes.
+FILE_NAME_MAX_BYTES: Final = 255
+_FILE_ID: Final = re.compile(r"[0-9A-Za-z_-]{1,128}")
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
+_MEDIA_TYPE: Final = re.compile(
+    r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
 )
 #: The largest magnitude of a 64-bit signed integer field, plus one.
 _INT_LIMIT: Final = 2**63
@@ -101,6 +113,10 @@ class FieldSpec:
     critical_values: tuple[Any, ...] = ()
     #: Roles that may read it; None: every role that may read the record.
     read: frozenset[str] | None = None
+    #: A ``file`` field's (or list of files') largest file, in bytes.
+    max_size: int | None = None
+    #: A ``file`` field's allowed media types (empty: any).
+    content_types: tuple[str, ...] = ()
 
     def check(self, value: Any) -> Any:
         """The value as stored (for an ``append`` field: the edit of its log,
@@ -142,7 +158,12 @@ class FieldSpec:
             raise InvalidValue(f"{name} must be a list, not {shown(value)}")
         if self.max_length is not None and len(value) > self.max_length:
             raise InvalidValue(f"{name} may have at most {self.max_length} items, not {len(value)}")
-        item = FieldSpec(name=f"{self.name}[]", type=self.items)
+        item = FieldSpec(
+            name=f"{self.name}[]",
+            type=self.items,
+            max_size=self.max_size,
+            content_types=self.content_types,
+        )
         return [item.check(entry) for entry in value]
 
     def _log_edit(self, value: Any) -> dict[str, list[Any]]:
@@ -159,10 +180,22 @@ class FieldSpec:
                 f"not {shown(value)}"
             )
         edit = {key: self._items(f"{self.name}.{key}", value.get(key, [])) for key in LOG_EDIT_KEYS}
-        both = set(edit["add"]) & set(edit["remove"])
+        removed = {appendlog.item_key(item) for item in edit["remove"]}
+        both = [item for item in edit["add"] if appendlog.item_key(item) in removed]
         if both:
             raise InvalidValue(f"{self.name}: {sorted(both, key=repr)} both added and removed")
         return edit
+
+    def files(self, value: Any) -> list[dict[str, Any]]:
+        """The file references in ``value``, a value of this field as
+        :meth:`check` returned it (for an ``append`` field: the ones it adds)."""
+        if value is None:
+            return []
+        if self.type == "file":
+            return [value]
+        if self.type == "list" and self.items == "file":
+            return list(value["add"] if self.rule == "append" else value)
+        return []
 
     def priority_of(self, value: Any) -> str:
         """The priority of the event announcing a change of this field to ``value``."""
@@ -238,6 +271,68 @@ def _enum(spec: FieldSpec, value: Any) -> Any:
     raise InvalidValue(f"{spec.name} must be one of {allowed_values}, not {shown(value)}")
 
 
+def _file(spec: FieldSpec, value: Any) -> dict[str, Any]:
+    """A reference to an upload (docs/attachments.md, "File fields"):
+    exactly the keys of :data:`FILE_KEYS`, each of its type and shape, within
+    the field's ``max_size`` and ``content_types``. Whether the upload exists
+    and is the sender's is :mod:`fieldpush.sync.attachments`'s to check."""
+    name = spec.name
+    if not isinstance(value, dict) or value.keys() != FILE_KEYS:
+        raise InvalidValue(
+            f'{name} must be a file {{"id", "sha256", "size", "content_type", "name"}}, '
+            f"not {shown(value)}"
+        )
+    upload_id, sha256, size = value["id"], value["sha256"], value["size"]
+    content_type, file_name = value["content_type"], value["name"]
+    if not isinstance(upload_id, str) or not _FILE_ID.fullmatch(upload_id):
+        raise InvalidValue(f"{name}.id must be an upload id, not {shown(upload_id)}")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise InvalidValue(f"{name}.sha256 must be 64 lower-case hex digits, not {shown(sha256)}")
+    size = _int(spec, size, f"{name}.size")
+    if size < 0:
+        raise InvalidValue(f"{name}.size must not be negative, not {size}")
+    if spec.max_size is not None and size > spec.max_size:
+        raise InvalidValue(f"{name} may be at most {spec.max_size} bytes, not {size}")
+    if not isinstance(content_type, str) or not _MEDIA_TYPE.fullmatch(content_type):
+        raise InvalidValue(
+            f"{name}.content_type must be a media type such as image/jpeg, "
+            f"not {shown(content_type)}"
+        )
+    if spec.content_types and content_type not in spec.content_types:
+        raise InvalidValue(
+            f"{name} must be one of {', '.join(spec.content_types)}, not {shown(content_type)}"
+        )
+    _file_name(name, file_name)
+    return {
+        "id": upload_id,
+        "sha256": sha256,
+        "size": size,
+        "content_type": content_type,
+        "name": file_name,
+    }
+
+
+def _file_name(field_name: str, value: Any) -> None:
+    """InvalidValue unless ``value`` is a plain file name: not empty, at most
+    :data:`FILE_NAME_MAX_BYTES` bytes of UTF-8, no ``/`` or ``\\``, no
+    ``..``, no control characters."""
+    where = f"{field_name}.name"
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(f"{where} must be a file name, not {shown(value)}")
+    try:
+        length = len(value.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        raise InvalidValue(f"{where} must be valid Unicode, not {shown(value)}") from None
+    if length > FILE_NAME_MAX_BYTES:
+        raise InvalidValue(f"{where} may be at most {FILE_NAME_MAX_BYTES} bytes long, not {length}")
+    if "/" in value or "\\" in value or ".." in value:
+        raise InvalidValue(
+            f"{where} must be a plain file name (no /, \\ or ..), not {shown(value)}"
+        )
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
+        raise InvalidValue(f"{where} must not hold control characters, not {shown(value)}")
+
+
 def _range(spec: FieldSpec, value: Any) -> dict[str, int]:
     """A range of whole numbers ``{"min": low, "max": high}``: both integers
     within the field's ``min`` / ``max``, ``low <= high``; nothing else in it."""
@@ -263,6 +358,7 @@ _CHECKS: Final[dict[str, Callable[[FieldSpec, Any], Any]]] = {
     "date": _date,
     "datetime": _datetime,
     "enum": _enum,
+    "file": _file,
 }
 
 
@@ -308,6 +404,15 @@ class RecordType:
         """The fields whose data class is one of ``classes``."""
         return frozenset(name for name in self.fields if self.class_of(name) in classes)
 
+    @property
+    def file_fields(self) -> frozenset[str]:
+        """Its ``file`` fields and lists of files."""
+        return frozenset(
+            name
+            for name, spec in self.fields.items()
+            if spec.type == "file" or (spec.type == "list" and spec.items == "file")
+        )
+
     def readable_fields(self, role: str) -> frozenset[str]:
         return frozenset(
             name for name, spec in self.fields.items() if spec.read is None or role in spec.read
@@ -352,6 +457,8 @@ _FIELD_KEYS: Final = frozenset(
         "critical_values",
         "read",
         "description",
+        "max_size",
+        "content_types",
     }
 )
 
@@ -464,6 +571,7 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
     if critical and sync != "realtime":
         raise where.error('critical_values needs sync = "realtime"')
     read = raw.get("read")
+    max_size, content_types = _file_limits(raw, kind, items, where)
     spec = FieldSpec(
         name=name,
         type=kind,
@@ -480,6 +588,8 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
         priority=priority,
         critical_values=tuple(critical),
         read=None if read is None else _roles(read, where, "read"),
+        max_size=max_size,
+        content_types=content_types,
     )
     for value in critical:
         try:
@@ -487,6 +597,44 @@ def _field(name: str, raw: Any, type_sync: str, where: _Where) -> FieldSpec:
         except InvalidValue as exc:
             raise where.error(f"critical_values: {exc}") from None
     return spec
+
+
+def _file_limits(
+    raw: Mapping[str, Any], kind: str, items: str, where: _Where
+) -> tuple[int | None, tuple[str, ...]]:
+    """A ``file`` field's (or list of files') ``max_size`` and
+    ``content_types``: a positive integer, and media types each with a sniffer
+    (:data:`fieldpush.sync.sniff.SNIFFERS`), so that no declared type goes
+    unchecked. Refused on any other field."""
+    max_size, content_types = raw.get("max_size"), raw.get("content_types")
+    is_file = kind == "file" or (kind == "list" and items == "file")
+    if not is_file:
+        if max_size is not None or content_types is not None:
+            raise where.error('max_size and content_types are for type = "file" (or its lists)')
+        return None, ()
+    if kind == "file" and (raw.get("pattern") is not None or raw.get("max_length") is not None):
+        raise where.error('pattern and max_length are not for type = "file"')
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1
+    ):
+        raise where.error("max_size must be a positive integer (bytes)")
+    if content_types is None:
+        return max_size, ()
+    if (
+        not isinstance(content_types, list)
+        or not content_types
+        or not all(isinstance(t, str) for t in content_types)
+    ):
+        raise where.error('content_types must be a list of media types, such as ["image/jpeg"]')
+    unknown = [t for t in content_types if t not in SNIFFERS]
+    if unknown:
+        raise where.error(
+            f"content_types: no content sniffer for {unknown}, so their files could not be "
+            f"checked; known types: {sorted(SNIFFERS)}"
+        )
+    if len(set(content_types)) != len(content_types):
+        raise where.error("content_types lists a type twice")
+    return max_size, tuple(content_types)
 
 
 def _record_type(name: str, raw: Any, where: _Where) -> RecordType:

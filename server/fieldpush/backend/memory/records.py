@@ -43,6 +43,8 @@ class MemoryRecords:
         self._ids: dict[str, list[str]] = {}
         #: result key -> (expiry ms, result); insertion order is expiry order.
         self._results: dict[str, tuple[int, bytes]] = {}
+        #: file id -> the record keys that referenced it.
+        self._files: dict[str, set[str]] = {}
         self._log: deque[tuple[tuple[int, int], bytes]] = deque()
         #: Positions are ``<epoch>:<ms>-<seq>``: a position of an earlier process
         #: (whose records are gone) is recognised, and its reader resyncs.
@@ -86,6 +88,8 @@ class MemoryRecords:
                     record_type, _, rid = write.record.partition(":")
                     ids = self._ids.setdefault(record_type, [])
                     bisect.insort(ids, rid)
+                for file_id in write.files:
+                    self._files.setdefault(file_id, set()).add(write.record)
             if write.result_key:
                 self._results[write.result_key] = (now + self._results_ttl_ms, write.result)
             for entry in write.log:
@@ -142,6 +146,9 @@ class MemoryRecords:
         ids = self._ids.get(record_type, [])
         start = bisect.bisect_right(ids, after_rid)
         return [(rid, self._records[f"{record_type}:{rid}"]) for rid in ids[start : start + limit]]
+
+    async def file_records(self, file_id: str) -> list[str]:
+        return sorted(self._files.get(file_id, ()))
 
 
 def _now_ms() -> int:

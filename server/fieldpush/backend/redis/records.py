@@ -6,6 +6,8 @@ Keys (``<p>`` is the key prefix):
   (the encoded record state);
 - ``<p>:sync:ids:<type>`` sorted set of the type's record ids (lexical order,
   for the full download);
+- ``<p>:sync:file:<file id>`` set of the record keys ``<type>:<rid>`` that
+  referenced the file (``RecordWrite.files``; never trimmed: a superset);
 - ``<p>:sync:res:<result key>`` a mutation's result, for replays of its
   ``mid``; expires after ``results_ttl_s``;
 - ``<p>:sync:log`` stream: the change log, entry fields ``c`` (the entry) and
@@ -105,6 +107,8 @@ class RedisRecords:
                 write.blob,
                 len(write.log),
                 *write.log,
+                len(write.files),
+                *write.files,
             ]
         return [_status(reply) for reply in await self._client.run(_COMMIT, [], args)]
 
@@ -143,6 +147,10 @@ class RedisRecords:
             (reply[i].decode(), StoredRecord(int(reply[i + 1]), reply[i + 2]))
             for i in range(0, len(reply), 3)
         ]
+
+    async def file_records(self, file_id: str) -> list[str]:
+        members = await self._client.execute(b"SMEMBERS", f"{self._prefix}:sync:file:{file_id}")
+        return sorted(member.decode() for member in members)
 
 
 def _status(reply: int | bytes) -> CommitStatus:

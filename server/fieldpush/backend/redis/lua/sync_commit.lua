@@ -2,7 +2,8 @@
 -- ARGV: prefix, results ttl ms, log max entries, log min id ("" = no age trim),
 --       an epoch for the log if it has none yet, then per write: result key ("" = none), result, record key ("" = none),
 --       expected version, record blob ("" = only check the version), number of
---       log entries, the log entries.
+--       log entries, the log entries, the number of file ids, the file ids
+--       (each indexed to the record key: <prefix>:sync:file:<id>).
 -- Returns per write: 0 (applied), the kept result (a replay), or -1 (stale).
 local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
@@ -17,7 +18,9 @@ while i <= #ARGV do
   local result_key, result, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local expected, blob, nlog = tonumber(ARGV[i + 3]), ARGV[i + 4], tonumber(ARGV[i + 5])
   local entries_at = i + 6
-  i = entries_at + nlog
+  local nfiles = tonumber(ARGV[entries_at + nlog])
+  local files_at = entries_at + nlog + 1
+  i = files_at + nfiles
   local kept = false
   if result_key ~= '' then
     kept = redis.call('GET', prefix .. ':sync:res:' .. result_key)
@@ -49,6 +52,9 @@ while i <= #ARGV do
       for j = entries_at, entries_at + nlog - 1 do
         local n = redis.call('INCR', log .. ':n')
         redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'c', ARGV[j], 'n', n)
+      end
+      for j = files_at, files_at + nfiles - 1 do
+        redis.call('SADD', prefix .. ':sync:file:' .. ARGV[j], record)
       end
       out[#out + 1] = 0
     else
