@@ -35,6 +35,7 @@ from enum import StrEnum
 from functools import partial
 
 from fieldpush_client.errors import RequestError
+from fieldpush_client.files import Attachments
 from fieldpush_client.protocol import BATCH_CLASS, Changes, ErrorCode, Pull
 from fieldpush_client.sync import SyncClient
 
@@ -61,12 +62,16 @@ class BatchOutcome:
     bytes: int = 0
     more: bool = False
     held: Held | None = None
+    #: Bytes of files uploaded and prefetched in this batch (``files``).
+    file_bytes: int = 0
 
 
 class BatchSync:
     """See the module docstring. ``types``: the record types to pull batch
     data of (None: every type); ``page_size``: records per pull page (the
-    budget is checked after each page)."""
+    budget is checked after each page); ``files``: the attachments whose
+    uploads (and prefetch) run in each batch, after the pull, with what is
+    left of the budget, paused as soon as the batch would be held."""
 
     def __init__(
         self,
@@ -78,6 +83,7 @@ class BatchSync:
         hold_retry_s: float = 5.0,
         page_size: int = 50,
         types: tuple[str, ...] | None = None,
+        files: Attachments | None = None,
     ) -> None:
         if budget_bytes < 1 or page_size < 1:
             raise ValueError("budget_bytes and page_size must be positive")
@@ -88,6 +94,7 @@ class BatchSync:
         self.hold_retry_s = hold_retry_s
         self.page_size = page_size
         self.types = types
+        self.files = files
         self._lock = asyncio.Lock()
 
     def schedule(self) -> None:
@@ -125,7 +132,13 @@ class BatchSync:
         async with self._lock:
             if self.sync.store.queued(limit=1):
                 await self.sync.flush()
-            return await self._pull()
+            outcome = await self._pull()
+            if self.files is None or outcome.more:
+                return outcome
+            moved = await self.files.run_batch(self.budget_bytes - outcome.bytes, self.held)
+            if moved and self.sync.store.queued(limit=1):
+                await self.sync.flush()  # the references of the uploads just completed
+            return BatchOutcome(outcome.changes, outcome.bytes, file_bytes=moved)
 
     async def _pull(self) -> BatchOutcome:
         store, types = self.sync.store, self.types

@@ -82,6 +82,7 @@ import contextlib
 import itertools
 import logging
 import random
+import ssl as ssl_module
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -719,6 +720,20 @@ class PushClient:
             self._critical_at = asyncio.get_running_loop().time()
             self._open_critical.add(event.id)
         await self._queue.put(event)
+
+    @property
+    def http_base(self) -> str:
+        """The node's HTTP API base (``http_url``, else derived from the socket's URL)."""
+        return self._http_url or http_url_for(self.url)
+
+    @property
+    def tls_context(self) -> ssl_module.SSLContext | None:
+        """The TLS context of the client's connections (None: the system's CAs)."""
+        return self._ssl
+
+    async def fresh_token(self) -> str:
+        """A current token for an HTTP call of the SDK's own (the uploads)."""
+        return await self._fresh_token()
 
     async def _fresh_token(self) -> str:
         """A token from the provider (or the plain one); it becomes :attr:`token`."""

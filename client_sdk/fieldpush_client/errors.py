@@ -8,6 +8,7 @@ FieldpushClientError
 ├── RequestTimeout            no answer to a request in time
 ├── NotConnected              a request needs a connection and there is none
 ├── PublishError              an HTTP call was refused (``.status``, ``.code``)
+├── FileTransferError         an upload or download of a file failed (``.reason``)
 ├── StoreError                the local store (``SyncStore``) cannot be used as it is
 │   ├── StoreKeyError         the key is malformed, its provider failed, or it is not
 │   │                         this store's key (``.reason``)
@@ -22,6 +23,7 @@ __all__ = [
     "AccessRevoked",
     "ConnectionClosedFatal",
     "FieldpushClientError",
+    "FileTransferError",
     "NotConnected",
     "PublishError",
     "RequestError",
@@ -82,6 +84,25 @@ class PublishError(FieldpushClientError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class FileTransferError(FieldpushClientError):
+    """An upload or a download of a file failed. ``reason``: ``"protocol"``
+    (the server's answer is malformed or impossible: a wrong offset, a
+    garbage header), ``"integrity"`` (the bytes do not match their sha256 or
+    size), ``"checksum"`` (460: a chunk arrived changed, again and again),
+    ``"too_large"`` (413), ``"gone"`` (404/410: no such upload or file, or
+    expired), ``"unauthorized"``, ``"forbidden"``, ``"refused"`` (another
+    refusal), ``"server"`` (busy or failing: ``retryable``), ``"network"``
+    (no answer: ``retryable``). ``status``: the HTTP status, if one came."""
+
+    def __init__(
+        self, message: str, *, reason: str, status: int | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.retryable = retryable
 
 
 class StoreError(FieldpushClientError):

@@ -186,6 +186,12 @@ class SyncStore:
     def close(self) -> None:
         self._db.close()
 
+    def vault(self) -> tuple[sqlite3.Connection, RecordCipher]:
+        """The SQLite connection and the cipher, for the SDK's own tables in
+        this file (:mod:`fieldpush_client.files`): what they keep is sealed
+        the same way, and :meth:`erase` deletes it with the rest."""
+        return self._db, self._cipher
+
     def erase(self) -> None:
         """Remote wipe (docs/protocol.md 1.17): forget the key, close, and
         delete the file with its ``-wal``, ``-shm`` and ``-journal``
