@@ -86,17 +86,6 @@ def _read_info(path: Path) -> UploadInfo | None:
         return None
 
 
-def _hash_and_write(fd: int, data: bytes, whole: hashlib._Hash, chunk_hash: hashlib._Hash) -> None:
-    """Both hashes updated with ``data``, then ``data`` written whole at ``fd``'s
-    position: in a worker thread, off the event loop (hashlib releases the GIL
-    for buffers of more than 2 KiB; docs/performance.md, "Attachments")."""
-    whole.update(data)
-    chunk_hash.update(data)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _hash_prefix(path: Path, offset: int) -> hashlib._Hash:
     hasher = hashlib.sha256()
     with open(path, "rb") as file:
@@ -312,7 +301,11 @@ class Uploads:
     ) -> int:
         data = bytes(buffer)
         buffer.clear()
-        await asyncio.to_thread(_hash_and_write, fd, data, whole, chunk_hash)
+        whole.update(data)
+        chunk_hash.update(data)
+        view = memoryview(data)
+        while view:
+            view = view[await asyncio.to_thread(os.write, fd, view) :]
         return len(data)
 
     async def _advance(
