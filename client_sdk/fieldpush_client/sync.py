@@ -60,6 +60,7 @@ from fieldpush_client.errors import (
 )
 from fieldpush_client.protocol import (
     CORE_CLASS,
+    Change,
     Changes,
     Digest,
     DriftReport,
@@ -602,12 +603,7 @@ class SyncStore:
                     learned.setdefault(change.type, set()).update(change.fields)
                 self._tally.learn_batch(learned)
             for change in changes.changes:
-                if change.removed:
-                    self._put(change.type, change.rid, None)
-                    continue
-                tags = self._tags(change.type, change.rid)
-                held = self._server_copy(change.type, change.rid, tags)
-                self._put(change.type, change.rid, {**(held or {}), **change.fields}, tags, held)
+                self._store_change(change, whole=False)
             self._set_meta(self._set_key("cursor", types, classes), changes.cursor)
             if not changes.more:
                 self._set_meta(snapshot_key, None)
@@ -648,15 +644,23 @@ class SyncStore:
         types = None if pulled_types is None else list(pulled_types)
         with self._writing():
             for change in changes.changes:
-                if change.removed:
-                    self._put(change.type, change.rid, None)
-                    continue
-                tags = self._tags(change.type, change.rid)
-                held = self._server_copy(change.type, change.rid, tags)
-                batch = self._tally.batch_fields(change.type)
-                kept = {name: value for name, value in (held or {}).items() if name in batch}
-                self._put(change.type, change.rid, {**kept, **change.fields}, tags, held)
+                self._store_change(change, whole=True)
             self._set_meta(self._set_key("cursor", types), changes.cursor)
+
+    def _store_change(self, change: Change, *, whole: bool) -> None:
+        """Store one pulled change: a ``removed`` record is dropped; otherwise
+        its fields are laid over the held server copy, or (``whole``: a
+        repair) replace its core fields, the fields learned as batch data kept."""
+        if change.removed:
+            self._put(change.type, change.rid, None)
+            return
+        tags = self._tags(change.type, change.rid)
+        held = self._server_copy(change.type, change.rid, tags)
+        kept = held or {}
+        if whole:
+            batch = self._tally.batch_fields(change.type)
+            kept = {name: value for name, value in kept.items() if name in batch}
+        self._put(change.type, change.rid, {**kept, **change.fields}, tags, held)
 
     def _held_types(self) -> set[str]:
         """The names of the types held (one opened record per type)."""
