@@ -29,16 +29,18 @@ answer that is malformed or impossible (a wrong offset, a garbage header), a
 (``state`` ``"failed"``, ``error`` and ``error_reason`` say why); 404/410 (the
 server lost or expired the upload) start it again from byte 0, twice at most.
 
-:meth:`Attachments.open_file` returns a referenced file's bytes: from the
-cache, or by ``GET /v1/files/{id}`` (resumed by ``Range`` after a broken
-transfer), checked against the value's size and sha256 before anything is
-cached; a mismatch raises and stores nothing.
+:meth:`Attachments.open_file` returns a referenced file's bytes (and
+:meth:`Attachments.save_file` writes them to a path, a chunk at a time): from
+the cache, or by ``GET /v1/files/{id}``. The bytes are sealed into the store
+as they arrive, so a broken transfer resumes by ``Range`` from the bytes kept,
+in the same call or after an app restart; they become the cached file only
+once all of them matched the value's size and sha256. A mismatch, or bytes
+beyond the size, raise and drop what was kept.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import logging
 import mimetypes
@@ -75,6 +77,25 @@ MAX_RESTARTS: Final = 2
 Prefetch = Literal["none", "own"]
 #: Whether the batch must pause now (BatchSync.held: a reason, or None).
 HoldCheck = Callable[[], object]
+
+
+class _Pieces:
+    """A download's bytes on their way into the store: kept a chunk at a time
+    as they arrive (:meth:`FileStore.keep`), and what is left on :meth:`flush`."""
+
+    def __init__(self, files: FileStore, sha256: str, chunk_size: int) -> None:
+        self._files, self._sha256, self._chunk_size = files, sha256, chunk_size
+        self._buffer = bytearray()
+
+    def add(self, piece: bytes) -> None:
+        self._buffer += piece
+        while len(self._buffer) >= self._chunk_size:
+            self._files.keep(self._sha256, bytes(self._buffer[: self._chunk_size]))
+            del self._buffer[: self._chunk_size]
+
+    def flush(self) -> None:
+        self._files.keep(self._sha256, bytes(self._buffer))
+        self._buffer.clear()
 
 
 class Attachment:
@@ -345,20 +366,45 @@ class Attachments:
         encrypted cache, else downloaded (and then cached). Raises
         :class:`FileTransferError` (``reason`` ``"integrity"``: the bytes are
         not the value's size and sha256; nothing is cached) or ValueError (not
-        a file value)."""
-        upload_id, sha256, size = _file_of(value)
-        cached = self._files.cached(sha256)
-        if cached is not None:
-            return cached
-        async with self._http() as http:
-            return await self._download(self._session(http), upload_id, sha256, size)
+        a file value). For large files, :meth:`save_file` never holds them whole."""
+        await self._ensure_cached(value)
+        return b"".join(self._files.cached_pieces(str(value["sha256"])))
 
-    async def _download(self, session: TusSession, upload_id: str, sha256: str, size: int) -> bytes:
-        data = bytearray()
+    async def save_file(self, value: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+        """Write the referenced file to ``path`` (downloaded first if it is not
+        cached), a chunk at a time: through a temporary file beside it that
+        replaces ``path`` only once every byte matched the value's sha256.
+        Same errors as :meth:`open_file`; ``path`` is untouched on any error."""
+        await self._ensure_cached(value)
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.{FileStore.new_id()}.part")
+        try:
+            with partial.open("wb") as out:
+                for piece in self._files.cached_pieces(str(value["sha256"])):
+                    out.write(piece)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    async def _ensure_cached(self, value: Mapping[str, Any]) -> None:
+        upload_id, sha256, size = _file_of(value)
+        if not self._files.is_cached(sha256):
+            async with self._http() as http:
+                await self._download(self._session(http), upload_id, sha256, size)
+
+    async def _download(self, session: TusSession, upload_id: str, sha256: str, size: int) -> None:
+        """Download into the cache, resuming from the pieces kept of an
+        earlier attempt (this run's or a previous app run's): each attempt
+        asks only for the bytes after them (``Range``)."""
         delays: Iterator[float] = self._retry()
         for attempt in range(1, self.max_attempts + 1):
+            pieces = _Pieces(self._files, sha256, self.chunk_size)
             try:
-                await session.download(upload_id, len(data), size, data)
+                try:
+                    await session.download(upload_id, self._files.kept(sha256), size, pieces.add)
+                finally:
+                    pieces.flush()
                 break
             except (httpx.HTTPError, OSError) as exc:
                 if attempt == self.max_attempts:
@@ -368,17 +414,17 @@ class Attachments:
                         retryable=True,
                     ) from exc
             except FileTransferError as exc:
-                if not exc.retryable or attempt == self.max_attempts:
+                if not exc.retryable:
+                    self._files.drop(sha256)
+                    raise
+                if attempt == self.max_attempts:
                     raise
             await asyncio.sleep(next(delays))
-        if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        if not self._files.finish(sha256, size):
             raise FileTransferError(
-                f"the file {upload_id} is not the {size} bytes of sha256 {sha256}"
-                f" (got {len(data)} bytes)",
+                f"the file {upload_id} is not the {size} bytes of sha256 {sha256}",
                 reason="integrity",
             )
-        self._files.cache(sha256, bytes(data), self.chunk_size)
-        return bytes(data)
 
     async def prefetch_own(
         self, budget_bytes: int | None = None, held: HoldCheck | None = None

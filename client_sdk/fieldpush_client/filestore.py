@@ -12,9 +12,13 @@ its row (:mod:`fieldpush_client.vault`):
   and sealed chunk by chunk (one row per ``chunk_size`` bytes, so a 100 MiB
   file is never held in memory whole and a resumed upload reads only the
   chunk it sends); deleted once the upload is complete;
+- ``file_parts``: a download under way, found by the same tag: the pieces
+  that arrived, sealed as they come (their lengths in clear), so a transfer
+  cut by a dropped signal or a killed app resumes from the bytes kept;
 - ``file_cache``: downloaded files, found by a keyed tag of their sha256,
-  sealed chunk by chunk; written in one transaction after the whole file
-  matched its sha256, so a half or a wrong download is never stored.
+  sealed chunk by chunk; a download's pieces move there, in one transaction,
+  only once all of them matched its size and sha256, so a half or a wrong
+  download is never read as a file.
 
 A remote wipe (:meth:`SyncStore.erase`) deletes the file, and with it the
 queue and the cache.
@@ -26,6 +30,7 @@ import hashlib
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, Any, Final
 
@@ -43,6 +48,9 @@ _TABLES: Final = (
     " PRIMARY KEY (job, idx)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS file_cache ("
     " tag BLOB NOT NULL, idx INTEGER NOT NULL, sealed BLOB NOT NULL,"
+    " PRIMARY KEY (tag, idx)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS file_parts ("
+    " tag BLOB NOT NULL, idx INTEGER NOT NULL, size INTEGER NOT NULL, sealed BLOB NOT NULL,"
     " PRIMARY KEY (tag, idx)) WITHOUT ROWID",
 )
 
@@ -169,36 +177,92 @@ class FileStore:
 
     def cached(self, sha256: str) -> bytes | None:
         """A downloaded file's bytes (None: not cached); checked against ``sha256``."""
+        if not self.is_cached(sha256):
+            return None
+        return b"".join(self.cached_pieces(sha256))
+
+    def cached_pieces(self, sha256: str) -> Iterator[bytes]:
+        """A cached file's bytes, one sealed chunk at a time (never whole in
+        memory; nothing if it is not cached). Raises
+        :class:`StoreIntegrityError` after the last piece if they do not
+        match ``sha256``: a caller that writes them out keeps nothing before then."""
         tag = self._cipher.tag("file", sha256)
+        digest = hashlib.sha256()
         rows = self._db.execute(
             "SELECT idx, sealed FROM file_cache WHERE tag = ? ORDER BY idx", (tag,)
         ).fetchall()
-        if not rows:
-            return None
-        data = b"".join(
-            self._cipher.open(sealed, aad(b"file", tag, b"%d" % idx)) for idx, sealed in rows
-        )
-        if hashlib.sha256(data).hexdigest() != sha256:
+        for idx, sealed in rows:
+            piece = self._cipher.open(sealed, self._cache_aad(tag, idx))
+            digest.update(piece)
+            yield piece
+        if rows and digest.hexdigest() != sha256:
             raise StoreIntegrityError("a cached file does not match its sha256")
-        return data
-
-    def cache(self, sha256: str, data: bytes, chunk_size: int) -> None:
-        """Keep a downloaded file (the caller checked it against ``sha256``)."""
-        tag = self._cipher.tag("file", sha256)
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM file_cache WHERE tag = ?", (tag,))
-            for idx, start in enumerate(range(0, max(len(data), 1), chunk_size)):
-                piece = data[start : start + chunk_size]
-                sealed = self._cipher.seal(piece, aad(b"file", tag, b"%d" % idx))
-                self._db.execute("INSERT INTO file_cache VALUES (?, ?, ?)", (tag, idx, sealed))
 
     def is_cached(self, sha256: str) -> bool:
         tag = self._cipher.tag("file", sha256)
         row = self._db.execute("SELECT 1 FROM file_cache WHERE tag = ? LIMIT 1", (tag,))
         return row.fetchone() is not None
 
+    # ------------------------------------------------------------ downloads under way
+
+    def kept(self, sha256: str) -> int:
+        """The bytes of an unfinished download of ``sha256`` kept so far."""
+        tag = self._cipher.tag("file", sha256)
+        row = self._db.execute("SELECT SUM(size) FROM file_parts WHERE tag = ?", (tag,))
+        return int(row.fetchone()[0] or 0)
+
+    def keep(self, sha256: str, piece: bytes) -> None:
+        """Seal and keep the next ``piece`` of a download of ``sha256``."""
+        if not piece:
+            return
+        tag = self._cipher.tag("file", sha256)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            (idx,) = self._db.execute(
+                "SELECT COALESCE(MAX(idx) + 1, 0) FROM file_parts WHERE tag = ?", (tag,)
+            ).fetchone()
+            sealed = self._cipher.seal(piece, self._cache_aad(tag, idx))
+            self._db.execute(
+                "INSERT INTO file_parts VALUES (?, ?, ?, ?)", (tag, idx, len(piece), sealed)
+            )
+
+    def finish(self, sha256: str, size: int) -> bool:
+        """Move a download's pieces into the cache if together they are
+        ``size`` bytes of ``sha256`` (True); otherwise drop them (False).
+        One transaction: the file is cached whole or not at all."""
+        tag = self._cipher.tag("file", sha256)
+        digest, total = hashlib.sha256(), 0
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(
+                "SELECT idx, sealed FROM file_parts WHERE tag = ? ORDER BY idx", (tag,)
+            )
+            for idx, sealed in rows:
+                piece = self._cipher.open(sealed, self._cache_aad(tag, idx))
+                digest.update(piece)
+                total += len(piece)
+            whole = total == size and digest.hexdigest() == sha256
+            if whole:
+                self._db.execute("DELETE FROM file_cache WHERE tag = ?", (tag,))
+                self._db.execute(
+                    "INSERT INTO file_cache SELECT tag, idx, sealed FROM file_parts WHERE tag = ?",
+                    (tag,),
+                )
+            self._db.execute("DELETE FROM file_parts WHERE tag = ?", (tag,))
+        return whole
+
+    def drop(self, sha256: str) -> None:
+        """Forget an unfinished download of ``sha256``."""
+        tag = self._cipher.tag("file", sha256)
+        with self._db:
+            self._db.execute("DELETE FROM file_parts WHERE tag = ?", (tag,))
+
     # ------------------------------------------------------------ sealing
+
+    @staticmethod
+    def _cache_aad(tag: bytes, index: int) -> bytes:
+        """A cached piece's AAD (the same while it is a part, so it moves unchanged)."""
+        return aad(b"file", tag, b"%d" % index)
 
     @staticmethod
     def _chunk_aad(job: str, index: int) -> bytes:

@@ -198,10 +198,12 @@ class TusSession:
         if reply.status_code not in (204, 404, 410):
             raise _refusal(reply, "terminating the upload")
 
-    async def download(self, upload_id: str, start: int, size: int, sink: bytearray) -> None:
-        """Append the file's bytes from ``start`` to ``sink`` (``GET`` with
-        ``Range`` when ``start`` > 0), never more than ``size`` in all; what
-        arrived stays in ``sink`` if the transfer breaks."""
+    async def download(
+        self, upload_id: str, start: int, size: int, sink: Callable[[bytes], None]
+    ) -> None:
+        """Hand the file's bytes from ``start`` to ``sink`` piece by piece
+        (``GET`` with ``Range`` when ``start`` > 0), never more than ``size``
+        in all: a piece that would pass it raises before ``sink`` sees it."""
         extra = {"Range": f"bytes={start}-"} if start else {}
         headers = await self._headers(extra)
         async with self._http.stream("GET", self._url(upload_id), headers=headers) as reply:
@@ -211,9 +213,11 @@ class TusSession:
                 raise _refusal(reply, "downloading the file")
             if start and not reply.headers.get("content-range", "").startswith(f"bytes {start}-"):
                 raise FileTransferError("the server answered another range", reason="protocol")
+            got = start
             async for piece in reply.aiter_bytes():
-                if len(sink) + len(piece) > size:
+                if got + len(piece) > size:
                     raise FileTransferError(
                         f"the server sends more than the file's {size} bytes", reason="integrity"
                     )
-                sink += piece
+                got += len(piece)
+                sink(piece)

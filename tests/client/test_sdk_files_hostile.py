@@ -35,6 +35,10 @@ class Hostile:
 
     answer: Callable[[str, dict[str, str]], Answer]
     requests: list[str] = field(default_factory=list)
+    #: The ``Range`` header of every GET (None: none sent).
+    ranges: list[str | None] = field(default_factory=list)
+    #: Send only this many bytes of the next GET's body, then close the connection.
+    cut_get_at: int | None = None
     port: int = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -50,13 +54,20 @@ class Hostile:
                 self.requests.append(method)
                 status, extra, body = self.answer(method, headers)
                 out = {"Content-Length": str(len(body)), "Tus-Resumable": "1.0.0", **extra}
+                cut, sent = None, body
+                if method == "GET":
+                    self.ranges.append(headers.get("range"))
+                    cut, self.cut_get_at = self.cut_get_at, None
+                    sent = body if cut is None else body[:cut]
                 writer.write(
                     f"HTTP/1.1 {status} X\r\n".encode()
                     + "".join(f"{k}: {v}\r\n" for k, v in out.items()).encode()
                     + b"\r\n"
-                    + (b"" if method == "HEAD" else body)
+                    + (b"" if method == "HEAD" else sent)
                 )
                 await writer.drain()
+                if cut is not None:
+                    return  # the signal drops mid-body
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -227,6 +238,90 @@ async def test_a_download_that_does_not_match_its_sha256_raises_and_stores_nothi
             await files.open_file(value)
         assert caught.value.reason == "integrity"
         assert files._files.cached(sha) is None
+        assert files._files.kept(sha) == 0  # nothing of it kept to resume from
+    finally:
+        server.close()
+
+
+VALUE = {
+    "id": "up1",
+    "sha256": hashlib.sha256(DATA).hexdigest(),
+    "size": len(DATA),
+    "content_type": "image/jpeg",
+    "name": "a",
+}
+
+
+def ranged(served: bytes) -> Callable[[str, dict[str, str]], Answer]:
+    """GET answers from ``served``: 200 whole, or 206 from a ``Range: bytes=a-`` start."""
+
+    def answer(_: str, headers: dict[str, str]) -> Answer:
+        if "range" not in headers:
+            return 200, {"ETag": '"x"'}, served
+        start = int(headers["range"].removeprefix("bytes=").removesuffix("-"))
+        content_range = f"bytes {start}-{len(served) - 1}/{len(served)}"
+        return 206, {"ETag": '"x"', "Content-Range": content_range}, served[start:]
+
+    return answer
+
+
+async def test_a_download_cut_midway_resumes_after_an_app_restart_from_the_bytes_kept(
+    tmp_path: Path,
+) -> None:
+    hostile = Hostile(ranged(DATA), cut_get_at=len(DATA) * 4 // 5)  # cut at 80 %
+    server = await listening(hostile)
+    try:
+        first = files_for(hostile, tmp_path)
+        first.max_attempts = 1
+        with pytest.raises(FileTransferError) as caught:
+            await first.open_file(VALUE)
+        assert caught.value.reason == "network"
+        kept = first._files.kept(VALUE["sha256"])  # type: ignore[arg-type]
+        assert kept > len(DATA) // 2, "the bytes that arrived are kept"
+        assert first._files.cached(VALUE["sha256"]) is None  # type: ignore[arg-type]
+        first.sync.store.close()
+
+        restarted = files_for(hostile, tmp_path)  # a new app run on the same store
+        assert await restarted.open_file(VALUE) == DATA
+        assert hostile.ranges == [None, f"bytes={kept}-"]
+        assert restarted._files.kept(VALUE["sha256"]) == 0  # moved into the cache
+    finally:
+        server.close()
+
+
+async def test_kept_bytes_that_do_not_add_up_to_the_sha256_are_dropped_and_fetched_again(
+    tmp_path: Path,
+) -> None:
+    wrong_start = b"\x00" * 1000 + DATA[1000:]
+    hostile = Hostile(ranged(wrong_start), cut_get_at=len(DATA) // 2)
+    server = await listening(hostile)
+    try:
+        files = files_for(hostile, tmp_path)
+        with pytest.raises(FileTransferError) as caught:
+            await files.open_file(VALUE)  # resumed within the call, then checked: wrong
+        assert caught.value.reason == "integrity"
+        assert files._files.kept(VALUE["sha256"]) == 0  # type: ignore[arg-type]
+        hostile.answer = ranged(DATA)
+        assert await files.open_file(VALUE) == DATA
+        assert hostile.ranges[-1] is None  # from byte 0, not from the dropped bytes
+    finally:
+        server.close()
+
+
+async def test_save_file_writes_the_path_only_when_the_bytes_match(tmp_path: Path) -> None:
+    hostile = Hostile(ranged(DATA[:-1] + b"!"))
+    server = await listening(hostile)
+    try:
+        files = files_for(hostile, tmp_path)
+        target = tmp_path / "out" / "pump.jpg"
+        target.parent.mkdir()
+        with pytest.raises(FileTransferError):
+            await files.save_file(VALUE, target)
+        assert list(target.parent.iterdir()) == []  # no file, no temporary left behind
+        hostile.answer = ranged(DATA)
+        assert await files.save_file(VALUE, target) == target
+        assert target.read_bytes() == DATA
+        assert [p.name for p in target.parent.iterdir()] == ["pump.jpg"]
     finally:
         server.close()
 
