@@ -21,13 +21,14 @@ formats carry the HTTP request's id (:data:`REQUEST_ID`, set per request by
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 __all__ = [
     "LOG_FORMAT",
@@ -152,18 +153,28 @@ def formatter(log_format: str) -> logging.Formatter:
 
 class PublishLog:
     """One INFO line per accepted publish (id, kind, priority, channel count,
-    latency), at most ``max_per_s`` in each second (0: none); the first
-    publish after a second in which some were not logged first writes one
-    line saying how many. The fields are also the record's ``extra`` (JSON keys)."""
+    latency), at most ``max_per_s`` in each second (0: none). When a second
+    dropped some, one line says how many, written when that second ends
+    (``later`` schedules it: the running loop's ``call_later`` by default),
+    whether or not another publish follows. The fields are also the record's
+    ``extra`` (JSON keys)."""
 
-    __slots__ = ("_clock", "_dropped", "_log", "_logged", "_max", "_window")
+    __slots__ = ("_clock", "_dropped", "_later", "_log", "_logged", "_max", "_report", "_window")
 
-    def __init__(self, max_per_s: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_per_s: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        later: Callable[[float, Callable[[], None]], Cancellable] | None = None,
+    ) -> None:
         self._log = logging.getLogger("fieldpush.publish")
         self._max = max_per_s
         self._clock = clock
+        self._later = later or _call_later
         self._window = float("-inf")
         self._logged = self._dropped = 0
+        self._report: Cancellable | None = None
 
     def published(
         self, event_id: str, kind: str, priority: str, channels: Sequence[str], latency_s: float
@@ -172,13 +183,11 @@ class PublishLog:
             return
         now = self._clock()
         if now - self._window >= 1.0:
-            if self._dropped:
-                self._log.info(
-                    "%d publish(es) not logged in the last second (log_publish_max_per_s=%d)",
-                    self._dropped, self._max, extra={"not_logged": self._dropped},
-                )  # fmt: skip
-            self._window, self._logged, self._dropped = now, 0, 0
+            self._report_dropped()
+            self._window, self._logged = now, 0
         if self._logged >= self._max:
+            if not self._dropped:
+                self._report = self._later(self._window + 1.0 - now, self._report_dropped)
             self._dropped += 1
             return
         self._logged += 1
@@ -191,3 +200,28 @@ class PublishLog:
                 "channels": len(channels), "latency_ms": latency_ms,
             },
         )  # fmt: skip
+
+    def close(self) -> None:
+        """Write the count of a second still open (at node stop)."""
+        self._report_dropped()
+
+    def _report_dropped(self) -> None:
+        if self._report is not None:
+            self._report.cancel()
+            self._report = None
+        if self._dropped:
+            self._log.info(
+                "%d publish(es) not logged in the last second (log_publish_max_per_s=%d)",
+                self._dropped, self._max, extra={"not_logged": self._dropped},
+            )  # fmt: skip
+            self._dropped = 0
+
+
+class Cancellable(Protocol):
+    """A scheduled call that can be called off (an ``asyncio.TimerHandle``)."""
+
+    def cancel(self) -> None: ...
+
+
+def _call_later(delay_s: float, callback: Callable[[], None]) -> Cancellable:
+    return asyncio.get_running_loop().call_later(delay_s, callback)

@@ -322,6 +322,7 @@ class Node:
         await self.hub.close()
         await self.login_refusals.close()
         await self.audit.close()
+        self.publish_log.close()
         if self.checkpoints is not None:
             await self.checkpoints.close()
         await self.backend.close()

@@ -15,7 +15,7 @@ import pytest
 from fieldpush.logs import LOG_FORMAT, REQUEST_ID, EscapingFormatter, JsonFormatter, PublishLog
 from tests.support.cli import ServeProcess
 from tests.support.cluster import token
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 FORGED = "pixel\n2099-01-01 CRITICAL fake\u2028\x85\x1b[31m\u202e"
 
@@ -62,7 +62,13 @@ def test_both_formats_carry_the_request_id() -> None:
 
 def test_publish_lines_are_sampled_above_the_rate(caplog: pytest.LogCaptureFixture) -> None:
     now = [100.0]
-    log = PublishLog(3, clock=lambda: now[0])
+    scheduled: list[tuple[float, Callable[[], None]]] = []
+
+    def later(delay_s: float, callback: Callable[[], None]) -> Cancelled:
+        scheduled.append((delay_s, callback))
+        return Cancelled()
+
+    log = PublishLog(3, clock=lambda: now[0], later=later)
     caplog.set_level(logging.INFO, "fieldpush.publish")
     for n in range(10):
         log.published(f"e{n}", "work_order", "critical", ["user:a", "team:b"], 0.0021)
@@ -70,12 +76,52 @@ def test_publish_lines_are_sampled_above_the_rate(caplog: pytest.LogCaptureFixtu
     first = caplog.records[0]
     assert first.__dict__["event_id"] == "e0" and first.__dict__["channels"] == 2
     assert first.__dict__["latency_ms"] == 2.1 and first.__dict__["priority"] == "critical"
+    [(delay_s, report)] = scheduled  # one report for the second, at its end
+    assert delay_s == pytest.approx(1.0)
     now[0] += 1.0
-    log.published("e10", "work_order", "normal", ["team:b"], 0.001)
+    report()  # the second ends with no publish after it: the count is written anyway
     assert caplog.records[3].getMessage().startswith("7 publish(es) not logged")
     assert caplog.records[3].__dict__["not_logged"] == 7
+    log.published("e10", "work_order", "normal", ["team:b"], 0.001)
     assert caplog.records[4].__dict__["event_id"] == "e10"
-    assert len(caplog.records) == 5
+    assert len(caplog.records) == 5  # the count is not written twice
+
+
+def test_a_dropped_count_is_written_by_the_next_publish_or_at_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    log = PublishLog(1, clock=lambda: now[0], later=lambda delay_s, callback: Cancelled())
+    caplog.set_level(logging.INFO, "fieldpush.publish")
+    log.published("e0", "k", "normal", ["team:b"], 0.001)
+    log.published("e1", "k", "normal", ["team:b"], 0.001)
+    now[0] += 1.5
+    log.published("e2", "k", "normal", ["team:b"], 0.001)
+    log.published("e3", "k", "normal", ["team:b"], 0.001)
+    log.close()
+    assert [r.getMessage().split(" ")[0] for r in caplog.records] == [
+        "published", "1", "published", "1",
+    ]  # fmt: skip
+
+
+async def test_the_dropped_count_is_written_when_the_second_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = PublishLog(1)  # the running loop schedules the report
+    caplog.set_level(logging.INFO, "fieldpush.publish")
+    log.published("e0", "k", "normal", ["team:b"], 0.001)
+    log.published("e1", "k", "normal", ["team:b"], 0.001)
+    await eventually(
+        lambda: len(caplog.records) == 2, timeout=5, message="the count of the dropped line"
+    )
+    assert caplog.records[1].__dict__["not_logged"] == 1
+
+
+class Cancelled:
+    """A report that never runs by itself (the test calls what it needs)."""
+
+    def cancel(self) -> None:
+        pass
 
 
 def test_no_publish_lines_at_zero(caplog: pytest.LogCaptureFixture) -> None:
