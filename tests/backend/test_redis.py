@@ -13,6 +13,7 @@ from typing import Any
 import hiredis
 import pytest
 
+from fieldpush.backend.redis.client import RedisClient
 from fieldpush.backend.redis.pubsub import PubSub, RedisAddress
 from fieldpush.errors import BackendUnavailable
 from fieldpush.events.offsets import Offset
@@ -24,6 +25,7 @@ from tests.support.backends import (
     publish_event,
     start_backend,
 )
+from tests.support.proxy import proxy_to
 from tests.support.redis_server import RedisServer
 from tests.support.timing import eventually, scaled
 
@@ -272,3 +274,28 @@ async def test_pubsub_survives_a_subscription_failing_during_a_reconnect() -> No
         server.close()
         await server.wait_closed()
         await asyncio.gather(*fake.handlers)
+
+
+async def test_a_link_dropped_as_soon_as_it_is_made_is_not_a_reconnect(redis_url: str) -> None:
+    """In front of a Redis that is down, a proxy or load balancer may accept
+    each connection and close it at once: every command fails, and none of
+    those connections counts as a reconnect; the first that answers does."""
+    target = RedisAddress.from_url(redis_url)
+    async with proxy_to((target.host, target.port)) as link:
+        client = RedisClient(
+            RedisAddress.from_url(f"redis://127.0.0.1:{link.port}"), timeout_s=scaled(1)
+        )
+        try:
+            assert await client.execute(b"PING") == b"PONG"
+            link.cut()
+            for _ in range(5):
+                with pytest.raises(BackendUnavailable):
+                    await client.execute(b"PING")
+            assert client.reconnects == 0
+            link.restore()
+            assert await client.pipeline([(b"PING",), (b"PING",)]) == [b"PONG", b"PONG"]
+            assert client.reconnects == 1
+            assert await client.execute(b"PING") == b"PONG"
+            assert client.reconnects == 1
+        finally:
+            await client.close()

@@ -152,11 +152,14 @@ class RedisClient:
         self._timeout_s = timeout_s
         self._connection: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
-        #: Commands failed as ``BackendUnavailable``; connections made after the
-        #: first; whether the last attempt to connect succeeded (the metrics).
+        #: Commands failed as ``BackendUnavailable``; connections after the first
+        #: that answered a command (the metrics: a link that is accepted and
+        #: dropped at once, as by a proxy or load balancer in front of a Redis
+        #: that is down, is not a reconnect).
         self.errors = 0
         self.reconnects = 0
         self._connections_made = 0
+        self._unconfirmed: _Connection | None = None
 
     @property
     def linked(self) -> bool:
@@ -182,9 +185,15 @@ class RedisClient:
             connection = self._connection
             if connection is None or connection.closed:
                 connection = self._connection = await self._connect()
-                self.reconnects += self._connections_made > 0
+                if self._connections_made:
+                    self._unconfirmed = connection
                 self._connections_made += 1
         return connection
+
+    def _confirm(self) -> None:
+        """A new connection answered its first command: the link is back."""
+        self._unconfirmed = None
+        self.reconnects += 1
 
     async def _connect(self) -> _Connection:
         address = self._address
@@ -222,6 +231,8 @@ class RedisClient:
     async def _execute(self, args: tuple[Any, ...]) -> Any:
         connection = await self._connected()
         reply = await connection.send(encode_command(*map(_bytes, args)))
+        if connection is self._unconfirmed:
+            self._confirm()
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_NOT_NOW):
             raise BackendUnavailable(f"redis at {self._address.safe}: {reply}")
         return reply
@@ -239,6 +250,8 @@ class RedisClient:
         connection = await self._connected()
         futures = [connection.send(encode_command(*map(_bytes, command))) for command in commands]
         replies = await asyncio.gather(*futures)  # marks the others' failures retrieved
+        if connection is self._unconfirmed:
+            self._confirm()
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_NOT_NOW):
                 raise BackendUnavailable(f"redis at {self._address.safe}: {reply}")
